@@ -1,0 +1,341 @@
+//! The service catalogue: one data table of every service the hub offers, the DUIS service
+//! request variants (from `reference/duis-service-catalogue.md`) and the hub's own services.
+//! It is the single source for authorisation ([`authorize`]), the API documentation and the
+//! authorisation test matrix; no role check is written by hand anywhere else.
+
+use std::fmt;
+
+use crate::ids::Fuel;
+use crate::party::{PartyId, Role, Roles};
+
+/// Whether the device must verify the sender's signature over the exact command (R-SR-2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Critical {
+    No,
+    Yes,
+}
+
+/// Who holds a future-dated request until it runs (DUIS "future date").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FutureDate {
+    /// Cannot be future-dated.
+    No,
+    /// The hub holds it and sends it at the execution time.
+    Hub,
+    /// The device holds it and executes it at the execution time.
+    Device,
+    /// Either (DUIS "Hub and Device").
+    HubAndDevice,
+}
+
+impl FutureDate {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FutureDate::No => "none",
+            FutureDate::Hub => "hub",
+            FutureDate::Device => "device",
+            FutureDate::HubAndDevice => "hub-and-device",
+        }
+    }
+}
+
+/// DUIS service request variant or one of the hub's own services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceKind {
+    Srv,
+    Hub,
+}
+
+/// The relationship a party must have to the target metering point, at the instant the
+/// request is about, for a grant to apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Relation {
+    /// No relationship needed (hub services without a metering point, operator services).
+    None,
+    /// The registered supplier of the metering point (import supplier for electricity, gas
+    /// supplier for gas).
+    RegisteredSupplier,
+    /// The registered export supplier of an electricity metering point.
+    RegisteredExportSupplier,
+    /// The network operator (distributor or transporter) of the metering point.
+    NetworkOperator,
+    /// An other user holding the consumer's consent for the metering point.
+    ConsentHolder,
+    /// An agent appointed by the registered supplier.
+    AppointedAgent,
+}
+
+impl Relation {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Relation::None => "any",
+            Relation::RegisteredSupplier => "registered supplier",
+            Relation::RegisteredExportSupplier => "registered export supplier",
+            Relation::NetworkOperator => "network operator",
+            Relation::ConsentHolder => "other user with the consumer's consent",
+            Relation::AppointedAgent => "agent appointed by the registered supplier",
+        }
+    }
+}
+
+/// One way to be allowed a service: holding `role` and standing in `relation` to the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Grant {
+    pub role: Role,
+    pub relation: Relation,
+}
+
+impl Grant {
+    pub const fn any(role: Role) -> Grant {
+        Grant { role, relation: Relation::None }
+    }
+}
+
+impl fmt::Display for Grant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.relation {
+            Relation::None => write!(f, "{}", self.role),
+            r => write!(f, "{} as {}", self.role, r.describe()),
+        }
+    }
+}
+
+// The DUIS roles in the relationship DUIS gives them to a metering point.
+const IS: Grant = Grant { role: Role::ImportSupplier, relation: Relation::RegisteredSupplier };
+const ES: Grant = Grant { role: Role::ExportSupplier, relation: Relation::RegisteredExportSupplier };
+const GS: Grant = Grant { role: Role::GasSupplier, relation: Relation::RegisteredSupplier };
+const ED: Grant = Grant { role: Role::ElectricityDistributor, relation: Relation::NetworkOperator };
+const GT: Grant = Grant { role: Role::GasTransporter, relation: Relation::NetworkOperator };
+const OU: Grant = Grant { role: Role::OtherUser, relation: Relation::ConsentHolder };
+const RSA: Grant = Grant { role: Role::RegisteredSupplierAgent, relation: Relation::AppointedAgent };
+const HUB: Grant = Grant::any(Role::HubOperator);
+const REG: Grant = Grant::any(Role::RegistrationService);
+
+const EVERY_ROLE: [Grant; 12] = [
+    Grant::any(Role::ImportSupplier),
+    Grant::any(Role::ExportSupplier),
+    Grant::any(Role::GasSupplier),
+    Grant::any(Role::ElectricityDistributor),
+    Grant::any(Role::GasTransporter),
+    Grant::any(Role::OtherUser),
+    Grant::any(Role::RegisteredSupplierAgent),
+    Grant::any(Role::PaymentServiceProvider),
+    Grant::any(Role::MeterAssetProvider),
+    Grant::any(Role::Manufacturer),
+    Grant::any(Role::RegistrationService),
+    Grant::any(Role::HubOperator),
+];
+
+/// One row of the catalogue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Service {
+    /// DUIS SRV number (`4.1.1`) or hub service name (`registry.read`).
+    pub code: &'static str,
+    pub name: &'static str,
+    pub kind: ServiceKind,
+    pub critical: Critical,
+    pub future_date: FutureDate,
+    /// Whether the service acts on one metering point (and so has relationships to check).
+    pub targets_mpxn: bool,
+    pub grants: &'static [Grant],
+}
+
+impl Service {
+    pub fn roles(&self) -> Roles {
+        Roles::from_iter(self.grants.iter().map(|g| g.role))
+    }
+}
+
+const fn srv(
+    code: &'static str,
+    name: &'static str,
+    critical: Critical,
+    future_date: FutureDate,
+    grants: &'static [Grant],
+) -> Service {
+    Service { code, name, kind: ServiceKind::Srv, critical, future_date, targets_mpxn: true, grants }
+}
+
+const fn hub(code: &'static str, name: &'static str, targets_mpxn: bool, grants: &'static [Grant]) -> Service {
+    Service {
+        code,
+        name,
+        kind: ServiceKind::Hub,
+        critical: Critical::No,
+        future_date: FutureDate::No,
+        targets_mpxn,
+        grants,
+    }
+}
+
+use Critical::{No as NC, Yes as C};
+use FutureDate as F;
+
+/// Every service the hub knows. DUIS rows follow `reference/duis-service-catalogue.md`.
+pub static CATALOGUE: &[Service] = &[
+    srv("1.1.1", "Update Import Tariff (Primary Element)", C, F::Device, &[IS, GS]),
+    srv("1.2.1", "Update Price (Primary Element)", C, F::Device, &[IS, GS]),
+    srv("1.5", "Update Meter Balance", C, F::No, &[IS, GS]),
+    srv("1.6", "Update Payment Mode", C, F::Device, &[IS, GS]),
+    srv("2.1", "Update Prepay Configuration", C, F::Device, &[IS, GS]),
+    srv("2.2", "Top Up Device", NC, F::No, &[IS, GS]),
+    srv("2.3", "Update Debt", C, F::No, &[IS, GS]),
+    srv("2.5", "Activate Emergency Credit", C, F::No, &[IS, GS]),
+    srv("3.1", "Display Message", NC, F::Hub, &[IS, GS]),
+    srv("3.2", "Restrict Access For Change Of Tenancy", NC, F::Hub, &[IS, GS]),
+    srv("4.1.1", "Read Instantaneous Import Registers", NC, F::Hub, &[IS, GS, ED, GT]),
+    srv("4.8.1", "Read Active Import Profile Data", NC, F::Hub, &[IS, GS, ED, GT, OU]),
+    srv("4.17", "Retrieve Daily Consumption Log", NC, F::Hub, &[IS, GS, ED, GT, OU]),
+    srv("5.1", "Create Schedule", NC, F::No, &[IS, ES, GS, ED, GT, OU]),
+    srv("5.2", "Read Schedule", NC, F::No, &[IS, ES, GS, ED, GT, OU]),
+    srv("5.3", "Delete Schedule", NC, F::No, &[IS, ES, GS, ED, GT, OU]),
+    srv("6.2", "Read Device Configuration (6.2.x variants)", NC, F::No, &[IS, ES, GS, ED, GT, RSA]),
+    srv("6.11", "Synchronise Clock", C, F::No, &[IS, GS]),
+    srv("6.15.1", "Update Security Credentials (KRP)", C, F::Device, &[IS, GS, ED, GT]),
+    srv("6.20.1", "Set Import MPxN", NC, F::Hub, &[IS, GS]),
+    srv("6.22", "Configure Alert Behaviour", NC, F::No, &[IS, GS, ED]),
+    srv("6.23", "Update Security Credentials (CoS)", NC, F::HubAndDevice, &[IS, GS]),
+    srv("7.1", "Enable Supply", C, F::No, &[IS]),
+    srv("7.2", "Disable Supply", C, F::No, &[IS, GS]),
+    srv("7.3", "Arm Supply", C, F::No, &[IS, GS]),
+    srv("7.4", "Read Supply Status", NC, F::No, &[IS, ES, GS, RSA, ED, GT]),
+    srv("8.1.1", "Commission Device", C, F::No, &[IS, GS]),
+    srv("8.3", "Decommission Device", NC, F::No, &[IS, GS]),
+    srv("8.7.1", "Join Service (critical)", C, F::No, &[IS, GS]),
+    srv("8.7.2", "Join Service (non-critical)", NC, F::No, &[IS, GS, OU]),
+    srv("8.8.1", "Unjoin Service (critical)", C, F::No, &[IS, GS]),
+    srv("8.8.2", "Unjoin Service (non-critical)", NC, F::No, &[IS, GS, OU]),
+    srv("8.11", "Update HAN Device Log", NC, F::Hub, &[IS, GS, OU]),
+    srv("11.1", "Update Firmware", NC, F::No, &[IS, GS]),
+    srv("11.2", "Read Firmware Version", NC, F::Hub, &[IS, ES, GS, ED, GT, OU, RSA]),
+    srv("11.3", "Activate Firmware", C, F::Device, &[IS, GS]),
+    // The hub's own services.
+    hub("catalogue.read", "Read the service catalogue", false, &EVERY_ROLE),
+    hub("clock.read", "Read the hub clock", false, &EVERY_ROLE),
+    hub("clock.advance", "Advance the simulated hub clock", false, &[HUB]),
+    hub("party.read-own", "Read own party record", false, &EVERY_ROLE),
+    hub("party.token-own", "Issue and revoke own API tokens", false, &EVERY_ROLE),
+    hub("party.read", "List and read every party", false, &[HUB]),
+    hub("party.manage", "Create parties, issue and revoke any party's tokens", false, &[HUB]),
+    hub("registry.write", "Create metering points and record registrations", true, &[REG]),
+    hub(
+        "registry.read",
+        "Read a metering point's registration as at an instant, and its history",
+        true,
+        &[REG, HUB, IS, ES, GS, ED, GT],
+    ),
+];
+
+/// Look a service up by its code.
+pub fn service(code: &str) -> Option<&'static Service> {
+    CATALOGUE.iter().find(|s| s.code == code)
+}
+
+/// What is true of the target metering point at the instant a request is about: the input to
+/// the relationship half of authorisation. Built by the hub from the registry.
+#[derive(Debug, Clone, Copy)]
+pub struct TargetFacts<'a> {
+    pub mpxn: &'a str,
+    pub fuel: Fuel,
+    /// The instant the facts hold at, for messages.
+    pub at: jiff::Timestamp,
+    pub registered_supplier: Option<&'a PartyId>,
+    pub export_supplier: Option<&'a PartyId>,
+    pub network_operator: Option<&'a PartyId>,
+    /// Other users holding consumer consent at the instant.
+    pub consent_holders: &'a [PartyId],
+    /// Agents appointed by the registered supplier at the instant.
+    pub appointed_agents: &'a [PartyId],
+}
+
+impl TargetFacts<'_> {
+    fn satisfies(&self, party: &PartyId, grant: &Grant) -> bool {
+        if grant.role.fuel().is_some_and(|f| f != self.fuel) {
+            return false;
+        }
+        match grant.relation {
+            Relation::None => true,
+            Relation::RegisteredSupplier => self.registered_supplier == Some(party),
+            Relation::RegisteredExportSupplier => self.export_supplier == Some(party),
+            Relation::NetworkOperator => self.network_operator == Some(party),
+            Relation::ConsentHolder => self.consent_holders.contains(party),
+            Relation::AppointedAgent => self.appointed_agents.contains(party),
+        }
+    }
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The party holds none of the roles the service allows.
+    #[error("service {service} is for roles [{allowed}]; party {party} holds [{held}]")]
+    Role { service: &'static str, party: PartyId, held: String, allowed: String },
+    /// The party holds a role the service allows, but not the relationship to the target.
+    #[error(
+        "service {service}: party {party} is not {needed} of {mpxn} at {at} (it holds role(s) {held})"
+    )]
+    Relationship { service: &'static str, party: PartyId, held: String, needed: String, mpxn: String, at: String },
+}
+
+impl Refusal {
+    /// What is missing, machine-readable: `role` or `relationship`.
+    pub fn missing(&self) -> &'static str {
+        match self {
+            Refusal::Role { .. } => "role",
+            Refusal::Relationship { .. } => "relationship",
+        }
+    }
+}
+
+/// Decide whether `party` holding `roles` may use `service` on `target`. `target` is `None`
+/// for services that do not act on a metering point. Returns the grant that applies.
+pub fn authorize(
+    service: &'static Service,
+    party: &PartyId,
+    roles: Roles,
+    target: Option<&TargetFacts<'_>>,
+) -> Result<Grant, Refusal> {
+    let candidates: Vec<&Grant> = service.grants.iter().filter(|g| roles.contains(g.role)).collect();
+    if candidates.is_empty() {
+        return Err(Refusal::Role {
+            service: service.code,
+            party: party.clone(),
+            held: roles.codes(),
+            allowed: service.roles().codes(),
+        });
+    }
+    if let Some(g) = candidates.iter().find(|g| g.relation == Relation::None) {
+        return Ok(**g);
+    }
+    let Some(target) = target else {
+        // A relationship grant with no target cannot be satisfied.
+        return Err(Refusal::Relationship {
+            service: service.code,
+            party: party.clone(),
+            held: roles.codes(),
+            needed: describe_needed(&candidates),
+            mpxn: "(no metering point)".to_string(),
+            at: "-".to_string(),
+        });
+    };
+    candidates.iter().find(|g| target.satisfies(party, g)).map(|g| **g).ok_or_else(|| Refusal::Relationship {
+        service: service.code,
+        party: party.clone(),
+        held: roles.codes(),
+        needed: describe_needed(&candidates),
+        mpxn: target.mpxn.to_string(),
+        at: target.at.to_string(),
+    })
+}
+
+fn describe_needed(candidates: &[&Grant]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    for g in candidates {
+        let fuel = g.role.fuel().map(|f| format!(" ({f})")).unwrap_or_default();
+        let d = format!("the {}{fuel}", g.relation.describe());
+        if !out.contains(&d) {
+            out.push(d);
+        }
+    }
+    out.join(" or ")
+}

@@ -1,0 +1,12 @@
+//! Pure types and rules of meterhub: identifiers, parties and roles, the service catalogue,
+//! registration data, and the crypto primitives. No I/O, no clock reads, no randomness of
+//! its own (callers pass time and a random source in).
+
+pub mod catalogue;
+pub mod crypto;
+pub mod ids;
+pub mod party;
+pub mod registry;
+
+pub use ids::{Eui64, FullMpan, Fuel, IdError, IdRules, Mpan, Mprn, Mpxn};
+pub use party::{Party, PartyId, Role, Roles};

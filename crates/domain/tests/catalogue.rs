@@ -1,0 +1,184 @@
+//! The catalogue table in code agrees with the DUIS reference, row by row, and the
+//! authorisation decision follows it (R-SR-1).
+
+use domain::catalogue::{self, CATALOGUE, Critical, FutureDate, Relation, ServiceKind, TargetFacts};
+use domain::{Fuel, PartyId, Role, Roles};
+
+const REFERENCE: &str = include_str!("../../../data/reference/duis-service-catalogue.md");
+
+fn duis_role(code: &str) -> Role {
+    match code {
+        "IS" => Role::ImportSupplier,
+        "ES" => Role::ExportSupplier,
+        "GS" => Role::GasSupplier,
+        "ED" => Role::ElectricityDistributor,
+        "GT" => Role::GasTransporter,
+        "OU" => Role::OtherUser,
+        "RSA" => Role::RegisteredSupplierAgent,
+        other => panic!("unknown DUIS role {other:?} in the reference"),
+    }
+}
+
+const DUIS_ROLES: [&str; 7] = ["IS", "ES", "GS", "ED", "GT", "OU", "RSA"];
+
+/// Roles cell → Some(roles), or None when the reference says "varies".
+fn parse_roles(cell: &str) -> Option<Roles> {
+    let cell = cell.trim();
+    if cell.starts_with("varies") {
+        return None;
+    }
+    if cell == "all" {
+        return Some(Roles::from_iter(DUIS_ROLES.map(duis_role)));
+    }
+    if let Some(except) = cell.strip_prefix("all but ") {
+        return Some(Roles::from_iter(DUIS_ROLES.iter().filter(|r| **r != except.trim()).map(|r| duis_role(r))));
+    }
+    let cell = cell.split(" only").next().unwrap();
+    Some(Roles::from_iter(cell.split(',').map(|r| duis_role(r.trim()))))
+}
+
+struct Row {
+    code: String,
+    critical: bool,
+    future: FutureDate,
+    roles: Option<Roles>,
+}
+
+fn reference_rows() -> Vec<Row> {
+    let mut rows = Vec::new();
+    for line in REFERENCE.lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if cells.len() < 6 || !cells[1].starts_with(|c: char| c.is_ascii_digit()) {
+            continue;
+        }
+        let codes: Vec<&str> = cells[1].split(" / ").collect();
+        let criticals: Vec<&str> = cells[3].split(" / ").collect();
+        let roles: Vec<&str> = cells[5].split(" / ").collect();
+        let future = match cells[4] {
+            "Device" => FutureDate::Device,
+            "Hub" => FutureDate::Hub,
+            "Hub and Device" => FutureDate::HubAndDevice,
+            "–" | "-" => FutureDate::No,
+            other => panic!("unknown future-date cell {other:?}"),
+        };
+        for (i, code) in codes.iter().enumerate() {
+            let code = code.trim_end_matches(".x");
+            rows.push(Row {
+                code: code.to_string(),
+                critical: criticals.get(i).unwrap_or(&criticals[0]).starts_with("yes"),
+                future,
+                roles: parse_roles(roles.get(i).unwrap_or(&roles[0])),
+            });
+        }
+    }
+    rows
+}
+
+#[test]
+fn every_reference_srv_is_in_the_catalogue_with_the_same_facts() {
+    let rows = reference_rows();
+    assert!(rows.len() >= 36, "parsed {} rows from the reference", rows.len());
+    for row in &rows {
+        let s = catalogue::service(&row.code).unwrap_or_else(|| panic!("SRV {} missing", row.code));
+        assert_eq!(s.kind, ServiceKind::Srv, "{}", row.code);
+        assert_eq!(s.critical == Critical::Yes, row.critical, "critical flag of {}", row.code);
+        assert_eq!(s.future_date, row.future, "future date of {}", row.code);
+        if let Some(roles) = row.roles {
+            assert_eq!(s.roles(), roles, "roles of {}", row.code);
+        } else {
+            // "varies, incl. RSA": the union we use must include RSA.
+            assert!(s.roles().contains(Role::RegisteredSupplierAgent), "{}", row.code);
+        }
+    }
+    let srvs = CATALOGUE.iter().filter(|s| s.kind == ServiceKind::Srv).count();
+    assert_eq!(srvs, rows.len(), "the catalogue has SRVs the reference does not");
+}
+
+#[test]
+fn codes_are_unique_and_every_grant_is_consistent() {
+    for (i, s) in CATALOGUE.iter().enumerate() {
+        assert!(CATALOGUE[..i].iter().all(|o| o.code != s.code), "duplicate {}", s.code);
+        assert!(!s.grants.is_empty(), "{} grants nobody", s.code);
+        for g in s.grants {
+            if g.relation != Relation::None {
+                assert!(s.targets_mpxn, "{}: a relationship grant needs a metering point", s.code);
+            }
+        }
+    }
+}
+
+fn pid(s: &str) -> PartyId {
+    PartyId::parse(s).unwrap()
+}
+
+// R-SR-1: role and relationship at the instant, from the one table; refusals say why.
+#[test]
+fn authorisation_table() {
+    let supplier = pid("acme");
+    let other_supplier = pid("brightside");
+    let dno = pid("dno-14");
+    let other_dno = pid("dno-20");
+    let consenting = pid("esco-ok");
+    let at = "2026-01-01T00:00:00Z".parse().unwrap();
+    let (esco_no, regp, op) = (pid("esco-no"), pid("reg"), pid("op"));
+    let consents = [consenting.clone()];
+    let elec = TargetFacts {
+        mpxn: "1312345678907",
+        fuel: Fuel::Electricity,
+        at,
+        registered_supplier: Some(&supplier),
+        export_supplier: None,
+        network_operator: Some(&dno),
+        consent_holders: &consents,
+        appointed_agents: &[],
+    };
+    let gas = TargetFacts { mpxn: "3938424403", fuel: Fuel::Gas, ..elec };
+    let is = Roles::from_iter([Role::ImportSupplier]);
+    let isgs = Roles::from_iter([Role::ImportSupplier, Role::GasSupplier]);
+    let ed = Roles::from_iter([Role::ElectricityDistributor]);
+    let ou = Roles::from_iter([Role::OtherUser]);
+    let reg = Roles::from_iter([Role::RegistrationService]);
+    let hubop = Roles::from_iter([Role::HubOperator]);
+
+    // (service, party, roles, target, Ok | Err(missing))
+    type Case<'a> = (&'a str, &'a PartyId, Roles, Option<&'a TargetFacts<'a>>, Result<(), &'a str>);
+    let cases: Vec<Case> = vec![
+        ("4.1.1", &supplier, is, Some(&elec), Ok(())),
+        ("4.1.1", &other_supplier, is, Some(&elec), Err("relationship")),
+        ("4.1.1", &dno, ed, Some(&elec), Ok(())),
+        ("4.1.1", &other_dno, ed, Some(&elec), Err("relationship")),
+        ("4.1.1", &consenting, ou, Some(&elec), Err("role")),
+        ("4.8.1", &consenting, ou, Some(&elec), Ok(())),
+        ("4.8.1", &esco_no, ou, Some(&elec), Err("relationship")),
+        // An import supplier is not the gas supplier, even when named in the gas record.
+        ("4.1.1", &supplier, is, Some(&gas), Err("relationship")),
+        ("4.1.1", &supplier, isgs, Some(&gas), Ok(())),
+        ("7.1", &supplier, isgs, Some(&gas), Err("relationship")),
+        ("7.1", &supplier, is, Some(&elec), Ok(())),
+        ("7.2", &dno, ed, Some(&elec), Err("role")),
+        ("registry.write", &supplier, is, Some(&elec), Err("role")),
+        ("registry.write", &regp, reg, Some(&elec), Ok(())),
+        ("registry.read", &supplier, is, Some(&elec), Ok(())),
+        ("registry.read", &other_supplier, is, Some(&elec), Err("relationship")),
+        ("registry.read", &op, hubop, Some(&elec), Ok(())),
+        ("clock.advance", &supplier, is, None, Err("role")),
+        ("clock.advance", &op, hubop, None, Ok(())),
+        ("party.manage", &regp, reg, None, Err("role")),
+        ("catalogue.read", &consenting, ou, None, Ok(())),
+        // A relationship grant with no metering point never applies.
+        ("4.1.1", &supplier, is, None, Err("relationship")),
+    ];
+    for (code, party, roles, target, want) in cases {
+        let s = catalogue::service(code).unwrap();
+        let got = catalogue::authorize(s, party, roles, target).map(|_| ()).map_err(|r| r.missing());
+        assert_eq!(got, want, "{code} by {party} [{}]", roles.codes());
+    }
+
+    let refusal = catalogue::authorize(catalogue::service("4.1.1").unwrap(), &other_supplier, is, Some(&elec))
+        .unwrap_err()
+        .to_string();
+    assert!(refusal.contains("brightside") && refusal.contains("registered supplier"), "{refusal}");
+    assert!(refusal.contains("1312345678907") && refusal.contains("2026-01-01"), "{refusal}");
+    let refusal = catalogue::authorize(catalogue::service("7.2").unwrap(), &dno, ed, Some(&elec)).unwrap_err().to_string();
+    assert!(refusal.contains("IS,GS") && refusal.contains("[ED]"), "{refusal}");
+}

@@ -1,0 +1,159 @@
+//! Persistence behind the [`Store`] trait. Business code sees only this trait, which is
+//! asynchronous and message-shaped so that another backend (PostgreSQL) or a remote store
+//! can stand behind it; only this crate knows SQL. The embedded backend is SQLite
+//! ([`sqlite::SqliteStore`]): one writer thread with batched commits, a bounded pool of
+//! readers, versioned migrations.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use domain::registry::{EnrolmentVersion, RegistrationData, RegistrationVersion};
+use domain::{Mpxn, Party, PartyId};
+use jiff::Timestamp;
+
+/// What can go wrong in the store. Callers map these to their own errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness or reference rule of the data was broken.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The backend failed (I/O, corruption, a bug).
+    #[error("storage failure: {0}")]
+    Backend(String),
+    /// The store has shut down.
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// An API credential as stored: only the SHA-256 of the secret is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Public id, safe to show and log.
+    pub id: String,
+    pub party: PartyId,
+    pub label: String,
+    pub hash: [u8; 32],
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// A registration version to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRegistration {
+    pub mpxn: Mpxn,
+    pub effective_from: Timestamp,
+    pub data: RegistrationData,
+    pub recorded_at: Timestamp,
+    pub recorded_by: PartyId,
+}
+
+/// An enrolment version to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEnrolment {
+    pub mpxn: Mpxn,
+    pub effective_from: Timestamp,
+    pub enrolled: bool,
+    pub recorded_at: Timestamp,
+    pub recorded_by: PartyId,
+}
+
+/// A metering point as first recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeteringPoint {
+    pub mpxn: Mpxn,
+    pub created_at: Timestamp,
+}
+
+/// One row of a bulk registry import (already validated by the caller). Enrolment is not
+/// imported: only enrolling a smart metering system sets that flag (R-REG-2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportRow {
+    pub mpxn: Mpxn,
+    pub effective_from: Timestamp,
+    pub data: RegistrationData,
+}
+
+/// What flows into a bulk import. Nothing is committed unless `Commit` arrives: an `Abort`,
+/// or the sender going away, rolls the whole import back.
+#[derive(Debug)]
+pub enum ImportMsg {
+    Rows(Vec<ImportRow>),
+    Commit,
+    Abort(String),
+}
+
+/// Bound on the import pipeline: chunks in flight between reader and writer.
+pub const IMPORT_CHUNKS_IN_FLIGHT_MAX: usize = 8;
+/// Rows per import chunk.
+pub const IMPORT_CHUNK_ROWS: usize = 4096;
+
+/// What a bulk import did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportSummary {
+    pub rows: u64,
+    pub metering_points_created: u64,
+    pub registrations_added: u64,
+    /// Rows identical to a version already recorded (a re-run of the same file).
+    pub duplicates_skipped: u64,
+}
+
+/// Row counts, for metrics and the dashboard.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreCounts {
+    pub parties: u64,
+    pub metering_points: u64,
+    pub registrations: u64,
+}
+
+/// The hub's persistence. Every method is one atomic unit: it applies whole or not at all,
+/// and once it returns `Ok` the effect is durable.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // Parties and credentials.
+    async fn insert_party(&self, party: Party) -> Result<(), StoreError>;
+    async fn party(&self, id: &PartyId) -> Result<Option<Party>, StoreError>;
+    async fn parties(&self) -> Result<Vec<Party>, StoreError>;
+    async fn insert_token(&self, token: TokenRecord) -> Result<(), StoreError>;
+    /// Revoke a token of `party`; `Ok(false)` if it was already revoked.
+    async fn revoke_token(&self, party: &PartyId, token_id: &str, at: Timestamp) -> Result<bool, StoreError>;
+    async fn tokens(&self, party: &PartyId) -> Result<Vec<TokenRecord>, StoreError>;
+    /// The token with this hash and its party, revoked or not.
+    async fn token_by_hash(&self, hash: [u8; 32]) -> Result<Option<(TokenRecord, Party)>, StoreError>;
+
+    // Registry.
+    /// Append a registration version, creating the metering point on first use.
+    async fn append_registration(&self, r: NewRegistration) -> Result<RegistrationVersion, StoreError>;
+    /// Append an enrolment version; the metering point must exist.
+    async fn append_enrolment(&self, e: NewEnrolment) -> Result<EnrolmentVersion, StoreError>;
+    async fn metering_point(&self, mpxn: Mpxn) -> Result<Option<MeteringPoint>, StoreError>;
+    /// The registration in force at `at`, as known at `known_at` (all recordings if `None`).
+    async fn registration_at(
+        &self,
+        mpxn: Mpxn,
+        at: Timestamp,
+        known_at: Option<Timestamp>,
+    ) -> Result<Option<RegistrationVersion>, StoreError>;
+    async fn enrolment_at(
+        &self,
+        mpxn: Mpxn,
+        at: Timestamp,
+        known_at: Option<Timestamp>,
+    ) -> Result<Option<EnrolmentVersion>, StoreError>;
+    /// Every registration version of a metering point, in recording order.
+    async fn registration_history(&self, mpxn: Mpxn) -> Result<Vec<RegistrationVersion>, StoreError>;
+    async fn enrolment_history(&self, mpxn: Mpxn) -> Result<Vec<EnrolmentVersion>, StoreError>;
+    /// Bulk import in one transaction, fed through a bounded channel (see [`ImportMsg`]).
+    async fn import_registrations(
+        &self,
+        rows: tokio::sync::mpsc::Receiver<ImportMsg>,
+        recorded_at: Timestamp,
+        recorded_by: PartyId,
+    ) -> Result<ImportSummary, StoreError>;
+
+    // Hub state and statistics.
+    async fn state(&self, key: &str) -> Result<Option<String>, StoreError>;
+    async fn set_state(&self, key: &str, value: String) -> Result<(), StoreError>;
+    async fn counts(&self) -> Result<StoreCounts, StoreError>;
+}

@@ -1,0 +1,247 @@
+//! The SQLite engine: one writer thread that groups jobs into batched commits (each job in
+//! its own savepoint, so one failing job never takes its neighbours down), and a bounded
+//! pool of read connections used from the blocking thread pool.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::StoreError;
+
+use super::schema;
+
+/// Jobs waiting for the writer; senders wait (backpressure) when it is full.
+pub const WRITE_QUEUE_MAX: usize = 4096;
+/// Jobs committed together at most.
+pub const WRITE_BATCH_MAX: usize = 512;
+/// Time a connection waits on a lock held by another process before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How hard each commit is pushed to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// fsync on every commit: an acknowledged write survives power loss.
+    #[default]
+    Full,
+    /// WAL with synchronous=NORMAL: survives process crashes, may lose the last commits on
+    /// power loss. For simulations and benchmarks.
+    Normal,
+}
+
+/// Options for opening the embedded store.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    pub durability: Durability,
+    /// Read connections (and so concurrent reads).
+    pub readers: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions { durability: Durability::Full, readers: 4 }
+    }
+}
+
+pub(crate) struct Pending {
+    ok: bool,
+    reply: Box<dyn FnOnce(Result<(), StoreError>) + Send>,
+}
+
+type Job = Box<dyn FnOnce(&Connection) -> Pending + Send>;
+
+enum Msg {
+    Run(Job),
+    /// Commit what came before and stop.
+    Stop,
+}
+
+pub(crate) struct Engine {
+    path: PathBuf,
+    writer: mpsc::Sender<Msg>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    read_permits: Arc<Semaphore>,
+}
+
+pub(crate) fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn open_connection(path: &Path, durability: Durability, write: bool) -> Result<Connection, StoreError> {
+    let flags = if write {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags).map_err(backend)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+    if write {
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
+    }
+    let sync = match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync).map_err(backend)?;
+    conn.pragma_update(None, "foreign_keys", "ON").map_err(backend)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+impl Engine {
+    pub(crate) fn open(dir: &Path, opts: &SqliteOptions) -> Result<Engine, StoreError> {
+        assert!(opts.readers >= 1, "at least one reader");
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Backend(format!("cannot create data directory {}: {e}", dir.display())))?;
+        let path = dir.join("meterhub.sqlite3");
+        let mut conn = open_connection(&path, opts.durability, true)?;
+        schema::migrate(&mut conn)?;
+        let mut readers = Vec::with_capacity(opts.readers);
+        for _ in 0..opts.readers {
+            readers.push(open_connection(&path, opts.durability, false)?);
+        }
+        let (tx, rx) = mpsc::channel::<Msg>(WRITE_QUEUE_MAX);
+        let handle = std::thread::Builder::new()
+            .name("meterhub-store-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
+        Ok(Engine {
+            path,
+            writer: tx,
+            writer_thread: Mutex::new(Some(handle)),
+            read_permits: Arc::new(Semaphore::new(readers.len())),
+            readers: Arc::new(Mutex::new(readers)),
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Run `f` in the writer's transaction. Returns once the batch holding it is committed.
+    pub(crate) async fn write<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn: &Connection| {
+            let result = f(conn);
+            Pending {
+                ok: result.is_ok(),
+                reply: Box::new(move |commit: Result<(), StoreError>| {
+                    let _ = tx.send(commit.and(result));
+                }),
+            }
+        });
+        self.writer.send(Msg::Run(job)).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Backend("the write was abandoned (internal error)".into()))?
+    }
+
+    /// Run `f` on a read connection from the pool.
+    pub(crate) async fn read<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let permit = self.read_permits.clone().acquire_owned().await.map_err(|_| StoreError::Closed)?;
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.lock().expect("reader pool").pop().expect("a permit guarantees a connection");
+            let result = catch_unwind(AssertUnwindSafe(|| f(&conn)));
+            pool.lock().expect("reader pool").push(conn);
+            drop(permit);
+            result.unwrap_or_else(|_| Err(StoreError::Backend("a read panicked (internal error)".into())))
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
+    }
+
+    /// Stop accepting writes, let queued ones commit, and wait for the writer to finish.
+    pub(crate) async fn close(&self) {
+        let handle = self.writer_thread.lock().expect("writer handle").take();
+        if let Some(handle) = handle {
+            // Queued jobs are ahead of the stop message, so they commit first.
+            if self.writer.send(Msg::Stop).await.is_ok() {
+                let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+            }
+        }
+    }
+}
+
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Msg>) {
+    let mut batch: Vec<Job> = Vec::with_capacity(WRITE_BATCH_MAX);
+    let mut stop = false;
+    while !stop {
+        match rx.blocking_recv() {
+            Some(Msg::Run(job)) => batch.push(job),
+            Some(Msg::Stop) | None => break,
+        }
+        while batch.len() < WRITE_BATCH_MAX {
+            match rx.try_recv() {
+                Ok(Msg::Run(job)) => batch.push(job),
+                Ok(Msg::Stop) => {
+                    stop = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        run_batch(&conn, &mut batch);
+    }
+    rx.close();
+    // Anything that slipped in after the stop still runs: an accepted write is never dropped.
+    while let Ok(msg) = rx.try_recv() {
+        if let Msg::Run(job) = msg {
+            batch.push(job);
+            if batch.len() == WRITE_BATCH_MAX {
+                run_batch(&conn, &mut batch);
+            }
+        }
+    }
+    if !batch.is_empty() {
+        run_batch(&conn, &mut batch);
+    }
+    tracing::debug!(message = "Store writer stopped.");
+}
+
+fn run_batch(conn: &Connection, batch: &mut Vec<Job>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        // Run nothing: dropping a job drops its reply channel, and its caller gets an error.
+        tracing::error!(message = "Store batch could not begin.", error = %e, jobs = batch.len());
+        batch.clear();
+        return;
+    }
+    let mut replies = Vec::with_capacity(batch.len());
+    for job in batch.drain(..) {
+        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+            tracing::error!(message = "Savepoint failed.", error = %e);
+            continue;
+        }
+        match catch_unwind(AssertUnwindSafe(|| job(conn))) {
+            Ok(pending) => {
+                if !pending.ok {
+                    let _ = conn.execute_batch("ROLLBACK TO job");
+                }
+                let _ = conn.execute_batch("RELEASE job");
+                replies.push(pending.reply);
+            }
+            Err(_) => {
+                tracing::error!(message = "A store job panicked; its changes were rolled back.");
+                let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+            }
+        }
+    }
+    let commit = conn.execute_batch("COMMIT").map_err(backend);
+    if let Err(e) = &commit {
+        tracing::error!(message = "Store commit failed; the batch was rolled back.", error = %e);
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for reply in replies {
+        reply(commit.clone());
+    }
+}

@@ -1,0 +1,665 @@
+//! The embedded store: SQLite in WAL mode under the data directory.
+
+mod engine;
+mod schema;
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use domain::registry::{EnrolmentVersion, RegistrationData, RegistrationVersion};
+use domain::{Eui64, IdRules, Mpxn, Party, PartyId, Roles};
+use jiff::Timestamp;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+pub use engine::{Durability, SqliteOptions, WRITE_BATCH_MAX, WRITE_QUEUE_MAX};
+pub use schema::SCHEMA_VERSION;
+
+use crate::{
+    ImportMsg, ImportSummary, MeteringPoint, NewEnrolment, NewRegistration, Store, StoreCounts, StoreError,
+    TokenRecord,
+};
+use engine::{Engine, backend};
+
+/// The embedded SQLite store.
+pub struct SqliteStore {
+    engine: Engine,
+}
+
+impl SqliteStore {
+    /// Open (creating and migrating if needed) the store in `dir`.
+    pub fn open(dir: &Path, opts: SqliteOptions) -> Result<SqliteStore, StoreError> {
+        Ok(SqliteStore { engine: Engine::open(dir, &opts)? })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        self.engine.path()
+    }
+
+    /// Commit queued writes and stop the writer. Later writes fail with `Closed`.
+    pub async fn close(&self) {
+        self.engine.close().await;
+    }
+}
+
+fn micros(t: Timestamp) -> i64 {
+    t.as_microsecond()
+}
+
+fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("stored {what} is unreadable: {detail}"))
+}
+
+fn ts(v: i64) -> Result<Timestamp, StoreError> {
+    Timestamp::from_microsecond(v).map_err(|e| corrupt("timestamp", e))
+}
+
+fn party_id(s: String) -> Result<PartyId, StoreError> {
+    PartyId::parse(&s).map_err(|e| corrupt("party id", e))
+}
+
+fn opt_party_id(s: Option<String>) -> Result<Option<PartyId>, StoreError> {
+    s.map(party_id).transpose()
+}
+
+fn mpxn(s: &str) -> Result<Mpxn, StoreError> {
+    // Stored identifiers were validated on the way in, possibly under relaxed rules.
+    Mpxn::parse_with(s, IdRules::RELAXED).map_err(|e| corrupt("MPxN", e))
+}
+
+/// Map a failed statement: constraint violations are conflicts the caller can act on.
+fn classify(e: rusqlite::Error) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(f, msg) = &e
+        && f.code == rusqlite::ErrorCode::ConstraintViolation
+    {
+        let what = match f.extended_code {
+            rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY => "it refers to something that does not exist".to_string(),
+            rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY | rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE => {
+                format!("it already exists ({})", msg.as_deref().unwrap_or("unique constraint"))
+            }
+            _ => msg.clone().unwrap_or_else(|| "a data rule was broken".into()),
+        };
+        return StoreError::Conflict(what);
+    }
+    backend(e)
+}
+
+const PARTY_COLS: &str = "id, name, roles, originator, signing_key, created_at";
+
+struct RawParty {
+    id: String,
+    name: String,
+    roles: String,
+    originator: String,
+    signing_key: Option<Vec<u8>>,
+    created_at: i64,
+}
+
+fn raw_party(r: &Row<'_>, at: usize) -> rusqlite::Result<RawParty> {
+    Ok(RawParty {
+        id: r.get(at)?,
+        name: r.get(at + 1)?,
+        roles: r.get(at + 2)?,
+        originator: r.get(at + 3)?,
+        signing_key: r.get(at + 4)?,
+        created_at: r.get(at + 5)?,
+    })
+}
+
+impl RawParty {
+    fn into_party(self) -> Result<Party, StoreError> {
+        Ok(Party {
+            id: party_id(self.id)?,
+            name: self.name,
+            roles: Roles::parse_codes(&self.roles).map_err(|e| corrupt("roles", e))?,
+            originator: Eui64::parse(&self.originator).map_err(|e| corrupt("originator", e))?,
+            signing_key_spki: self.signing_key,
+            created_at: ts(self.created_at)?,
+        })
+    }
+}
+
+const TOKEN_COLS: &str = "id, party_id, label, hash, created_at, revoked_at";
+
+struct RawToken {
+    id: String,
+    party: String,
+    label: String,
+    hash: Vec<u8>,
+    created_at: i64,
+    revoked_at: Option<i64>,
+}
+
+fn raw_token(r: &Row<'_>) -> rusqlite::Result<RawToken> {
+    Ok(RawToken {
+        id: r.get(0)?,
+        party: r.get(1)?,
+        label: r.get(2)?,
+        hash: r.get(3)?,
+        created_at: r.get(4)?,
+        revoked_at: r.get(5)?,
+    })
+}
+
+impl RawToken {
+    fn into_record(self) -> Result<TokenRecord, StoreError> {
+        Ok(TokenRecord {
+            id: self.id,
+            party: party_id(self.party)?,
+            label: self.label,
+            hash: self.hash.as_slice().try_into().map_err(|_| corrupt("token hash", "not 32 bytes"))?,
+            created_at: ts(self.created_at)?,
+            revoked_at: self.revoked_at.map(ts).transpose()?,
+        })
+    }
+}
+
+const REG_COLS: &str = "seq, mpxn, effective_from, supplier, export_supplier, shipper, network_operator, \
+                        meter_type, payment_mode, annual_quantity_kwh, recorded_at, recorded_by";
+
+struct RawRegistration {
+    seq: i64,
+    mpxn: String,
+    effective_from: i64,
+    supplier: String,
+    export_supplier: Option<String>,
+    shipper: Option<String>,
+    network_operator: String,
+    meter_type: String,
+    payment_mode: Option<String>,
+    annual_quantity_kwh: Option<i64>,
+    recorded_at: i64,
+    recorded_by: String,
+}
+
+fn raw_registration(r: &Row<'_>) -> rusqlite::Result<RawRegistration> {
+    Ok(RawRegistration {
+        seq: r.get(0)?,
+        mpxn: r.get(1)?,
+        effective_from: r.get(2)?,
+        supplier: r.get(3)?,
+        export_supplier: r.get(4)?,
+        shipper: r.get(5)?,
+        network_operator: r.get(6)?,
+        meter_type: r.get(7)?,
+        payment_mode: r.get(8)?,
+        annual_quantity_kwh: r.get(9)?,
+        recorded_at: r.get(10)?,
+        recorded_by: r.get(11)?,
+    })
+}
+
+impl RawRegistration {
+    fn into_version(self) -> Result<RegistrationVersion, StoreError> {
+        Ok(RegistrationVersion {
+            seq: self.seq,
+            mpxn: mpxn(&self.mpxn)?,
+            effective_from: ts(self.effective_from)?,
+            data: RegistrationData {
+                supplier: party_id(self.supplier)?,
+                export_supplier: opt_party_id(self.export_supplier)?,
+                shipper: opt_party_id(self.shipper)?,
+                network_operator: party_id(self.network_operator)?,
+                meter_type: self.meter_type.parse().map_err(|e| corrupt("meter type", e))?,
+                payment_mode: self
+                    .payment_mode
+                    .map(|p| p.parse())
+                    .transpose()
+                    .map_err(|e| corrupt("payment mode", e))?,
+                annual_quantity_kwh: self
+                    .annual_quantity_kwh
+                    .map(u64::try_from)
+                    .transpose()
+                    .map_err(|e| corrupt("annual quantity", e))?,
+            },
+            recorded_at: ts(self.recorded_at)?,
+            recorded_by: party_id(self.recorded_by)?,
+        })
+    }
+}
+
+const ENROL_COLS: &str = "seq, mpxn, effective_from, enrolled, recorded_at, recorded_by";
+
+fn enrolment_row(r: &Row<'_>) -> rusqlite::Result<(i64, String, i64, bool, i64, String)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+}
+
+fn into_enrolment(
+    (seq, m, effective_from, enrolled, recorded_at, recorded_by): (i64, String, i64, bool, i64, String),
+) -> Result<EnrolmentVersion, StoreError> {
+    Ok(EnrolmentVersion {
+        seq,
+        mpxn: mpxn(&m)?,
+        effective_from: ts(effective_from)?,
+        enrolled,
+        recorded_at: ts(recorded_at)?,
+        recorded_by: party_id(recorded_by)?,
+    })
+}
+
+fn aq(v: Option<u64>) -> Result<Option<i64>, StoreError> {
+    v.map(|x| i64::try_from(x).map_err(|_| StoreError::Conflict("annual quantity out of range".into()))).transpose()
+}
+
+/// Insert the metering point if new; true when it was created.
+fn ensure_metering_point(conn: &Connection, m: &Mpxn, at: Timestamp) -> Result<bool, StoreError> {
+    let n = conn
+        .prepare_cached("INSERT OR IGNORE INTO metering_points (mpxn, fuel, created_at) VALUES (?1, ?2, ?3)")
+        .and_then(|mut s| s.execute(params![m.to_string(), m.fuel().as_str(), micros(at)]))
+        .map_err(classify)?;
+    Ok(n == 1)
+}
+
+fn insert_registration(
+    conn: &Connection,
+    m: &str,
+    effective_from: i64,
+    d: &RegistrationData,
+    recorded_at: i64,
+    recorded_by: &str,
+) -> Result<i64, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "INSERT INTO registrations (mpxn, effective_from, supplier, export_supplier, shipper, \
+             network_operator, meter_type, payment_mode, annual_quantity_kwh, recorded_at, recorded_by) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )
+        .map_err(backend)?;
+    stmt.execute(params![
+        m,
+        effective_from,
+        d.supplier.as_str(),
+        d.export_supplier.as_ref().map(PartyId::as_str),
+        d.shipper.as_ref().map(PartyId::as_str),
+        d.network_operator.as_str(),
+        d.meter_type.as_str(),
+        d.payment_mode.map(|p| p.as_str()),
+        aq(d.annual_quantity_kwh)?,
+        recorded_at,
+        recorded_by,
+    ])
+    .map_err(classify)?;
+    Ok(conn.last_insert_rowid())
+}
+
+fn is_recorded(conn: &Connection, m: &str, effective_from: i64, d: &RegistrationData) -> Result<bool, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT 1 FROM registrations WHERE mpxn = ?1 AND effective_from = ?2 AND supplier = ?3 \
+             AND export_supplier IS ?4 AND shipper IS ?5 AND network_operator = ?6 AND meter_type = ?7 \
+             AND payment_mode IS ?8 AND annual_quantity_kwh IS ?9 LIMIT 1",
+        )
+        .map_err(backend)?;
+    stmt.exists(params![
+        m,
+        effective_from,
+        d.supplier.as_str(),
+        d.export_supplier.as_ref().map(PartyId::as_str),
+        d.shipper.as_ref().map(PartyId::as_str),
+        d.network_operator.as_str(),
+        d.meter_type.as_str(),
+        d.payment_mode.map(|p| p.as_str()),
+        aq(d.annual_quantity_kwh)?,
+    ])
+    .map_err(backend)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert_party(&self, party: Party) -> Result<(), StoreError> {
+        self.engine
+            .write(move |conn| {
+                conn.prepare_cached(&format!("INSERT INTO parties ({PARTY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"))
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            party.id.as_str(),
+                            party.name,
+                            party.roles.codes(),
+                            party.originator.to_plain(),
+                            party.signing_key_spki,
+                            micros(party.created_at),
+                        ])
+                    })
+                    .map_err(|e| match classify(e) {
+                        StoreError::Conflict(_) => StoreError::Conflict(format!(
+                            "a party with id {} or originator {} already exists",
+                            party.id, party.originator
+                        )),
+                        other => other,
+                    })?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn party(&self, id: &PartyId) -> Result<Option<Party>, StoreError> {
+        let id = id.to_string();
+        self.engine
+            .read(move |conn| {
+                let raw = conn
+                    .prepare_cached(&format!("SELECT {PARTY_COLS} FROM parties WHERE id = ?1"))
+                    .and_then(|mut s| s.query_row([id], |r| raw_party(r, 0)).optional())
+                    .map_err(backend)?;
+                raw.map(RawParty::into_party).transpose()
+            })
+            .await
+    }
+
+    async fn parties(&self) -> Result<Vec<Party>, StoreError> {
+        self.engine
+            .read(move |conn| {
+                let mut s = conn.prepare_cached(&format!("SELECT {PARTY_COLS} FROM parties ORDER BY id")).map_err(backend)?;
+                let rows = s.query_map([], |r| raw_party(r, 0)).map_err(backend)?;
+                rows.map(|r| r.map_err(backend).and_then(RawParty::into_party)).collect()
+            })
+            .await
+    }
+
+    async fn insert_token(&self, token: TokenRecord) -> Result<(), StoreError> {
+        self.engine
+            .write(move |conn| {
+                conn.prepare_cached(&format!("INSERT INTO api_tokens ({TOKEN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"))
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            token.id,
+                            token.party.as_str(),
+                            token.label,
+                            token.hash.as_slice(),
+                            micros(token.created_at),
+                            token.revoked_at.map(micros),
+                        ])
+                    })
+                    .map_err(classify)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn revoke_token(&self, party: &PartyId, token_id: &str, at: Timestamp) -> Result<bool, StoreError> {
+        let (party, token_id) = (party.to_string(), token_id.to_string());
+        self.engine
+            .write(move |conn| {
+                let revoked: Option<Option<i64>> = conn
+                    .query_row(
+                        "SELECT revoked_at FROM api_tokens WHERE id = ?1 AND party_id = ?2",
+                        params![token_id, party],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(backend)?;
+                match revoked {
+                    None => Err(StoreError::NotFound(format!("party {party} has no token {token_id}"))),
+                    Some(Some(_)) => Ok(false),
+                    Some(None) => {
+                        conn.execute(
+                            "UPDATE api_tokens SET revoked_at = ?1 WHERE id = ?2 AND party_id = ?3",
+                            params![micros(at), token_id, party],
+                        )
+                        .map_err(backend)?;
+                        Ok(true)
+                    }
+                }
+            })
+            .await
+    }
+
+    async fn tokens(&self, party: &PartyId) -> Result<Vec<TokenRecord>, StoreError> {
+        let party = party.to_string();
+        self.engine
+            .read(move |conn| {
+                let mut s = conn
+                    .prepare_cached(&format!("SELECT {TOKEN_COLS} FROM api_tokens WHERE party_id = ?1 ORDER BY created_at, id"))
+                    .map_err(backend)?;
+                let rows = s.query_map([party], raw_token).map_err(backend)?;
+                rows.map(|r| r.map_err(backend).and_then(RawToken::into_record)).collect()
+            })
+            .await
+    }
+
+    async fn token_by_hash(&self, hash: [u8; 32]) -> Result<Option<(TokenRecord, Party)>, StoreError> {
+        self.engine
+            .read(move |conn| {
+                let sql = "SELECT t.id, t.party_id, t.label, t.hash, t.created_at, t.revoked_at, \
+                           p.id, p.name, p.roles, p.originator, p.signing_key, p.created_at \
+                           FROM api_tokens t JOIN parties p ON p.id = t.party_id WHERE t.hash = ?1";
+                let row = conn
+                    .prepare_cached(sql)
+                    .and_then(|mut s| s.query_row([hash.as_slice()], |r| Ok((raw_token(r)?, raw_party(r, 6)?))).optional())
+                    .map_err(backend)?;
+                row.map(|(t, p)| Ok((t.into_record()?, p.into_party()?))).transpose()
+            })
+            .await
+    }
+
+    async fn append_registration(&self, r: NewRegistration) -> Result<RegistrationVersion, StoreError> {
+        self.engine
+            .write(move |conn| {
+                ensure_metering_point(conn, &r.mpxn, r.recorded_at)?;
+                let seq = insert_registration(
+                    conn,
+                    &r.mpxn.to_string(),
+                    micros(r.effective_from),
+                    &r.data,
+                    micros(r.recorded_at),
+                    r.recorded_by.as_str(),
+                )?;
+                Ok(RegistrationVersion {
+                    seq,
+                    mpxn: r.mpxn,
+                    effective_from: r.effective_from,
+                    data: r.data,
+                    recorded_at: r.recorded_at,
+                    recorded_by: r.recorded_by,
+                })
+            })
+            .await
+    }
+
+    async fn append_enrolment(&self, e: NewEnrolment) -> Result<EnrolmentVersion, StoreError> {
+        self.engine
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO enrolments (mpxn, effective_from, enrolled, recorded_at, recorded_by) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        e.mpxn.to_string(),
+                        micros(e.effective_from),
+                        e.enrolled,
+                        micros(e.recorded_at),
+                        e.recorded_by.as_str()
+                    ])
+                })
+                .map_err(|err| match classify(err) {
+                    StoreError::Conflict(_) => StoreError::NotFound(format!("metering point {}", e.mpxn)),
+                    other => other,
+                })?;
+                Ok(EnrolmentVersion {
+                    seq: conn.last_insert_rowid(),
+                    mpxn: e.mpxn,
+                    effective_from: e.effective_from,
+                    enrolled: e.enrolled,
+                    recorded_at: e.recorded_at,
+                    recorded_by: e.recorded_by,
+                })
+            })
+            .await
+    }
+
+    async fn metering_point(&self, m: Mpxn) -> Result<Option<MeteringPoint>, StoreError> {
+        self.engine
+            .read(move |conn| {
+                let created: Option<i64> = conn
+                    .prepare_cached("SELECT created_at FROM metering_points WHERE mpxn = ?1")
+                    .and_then(|mut s| s.query_row([m.to_string()], |r| r.get(0)).optional())
+                    .map_err(backend)?;
+                created.map(|c| Ok(MeteringPoint { mpxn: m, created_at: ts(c)? })).transpose()
+            })
+            .await
+    }
+
+    async fn registration_at(
+        &self,
+        m: Mpxn,
+        at: Timestamp,
+        known_at: Option<Timestamp>,
+    ) -> Result<Option<RegistrationVersion>, StoreError> {
+        self.engine
+            .read(move |conn| {
+                let sql = format!(
+                    "SELECT {REG_COLS} FROM registrations WHERE mpxn = ?1 AND effective_from <= ?2 \
+                     AND recorded_at <= ?3 ORDER BY effective_from DESC, seq DESC LIMIT 1"
+                );
+                let raw = conn
+                    .prepare_cached(&sql)
+                    .and_then(|mut s| {
+                        s.query_row(
+                            params![m.to_string(), micros(at), known_at.map_or(i64::MAX, micros)],
+                            raw_registration,
+                        )
+                        .optional()
+                    })
+                    .map_err(backend)?;
+                raw.map(RawRegistration::into_version).transpose()
+            })
+            .await
+    }
+
+    async fn enrolment_at(
+        &self,
+        m: Mpxn,
+        at: Timestamp,
+        known_at: Option<Timestamp>,
+    ) -> Result<Option<EnrolmentVersion>, StoreError> {
+        self.engine
+            .read(move |conn| {
+                let sql = format!(
+                    "SELECT {ENROL_COLS} FROM enrolments WHERE mpxn = ?1 AND effective_from <= ?2 \
+                     AND recorded_at <= ?3 ORDER BY effective_from DESC, seq DESC LIMIT 1"
+                );
+                let raw = conn
+                    .prepare_cached(&sql)
+                    .and_then(|mut s| {
+                        s.query_row(
+                            params![m.to_string(), micros(at), known_at.map_or(i64::MAX, micros)],
+                            enrolment_row,
+                        )
+                        .optional()
+                    })
+                    .map_err(backend)?;
+                raw.map(into_enrolment).transpose()
+            })
+            .await
+    }
+
+    async fn registration_history(&self, m: Mpxn) -> Result<Vec<RegistrationVersion>, StoreError> {
+        self.engine
+            .read(move |conn| {
+                let mut s = conn
+                    .prepare_cached(&format!("SELECT {REG_COLS} FROM registrations WHERE mpxn = ?1 ORDER BY seq"))
+                    .map_err(backend)?;
+                let rows = s.query_map([m.to_string()], raw_registration).map_err(backend)?;
+                rows.map(|r| r.map_err(backend).and_then(RawRegistration::into_version)).collect()
+            })
+            .await
+    }
+
+    async fn enrolment_history(&self, m: Mpxn) -> Result<Vec<EnrolmentVersion>, StoreError> {
+        self.engine
+            .read(move |conn| {
+                let mut s = conn
+                    .prepare_cached(&format!("SELECT {ENROL_COLS} FROM enrolments WHERE mpxn = ?1 ORDER BY seq"))
+                    .map_err(backend)?;
+                let rows = s.query_map([m.to_string()], enrolment_row).map_err(backend)?;
+                rows.map(|r| r.map_err(backend).and_then(into_enrolment)).collect()
+            })
+            .await
+    }
+
+    async fn import_registrations(
+        &self,
+        mut rows: tokio::sync::mpsc::Receiver<ImportMsg>,
+        recorded_at: Timestamp,
+        recorded_by: PartyId,
+    ) -> Result<ImportSummary, StoreError> {
+        self.engine
+            .write(move |conn| {
+                let mut summary = ImportSummary::default();
+                let (at, by) = (micros(recorded_at), recorded_by.to_string());
+                loop {
+                    match rows.blocking_recv() {
+                        Some(ImportMsg::Rows(chunk)) => {
+                            for row in chunk {
+                                summary.rows += 1;
+                                let m = row.mpxn.to_string();
+                                let from = micros(row.effective_from);
+                                let created = ensure_metering_point(conn, &row.mpxn, recorded_at)?;
+                                if created {
+                                    summary.metering_points_created += 1;
+                                } else if is_recorded(conn, &m, from, &row.data)? {
+                                    summary.duplicates_skipped += 1;
+                                    continue;
+                                }
+                                insert_registration(conn, &m, from, &row.data, at, &by)
+                                    .map_err(|e| StoreError::Conflict(format!("metering point {m}: {e}")))?;
+                                summary.registrations_added += 1;
+                            }
+                        }
+                        Some(ImportMsg::Commit) => return Ok(summary),
+                        Some(ImportMsg::Abort(reason)) => return Err(StoreError::Conflict(reason)),
+                        None => {
+                            return Err(StoreError::Backend(
+                                "the import's input ended without a commit; nothing was imported".into(),
+                            ));
+                        }
+                    }
+                }
+            })
+            .await
+    }
+
+    async fn state(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let key = key.to_string();
+        self.engine
+            .read(move |conn| {
+                conn.query_row("SELECT value FROM hub_state WHERE key = ?1", [key], |r| r.get(0))
+                    .optional()
+                    .map_err(backend)
+            })
+            .await
+    }
+
+    async fn set_state(&self, key: &str, value: String) -> Result<(), StoreError> {
+        let key = key.to_string();
+        self.engine
+            .write(move |conn| {
+                conn.execute(
+                    "INSERT INTO hub_state (key, value) VALUES (?1, ?2) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    params![key, value],
+                )
+                .map_err(backend)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn counts(&self) -> Result<StoreCounts, StoreError> {
+        self.engine
+            .read(move |conn| {
+                let count = |table: &str| -> Result<u64, StoreError> {
+                    let n: i64 = conn
+                        .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+                        .map_err(backend)?;
+                    Ok(n as u64)
+                };
+                Ok(StoreCounts {
+                    parties: count("parties")?,
+                    metering_points: count("metering_points")?,
+                    registrations: count("registrations")?,
+                })
+            })
+            .await
+    }
+}

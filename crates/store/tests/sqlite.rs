@@ -1,0 +1,309 @@
+//! The embedded store through its public trait: as-at queries, append-only history, atomic
+//! jobs inside batched commits, bulk import all-or-nothing, data across a reopen.
+
+use std::sync::Arc;
+
+use domain::registry::{MeterType, PaymentMode, RegistrationData, in_force_at};
+use domain::{Eui64, Mpxn, Party, PartyId, Role, Roles};
+use jiff::Timestamp;
+use store::sqlite::{Durability, SqliteOptions, SqliteStore};
+use store::{ImportMsg, ImportRow, NewEnrolment, NewRegistration, Store, StoreError, TokenRecord};
+
+fn pid(s: &str) -> PartyId {
+    PartyId::parse(s).unwrap()
+}
+
+fn t(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn mpxn(s: &str) -> Mpxn {
+    Mpxn::parse(s).unwrap()
+}
+
+fn opts() -> SqliteOptions {
+    SqliteOptions { durability: Durability::Normal, readers: 2 }
+}
+
+fn data(supplier: &str) -> RegistrationData {
+    RegistrationData {
+        supplier: pid(supplier),
+        export_supplier: None,
+        shipper: None,
+        network_operator: pid("dno-13"),
+        meter_type: MeterType::SmartCompliant,
+        payment_mode: None,
+        annual_quantity_kwh: None,
+    }
+}
+
+fn reg(m: &str, from: &str, supplier: &str, recorded: &str) -> NewRegistration {
+    NewRegistration {
+        mpxn: mpxn(m),
+        effective_from: t(from),
+        data: data(supplier),
+        recorded_at: t(recorded),
+        recorded_by: pid("reg"),
+    }
+}
+
+fn party(id: &str, roles: &[Role], eui: u64) -> Party {
+    Party {
+        id: pid(id),
+        name: format!("{id} Ltd"),
+        roles: Roles::from_iter(roles.iter().copied()),
+        originator: Eui64::from_u64(eui),
+        signing_key_spki: None,
+        created_at: t("2026-01-01T00:00:00Z"),
+    }
+}
+
+// R-REG-1: as-at queries across several registrations, with a correction, and "as known at".
+#[tokio::test]
+async fn as_at_queries_follow_effective_dates_and_corrections() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path(), opts()).unwrap();
+    let m = "1312345678907";
+    s.append_registration(reg(m, "2025-01-01T00:00:00Z", "acme", "2024-12-01T00:00:00Z")).await.unwrap();
+    s.append_registration(reg(m, "2026-03-01T00:00:00Z", "brightside", "2026-02-01T00:00:00Z")).await.unwrap();
+    // A correction recorded later for the same effective date supersedes the first recording.
+    s.append_registration(reg(m, "2026-03-01T00:00:00Z", "cobalt", "2026-02-10T00:00:00Z")).await.unwrap();
+    s.append_registration(reg(m, "2026-06-01T00:00:00Z", "acme", "2026-05-01T00:00:00Z")).await.unwrap();
+
+    let table: &[(&str, Option<&str>, Option<&str>)] = &[
+        ("2024-12-31T23:59:59Z", None, None),
+        ("2025-01-01T00:00:00Z", None, Some("acme")),
+        ("2026-02-28T23:59:59Z", None, Some("acme")),
+        ("2026-03-01T00:00:00Z", None, Some("cobalt")),
+        ("2026-03-01T00:00:00Z", Some("2026-02-05T00:00:00Z"), Some("brightside")),
+        ("2026-03-01T00:00:00Z", Some("2026-01-15T00:00:00Z"), Some("acme")),
+        ("2026-05-31T23:59:59.999999Z", None, Some("cobalt")),
+        ("2026-06-01T00:00:00Z", None, Some("acme")),
+        ("2030-01-01T00:00:00Z", Some("2024-11-01T00:00:00Z"), None),
+    ];
+    for (at, known, want) in table {
+        let got = s.registration_at(mpxn(m), t(at), known.map(t)).await.unwrap();
+        assert_eq!(got.map(|v| v.data.supplier.to_string()).as_deref(), *want, "at {at} known {known:?}");
+    }
+    // History keeps every recording, in order.
+    let hist = s.registration_history(mpxn(m)).await.unwrap();
+    let suppliers: Vec<_> = hist.iter().map(|v| v.data.supplier.as_str()).collect();
+    assert_eq!(suppliers, ["acme", "brightside", "cobalt", "acme"]);
+    assert!(hist.windows(2).all(|w| w[0].seq < w[1].seq));
+}
+
+// R-REG-1: history is never overwritten, even by SQL that tries.
+#[tokio::test]
+async fn history_is_append_only_and_enrolment_needs_a_metering_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path(), opts()).unwrap();
+    s.append_registration(reg("1312345678907", "2025-01-01T00:00:00Z", "acme", "2025-01-01T00:00:00Z"))
+        .await
+        .unwrap();
+    let conn = rusqlite::Connection::open(s.path()).unwrap();
+    let err = conn.execute("UPDATE registrations SET supplier = 'evil'", []).unwrap_err();
+    assert!(err.to_string().contains("append-only"), "{err}");
+    let err = conn.execute("DELETE FROM registrations", []).unwrap_err();
+    assert!(err.to_string().contains("append-only"), "{err}");
+
+    let e = NewEnrolment {
+        mpxn: mpxn("1700053058802"),
+        effective_from: t("2025-01-01T00:00:00Z"),
+        enrolled: true,
+        recorded_at: t("2025-01-01T00:00:00Z"),
+        recorded_by: pid("acme"),
+    };
+    assert!(matches!(s.append_enrolment(e.clone()).await, Err(StoreError::NotFound(_))));
+    let e = NewEnrolment { mpxn: mpxn("1312345678907"), ..e };
+    s.append_enrolment(e).await.unwrap();
+    let at = s.enrolment_at(mpxn("1312345678907"), t("2025-06-01T00:00:00Z"), None).await.unwrap();
+    assert!(at.unwrap().enrolled);
+    assert!(s.enrolment_at(mpxn("1312345678907"), t("2024-06-01T00:00:00Z"), None).await.unwrap().is_none());
+}
+
+// One failing job inside a batch leaves its neighbours committed and itself not applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_are_atomic_per_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(SqliteStore::open(dir.path(), opts()).unwrap());
+    let mut tasks = Vec::new();
+    for i in 0..200u64 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            // Every 10th party reuses an id: a conflict that must not disturb the others.
+            let id = if i % 10 == 0 { "dup".to_string() } else { format!("p{i}") };
+            s.insert_party(party(&id, &[Role::ImportSupplier], 1000 + i)).await
+        }));
+    }
+    let mut ok = 0;
+    let mut conflicts = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(StoreError::Conflict(_)) => conflicts += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!((ok, conflicts), (181, 19));
+    assert_eq!(s.parties().await.unwrap().len(), 181);
+}
+
+#[tokio::test]
+async fn tokens_are_found_by_hash_and_revocation_sticks_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = SqliteStore::open(dir.path(), opts()).unwrap();
+        s.insert_party(party("acme", &[Role::ImportSupplier], 1)).await.unwrap();
+        let tok = TokenRecord {
+            id: "tok1".into(),
+            party: pid("acme"),
+            label: "ci".into(),
+            hash: [7; 32],
+            created_at: t("2026-01-01T00:00:00Z"),
+            revoked_at: None,
+        };
+        s.insert_token(tok.clone()).await.unwrap();
+        assert!(matches!(s.insert_token(tok).await, Err(StoreError::Conflict(_))));
+        let (found, p) = s.token_by_hash([7; 32]).await.unwrap().unwrap();
+        assert_eq!((found.id.as_str(), p.id.as_str()), ("tok1", "acme"));
+        assert!(s.revoke_token(&pid("acme"), "tok1", t("2026-02-01T00:00:00Z")).await.unwrap());
+        assert!(!s.revoke_token(&pid("acme"), "tok1", t("2026-03-01T00:00:00Z")).await.unwrap());
+        let missing = s.revoke_token(&pid("acme"), "nope", t("2026-03-01T00:00:00Z")).await;
+        assert!(matches!(missing, Err(StoreError::NotFound(_))));
+        s.close().await;
+        assert_eq!(s.set_state("k", "v".into()).await, Err(StoreError::Closed));
+    }
+    let s = SqliteStore::open(dir.path(), opts()).unwrap();
+    let (found, _) = s.token_by_hash([7; 32]).await.unwrap().unwrap();
+    assert_eq!(found.revoked_at, Some(t("2026-02-01T00:00:00Z")));
+    assert!(s.token_by_hash([8; 32]).await.unwrap().is_none());
+}
+
+fn rows(n: usize, supplier: &str) -> Vec<ImportRow> {
+    (0..n)
+        .map(|i| {
+            let first12 = format!("13{:010}", i);
+            let d: [u8; 12] = first12.bytes().map(|b| b - b'0').collect::<Vec<_>>().try_into().unwrap();
+            let m = format!("{first12}{}", domain::ids::mpan_check_digit(&d));
+            ImportRow { mpxn: mpxn(&m), effective_from: t("2025-01-01T00:00:00Z"), data: data(supplier) }
+        })
+        .collect()
+}
+
+async fn import(s: &SqliteStore, msgs: Vec<ImportMsg>) -> Result<store::ImportSummary, StoreError> {
+    let (tx, rx) = tokio::sync::mpsc::channel(store::IMPORT_CHUNKS_IN_FLIGHT_MAX);
+    let feed = tokio::spawn(async move {
+        for m in msgs {
+            if tx.send(m).await.is_err() {
+                break;
+            }
+        }
+    });
+    let r = s.import_registrations(rx, t("2026-01-01T00:00:00Z"), pid("hub-operator")).await;
+    feed.await.unwrap();
+    r
+}
+
+fn chunked(all: &[ImportRow]) -> Vec<ImportMsg> {
+    all.chunks(4096).map(|c| ImportMsg::Rows(c.to_vec())).chain([ImportMsg::Commit]).collect()
+}
+
+#[tokio::test]
+async fn import_is_all_or_nothing_and_rerunning_it_adds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path(), opts()).unwrap();
+    let all = rows(10_000, "acme");
+    // Aborted half-way: nothing of it remains.
+    let r = import(&s, vec![ImportMsg::Rows(all[..5000].to_vec()), ImportMsg::Abort("line 5001: bad".into())]).await;
+    assert_eq!(r, Err(StoreError::Conflict("line 5001: bad".into())));
+    // The input ending without a commit is an abort too.
+    let r = import(&s, vec![ImportMsg::Rows(all[..5000].to_vec())]).await;
+    assert!(matches!(r, Err(StoreError::Backend(_))));
+    assert_eq!(s.counts().await.unwrap().registrations, 0);
+
+    let sum = import(&s, chunked(&all)).await.unwrap();
+    assert_eq!(
+        (sum.rows, sum.metering_points_created, sum.registrations_added, sum.duplicates_skipped),
+        (10_000, 10_000, 10_000, 0)
+    );
+    // The same file again: every row is already recorded.
+    let sum = import(&s, chunked(&all)).await.unwrap();
+    assert_eq!((sum.registrations_added, sum.duplicates_skipped), (0, 10_000));
+    // A new supplier from a later date for the first 10: appended as history.
+    let mut later = rows(10, "brightside");
+    later.iter_mut().for_each(|r| r.effective_from = t("2026-06-01T00:00:00Z"));
+    let sum = import(&s, vec![ImportMsg::Rows(later.clone()), ImportMsg::Commit]).await.unwrap();
+    assert_eq!((sum.metering_points_created, sum.registrations_added), (0, 10));
+    let at = s.registration_at(later[0].mpxn, t("2026-07-01T00:00:00Z"), None).await.unwrap().unwrap();
+    assert_eq!(at.data.supplier.as_str(), "brightside");
+    let before = s.registration_at(later[0].mpxn, t("2026-05-01T00:00:00Z"), None).await.unwrap().unwrap();
+    assert_eq!(before.data.supplier.as_str(), "acme");
+    let c = s.counts().await.unwrap();
+    assert_eq!((c.metering_points, c.registrations), (10_000, 10_010));
+}
+
+#[tokio::test]
+async fn gas_fields_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path(), opts()).unwrap();
+    let d = RegistrationData {
+        supplier: pid("gasco"),
+        export_supplier: None,
+        shipper: Some(pid("gasco")),
+        network_operator: pid("cadent"),
+        meter_type: MeterType::Traditional,
+        payment_mode: Some(PaymentMode::Prepayment),
+        annual_quantity_kwh: Some(80_000),
+    };
+    let r = NewRegistration {
+        mpxn: mpxn("0012345"),
+        effective_from: t("2025-01-01T00:00:00Z"),
+        data: d.clone(),
+        recorded_at: t("2025-01-01T00:00:00Z"),
+        recorded_by: pid("reg"),
+    };
+    s.append_registration(r).await.unwrap();
+    let got = s.registration_at(mpxn("0012345"), t("2025-01-02T00:00:00Z"), None).await.unwrap().unwrap();
+    assert_eq!(got.data, d);
+    assert_eq!(got.mpxn.to_string(), "0012345");
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+        // R-REG-1: whatever the recording order, the store's as-at answer is the domain rule's.
+        #[test]
+        fn store_as_at_agrees_with_the_domain_rule(
+            versions in proptest::collection::vec((0i64..20, 0usize..3), 1..12),
+            probes in proptest::collection::vec(-1i64..22, 1..10),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let dir = tempfile::tempdir().unwrap();
+                let s = SqliteStore::open(dir.path(), opts()).unwrap();
+                let base = t("2025-01-01T00:00:00Z");
+                let suppliers = ["acme", "brightside", "cobalt"];
+                let mut recorded = Vec::new();
+                for (i, (d, who)) in versions.iter().enumerate() {
+                    let r = NewRegistration {
+                        mpxn: mpxn("1312345678907"),
+                        effective_from: base + jiff::SignedDuration::from_hours(24 * d),
+                        data: data(suppliers[*who]),
+                        recorded_at: base + jiff::SignedDuration::from_secs(i as i64),
+                        recorded_by: pid("reg"),
+                    };
+                    recorded.push(s.append_registration(r).await.unwrap());
+                }
+                for p in &probes {
+                    let at = base + jiff::SignedDuration::from_hours(24 * p);
+                    let want = in_force_at(&recorded, at).map(|v| v.seq);
+                    let got = s.registration_at(mpxn("1312345678907"), at, None).await.unwrap().map(|v| v.seq);
+                    assert_eq!(got, want, "at day {p}");
+                }
+            });
+        }
+    }
+}
