@@ -1,1 +1,299 @@
+//! The HTTP/JSON API (axum): bearer authentication, problem+json refusals, the OpenAPI
+//! document at `/openapi.json` with Swagger UI at `/docs`, `/healthz` and Prometheus
+//! `/metrics`. Only this crate knows HTTP and JSON shapes.
 
+pub mod dto;
+pub mod extract;
+pub mod problem;
+pub mod routes;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use domain::catalogue::{self, CATALOGUE, Critical, ServiceKind};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::sync::Semaphore;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_swagger_ui::SwaggerUi;
+
+use problem::Problem;
+
+/// Largest request body accepted.
+pub const BODY_BYTES_MAX: usize = 1 << 20;
+/// Requests handled at once; beyond it the API answers 503 at once rather than queueing.
+pub const IN_FLIGHT_DEFAULT: usize = 4096;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub hub: hub::Hub,
+    in_flight: Arc<Semaphore>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "meterhub", description = "", license(name = "Apache-2.0 OR MIT")),
+    paths(
+        routes::healthz,
+        routes::whoami,
+        routes::catalogue,
+        routes::get_clock,
+        routes::advance_clock,
+        routes::list_parties,
+        routes::create_party,
+        routes::get_party,
+        routes::list_tokens,
+        routes::issue_token,
+        routes::revoke_token,
+        routes::record_registration,
+        routes::get_metering_point,
+        routes::get_history,
+    ),
+    components(schemas(Problem)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "registry", description = "Metering points and their effective-dated registrations (R-REG-1..4)."),
+        (name = "parties", description = "Parties, roles and API credentials."),
+        (name = "catalogue", description = "The service catalogue that authorises every request."),
+        (name = "clock", description = "The hub clock; the simulated clock can be advanced."),
+        (name = "operations", description = "Health and metrics."),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("mh_<id>_<secret>")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Which catalogue service authorises each operation: the OpenAPI text for it is generated
+/// from the catalogue row, so the documentation cannot drift from the rule.
+const OPERATION_SERVICES: &[(&str, &[&str])] = &[
+    ("whoami", &["party.read-own"]),
+    ("catalogue", &["catalogue.read"]),
+    ("get_clock", &["clock.read"]),
+    ("advance_clock", &["clock.advance"]),
+    ("list_parties", &["party.read"]),
+    ("create_party", &["party.manage"]),
+    ("get_party", &["party.read-own", "party.read"]),
+    ("list_tokens", &["party.token-own", "party.manage"]),
+    ("issue_token", &["party.token-own", "party.manage"]),
+    ("revoke_token", &["party.token-own", "party.manage"]),
+    ("record_registration", &["registry.write"]),
+    ("get_metering_point", &["registry.read"]),
+    ("get_history", &["registry.history"]),
+];
+
+fn catalogue_markdown() -> String {
+    let mut md = String::from(
+        "An open-source central hub for smart metering, modelled on GB's DCC.\n\n\
+         Every call but `/healthz`, `/metrics`, `/openapi.json` and `/docs` needs \
+         `Authorization: Bearer <token>`. Refusals are `application/problem+json` naming the \
+         field and rule (400), the missing role or relationship (403).\n\n\
+         ## Service catalogue\n\nThe one table that authorises every request. A grant is a role, \
+         and for services on a metering point the relationship the party must hold to it at the \
+         instant the request is about.\n\n| Code | Name | Critical | Future date | Grants |\n|---|---|---|---|---|\n",
+    );
+    for s in CATALOGUE {
+        let grants: Vec<String> = s.grants.iter().map(|g| g.to_string()).collect();
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            s.code,
+            s.name,
+            if s.critical == Critical::Yes {
+                "yes"
+            } else {
+                "no"
+            },
+            s.future_date.as_str(),
+            grants.join("; ")
+        ));
+    }
+    let srvs = CATALOGUE
+        .iter()
+        .filter(|s| s.kind == ServiceKind::Srv)
+        .count();
+    md.push_str(&format!(
+        "\n{srvs} DUIS service request variants; later releases execute them through this API.\n"
+    ));
+    md
+}
+
+/// The OpenAPI document, with the catalogue in its description and on every operation.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.info.description = Some(catalogue_markdown());
+    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    for item in doc.paths.paths.values_mut() {
+        for op in [&mut item.get, &mut item.post, &mut item.delete]
+            .into_iter()
+            .flatten()
+        {
+            let Some(id) = op.operation_id.clone() else {
+                continue;
+            };
+            let Some((_, codes)) = OPERATION_SERVICES.iter().find(|(o, _)| *o == id) else {
+                continue;
+            };
+            let mut text = op.description.clone().unwrap_or_default();
+            for code in *codes {
+                let s = catalogue::service(code).expect("operation names a catalogue service");
+                let grants: Vec<String> = s.grants.iter().map(|g| g.to_string()).collect();
+                text.push_str(&format!(
+                    "\n\nCatalogue service `{}` ({}): {}.",
+                    s.code,
+                    s.name,
+                    grants.join("; ")
+                ));
+            }
+            op.description = Some(text);
+        }
+    }
+    doc
+}
+
+/// The process-wide Prometheus recorder (installed once).
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ])
+            .expect("static buckets")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (embedding); then ours just renders empty.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+async fn metrics_endpoint(State(st): State<AppState>) -> Response {
+    if let Ok(c) = st.hub.counts().await {
+        metrics::gauge!("meterhub_parties").set(c.parties as f64);
+        metrics::gauge!("meterhub_metering_points").set(c.metering_points as f64);
+        metrics::gauge!("meterhub_registrations").set(c.registrations as f64);
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        prometheus().render(),
+    )
+        .into_response()
+}
+
+async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let Ok(_permit) = st.in_flight.clone().try_acquire_owned() else {
+        metrics::counter!("meterhub_http_shed_total").increment(1);
+        let mut resp = Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "Too many requests in flight",
+            "the hub is at its in-flight request limit; retry shortly",
+        )
+        .into_response();
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return resp;
+    };
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("meterhub_http_requests_total", "method" => method, "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("meterhub_http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}
+
+async fn not_found() -> Problem {
+    Problem::not_found("no such endpoint; the API is described at /openapi.json and /docs")
+}
+
+async fn method_not_allowed() -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        "see /docs for the methods of this path",
+    )
+}
+
+/// The whole API.
+pub fn router(hub: hub::Hub) -> Router {
+    router_with_limit(hub, IN_FLIGHT_DEFAULT)
+}
+
+pub fn router_with_limit(hub: hub::Hub, in_flight: usize) -> Router {
+    let _ = prometheus();
+    let state = AppState {
+        hub,
+        in_flight: Arc::new(Semaphore::new(in_flight)),
+    };
+    let api = Router::new()
+        .route("/healthz", get(routes::healthz))
+        .route("/metrics", get(metrics_endpoint))
+        .route("/v1/whoami", get(routes::whoami))
+        .route("/v1/catalogue", get(routes::catalogue))
+        .route("/v1/clock", get(routes::get_clock))
+        .route("/v1/clock/advance", post(routes::advance_clock))
+        .route(
+            "/v1/parties",
+            get(routes::list_parties).post(routes::create_party),
+        )
+        .route("/v1/parties/{party_id}", get(routes::get_party))
+        .route(
+            "/v1/parties/{party_id}/tokens",
+            get(routes::list_tokens).post(routes::issue_token),
+        )
+        .route(
+            "/v1/parties/{party_id}/tokens/{token_id}",
+            delete(routes::revoke_token),
+        )
+        .route(
+            "/v1/metering-points/{mpxn}",
+            get(routes::get_metering_point),
+        )
+        .route(
+            "/v1/metering-points/{mpxn}/registrations",
+            post(routes::record_registration),
+        )
+        .route(
+            "/v1/metering-points/{mpxn}/history",
+            get(routes::get_history),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state);
+    Router::new()
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi()))
+        .merge(api)
+}

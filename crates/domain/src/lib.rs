@@ -7,6 +7,7 @@ pub mod crypto;
 pub mod ids;
 pub mod party;
 pub mod registry;
+pub mod time;
 
-pub use ids::{Eui64, FullMpan, Fuel, IdError, IdRules, Mpan, Mprn, Mpxn};
+pub use ids::{Eui64, Fuel, FullMpan, IdError, IdRules, Mpan, Mprn, Mpxn};
 pub use party::{Party, PartyId, Role, Roles};

@@ -22,12 +22,20 @@ impl PartyId {
     pub const MAX_LEN: usize = 40;
 
     pub fn parse(s: &str) -> Result<PartyId, PartyIdError> {
-        let err = |rule| PartyIdError { input: s.chars().take(64).collect(), rule };
+        let err = |rule| PartyIdError {
+            input: s.chars().take(64).collect(),
+            rule,
+        };
         if s.len() < 2 || s.len() > Self::MAX_LEN {
             return Err(err("length: must be 2 to 40 characters"));
         }
-        if !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-            return Err(err("character: only lower-case letters a-z, digits and '-' are allowed"));
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(err(
+                "character: only lower-case letters a-z, digits and '-' are allowed",
+            ));
         }
         if s.starts_with('-') || s.ends_with('-') {
             return Err(err("character: may not start or end with '-'"));
@@ -201,7 +209,11 @@ impl Roles {
 
     /// Parse codes joined with commas.
     pub fn parse_codes(s: &str) -> Result<Roles, String> {
-        s.split(',').filter(|c| !c.is_empty()).map(Role::parse).collect::<Result<Vec<_>, _>>().map(Roles::from_iter)
+        s.split(',')
+            .filter(|c| !c.is_empty())
+            .map(Role::parse)
+            .collect::<Result<Vec<_>, _>>()
+            .map(Roles::from_iter)
     }
 }
 

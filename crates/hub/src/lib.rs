@@ -1,1 +1,166 @@
+//! The hub service: authentication, authorisation from the catalogue, and the business
+//! processes (one module each). It talks to storage only through [`store::Store`] and reads
+//! time only from its [`Clock`].
 
+pub mod auth;
+pub mod clock;
+pub mod error;
+pub mod parties;
+pub mod registry;
+
+use std::sync::Arc;
+
+use domain::catalogue::{self, Grant, Service, TargetFacts};
+use domain::crypto::SystemRandom;
+use domain::{IdRules, Mpxn};
+use jiff::Timestamp;
+use store::Store;
+
+pub use auth::{Caller, IssuedToken};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::HubError;
+pub use store::{ImportSummary, StoreCounts, TokenRecord};
+
+/// Settings that change the hub's rules.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HubConfig {
+    /// Identifier rules (the MPAN check digit can be relaxed for industry test data).
+    pub id_rules: IdRules,
+}
+
+/// Key under which a simulated clock's time is kept across restarts.
+const CLOCK_STATE_KEY: &str = "clock.simulated";
+/// Longest single advance of the simulated clock.
+pub const CLOCK_ADVANCE_DAYS_MAX: i64 = 3660;
+
+/// The hub. Cheap to clone; every clone is the same hub.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: HubConfig,
+    rng: SystemRandom,
+}
+
+impl Hub {
+    /// A hub over `store`. A manual clock resumes from the time persisted by an earlier run
+    /// if that is later than its start, so simulated time never runs backwards.
+    pub async fn open(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        config: HubConfig,
+    ) -> Result<Hub, HubError> {
+        if let Some(manual) = clock.as_manual() {
+            if let Some(saved) = store.state(CLOCK_STATE_KEY).await? {
+                let saved: Timestamp = saved.parse().map_err(|e| {
+                    HubError::Unavailable(format!(
+                        "stored simulated time {saved:?} is unreadable: {e}"
+                    ))
+                })?;
+                manual.advance_to(saved);
+            }
+            store
+                .set_state(CLOCK_STATE_KEY, manual.now().to_string())
+                .await?;
+        }
+        Ok(Hub {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                config,
+                rng: SystemRandom::new(),
+            }),
+        })
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    pub fn config(&self) -> HubConfig {
+        self.inner.config
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub fn is_simulated_clock(&self) -> bool {
+        self.inner.clock.as_manual().is_some()
+    }
+
+    /// Whether the store answers (for health checks).
+    pub async fn check_store(&self) -> Result<(), HubError> {
+        self.inner.store.state("healthz").await?;
+        Ok(())
+    }
+
+    /// Row counts, for metrics.
+    pub async fn counts(&self) -> Result<StoreCounts, HubError> {
+        Ok(self.inner.store.counts().await?)
+    }
+
+    /// Parse an MPxN under the hub's identifier rules.
+    pub fn parse_mpxn(&self, field: &str, s: &str) -> Result<Mpxn, HubError> {
+        Mpxn::parse_with(s, self.inner.config.id_rules)
+            .map_err(|e| HubError::invalid(field, format!("{} {}", e.kind, e.rule)))
+    }
+
+    /// Move the simulated clock forward to `to` (hub operator only). The new time is stored
+    /// before it takes effect, so an acknowledged advance survives a restart.
+    pub async fn advance_clock(
+        &self,
+        caller: &Caller,
+        to: Timestamp,
+    ) -> Result<Timestamp, HubError> {
+        self.authorize(caller, "clock.advance", None)?;
+        let Some(manual) = self.inner.clock.as_manual() else {
+            return Err(HubError::Conflict(
+                "the hub runs on the system clock; start it with the simulated clock to move time"
+                    .into(),
+            ));
+        };
+        let now = manual.now();
+        if to < now {
+            return Err(HubError::invalid(
+                "to",
+                format!("time only moves forward; it is {now} now"),
+            ));
+        }
+        if to.duration_since(now) > jiff::SignedDuration::from_hours(24 * CLOCK_ADVANCE_DAYS_MAX) {
+            return Err(HubError::invalid(
+                "to",
+                format!("one advance may move at most {CLOCK_ADVANCE_DAYS_MAX} days"),
+            ));
+        }
+        self.inner
+            .store
+            .set_state(CLOCK_STATE_KEY, to.to_string())
+            .await?;
+        let now = manual.advance_to(to);
+        tracing::info!(message = "Simulated clock advanced.", now = %now, by = %caller.party.id);
+        Ok(now)
+    }
+
+    /// Authorise `caller` for the catalogue service `code` on `target`. The one place where
+    /// the catalogue's decision is applied; refusals are counted and logged.
+    pub fn authorize(
+        &self,
+        caller: &Caller,
+        code: &str,
+        target: Option<&TargetFacts<'_>>,
+    ) -> Result<Grant, HubError> {
+        let service: &'static Service = catalogue::service(code)
+            .unwrap_or_else(|| panic!("service {code} is not in the catalogue"));
+        catalogue::authorize(service, &caller.party.id, caller.party.roles, target).map_err(|refusal| {
+            metrics::counter!("meterhub_refusals_total", "service" => service.code, "missing" => refusal.missing())
+                .increment(1);
+            tracing::info!(message = "Request refused.", party = %caller.party.id, service = service.code, reason = %refusal);
+            HubError::Forbidden(refusal)
+        })
+    }
+}

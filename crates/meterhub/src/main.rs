@@ -1,1 +1,205 @@
-fn main() {}
+//! `meterhub`: the hub's command line. `serve` runs the hub; `demo` tours it end to end;
+//! the other commands administer a data directory or check identifiers.
+
+mod bench;
+mod config;
+mod demo;
+mod import;
+mod local;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// An open-source central hub for smart metering, modelled on Great Britain's DCC.
+///
+/// Start with `meterhub demo` for a tour, `meterhub serve` to run the hub (it prints its URL
+/// and, on first start, the hub operator's API token), then open /docs in a browser.
+#[derive(Parser)]
+#[command(
+    name = "meterhub",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+struct Cli {
+    #[command(flatten)]
+    global: config::GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the hub's HTTP API until interrupted (Ctrl-C or SIGTERM).
+    Serve(config::ServeArgs),
+    /// Manage parties and their API tokens in the data directory.
+    #[command(subcommand)]
+    Party(PartyCommand),
+    /// Bulk-load and inspect the registry.
+    #[command(subcommand)]
+    Registry(RegistryCommand),
+    /// Check MPANs and MPRNs.
+    #[command(subcommand)]
+    Mpxn(MpxnCommand),
+    /// Tour the hub end to end in a fresh temporary data directory; exits 0 when every step
+    /// behaved as it should.
+    Demo(demo::DemoArgs),
+    /// Measure the hub; prints figures for BENCHMARKS.md.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum PartyCommand {
+    /// Add a party.
+    Add(PartyAddArgs),
+    /// List parties.
+    List,
+    /// Issue a new API token for a party and print it (shown once; only its hash is kept).
+    Token {
+        /// Party id.
+        party: String,
+        /// A label to recognise the token by.
+        #[arg(long, default_value = "cli")]
+        label: String,
+    },
+    /// List a party's tokens (ids, labels, status; never secrets).
+    Tokens {
+        /// Party id.
+        party: String,
+    },
+    /// Revoke one of a party's tokens; it stops working at once.
+    Revoke {
+        /// Party id.
+        party: String,
+        /// Token id (the part after `mh_` and before the next `_`).
+        token_id: String,
+    },
+}
+
+#[derive(Args)]
+struct PartyAddArgs {
+    /// Party id: 2-40 characters, a-z, 0-9 and '-'.
+    #[arg(long)]
+    id: String,
+    /// Display name.
+    #[arg(long)]
+    name: String,
+    /// A role code, repeatable: IS ES GS ED GT OU RSA (DUIS), PSP MAP MFR REG HUB.
+    #[arg(long = "role", required = true)]
+    roles: Vec<String>,
+    /// Originator EUI-64 (16 hex digits, plain or hyphenated).
+    #[arg(long)]
+    originator: String,
+    /// The party's ECDSA P-256 public key (PEM) for critical commands.
+    #[arg(long, conflicts_with = "generate_key")]
+    public_key: Option<PathBuf>,
+    /// Generate a key pair: write the private key here (mode 0600) and register its public
+    /// half. The hub never sees the private key.
+    #[arg(long)]
+    generate_key: Option<PathBuf>,
+    /// Also issue an API token and print it.
+    #[arg(long)]
+    token: bool,
+}
+
+#[derive(Subcommand)]
+enum RegistryCommand {
+    /// Import registrations from CSV, all or nothing, with a progress bar.
+    ///
+    /// Columns (header row required): mpxn, effective_from, supplier, export_supplier,
+    /// shipper, network_operator, meter_type, payment_mode, annual_quantity_kwh. Empty cells
+    /// are absent values. effective_from is an RFC 3339 instant or a date (start of that
+    /// London day). Parties must exist with the right roles. Re-running a file adds nothing.
+    /// Enrolment is not imported: only enrolling a smart metering system sets that flag.
+    Import {
+        /// The CSV file.
+        file: PathBuf,
+    },
+    /// Show a metering point as at an instant.
+    Show {
+        mpxn: String,
+        /// Instant (RFC 3339) or date; default now.
+        #[arg(long)]
+        at: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum MpxnCommand {
+    /// Say whether an MPAN (13-digit core or 21-digit full form) or MPRN is valid, and why
+    /// not. Exit status 0 when valid, 1 when not.
+    Check {
+        /// The identifier.
+        id: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet = !matches!(cli.command, Command::Serve(_));
+    if let Err(e) = config::init_logging(&cli.global, quiet) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let g = cli.global;
+    match cli.command {
+        Command::Serve(args) => serve::run(&g, args).await.map(|()| ExitCode::SUCCESS),
+        Command::Mpxn(MpxnCommand::Check { id }) => Ok(local::mpxn_check(&g, &id)),
+        Command::Party(cmd) => {
+            let local = local::Local::open(&g).await?;
+            let r = party(&local, cmd).await;
+            local.close().await;
+            r.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Registry(RegistryCommand::Import { file }) => {
+            let local = local::Local::open(&g).await?;
+            let r = import::import_file(&local.hub, &file, true).await;
+            local.close().await;
+            let summary = r?;
+            import::print_summary(&summary);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Registry(RegistryCommand::Show { mpxn, at }) => {
+            let local = local::Local::open(&g).await?;
+            let r = local.show(&mpxn, at.as_deref()).await;
+            local.close().await;
+            r.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => demo::run(&g, args).await.map(|()| ExitCode::SUCCESS),
+        Command::Bench(cmd) => bench::run(&g, cmd).await.map(|()| ExitCode::SUCCESS),
+    }
+}
+
+async fn party(local: &local::Local, cmd: PartyCommand) -> anyhow::Result<()> {
+    match cmd {
+        PartyCommand::Add(a) => local.add_party(a).await,
+        PartyCommand::List => local.list_parties().await,
+        PartyCommand::Token { party, label } => local.issue_token(&party, &label).await,
+        PartyCommand::Tokens { party } => local.list_tokens(&party).await,
+        PartyCommand::Revoke { party, token_id } => local.revoke_token(&party, &token_id).await,
+    }
+}

@@ -1,0 +1,331 @@
+//! The API's JSON shapes. Requests take text and are checked by the hub, so a bad value is
+//! refused naming its field; responses carry canonical forms.
+
+use domain::catalogue::{Critical, Service, ServiceKind};
+use domain::registry::{EnrolmentVersion, RegistrationVersion};
+use domain::{Party, crypto};
+use hub::TokenRecord;
+use hub::registry::{RegistrationInput, RegistryView};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PartyDto {
+    /// Party id, e.g. `acme-energy`.
+    pub id: String,
+    pub name: String,
+    /// Role codes: IS, ES, GS, ED, GT, OU, RSA (DUIS), PSP, MAP, MFR, REG, HUB.
+    pub roles: Vec<String>,
+    /// Originator EUI-64, hyphenated.
+    pub originator: String,
+    /// ECDSA P-256 public key (PEM) that devices verify the party's critical commands with.
+    pub signing_key_pem: Option<String>,
+    pub created_at: Timestamp,
+}
+
+impl From<&Party> for PartyDto {
+    fn from(p: &Party) -> PartyDto {
+        PartyDto {
+            id: p.id.to_string(),
+            name: p.name.clone(),
+            roles: p.roles.iter().map(|r| r.code().to_string()).collect(),
+            originator: p.originator.to_string(),
+            signing_key_pem: p.signing_key_spki.as_deref().map(crypto::public_key_pem),
+            created_at: p.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePartyRequest {
+    /// 2-40 characters: a-z, 0-9 and '-'.
+    pub id: String,
+    pub name: String,
+    pub roles: Vec<String>,
+    /// EUI-64: 16 hex digits, plain or hyphenated.
+    pub originator: String,
+    /// ECDSA P-256 public key, PEM `PUBLIC KEY`.
+    #[serde(default)]
+    pub signing_key_pem: Option<String>,
+}
+
+impl From<CreatePartyRequest> for hub::parties::PartyInput {
+    fn from(r: CreatePartyRequest) -> Self {
+        hub::parties::PartyInput {
+            id: r.id,
+            name: r.name,
+            roles: r.roles,
+            originator: r.originator,
+            signing_key_pem: r.signing_key_pem,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenDto {
+    pub id: String,
+    pub label: String,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+    pub active: bool,
+}
+
+impl From<&TokenRecord> for TokenDto {
+    fn from(t: &TokenRecord) -> TokenDto {
+        TokenDto {
+            id: t.id.clone(),
+            label: t.label.clone(),
+            created_at: t.created_at,
+            revoked_at: t.revoked_at,
+            active: t.revoked_at.is_none(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct IssueTokenRequest {
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+/// A new token. The secret `token` is shown only in this response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IssuedTokenDto {
+    pub id: String,
+    pub party: String,
+    pub label: String,
+    pub token: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RevokedDto {
+    pub id: String,
+    /// False when the token was already revoked.
+    pub revoked_now: bool,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationRequest {
+    /// RFC 3339 instant with offset, or a date (start of that day in London).
+    pub effective_from: String,
+    /// Import supplier (electricity) or gas supplier (gas).
+    pub supplier: String,
+    #[serde(default)]
+    pub export_supplier: Option<String>,
+    /// Gas only; required for gas.
+    #[serde(default)]
+    pub shipper: Option<String>,
+    /// Distributor (electricity) or transporter (gas).
+    pub network_operator: String,
+    /// `traditional` or `smart-compliant`.
+    pub meter_type: String,
+    /// `credit` or `prepayment`; often unknown.
+    #[serde(default)]
+    pub payment_mode: Option<String>,
+    /// Gas annual quantity, kWh a year.
+    #[serde(default)]
+    pub annual_quantity_kwh: Option<u64>,
+}
+
+impl From<RegistrationRequest> for RegistrationInput {
+    fn from(r: RegistrationRequest) -> Self {
+        RegistrationInput {
+            effective_from: r.effective_from,
+            supplier: r.supplier,
+            export_supplier: r.export_supplier,
+            shipper: r.shipper,
+            network_operator: r.network_operator,
+            meter_type: r.meter_type,
+            payment_mode: r.payment_mode,
+            annual_quantity_kwh: r.annual_quantity_kwh,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegistrationDto {
+    /// Recording sequence number: strictly increasing.
+    pub seq: i64,
+    pub effective_from: Timestamp,
+    pub supplier: String,
+    pub export_supplier: Option<String>,
+    pub shipper: Option<String>,
+    pub network_operator: String,
+    pub meter_type: String,
+    pub payment_mode: Option<String>,
+    pub annual_quantity_kwh: Option<u64>,
+    pub recorded_at: Timestamp,
+    pub recorded_by: String,
+}
+
+impl From<&RegistrationVersion> for RegistrationDto {
+    fn from(v: &RegistrationVersion) -> Self {
+        RegistrationDto {
+            seq: v.seq,
+            effective_from: v.effective_from,
+            supplier: v.data.supplier.to_string(),
+            export_supplier: v.data.export_supplier.as_ref().map(ToString::to_string),
+            shipper: v.data.shipper.as_ref().map(ToString::to_string),
+            network_operator: v.data.network_operator.to_string(),
+            meter_type: v.data.meter_type.to_string(),
+            payment_mode: v.data.payment_mode.map(|p| p.to_string()),
+            annual_quantity_kwh: v.data.annual_quantity_kwh,
+            recorded_at: v.recorded_at,
+            recorded_by: v.recorded_by.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EnrolmentDto {
+    pub seq: i64,
+    pub effective_from: Timestamp,
+    pub enrolled: bool,
+    pub recorded_at: Timestamp,
+    pub recorded_by: String,
+}
+
+impl From<&EnrolmentVersion> for EnrolmentDto {
+    fn from(v: &EnrolmentVersion) -> Self {
+        EnrolmentDto {
+            seq: v.seq,
+            effective_from: v.effective_from,
+            enrolled: v.enrolled,
+            recorded_at: v.recorded_at,
+            recorded_by: v.recorded_by.to_string(),
+        }
+    }
+}
+
+/// A metering point as at an instant.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MeteringPointDto {
+    pub mpxn: String,
+    /// `electricity` or `gas`.
+    pub fuel: String,
+    /// The instant the answer holds at.
+    pub at: Timestamp,
+    /// If given, the answer is as the hub knew it then.
+    pub known_at: Option<Timestamp>,
+    /// The registration in force; absent before the first one takes effect.
+    pub registration: Option<RegistrationDto>,
+    /// Whether the smart metering system is enrolled in the hub at that instant.
+    pub enrolled: bool,
+    pub enrolment: Option<EnrolmentDto>,
+    /// Gas only: annual quantity above 73,200 kWh.
+    pub large_gas_supply_point: Option<bool>,
+}
+
+impl From<&RegistryView> for MeteringPointDto {
+    fn from(v: &RegistryView) -> Self {
+        MeteringPointDto {
+            mpxn: v.mpxn.to_string(),
+            fuel: v.fuel.to_string(),
+            at: v.at,
+            known_at: v.known_at,
+            registration: v.registration.as_ref().map(RegistrationDto::from),
+            enrolled: v.enrolled(),
+            enrolment: v.enrolment.as_ref().map(EnrolmentDto::from),
+            large_gas_supply_point: v.large_gas_supply_point,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryDto {
+    pub mpxn: String,
+    pub fuel: String,
+    /// Every registration version in recording order; none is ever changed or removed.
+    pub registrations: Vec<RegistrationDto>,
+    pub enrolments: Vec<EnrolmentDto>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AsAtQuery {
+    /// Instant (RFC 3339) or date; default now.
+    pub at: Option<String>,
+    /// Answer as the hub knew it at this instant; default: everything recorded.
+    pub known_at: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClockDto {
+    pub now: Timestamp,
+    /// London wall-clock time.
+    pub london: String,
+    /// True when the hub runs on the simulated clock.
+    pub simulated: bool,
+}
+
+/// Give exactly one of `to` and `by`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdvanceClockRequest {
+    /// Target instant (RFC 3339) or date.
+    #[serde(default)]
+    pub to: Option<String>,
+    /// ISO 8601 duration in London calendar terms: `PT30M`, `P1D` (a calendar day, 23 or 25
+    /// hours across a clock change), `P7D`.
+    #[serde(default)]
+    pub by: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GrantDto {
+    pub role: String,
+    /// Relationship to the metering point needed at the instant: `any`, `registered supplier`, ...
+    pub relation: String,
+}
+
+/// One row of the service catalogue.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServiceDto {
+    /// DUIS SRV number or hub service name.
+    pub code: String,
+    pub name: String,
+    /// `srv` (DUIS) or `hub`.
+    pub kind: String,
+    pub critical: bool,
+    /// `none`, `hub`, `device` or `hub-and-device`.
+    pub future_date: String,
+    pub targets_mpxn: bool,
+    pub grants: Vec<GrantDto>,
+}
+
+impl From<&Service> for ServiceDto {
+    fn from(s: &Service) -> Self {
+        ServiceDto {
+            code: s.code.to_string(),
+            name: s.name.to_string(),
+            kind: match s.kind {
+                ServiceKind::Srv => "srv",
+                ServiceKind::Hub => "hub",
+            }
+            .to_string(),
+            critical: s.critical == Critical::Yes,
+            future_date: s.future_date.as_str().to_string(),
+            targets_mpxn: s.targets_mpxn,
+            grants: s
+                .grants
+                .iter()
+                .map(|g| GrantDto {
+                    role: g.role.code().to_string(),
+                    relation: g.relation.describe().to_string(),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthDto {
+    pub status: String,
+    pub now: Timestamp,
+    pub simulated_clock: bool,
+    pub version: String,
+}

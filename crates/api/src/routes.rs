@@ -1,0 +1,300 @@
+//! Handlers. Each authenticates (the `Auth` extractor), checks its input, and calls the hub,
+//! which authorises from the catalogue.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use domain::PartyId;
+use domain::catalogue::CATALOGUE;
+
+use crate::AppState;
+use crate::dto::*;
+use crate::extract::{ApiJson, ApiQuery, Auth};
+use crate::problem::{ApiResult, Problem};
+
+fn party_path(s: &str) -> Result<PartyId, Problem> {
+    PartyId::parse(s).map_err(|e| Problem::bad_request("party_id", e.to_string()))
+}
+
+fn instant(field: &str, s: Option<&str>) -> Result<Option<jiff::Timestamp>, Problem> {
+    s.map(|s| domain::time::parse_instant(s).map_err(|e| Problem::bad_request(field, e)))
+        .transpose()
+}
+
+/// Liveness and store readiness.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, body = HealthDto), (status = 503, body = Problem)))]
+pub async fn healthz(State(st): State<AppState>) -> ApiResult<Json<HealthDto>> {
+    st.hub.check_store().await?;
+    Ok(Json(HealthDto {
+        status: "ok".into(),
+        now: st.hub.now(),
+        simulated_clock: st.hub.is_simulated_clock(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    }))
+}
+
+/// The caller's own party.
+#[utoipa::path(get, path = "/v1/whoami", tag = "parties", security(("bearer" = [])),
+    responses((status = 200, body = PartyDto), (status = 401, body = Problem)))]
+pub async fn whoami(State(st): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<PartyDto>> {
+    Ok(Json(PartyDto::from(&st.hub.whoami(&caller)?)))
+}
+
+/// The service catalogue: every DUIS SRV and hub service with its roles, relationships,
+/// critical flag and future-date type. The same table authorises every request.
+#[utoipa::path(get, path = "/v1/catalogue", tag = "catalogue", security(("bearer" = [])),
+    responses((status = 200, body = Vec<ServiceDto>), (status = 401, body = Problem)))]
+pub async fn catalogue(
+    State(st): State<AppState>,
+    Auth(caller): Auth,
+) -> ApiResult<Json<Vec<ServiceDto>>> {
+    st.hub.authorize(&caller, "catalogue.read", None)?;
+    Ok(Json(CATALOGUE.iter().map(ServiceDto::from).collect()))
+}
+
+fn clock_dto(st: &AppState) -> ClockDto {
+    let now = st.hub.now();
+    ClockDto {
+        now,
+        london: domain::time::in_london(now)
+            .strftime("%Y-%m-%d %H:%M:%S %Z")
+            .to_string(),
+        simulated: st.hub.is_simulated_clock(),
+    }
+}
+
+/// The hub's time.
+#[utoipa::path(get, path = "/v1/clock", tag = "clock", security(("bearer" = [])),
+    responses((status = 200, body = ClockDto), (status = 401, body = Problem)))]
+pub async fn get_clock(
+    State(st): State<AppState>,
+    Auth(caller): Auth,
+) -> ApiResult<Json<ClockDto>> {
+    st.hub.authorize(&caller, "clock.read", None)?;
+    Ok(Json(clock_dto(&st)))
+}
+
+/// Move the simulated clock forward (hub operator; simulated clock only).
+#[utoipa::path(post, path = "/v1/clock/advance", tag = "clock", security(("bearer" = [])),
+    request_body = AdvanceClockRequest,
+    responses((status = 200, body = ClockDto), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 409, body = Problem)))]
+pub async fn advance_clock(
+    State(st): State<AppState>,
+    Auth(caller): Auth,
+    ApiJson(req): ApiJson<AdvanceClockRequest>,
+) -> ApiResult<Json<ClockDto>> {
+    st.hub.authorize(&caller, "clock.advance", None)?;
+    let to = match (req.to.as_deref(), req.by.as_deref()) {
+        (Some(to), None) => instant("to", Some(to))?.expect("given"),
+        (None, Some(by)) => {
+            let span: jiff::Span = by.parse().map_err(|e| {
+                Problem::bad_request(
+                    "by",
+                    format!("not an ISO 8601 duration such as PT30M, P1D: {e}"),
+                )
+            })?;
+            domain::time::in_london(st.hub.now())
+                .checked_add(span)
+                .map_err(|e| Problem::bad_request("by", e.to_string()))?
+                .timestamp()
+        }
+        _ => {
+            return Err(Problem::bad_request(
+                "to",
+                "give exactly one of `to` and `by`",
+            ));
+        }
+    };
+    st.hub.advance_clock(&caller, to).await?;
+    Ok(Json(clock_dto(&st)))
+}
+
+/// Every party (hub operator).
+#[utoipa::path(get, path = "/v1/parties", tag = "parties", security(("bearer" = [])),
+    responses((status = 200, body = Vec<PartyDto>), (status = 401, body = Problem), (status = 403, body = Problem)))]
+pub async fn list_parties(
+    State(st): State<AppState>,
+    Auth(caller): Auth,
+) -> ApiResult<Json<Vec<PartyDto>>> {
+    Ok(Json(
+        st.hub
+            .parties(&caller)
+            .await?
+            .iter()
+            .map(PartyDto::from)
+            .collect(),
+    ))
+}
+
+/// Create a party (hub operator).
+#[utoipa::path(post, path = "/v1/parties", tag = "parties", security(("bearer" = [])),
+    request_body = CreatePartyRequest,
+    responses((status = 201, body = PartyDto), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 409, body = Problem)))]
+pub async fn create_party(
+    State(st): State<AppState>,
+    Auth(caller): Auth,
+    ApiJson(req): ApiJson<CreatePartyRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let party = st.hub.create_party(&caller, &req.into()).await?;
+    let location = format!("/v1/parties/{}", party.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(PartyDto::from(&party)),
+    ))
+}
+
+/// One party: any party may read itself, the hub operator anyone.
+#[utoipa::path(get, path = "/v1/parties/{party_id}", tag = "parties", security(("bearer" = [])),
+    params(("party_id" = String, Path)),
+    responses((status = 200, body = PartyDto), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem)))]
+pub async fn get_party(
+    State(st): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<PartyDto>> {
+    Ok(Json(PartyDto::from(
+        &st.hub.party(&caller, &party_path(&id)?).await?,
+    )))
+}
+
+/// A party's API tokens (never their secrets).
+#[utoipa::path(get, path = "/v1/parties/{party_id}/tokens", tag = "parties", security(("bearer" = [])),
+    params(("party_id" = String, Path)),
+    responses((status = 200, body = Vec<TokenDto>), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem)))]
+pub async fn list_tokens(
+    State(st): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<TokenDto>>> {
+    Ok(Json(
+        st.hub
+            .tokens(&caller, &party_path(&id)?)
+            .await?
+            .iter()
+            .map(TokenDto::from)
+            .collect(),
+    ))
+}
+
+/// Issue a token: a party for itself, the hub operator for anyone. The secret is in this
+/// response only.
+#[utoipa::path(post, path = "/v1/parties/{party_id}/tokens", tag = "parties", security(("bearer" = [])),
+    params(("party_id" = String, Path)), request_body = IssueTokenRequest,
+    responses((status = 201, body = IssuedTokenDto), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn issue_token(
+    State(st): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<IssueTokenRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let party = party_path(&id)?;
+    let t = st
+        .hub
+        .issue_token(&caller, &party, req.label.as_deref().unwrap_or(""))
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(IssuedTokenDto {
+            id: t.id,
+            party: t.party.to_string(),
+            label: t.label,
+            token: t.token,
+        }),
+    ))
+}
+
+/// Revoke a token; it stops working at once.
+#[utoipa::path(delete, path = "/v1/parties/{party_id}/tokens/{token_id}", tag = "parties",
+    security(("bearer" = [])), params(("party_id" = String, Path), ("token_id" = String, Path)),
+    responses((status = 200, body = RevokedDto), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem)))]
+pub async fn revoke_token(
+    State(st): State<AppState>,
+    Auth(caller): Auth,
+    Path((id, token_id)): Path<(String, String)>,
+) -> ApiResult<Json<RevokedDto>> {
+    let revoked_now = st
+        .hub
+        .revoke_token(&caller, &party_path(&id)?, &token_id)
+        .await?;
+    Ok(Json(RevokedDto {
+        id: token_id,
+        revoked_now,
+    }))
+}
+
+/// Record a registration version (registration service). Creates the metering point on
+/// first use; earlier versions are never changed.
+#[utoipa::path(post, path = "/v1/metering-points/{mpxn}/registrations", tag = "registry",
+    security(("bearer" = [])), params(("mpxn" = String, Path, description = "MPAN core, full MPAN or MPRN")),
+    request_body = RegistrationRequest,
+    responses((status = 201, body = RegistrationDto), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem)))]
+pub async fn record_registration(
+    State(st): State<AppState>,
+    Auth(caller): Auth,
+    Path(mpxn): Path<String>,
+    ApiJson(req): ApiJson<RegistrationRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let v = st
+        .hub
+        .record_registration(&caller, &mpxn, &req.into())
+        .await?;
+    Ok((StatusCode::CREATED, Json(RegistrationDto::from(&v))))
+}
+
+/// A metering point as at an instant (default now), optionally as known at another.
+#[utoipa::path(get, path = "/v1/metering-points/{mpxn}", tag = "registry", security(("bearer" = [])),
+    params(("mpxn" = String, Path, description = "MPAN core, full MPAN or MPRN"), AsAtQueryParams),
+    responses((status = 200, body = MeteringPointDto), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn get_metering_point(
+    State(st): State<AppState>,
+    Auth(caller): Auth,
+    Path(mpxn): Path<String>,
+    ApiQuery(q): ApiQuery<AsAtQuery>,
+) -> ApiResult<Json<MeteringPointDto>> {
+    let at = instant("at", q.at.as_deref())?;
+    let known_at = instant("known_at", q.known_at.as_deref())?;
+    let view = st.hub.registry_view(&caller, &mpxn, at, known_at).await?;
+    Ok(Json(MeteringPointDto::from(&view)))
+}
+
+/// Every registration and enrolment version ever recorded (registration service, operator).
+#[utoipa::path(get, path = "/v1/metering-points/{mpxn}/history", tag = "registry", security(("bearer" = [])),
+    params(("mpxn" = String, Path)),
+    responses((status = 200, body = HistoryDto), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn get_history(
+    State(st): State<AppState>,
+    Auth(caller): Auth,
+    Path(mpxn): Path<String>,
+) -> ApiResult<Json<HistoryDto>> {
+    let (regs, enrols) = st.hub.registry_history(&caller, &mpxn).await?;
+    let m = st.hub.parse_mpxn("mpxn", &mpxn)?;
+    Ok(Json(HistoryDto {
+        mpxn: m.to_string(),
+        fuel: m.fuel().to_string(),
+        registrations: regs.iter().map(RegistrationDto::from).collect(),
+        enrolments: enrols.iter().map(EnrolmentDto::from).collect(),
+    }))
+}
+
+/// The as-at query parameters, for the OpenAPI document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct AsAtQueryParams {
+    /// Instant (RFC 3339) or date; default now.
+    at: Option<String>,
+    /// Answer as the hub knew it at this instant.
+    known_at: Option<String>,
+}

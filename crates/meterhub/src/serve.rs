@@ -1,0 +1,51 @@
+//! `meterhub serve`.
+
+use anyhow::Context;
+
+use crate::config::{GlobalArgs, ServeArgs, Settings};
+
+pub async fn run(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
+    let settings = Settings::resolve(g, &args)?;
+    let (hub, store) = crate::local::open_hub(&settings).await?;
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    println!("meterhub listening on http://{addr} (API docs: http://{addr}/docs)");
+    tracing::info!(
+        message = "Hub started.",
+        addr = %addr,
+        data_dir = %settings.data_dir.display(),
+        clock = ?settings.clock,
+        now = %hub.now()
+    );
+    let app = api::router(hub);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server failed")?;
+    store.close().await;
+    tracing::info!(message = "Hub stopped; all acknowledged writes are committed.");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
