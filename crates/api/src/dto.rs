@@ -313,10 +313,7 @@ impl From<&Service> for ServiceDto {
             grants: s
                 .grants
                 .iter()
-                .map(|g| GrantDto {
-                    role: g.role.code().to_string(),
-                    relation: g.relation.describe().to_string(),
-                })
+                .map(|g| GrantDto { role: g.role.code().to_string(), relation: g.relation.describe().to_string() })
                 .collect(),
         }
     }

@@ -16,27 +16,15 @@ pub struct Auth(pub hub::Caller);
 impl FromRequestParts<AppState> for Auth {
     type Rejection = Problem;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
-            return Err(Problem::unauthorized(
-                "missing Authorization header: send `Authorization: Bearer <token>`",
-            ));
+            return Err(Problem::unauthorized("missing Authorization header: send `Authorization: Bearer <token>`"));
         };
-        let value = value
-            .to_str()
-            .map_err(|_| Problem::unauthorized("the Authorization header is not text"))?;
-        let token = value.strip_prefix("Bearer ").ok_or_else(|| {
-            Problem::unauthorized("the Authorization header must use the Bearer scheme")
-        })?;
-        state
-            .hub
-            .authenticate(token.trim())
-            .await
-            .map(Auth)
-            .map_err(Problem::from)
+        let value = value.to_str().map_err(|_| Problem::unauthorized("the Authorization header is not text"))?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .ok_or_else(|| Problem::unauthorized("the Authorization header must use the Bearer scheme"))?;
+        state.hub.authenticate(token.trim()).await.map(Auth).map_err(Problem::from)
     }
 }
 
@@ -62,14 +50,9 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
                 "send the body as `Content-Type: application/json`",
             ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            Problem::new(
-                e.status(),
-                "unreadable-body",
-                "The body could not be read",
-                e.body_text(),
-            )
-        })?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| Problem::new(e.status(), "unreadable-body", "The body could not be read", e.body_text()))?;
         parse_json(&bytes).map(ApiJson)
     }
 }
@@ -80,11 +63,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let field = if path == "." {
-            "(body)".to_string()
-        } else {
-            path
-        };
+        let field = if path == "." { "(body)".to_string() } else { path };
         let rule = match inner.classify() {
             serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
                 format!("malformed JSON: {inner}")
@@ -120,22 +99,12 @@ fn serde_urlencoded_like<T: DeserializeOwned>(q: &str) -> Result<T, Problem> {
     // Query values are strings: gather them into a JSON object and reuse the path naming.
     let mut map = serde_json::Map::new();
     for (k, v) in pairs {
-        if map
-            .insert(k.clone(), serde_json::Value::String(v))
-            .is_some()
-        {
+        if map.insert(k.clone(), serde_json::Value::String(v)).is_some() {
             return Err(Problem::bad_request(k, "given more than once"));
         }
     }
     serde_path_to_error::deserialize(serde_json::Value::Object(map)).map_err(|e| {
         let field = e.path().to_string();
-        Problem::bad_request(
-            if field == "." {
-                "(query)".into()
-            } else {
-                field
-            },
-            e.into_inner().to_string(),
-        )
+        Problem::bad_request(if field == "." { "(query)".into() } else { field }, e.into_inner().to_string())
     })
 }

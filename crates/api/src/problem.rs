@@ -45,24 +45,15 @@ impl Problem {
 
     pub fn bad_request(field: impl Into<String>, rule: impl Into<String>) -> Problem {
         let (field, rule) = (field.into(), rule.into());
-        let mut p = Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid-field",
-            "A field broke a rule",
-            format!("{field}: {rule}"),
-        );
+        let mut p =
+            Problem::new(StatusCode::BAD_REQUEST, "invalid-field", "A field broke a rule", format!("{field}: {rule}"));
         p.field = Some(field);
         p.rule = Some(rule);
         p
     }
 
     pub fn unauthorized(detail: impl Into<String>) -> Problem {
-        Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "Authentication required",
-            detail,
-        )
+        Problem::new(StatusCode::UNAUTHORIZED, "unauthenticated", "Authentication required", detail)
     }
 
     pub fn not_found(detail: impl Into<String>) -> Problem {
@@ -76,15 +67,9 @@ impl IntoResponse for Problem {
         let unauthorized = status == StatusCode::UNAUTHORIZED;
         let body = serde_json::to_vec(&self).expect("a problem serialises");
         let mut resp = (status, body).into_response();
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if unauthorized {
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"meterhub\""),
-            );
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"meterhub\""));
         }
         resp
     }
@@ -103,7 +88,7 @@ impl From<HubError> for Problem {
                 );
                 p.missing = Some(refusal.missing().to_string());
                 p.service = Some(
-                    match &refusal {
+                    match &*refusal {
                         domain::catalogue::Refusal::Role { service, .. }
                         | domain::catalogue::Refusal::Relationship { service, .. } => *service,
                     }
@@ -114,12 +99,9 @@ impl From<HubError> for Problem {
             HubError::Invalid { field, rule } => Problem::bad_request(field, rule),
             HubError::NotFound(d) => Problem::not_found(d),
             HubError::Conflict(d) => Problem::new(StatusCode::CONFLICT, "conflict", "Conflict", d),
-            HubError::Unavailable(d) => Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "Service unavailable",
-                d,
-            ),
+            HubError::Unavailable(d) => {
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable", d)
+            }
         }
     }
 }

@@ -18,8 +18,7 @@ fn party_path(s: &str) -> Result<PartyId, Problem> {
 }
 
 fn instant(field: &str, s: Option<&str>) -> Result<Option<jiff::Timestamp>, Problem> {
-    s.map(|s| domain::time::parse_instant(s).map_err(|e| Problem::bad_request(field, e)))
-        .transpose()
+    s.map(|s| domain::time::parse_instant(s).map_err(|e| Problem::bad_request(field, e))).transpose()
 }
 
 /// Liveness and store readiness.
@@ -46,10 +45,7 @@ pub async fn whoami(State(st): State<AppState>, Auth(caller): Auth) -> ApiResult
 /// critical flag and future-date type. The same table authorises every request.
 #[utoipa::path(get, path = "/v1/catalogue", tag = "catalogue", security(("bearer" = [])),
     responses((status = 200, body = Vec<ServiceDto>), (status = 401, body = Problem)))]
-pub async fn catalogue(
-    State(st): State<AppState>,
-    Auth(caller): Auth,
-) -> ApiResult<Json<Vec<ServiceDto>>> {
+pub async fn catalogue(State(st): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<Vec<ServiceDto>>> {
     st.hub.authorize(&caller, "catalogue.read", None)?;
     Ok(Json(CATALOGUE.iter().map(ServiceDto::from).collect()))
 }
@@ -58,9 +54,7 @@ fn clock_dto(st: &AppState) -> ClockDto {
     let now = st.hub.now();
     ClockDto {
         now,
-        london: domain::time::in_london(now)
-            .strftime("%Y-%m-%d %H:%M:%S %Z")
-            .to_string(),
+        london: domain::time::in_london(now).strftime("%Y-%m-%d %H:%M:%S %Z").to_string(),
         simulated: st.hub.is_simulated_clock(),
     }
 }
@@ -68,10 +62,7 @@ fn clock_dto(st: &AppState) -> ClockDto {
 /// The hub's time.
 #[utoipa::path(get, path = "/v1/clock", tag = "clock", security(("bearer" = [])),
     responses((status = 200, body = ClockDto), (status = 401, body = Problem)))]
-pub async fn get_clock(
-    State(st): State<AppState>,
-    Auth(caller): Auth,
-) -> ApiResult<Json<ClockDto>> {
+pub async fn get_clock(State(st): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<ClockDto>> {
     st.hub.authorize(&caller, "clock.read", None)?;
     Ok(Json(clock_dto(&st)))
 }
@@ -90,22 +81,16 @@ pub async fn advance_clock(
     let to = match (req.to.as_deref(), req.by.as_deref()) {
         (Some(to), None) => instant("to", Some(to))?.expect("given"),
         (None, Some(by)) => {
-            let span: jiff::Span = by.parse().map_err(|e| {
-                Problem::bad_request(
-                    "by",
-                    format!("not an ISO 8601 duration such as PT30M, P1D: {e}"),
-                )
-            })?;
+            let span: jiff::Span = by
+                .parse()
+                .map_err(|e| Problem::bad_request("by", format!("not an ISO 8601 duration such as PT30M, P1D: {e}")))?;
             domain::time::in_london(st.hub.now())
                 .checked_add(span)
                 .map_err(|e| Problem::bad_request("by", e.to_string()))?
                 .timestamp()
         }
         _ => {
-            return Err(Problem::bad_request(
-                "to",
-                "give exactly one of `to` and `by`",
-            ));
+            return Err(Problem::bad_request("to", "give exactly one of `to` and `by`"));
         }
     };
     st.hub.advance_clock(&caller, to).await?;
@@ -115,18 +100,8 @@ pub async fn advance_clock(
 /// Every party (hub operator).
 #[utoipa::path(get, path = "/v1/parties", tag = "parties", security(("bearer" = [])),
     responses((status = 200, body = Vec<PartyDto>), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn list_parties(
-    State(st): State<AppState>,
-    Auth(caller): Auth,
-) -> ApiResult<Json<Vec<PartyDto>>> {
-    Ok(Json(
-        st.hub
-            .parties(&caller)
-            .await?
-            .iter()
-            .map(PartyDto::from)
-            .collect(),
-    ))
+pub async fn list_parties(State(st): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<Vec<PartyDto>>> {
+    Ok(Json(st.hub.parties(&caller).await?.iter().map(PartyDto::from).collect()))
 }
 
 /// Create a party (hub operator).
@@ -141,11 +116,7 @@ pub async fn create_party(
 ) -> ApiResult<impl IntoResponse> {
     let party = st.hub.create_party(&caller, &req.into()).await?;
     let location = format!("/v1/parties/{}", party.id);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(PartyDto::from(&party)),
-    ))
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(PartyDto::from(&party))))
 }
 
 /// One party: any party may read itself, the hub operator anyone.
@@ -158,9 +129,7 @@ pub async fn get_party(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<PartyDto>> {
-    Ok(Json(PartyDto::from(
-        &st.hub.party(&caller, &party_path(&id)?).await?,
-    )))
+    Ok(Json(PartyDto::from(&st.hub.party(&caller, &party_path(&id)?).await?)))
 }
 
 /// A party's API tokens (never their secrets).
@@ -173,14 +142,7 @@ pub async fn list_tokens(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Vec<TokenDto>>> {
-    Ok(Json(
-        st.hub
-            .tokens(&caller, &party_path(&id)?)
-            .await?
-            .iter()
-            .map(TokenDto::from)
-            .collect(),
-    ))
+    Ok(Json(st.hub.tokens(&caller, &party_path(&id)?).await?.iter().map(TokenDto::from).collect()))
 }
 
 /// Issue a token: a party for itself, the hub operator for anyone. The secret is in this
@@ -196,18 +158,10 @@ pub async fn issue_token(
     ApiJson(req): ApiJson<IssueTokenRequest>,
 ) -> ApiResult<impl IntoResponse> {
     let party = party_path(&id)?;
-    let t = st
-        .hub
-        .issue_token(&caller, &party, req.label.as_deref().unwrap_or(""))
-        .await?;
+    let t = st.hub.issue_token(&caller, &party, req.label.as_deref().unwrap_or("")).await?;
     Ok((
         StatusCode::CREATED,
-        Json(IssuedTokenDto {
-            id: t.id,
-            party: t.party.to_string(),
-            label: t.label,
-            token: t.token,
-        }),
+        Json(IssuedTokenDto { id: t.id, party: t.party.to_string(), label: t.label, token: t.token }),
     ))
 }
 
@@ -221,14 +175,8 @@ pub async fn revoke_token(
     Auth(caller): Auth,
     Path((id, token_id)): Path<(String, String)>,
 ) -> ApiResult<Json<RevokedDto>> {
-    let revoked_now = st
-        .hub
-        .revoke_token(&caller, &party_path(&id)?, &token_id)
-        .await?;
-    Ok(Json(RevokedDto {
-        id: token_id,
-        revoked_now,
-    }))
+    let revoked_now = st.hub.revoke_token(&caller, &party_path(&id)?, &token_id).await?;
+    Ok(Json(RevokedDto { id: token_id, revoked_now }))
 }
 
 /// Record a registration version (registration service). Creates the metering point on
@@ -244,10 +192,7 @@ pub async fn record_registration(
     Path(mpxn): Path<String>,
     ApiJson(req): ApiJson<RegistrationRequest>,
 ) -> ApiResult<impl IntoResponse> {
-    let v = st
-        .hub
-        .record_registration(&caller, &mpxn, &req.into())
-        .await?;
+    let v = st.hub.record_registration(&caller, &mpxn, &req.into()).await?;
     Ok((StatusCode::CREATED, Json(RegistrationDto::from(&v))))
 }
 

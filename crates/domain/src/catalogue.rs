@@ -87,10 +87,7 @@ pub struct Grant {
 
 impl Grant {
     pub const fn any(role: Role) -> Grant {
-        Grant {
-            role,
-            relation: Relation::None,
-        }
+        Grant { role, relation: Relation::None }
     }
 }
 
@@ -104,34 +101,13 @@ impl fmt::Display for Grant {
 }
 
 // The DUIS roles in the relationship DUIS gives them to a metering point.
-const IS: Grant = Grant {
-    role: Role::ImportSupplier,
-    relation: Relation::RegisteredSupplier,
-};
-const ES: Grant = Grant {
-    role: Role::ExportSupplier,
-    relation: Relation::RegisteredExportSupplier,
-};
-const GS: Grant = Grant {
-    role: Role::GasSupplier,
-    relation: Relation::RegisteredSupplier,
-};
-const ED: Grant = Grant {
-    role: Role::ElectricityDistributor,
-    relation: Relation::NetworkOperator,
-};
-const GT: Grant = Grant {
-    role: Role::GasTransporter,
-    relation: Relation::NetworkOperator,
-};
-const OU: Grant = Grant {
-    role: Role::OtherUser,
-    relation: Relation::ConsentHolder,
-};
-const RSA: Grant = Grant {
-    role: Role::RegisteredSupplierAgent,
-    relation: Relation::AppointedAgent,
-};
+const IS: Grant = Grant { role: Role::ImportSupplier, relation: Relation::RegisteredSupplier };
+const ES: Grant = Grant { role: Role::ExportSupplier, relation: Relation::RegisteredExportSupplier };
+const GS: Grant = Grant { role: Role::GasSupplier, relation: Relation::RegisteredSupplier };
+const ED: Grant = Grant { role: Role::ElectricityDistributor, relation: Relation::NetworkOperator };
+const GT: Grant = Grant { role: Role::GasTransporter, relation: Relation::NetworkOperator };
+const OU: Grant = Grant { role: Role::OtherUser, relation: Relation::ConsentHolder };
+const RSA: Grant = Grant { role: Role::RegisteredSupplierAgent, relation: Relation::AppointedAgent };
 const HUB: Grant = Grant::any(Role::HubOperator);
 const REG: Grant = Grant::any(Role::RegistrationService);
 
@@ -177,23 +153,10 @@ const fn srv(
     future_date: FutureDate,
     grants: &'static [Grant],
 ) -> Service {
-    Service {
-        code,
-        name,
-        kind: ServiceKind::Srv,
-        critical,
-        future_date,
-        targets_mpxn: true,
-        grants,
-    }
+    Service { code, name, kind: ServiceKind::Srv, critical, future_date, targets_mpxn: true, grants }
 }
 
-const fn hub(
-    code: &'static str,
-    name: &'static str,
-    targets_mpxn: bool,
-    grants: &'static [Grant],
-) -> Service {
+const fn hub(code: &'static str, name: &'static str, targets_mpxn: bool, grants: &'static [Grant]) -> Service {
     Service {
         code,
         name,
@@ -210,189 +173,52 @@ use FutureDate as F;
 
 /// Every service the hub knows. DUIS rows follow `reference/duis-service-catalogue.md`.
 pub static CATALOGUE: &[Service] = &[
-    srv(
-        "1.1.1",
-        "Update Import Tariff (Primary Element)",
-        C,
-        F::Device,
-        &[IS, GS],
-    ),
-    srv(
-        "1.2.1",
-        "Update Price (Primary Element)",
-        C,
-        F::Device,
-        &[IS, GS],
-    ),
+    srv("1.1.1", "Update Import Tariff (Primary Element)", C, F::Device, &[IS, GS]),
+    srv("1.2.1", "Update Price (Primary Element)", C, F::Device, &[IS, GS]),
     srv("1.5", "Update Meter Balance", C, F::No, &[IS, GS]),
     srv("1.6", "Update Payment Mode", C, F::Device, &[IS, GS]),
-    srv(
-        "2.1",
-        "Update Prepay Configuration",
-        C,
-        F::Device,
-        &[IS, GS],
-    ),
+    srv("2.1", "Update Prepay Configuration", C, F::Device, &[IS, GS]),
     srv("2.2", "Top Up Device", NC, F::No, &[IS, GS]),
     srv("2.3", "Update Debt", C, F::No, &[IS, GS]),
     srv("2.5", "Activate Emergency Credit", C, F::No, &[IS, GS]),
     srv("3.1", "Display Message", NC, F::Hub, &[IS, GS]),
-    srv(
-        "3.2",
-        "Restrict Access For Change Of Tenancy",
-        NC,
-        F::Hub,
-        &[IS, GS],
-    ),
-    srv(
-        "4.1.1",
-        "Read Instantaneous Import Registers",
-        NC,
-        F::Hub,
-        &[IS, GS, ED, GT],
-    ),
-    srv(
-        "4.8.1",
-        "Read Active Import Profile Data",
-        NC,
-        F::Hub,
-        &[IS, GS, ED, GT, OU],
-    ),
-    srv(
-        "4.17",
-        "Retrieve Daily Consumption Log",
-        NC,
-        F::Hub,
-        &[IS, GS, ED, GT, OU],
-    ),
-    srv(
-        "5.1",
-        "Create Schedule",
-        NC,
-        F::No,
-        &[IS, ES, GS, ED, GT, OU],
-    ),
+    srv("3.2", "Restrict Access For Change Of Tenancy", NC, F::Hub, &[IS, GS]),
+    srv("4.1.1", "Read Instantaneous Import Registers", NC, F::Hub, &[IS, GS, ED, GT]),
+    srv("4.8.1", "Read Active Import Profile Data", NC, F::Hub, &[IS, GS, ED, GT, OU]),
+    srv("4.17", "Retrieve Daily Consumption Log", NC, F::Hub, &[IS, GS, ED, GT, OU]),
+    srv("5.1", "Create Schedule", NC, F::No, &[IS, ES, GS, ED, GT, OU]),
     srv("5.2", "Read Schedule", NC, F::No, &[IS, ES, GS, ED, GT, OU]),
-    srv(
-        "5.3",
-        "Delete Schedule",
-        NC,
-        F::No,
-        &[IS, ES, GS, ED, GT, OU],
-    ),
-    srv(
-        "6.2",
-        "Read Device Configuration (6.2.x variants)",
-        NC,
-        F::No,
-        &[IS, ES, GS, ED, GT, RSA],
-    ),
+    srv("5.3", "Delete Schedule", NC, F::No, &[IS, ES, GS, ED, GT, OU]),
+    srv("6.2", "Read Device Configuration (6.2.x variants)", NC, F::No, &[IS, ES, GS, ED, GT, RSA]),
     srv("6.11", "Synchronise Clock", C, F::No, &[IS, GS]),
-    srv(
-        "6.15.1",
-        "Update Security Credentials (KRP)",
-        C,
-        F::Device,
-        &[IS, GS, ED, GT],
-    ),
+    srv("6.15.1", "Update Security Credentials (KRP)", C, F::Device, &[IS, GS, ED, GT]),
     srv("6.20.1", "Set Import MPxN", NC, F::Hub, &[IS, GS]),
-    srv(
-        "6.22",
-        "Configure Alert Behaviour",
-        NC,
-        F::No,
-        &[IS, GS, ED],
-    ),
-    srv(
-        "6.23",
-        "Update Security Credentials (CoS)",
-        NC,
-        F::HubAndDevice,
-        &[IS, GS],
-    ),
+    srv("6.22", "Configure Alert Behaviour", NC, F::No, &[IS, GS, ED]),
+    srv("6.23", "Update Security Credentials (CoS)", NC, F::HubAndDevice, &[IS, GS]),
     srv("7.1", "Enable Supply", C, F::No, &[IS]),
     srv("7.2", "Disable Supply", C, F::No, &[IS, GS]),
     srv("7.3", "Arm Supply", C, F::No, &[IS, GS]),
-    srv(
-        "7.4",
-        "Read Supply Status",
-        NC,
-        F::No,
-        &[IS, ES, GS, RSA, ED, GT],
-    ),
+    srv("7.4", "Read Supply Status", NC, F::No, &[IS, ES, GS, RSA, ED, GT]),
     srv("8.1.1", "Commission Device", C, F::No, &[IS, GS]),
     srv("8.3", "Decommission Device", NC, F::No, &[IS, GS]),
     srv("8.7.1", "Join Service (critical)", C, F::No, &[IS, GS]),
-    srv(
-        "8.7.2",
-        "Join Service (non-critical)",
-        NC,
-        F::No,
-        &[IS, GS, OU],
-    ),
+    srv("8.7.2", "Join Service (non-critical)", NC, F::No, &[IS, GS, OU]),
     srv("8.8.1", "Unjoin Service (critical)", C, F::No, &[IS, GS]),
-    srv(
-        "8.8.2",
-        "Unjoin Service (non-critical)",
-        NC,
-        F::No,
-        &[IS, GS, OU],
-    ),
+    srv("8.8.2", "Unjoin Service (non-critical)", NC, F::No, &[IS, GS, OU]),
     srv("8.11", "Update HAN Device Log", NC, F::Hub, &[IS, GS, OU]),
     srv("11.1", "Update Firmware", NC, F::No, &[IS, GS]),
-    srv(
-        "11.2",
-        "Read Firmware Version",
-        NC,
-        F::Hub,
-        &[IS, ES, GS, ED, GT, OU, RSA],
-    ),
+    srv("11.2", "Read Firmware Version", NC, F::Hub, &[IS, ES, GS, ED, GT, OU, RSA]),
     srv("11.3", "Activate Firmware", C, F::Device, &[IS, GS]),
     // The hub's own services.
-    hub(
-        "catalogue.read",
-        "Read the service catalogue",
-        false,
-        &EVERY_ROLE,
-    ),
+    hub("catalogue.read", "Read the service catalogue", false, &EVERY_ROLE),
     hub("clock.read", "Read the hub clock", false, &EVERY_ROLE),
-    hub(
-        "clock.advance",
-        "Advance the simulated hub clock",
-        false,
-        &[HUB],
-    ),
-    hub(
-        "party.read-own",
-        "Read own party record",
-        false,
-        &EVERY_ROLE,
-    ),
-    hub(
-        "party.token-own",
-        "Issue and revoke own API tokens",
-        false,
-        &EVERY_ROLE,
-    ),
+    hub("clock.advance", "Advance the simulated hub clock", false, &[HUB]),
+    hub("party.read-own", "Read own party record", false, &EVERY_ROLE),
+    hub("party.token-own", "Issue and revoke own API tokens", false, &EVERY_ROLE),
     hub("party.read", "List and read every party", false, &[HUB]),
-    hub(
-        "party.manage",
-        "Create parties, issue and revoke any party's tokens",
-        false,
-        &[HUB],
-    ),
-    hub(
-        "registry.write",
-        "Create metering points and record registrations",
-        true,
-        &[REG],
-    ),
-    hub(
-        "registry.history",
-        "Read every recorded registration version of a metering point",
-        true,
-        &[REG, HUB],
-    ),
+    hub("party.manage", "Create parties, issue and revoke any party's tokens", false, &[HUB]),
+    hub("registry.write", "Create metering points and record registrations", true, &[REG]),
+    hub("registry.history", "Read every recorded registration version of a metering point", true, &[REG, HUB]),
     hub(
         "registry.read",
         "Read a metering point's registration as at an instant, and its history",
@@ -444,24 +270,10 @@ impl TargetFacts<'_> {
 pub enum Refusal {
     /// The party holds none of the roles the service allows.
     #[error("service {service} is for roles [{allowed}]; party {party} holds [{held}]")]
-    Role {
-        service: &'static str,
-        party: PartyId,
-        held: String,
-        allowed: String,
-    },
+    Role { service: &'static str, party: PartyId, held: String, allowed: String },
     /// The party holds a role the service allows, but not the relationship to the target.
-    #[error(
-        "service {service}: party {party} is not {needed} of {mpxn} at {at} (it holds role(s) {held})"
-    )]
-    Relationship {
-        service: &'static str,
-        party: PartyId,
-        held: String,
-        needed: String,
-        mpxn: String,
-        at: String,
-    },
+    #[error("service {service}: party {party} is not {needed} of {mpxn} at {at} (it holds role(s) {held})")]
+    Relationship { service: &'static str, party: PartyId, held: String, needed: String, mpxn: String, at: String },
 }
 
 impl Refusal {
@@ -475,6 +287,7 @@ impl Refusal {
 }
 
 /// The role half of [`authorize`]: does the party hold any role the service allows?
+#[allow(clippy::result_large_err, reason = "a refusal is the cold path and carries its whole explanation")]
 pub fn check_role(service: &'static Service, party: &PartyId, roles: Roles) -> Result<(), Refusal> {
     if service.grants.iter().any(|g| roles.contains(g.role)) {
         Ok(())
@@ -490,6 +303,7 @@ pub fn check_role(service: &'static Service, party: &PartyId, roles: Roles) -> R
 
 /// Decide whether `party` holding `roles` may use `service` on `target`. `target` is `None`
 /// for services that do not act on a metering point. Returns the grant that applies.
+#[allow(clippy::result_large_err, reason = "a refusal is the cold path and carries its whole explanation")]
 pub fn authorize(
     service: &'static Service,
     party: &PartyId,
@@ -497,11 +311,7 @@ pub fn authorize(
     target: Option<&TargetFacts<'_>>,
 ) -> Result<Grant, Refusal> {
     check_role(service, party, roles)?;
-    let candidates: Vec<&Grant> = service
-        .grants
-        .iter()
-        .filter(|g| roles.contains(g.role))
-        .collect();
+    let candidates: Vec<&Grant> = service.grants.iter().filter(|g| roles.contains(g.role)).collect();
     if let Some(g) = candidates.iter().find(|g| g.relation == Relation::None) {
         return Ok(**g);
     }
@@ -520,16 +330,9 @@ pub fn authorize(
         return Ok(**g);
     }
     // Explain with the grants that could apply to this fuel, if any do.
-    let same_fuel: Vec<&Grant> = candidates
-        .iter()
-        .copied()
-        .filter(|g| g.role.fuel().is_none_or(|f| f == target.fuel))
-        .collect();
-    let explain = if same_fuel.is_empty() {
-        &candidates
-    } else {
-        &same_fuel
-    };
+    let same_fuel: Vec<&Grant> =
+        candidates.iter().copied().filter(|g| g.role.fuel().is_none_or(|f| f == target.fuel)).collect();
+    let explain = if same_fuel.is_empty() { &candidates } else { &same_fuel };
     Err(Refusal::Relationship {
         service: service.code,
         party: party.clone(),

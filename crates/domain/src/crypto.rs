@@ -16,10 +16,7 @@ pub enum CryptoError {
     #[error("not PEM: {0}")]
     Pem(String),
     #[error("PEM label is {found:?}, expected {expected:?}")]
-    PemLabel {
-        found: String,
-        expected: &'static str,
-    },
+    PemLabel { found: String, expected: &'static str },
     #[error("not an ECDSA P-256 public key (SubjectPublicKeyInfo DER expected)")]
     PublicKey,
     #[error("not an ECDSA P-256 private key (PKCS#8 DER expected)")]
@@ -37,8 +34,7 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 /// Validate an ECDSA P-256 public key given as DER SubjectPublicKeyInfo (or an uncompressed
 /// point) and return its canonical SubjectPublicKeyInfo DER.
 pub fn p256_public_key_spki(der: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    let key =
-        ParsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, der).map_err(|_| CryptoError::PublicKey)?;
+    let key = ParsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, der).map_err(|_| CryptoError::PublicKey)?;
     let spki = key.as_der().map_err(|_| CryptoError::PublicKey)?;
     Ok(spki.as_ref().to_vec())
 }
@@ -47,10 +43,7 @@ pub fn p256_public_key_spki(der: &[u8]) -> Result<Vec<u8>, CryptoError> {
 pub fn p256_public_key_from_pem(text: &str) -> Result<Vec<u8>, CryptoError> {
     let block = pem::parse(text).map_err(|e| CryptoError::Pem(e.to_string()))?;
     if block.tag() != "PUBLIC KEY" {
-        return Err(CryptoError::PemLabel {
-            found: block.tag().to_string(),
-            expected: "PUBLIC KEY",
-        });
+        return Err(CryptoError::PemLabel { found: block.tag().to_string(), expected: "PUBLIC KEY" });
     }
     p256_public_key_spki(block.contents())
 }
@@ -73,27 +66,21 @@ pub struct SigningKey {
 
 impl SigningKey {
     pub fn generate(rng: &dyn SecureRandom) -> Result<SigningKey, CryptoError> {
-        let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, rng)
-            .map_err(|_| CryptoError::Generation)?;
+        let doc =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, rng).map_err(|_| CryptoError::Generation)?;
         SigningKey::from_pkcs8(doc.as_ref())
     }
 
     pub fn from_pkcs8(der: &[u8]) -> Result<SigningKey, CryptoError> {
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, der)
-            .map_err(|_| CryptoError::PrivateKey)?;
-        Ok(SigningKey {
-            pair,
-            pkcs8: der.to_vec(),
-        })
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, der).map_err(|_| CryptoError::PrivateKey)?;
+        Ok(SigningKey { pair, pkcs8: der.to_vec() })
     }
 
     pub fn from_pem(text: &str) -> Result<SigningKey, CryptoError> {
         let block = pem::parse(text).map_err(|e| CryptoError::Pem(e.to_string()))?;
         if block.tag() != "PRIVATE KEY" {
-            return Err(CryptoError::PemLabel {
-                found: block.tag().to_string(),
-                expected: "PRIVATE KEY",
-            });
+            return Err(CryptoError::PemLabel { found: block.tag().to_string(), expected: "PRIVATE KEY" });
         }
         SigningKey::from_pkcs8(block.contents())
     }
@@ -104,20 +91,13 @@ impl SigningKey {
 
     /// SubjectPublicKeyInfo DER of the public half.
     pub fn public_key_spki(&self) -> Vec<u8> {
-        let der = self
-            .pair
-            .public_key()
-            .as_der()
-            .expect("P-256 public key encodes");
+        let der = self.pair.public_key().as_der().expect("P-256 public key encodes");
         der.as_ref().to_vec()
     }
 
     /// ECDSA P-256/SHA-256 signature (ASN.1 DER) over `message`.
     pub fn sign(&self, rng: &dyn SecureRandom, message: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        let sig = self
-            .pair
-            .sign(rng, message)
-            .map_err(|_| CryptoError::Generation)?;
+        let sig = self.pair.sign(rng, message).map_err(|_| CryptoError::Generation)?;
         Ok(sig.as_ref().to_vec())
     }
 }
@@ -150,14 +130,8 @@ mod tests {
     fn refuses_wrong_pem_label_and_garbage() {
         let rng = SystemRandom::new();
         let key = SigningKey::generate(&rng).unwrap();
-        assert!(matches!(
-            p256_public_key_from_pem(&key.pkcs8_pem()),
-            Err(CryptoError::PemLabel { .. })
-        ));
-        assert!(matches!(
-            p256_public_key_from_pem("hello"),
-            Err(CryptoError::Pem(_))
-        ));
+        assert!(matches!(p256_public_key_from_pem(&key.pkcs8_pem()), Err(CryptoError::PemLabel { .. })));
+        assert!(matches!(p256_public_key_from_pem("hello"), Err(CryptoError::Pem(_))));
         let junk = pem::encode(&pem::Pem::new("PUBLIC KEY", vec![1, 2, 3]));
         assert_eq!(p256_public_key_from_pem(&junk), Err(CryptoError::PublicKey));
     }

@@ -29,16 +29,9 @@ impl fmt::Display for IdKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdRule {
     /// Wrong number of characters; the text says which lengths are allowed.
-    Length {
-        expected: &'static str,
-        found: usize,
-    },
+    Length { expected: &'static str, found: usize },
     /// A character that is not allowed at that position.
-    Character {
-        position: usize,
-        found: char,
-        expected: &'static str,
-    },
+    Character { position: usize, found: char, expected: &'static str },
     /// MPAN distributor id (first two digits of the core) outside 10..=36.
     DistributorId { found: u8 },
     /// MPAN check digit does not match the weighted sum of the first 12 digits.
@@ -69,30 +62,21 @@ impl fmt::Display for IdRule {
             IdRule::Length { expected, found } => {
                 write!(f, "length: must be {expected}, found {found} characters")
             }
-            IdRule::Character {
-                position,
-                found,
-                expected,
-            } => write!(
-                f,
-                "character: position {} is {found:?}, expected {expected}",
-                position + 1
-            ),
-            IdRule::DistributorId { found } => write!(
-                f,
-                "distributor-id: the first two digits ({found:02}) must be a distributor id 10-36"
-            ),
-            IdRule::CheckDigit { expected, found } => write!(
-                f,
-                "check-digit: the 13th digit is {found} but the MPAN check-digit rule gives {expected}"
-            ),
-            IdRule::ProfileClass { found } => write!(
-                f,
-                "profile-class: the top line's profile class ({found:02}) must be 00-08"
-            ),
-            IdRule::HyphenLayout => f.write_str(
-                "hyphen-layout: write 16 hex digits, either plain or as 8 hyphen-separated pairs",
-            ),
+            IdRule::Character { position, found, expected } => {
+                write!(f, "character: position {} is {found:?}, expected {expected}", position + 1)
+            }
+            IdRule::DistributorId { found } => {
+                write!(f, "distributor-id: the first two digits ({found:02}) must be a distributor id 10-36")
+            }
+            IdRule::CheckDigit { expected, found } => {
+                write!(f, "check-digit: the 13th digit is {found} but the MPAN check-digit rule gives {expected}")
+            }
+            IdRule::ProfileClass { found } => {
+                write!(f, "profile-class: the top line's profile class ({found:02}) must be 00-08")
+            }
+            IdRule::HyphenLayout => {
+                f.write_str("hyphen-layout: write 16 hex digits, either plain or as 8 hyphen-separated pairs")
+            }
         }
     }
 }
@@ -123,19 +107,13 @@ pub struct IdRules {
 
 impl Default for IdRules {
     fn default() -> Self {
-        IdRules {
-            mpan_check_digit: true,
-        }
+        IdRules { mpan_check_digit: true }
     }
 }
 
 impl IdRules {
-    pub const STRICT: IdRules = IdRules {
-        mpan_check_digit: true,
-    };
-    pub const RELAXED: IdRules = IdRules {
-        mpan_check_digit: false,
-    };
+    pub const STRICT: IdRules = IdRules { mpan_check_digit: true };
+    pub const RELAXED: IdRules = IdRules { mpan_check_digit: false };
 }
 
 const MPAN_WEIGHTS: [u32; 12] = [3, 5, 7, 13, 17, 19, 23, 29, 31, 37, 41, 43];
@@ -144,17 +122,9 @@ fn digits(kind: IdKind, s: &str) -> Result<Vec<u8>, IdError> {
     s.chars()
         .enumerate()
         .map(|(position, c)| {
-            c.to_digit(10).map(|d| d as u8).ok_or_else(|| {
-                IdError::new(
-                    kind,
-                    s,
-                    IdRule::Character {
-                        position,
-                        found: c,
-                        expected: "a digit 0-9",
-                    },
-                )
-            })
+            c.to_digit(10)
+                .map(|d| d as u8)
+                .ok_or_else(|| IdError::new(kind, s, IdRule::Character { position, found: c, expected: "a digit 0-9" }))
         })
         .collect()
 }
@@ -165,11 +135,7 @@ fn to_u64(d: &[u8]) -> u64 {
 
 /// The MPAN check digit for the first 12 digits of a core.
 pub fn mpan_check_digit(first12: &[u8; 12]) -> u8 {
-    let sum: u32 = first12
-        .iter()
-        .zip(MPAN_WEIGHTS)
-        .map(|(&d, w)| u32::from(d) * w)
-        .sum();
+    let sum: u32 = first12.iter().zip(MPAN_WEIGHTS).map(|(&d, w)| u32::from(d) * w).sum();
     ((sum % 11) % 10) as u8
 }
 
@@ -190,10 +156,7 @@ impl Mpan {
             return Err(IdError::new(
                 IdKind::Mpan,
                 s,
-                IdRule::Length {
-                    expected: "13 digits (an MPAN core)",
-                    found: len,
-                },
+                IdRule::Length { expected: "13 digits (an MPAN core)", found: len },
             ));
         }
         let d = digits(IdKind::Mpan, s)?;
@@ -204,23 +167,12 @@ impl Mpan {
         debug_assert_eq!(d.len(), 13);
         let distributor = d[0] * 10 + d[1];
         if !(10..=36).contains(&distributor) {
-            return Err(IdError::new(
-                IdKind::Mpan,
-                input,
-                IdRule::DistributorId { found: distributor },
-            ));
+            return Err(IdError::new(IdKind::Mpan, input, IdRule::DistributorId { found: distributor }));
         }
         let first12: [u8; 12] = d[..12].try_into().expect("13 digits");
         let expected = mpan_check_digit(&first12);
         if rules.mpan_check_digit && expected != d[12] {
-            return Err(IdError::new(
-                IdKind::Mpan,
-                input,
-                IdRule::CheckDigit {
-                    expected,
-                    found: d[12],
-                },
-            ));
+            return Err(IdError::new(IdKind::Mpan, input, IdRule::CheckDigit { expected, found: d[12] }));
         }
         Ok(Mpan(to_u64(d)))
     }
@@ -275,22 +227,13 @@ impl FullMpan {
             return Err(IdError::new(
                 IdKind::Mpan,
                 s,
-                IdRule::Length {
-                    expected: "21 digits (a full MPAN with its top line)",
-                    found: len,
-                },
+                IdRule::Length { expected: "21 digits (a full MPAN with its top line)", found: len },
             ));
         }
         let d = digits(IdKind::Mpan, s)?;
         let profile_class = d[0] * 10 + d[1];
         if profile_class > 8 {
-            return Err(IdError::new(
-                IdKind::Mpan,
-                s,
-                IdRule::ProfileClass {
-                    found: profile_class,
-                },
-            ));
+            return Err(IdError::new(IdKind::Mpan, s, IdRule::ProfileClass { found: profile_class }));
         }
         let top_line = MpanTopLine {
             profile_class,
@@ -305,11 +248,7 @@ impl FullMpan {
 impl fmt::Display for FullMpan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let t = self.top_line;
-        write!(
-            f,
-            "{:02}{:03}{:03}{}",
-            t.profile_class, t.meter_timeswitch_code, t.line_loss_factor_class, self.core
-        )
+        write!(f, "{:02}{:03}{:03}{}", t.profile_class, t.meter_timeswitch_code, t.line_loss_factor_class, self.core)
     }
 }
 
@@ -331,20 +270,10 @@ impl Mprn {
     pub fn parse(s: &str) -> Result<Mprn, IdError> {
         let len = s.chars().count();
         if !(6..=10).contains(&len) {
-            return Err(IdError::new(
-                IdKind::Mprn,
-                s,
-                IdRule::Length {
-                    expected: "6 to 10 digits",
-                    found: len,
-                },
-            ));
+            return Err(IdError::new(IdKind::Mprn, s, IdRule::Length { expected: "6 to 10 digits", found: len }));
         }
         let d = digits(IdKind::Mprn, s)?;
-        Ok(Mprn {
-            value: to_u64(&d),
-            len: len as u8,
-        })
+        Ok(Mprn { value: to_u64(&d), len: len as u8 })
     }
 
     /// The advisory check (`reference/mpxn-examples.md`): the last two digits, read as a
@@ -353,18 +282,10 @@ impl Mprn {
         let s = self.to_string();
         let d: Vec<u32> = s.bytes().map(|b| u32::from(b - b'0')).collect();
         let n = d.len() - 2;
-        let sum: u32 = d[..n]
-            .iter()
-            .enumerate()
-            .map(|(i, &x)| x * (n - i) as u32)
-            .sum();
+        let sum: u32 = d[..n].iter().enumerate().map(|(i, &x)| x * (n - i) as u32).sum();
         let expected = (sum % 11) as u8;
         let found = (d[n] * 10 + d[n + 1]) as u8;
-        if expected == found {
-            MprnCheck::Pass
-        } else {
-            MprnCheck::Fail { expected, found }
-        }
+        if expected == found { MprnCheck::Pass } else { MprnCheck::Fail { expected, found } }
     }
 }
 
@@ -484,20 +405,13 @@ impl Eui64 {
                         return Err(IdError::new(IdKind::Eui64, s, IdRule::HyphenLayout));
                     }
                 }
-                s.chars()
-                    .enumerate()
-                    .filter(|(i, _)| i % 3 != 2)
-                    .map(|(_, c)| c)
-                    .collect()
+                s.chars().enumerate().filter(|(i, _)| i % 3 != 2).map(|(_, c)| c).collect()
             }
             found => {
                 let rule = if s.contains('-') {
                     IdRule::HyphenLayout
                 } else {
-                    IdRule::Length {
-                        expected: "16 hex digits (or 23 characters with hyphens)",
-                        found,
-                    }
+                    IdRule::Length { expected: "16 hex digits (or 23 characters with hyphens)", found }
                 };
                 return Err(IdError::new(IdKind::Eui64, s, rule));
             }
@@ -510,11 +424,7 @@ impl Eui64 {
                 IdError::new(
                     IdKind::Eui64,
                     s,
-                    IdRule::Character {
-                        position,
-                        found: c,
-                        expected: "a hex digit 0-9, A-F",
-                    },
+                    IdRule::Character { position, found: c, expected: "a hex digit 0-9, A-F" },
                 )
             })?;
             v = (v << 4) | u64::from(digit);

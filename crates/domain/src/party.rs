@@ -22,20 +22,12 @@ impl PartyId {
     pub const MAX_LEN: usize = 40;
 
     pub fn parse(s: &str) -> Result<PartyId, PartyIdError> {
-        let err = |rule| PartyIdError {
-            input: s.chars().take(64).collect(),
-            rule,
-        };
+        let err = |rule| PartyIdError { input: s.chars().take(64).collect(), rule };
         if s.len() < 2 || s.len() > Self::MAX_LEN {
             return Err(err("length: must be 2 to 40 characters"));
         }
-        if !s
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        {
-            return Err(err(
-                "character: only lower-case letters a-z, digits and '-' are allowed",
-            ));
+        if !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+            return Err(err("character: only lower-case letters a-z, digits and '-' are allowed"));
         }
         if s.starts_with('-') || s.ends_with('-') {
             return Err(err("character: may not start or end with '-'"));
@@ -145,22 +137,17 @@ impl Role {
     /// points, a gas transporter on gas ones.
     pub fn fuel(self) -> Option<Fuel> {
         match self {
-            Role::ImportSupplier | Role::ExportSupplier | Role::ElectricityDistributor => {
-                Some(Fuel::Electricity)
-            }
+            Role::ImportSupplier | Role::ExportSupplier | Role::ElectricityDistributor => Some(Fuel::Electricity),
             Role::GasSupplier | Role::GasTransporter => Some(Fuel::Gas),
             _ => None,
         }
     }
 
     pub fn parse(s: &str) -> Result<Role, String> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.code().eq_ignore_ascii_case(s))
-            .ok_or_else(|| {
-                let codes: Vec<&str> = Role::ALL.iter().map(|r| r.code()).collect();
-                format!("unknown role {s:?}: must be one of {}", codes.join(", "))
-            })
+        Role::ALL.into_iter().find(|r| r.code().eq_ignore_ascii_case(s)).ok_or_else(|| {
+            let codes: Vec<&str> = Role::ALL.iter().map(|r| r.code()).collect();
+            format!("unknown role {s:?}: must be one of {}", codes.join(", "))
+        })
     }
 }
 
@@ -181,11 +168,13 @@ impl FromStr for Role {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Roles(u16);
 
-impl Roles {
-    pub fn from_iter(roles: impl IntoIterator<Item = Role>) -> Roles {
+impl FromIterator<Role> for Roles {
+    fn from_iter<I: IntoIterator<Item = Role>>(roles: I) -> Roles {
         roles.into_iter().fold(Roles(0), |acc, r| acc.with(r))
     }
+}
 
+impl Roles {
     pub fn with(self, role: Role) -> Roles {
         Roles(self.0 | (1 << role as u16))
     }
@@ -209,11 +198,7 @@ impl Roles {
 
     /// Parse codes joined with commas.
     pub fn parse_codes(s: &str) -> Result<Roles, String> {
-        s.split(',')
-            .filter(|c| !c.is_empty())
-            .map(Role::parse)
-            .collect::<Result<Vec<_>, _>>()
-            .map(Roles::from_iter)
+        s.split(',').filter(|c| !c.is_empty()).map(Role::parse).collect::<Result<Vec<_>, _>>().map(Roles::from_iter)
     }
 }
 

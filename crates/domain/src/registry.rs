@@ -132,10 +132,7 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: &'static str, rule: impl Into<String>) -> FieldError {
-        FieldError {
-            field,
-            rule: rule.into(),
-        }
+        FieldError { field, rule: rule.into() }
     }
 }
 
@@ -149,21 +146,14 @@ pub fn validate_registration(
     let fuel = mpxn.fuel();
     let need = |field: &'static str, party: &PartyId, role: Role| -> Result<(), FieldError> {
         match roles_of(party) {
-            None => Err(FieldError::new(
-                field,
-                format!("party {party} is not known to the hub"),
-            )),
+            None => Err(FieldError::new(field, format!("party {party} is not known to the hub"))),
             Some(r) if !r.contains(role) => Err(FieldError::new(
                 field,
                 format!(
                     "party {party} must hold role {} ({}) for {} metering point",
                     role.code(),
                     role.name(),
-                    if fuel == Fuel::Electricity {
-                        "an electricity"
-                    } else {
-                        "a gas"
-                    }
+                    if fuel == Fuel::Electricity { "an electricity" } else { "a gas" }
                 ),
             )),
             Some(_) => Ok(()),
@@ -172,40 +162,23 @@ pub fn validate_registration(
     match fuel {
         Fuel::Electricity => {
             need("supplier", &data.supplier, Role::ImportSupplier)?;
-            need(
-                "network_operator",
-                &data.network_operator,
-                Role::ElectricityDistributor,
-            )?;
+            need("network_operator", &data.network_operator, Role::ElectricityDistributor)?;
             if let Some(es) = &data.export_supplier {
                 need("export_supplier", es, Role::ExportSupplier)?;
             }
             if data.shipper.is_some() {
-                return Err(FieldError::new(
-                    "shipper",
-                    "only gas metering points have a shipper",
-                ));
+                return Err(FieldError::new("shipper", "only gas metering points have a shipper"));
             }
             if data.annual_quantity_kwh.is_some() {
-                return Err(FieldError::new(
-                    "annual_quantity_kwh",
-                    "only gas metering points have an annual quantity",
-                ));
+                return Err(FieldError::new("annual_quantity_kwh", "only gas metering points have an annual quantity"));
             }
         }
         Fuel::Gas => {
             need("supplier", &data.supplier, Role::GasSupplier)?;
-            need(
-                "network_operator",
-                &data.network_operator,
-                Role::GasTransporter,
-            )?;
+            need("network_operator", &data.network_operator, Role::GasTransporter)?;
             match &data.shipper {
                 None => {
-                    return Err(FieldError::new(
-                        "shipper",
-                        "a gas metering point needs a shipper",
-                    ));
+                    return Err(FieldError::new("shipper", "a gas metering point needs a shipper"));
                 }
                 Some(s) => need("shipper", s, Role::GasSupplier)?,
             }
@@ -232,9 +205,7 @@ pub fn validate_registration(
 /// or the point is electricity.
 pub fn is_large_gas_supply_point(mpxn: &Mpxn, data: &RegistrationData) -> Option<bool> {
     match mpxn.fuel() {
-        Fuel::Gas => data
-            .annual_quantity_kwh
-            .map(|aq| aq > GAS_LARGE_SUPPLY_POINT_KWH_MIN),
+        Fuel::Gas => data.annual_quantity_kwh.map(|aq| aq > GAS_LARGE_SUPPLY_POINT_KWH_MIN),
         Fuel::Electricity => None,
     }
 }
@@ -242,12 +213,6 @@ pub fn is_large_gas_supply_point(mpxn: &Mpxn, data: &RegistrationData) -> Option
 /// The version in force at `at` among `versions` (any order): latest `effective_from` not
 /// after `at`, ties to the highest `seq`. Used by the in-memory paths and by tests as the
 /// reference the store's query must agree with.
-pub fn in_force_at(
-    versions: &[RegistrationVersion],
-    at: Timestamp,
-) -> Option<&RegistrationVersion> {
-    versions
-        .iter()
-        .filter(|v| v.effective_from <= at)
-        .max_by_key(|v| (v.effective_from, v.seq))
+pub fn in_force_at(versions: &[RegistrationVersion], at: Timestamp) -> Option<&RegistrationVersion> {
+    versions.iter().filter(|v| v.effective_from <= at).max_by_key(|v| (v.effective_from, v.seq))
 }

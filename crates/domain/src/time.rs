@@ -17,9 +17,7 @@ pub fn london() -> TimeZone {
 
 /// The instant a civil date starts in London.
 pub fn start_of_london_day(date: Date) -> Result<Timestamp, String> {
-    date.to_zoned(london())
-        .map(|z| z.timestamp())
-        .map_err(|e| e.to_string())
+    date.to_zoned(london()).map(|z| z.timestamp()).map_err(|e| e.to_string())
 }
 
 /// The London civil date of an instant.
@@ -38,22 +36,16 @@ pub fn in_london(at: Timestamp) -> Zoned {
 pub fn parse_instant(s: &str) -> Result<Timestamp, String> {
     let s = s.trim();
     let at = if s.len() == 10 {
-        let date: Date = s
-            .parse()
-            .map_err(|e| format!("not a date (YYYY-MM-DD): {e}"))?;
+        let date: Date = s.parse().map_err(|e| format!("not a date (YYYY-MM-DD): {e}"))?;
         start_of_london_day(date)?
     } else {
-        s.parse::<Timestamp>()
-            .map_err(|_| "not an RFC 3339 instant with an offset (e.g. 2026-03-01T00:00:00Z) or a date (2026-03-01)".to_string())?
+        s.parse::<Timestamp>().map_err(|_| {
+            "not an RFC 3339 instant with an offset (e.g. 2026-03-01T00:00:00Z) or a date (YYYY-MM-DD)".to_string()
+        })?
     };
-    let (min, max): (Timestamp, Timestamp) = (
-        INSTANT_MIN.parse().expect("min"),
-        INSTANT_MAX.parse().expect("max"),
-    );
+    let (min, max): (Timestamp, Timestamp) = (INSTANT_MIN.parse().expect("min"), INSTANT_MAX.parse().expect("max"));
     if at < min || at >= max {
-        return Err(format!(
-            "must be from {INSTANT_MIN} and before {INSTANT_MAX}"
-        ));
+        return Err(format!("must be from {INSTANT_MIN} and before {INSTANT_MAX}"));
     }
     Ok(at)
 }

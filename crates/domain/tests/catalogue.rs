@@ -1,9 +1,7 @@
 //! The catalogue table in code agrees with the DUIS reference, row by row, and the
 //! authorisation decision follows it (R-SR-1).
 
-use domain::catalogue::{
-    self, CATALOGUE, Critical, FutureDate, Relation, ServiceKind, TargetFacts,
-};
+use domain::catalogue::{self, CATALOGUE, Critical, FutureDate, Relation, ServiceKind, TargetFacts};
 use domain::{Fuel, PartyId, Role, Roles};
 
 const REFERENCE: &str = include_str!("../../../data/reference/duis-service-catalogue.md");
@@ -33,17 +31,10 @@ fn parse_roles(cell: &str) -> Option<Roles> {
         return Some(Roles::from_iter(DUIS_ROLES.map(duis_role)));
     }
     if let Some(except) = cell.strip_prefix("all but ") {
-        return Some(Roles::from_iter(
-            DUIS_ROLES
-                .iter()
-                .filter(|r| **r != except.trim())
-                .map(|r| duis_role(r)),
-        ));
+        return Some(Roles::from_iter(DUIS_ROLES.iter().filter(|r| **r != except.trim()).map(|r| duis_role(r))));
     }
     let cell = cell.split(" only").next().unwrap();
-    Some(Roles::from_iter(
-        cell.split(',').map(|r| duis_role(r.trim())),
-    ))
+    Some(Roles::from_iter(cell.split(',').map(|r| duis_role(r.trim()))))
 }
 
 struct Row {
@@ -86,59 +77,31 @@ fn reference_rows() -> Vec<Row> {
 #[test]
 fn every_reference_srv_is_in_the_catalogue_with_the_same_facts() {
     let rows = reference_rows();
-    assert!(
-        rows.len() >= 36,
-        "parsed {} rows from the reference",
-        rows.len()
-    );
+    assert!(rows.len() >= 36, "parsed {} rows from the reference", rows.len());
     for row in &rows {
         let s = catalogue::service(&row.code).unwrap_or_else(|| panic!("SRV {} missing", row.code));
         assert_eq!(s.kind, ServiceKind::Srv, "{}", row.code);
-        assert_eq!(
-            s.critical == Critical::Yes,
-            row.critical,
-            "critical flag of {}",
-            row.code
-        );
+        assert_eq!(s.critical == Critical::Yes, row.critical, "critical flag of {}", row.code);
         assert_eq!(s.future_date, row.future, "future date of {}", row.code);
         if let Some(roles) = row.roles {
             assert_eq!(s.roles(), roles, "roles of {}", row.code);
         } else {
             // "varies, incl. RSA": the union we use must include RSA.
-            assert!(
-                s.roles().contains(Role::RegisteredSupplierAgent),
-                "{}",
-                row.code
-            );
+            assert!(s.roles().contains(Role::RegisteredSupplierAgent), "{}", row.code);
         }
     }
-    let srvs = CATALOGUE
-        .iter()
-        .filter(|s| s.kind == ServiceKind::Srv)
-        .count();
-    assert_eq!(
-        srvs,
-        rows.len(),
-        "the catalogue has SRVs the reference does not"
-    );
+    let srvs = CATALOGUE.iter().filter(|s| s.kind == ServiceKind::Srv).count();
+    assert_eq!(srvs, rows.len(), "the catalogue has SRVs the reference does not");
 }
 
 #[test]
 fn codes_are_unique_and_every_grant_is_consistent() {
     for (i, s) in CATALOGUE.iter().enumerate() {
-        assert!(
-            CATALOGUE[..i].iter().all(|o| o.code != s.code),
-            "duplicate {}",
-            s.code
-        );
+        assert!(CATALOGUE[..i].iter().all(|o| o.code != s.code), "duplicate {}", s.code);
         assert!(!s.grants.is_empty(), "{} grants nobody", s.code);
         for g in s.grants {
             if g.relation != Relation::None {
-                assert!(
-                    s.targets_mpxn,
-                    "{}: a relationship grant needs a metering point",
-                    s.code
-                );
+                assert!(s.targets_mpxn, "{}: a relationship grant needs a metering point", s.code);
             }
         }
     }
@@ -169,11 +132,7 @@ fn authorisation_table() {
         consent_holders: &consents,
         appointed_agents: &[],
     };
-    let gas = TargetFacts {
-        mpxn: "3938424403",
-        fuel: Fuel::Gas,
-        ..elec
-    };
+    let gas = TargetFacts { mpxn: "3938424403", fuel: Fuel::Gas, ..elec };
     let is = Roles::from_iter([Role::ImportSupplier]);
     let isgs = Roles::from_iter([Role::ImportSupplier, Role::GasSupplier]);
     let ed = Roles::from_iter([Role::ElectricityDistributor]);
@@ -182,22 +141,10 @@ fn authorisation_table() {
     let hubop = Roles::from_iter([Role::HubOperator]);
 
     // (service, party, roles, target, Ok | Err(missing))
-    type Case<'a> = (
-        &'a str,
-        &'a PartyId,
-        Roles,
-        Option<&'a TargetFacts<'a>>,
-        Result<(), &'a str>,
-    );
+    type Case<'a> = (&'a str, &'a PartyId, Roles, Option<&'a TargetFacts<'a>>, Result<(), &'a str>);
     let cases: Vec<Case> = vec![
         ("4.1.1", &supplier, is, Some(&elec), Ok(())),
-        (
-            "4.1.1",
-            &other_supplier,
-            is,
-            Some(&elec),
-            Err("relationship"),
-        ),
+        ("4.1.1", &other_supplier, is, Some(&elec), Err("relationship")),
         ("4.1.1", &dno, ed, Some(&elec), Ok(())),
         ("4.1.1", &other_dno, ed, Some(&elec), Err("relationship")),
         ("4.1.1", &consenting, ou, Some(&elec), Err("role")),
@@ -212,13 +159,7 @@ fn authorisation_table() {
         ("registry.write", &supplier, is, Some(&elec), Err("role")),
         ("registry.write", &regp, reg, Some(&elec), Ok(())),
         ("registry.read", &supplier, is, Some(&elec), Ok(())),
-        (
-            "registry.read",
-            &other_supplier,
-            is,
-            Some(&elec),
-            Err("relationship"),
-        ),
+        ("registry.read", &other_supplier, is, Some(&elec), Err("relationship")),
         ("registry.read", &op, hubop, Some(&elec), Ok(())),
         ("clock.advance", &supplier, is, None, Err("role")),
         ("clock.advance", &op, hubop, None, Ok(())),
@@ -229,33 +170,16 @@ fn authorisation_table() {
     ];
     for (code, party, roles, target, want) in cases {
         let s = catalogue::service(code).unwrap();
-        let got = catalogue::authorize(s, party, roles, target)
-            .map(|_| ())
-            .map_err(|r| r.missing());
+        let got = catalogue::authorize(s, party, roles, target).map(|_| ()).map_err(|r| r.missing());
         assert_eq!(got, want, "{code} by {party} [{}]", roles.codes());
     }
 
-    let refusal = catalogue::authorize(
-        catalogue::service("4.1.1").unwrap(),
-        &other_supplier,
-        is,
-        Some(&elec),
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(
-        refusal.contains("brightside") && refusal.contains("registered supplier"),
-        "{refusal}"
-    );
-    assert!(
-        refusal.contains("1312345678907") && refusal.contains("2026-01-01"),
-        "{refusal}"
-    );
-    let refusal = catalogue::authorize(catalogue::service("7.2").unwrap(), &dno, ed, Some(&elec))
+    let refusal = catalogue::authorize(catalogue::service("4.1.1").unwrap(), &other_supplier, is, Some(&elec))
         .unwrap_err()
         .to_string();
-    assert!(
-        refusal.contains("IS,GS") && refusal.contains("[ED]"),
-        "{refusal}"
-    );
+    assert!(refusal.contains("brightside") && refusal.contains("registered supplier"), "{refusal}");
+    assert!(refusal.contains("1312345678907") && refusal.contains("2026-01-01"), "{refusal}");
+    let refusal =
+        catalogue::authorize(catalogue::service("7.2").unwrap(), &dno, ed, Some(&elec)).unwrap_err().to_string();
+    assert!(refusal.contains("IS,GS") && refusal.contains("[ED]"), "{refusal}");
 }

@@ -38,13 +38,7 @@ fn mpan_cores_table() {
 #[test]
 fn mpan_error_names_identifier_and_rule() {
     let e = Mpan::parse("2499999999990").unwrap_err();
-    assert_eq!(
-        e.rule,
-        IdRule::CheckDigit {
-            expected: 1,
-            found: 0
-        }
-    );
+    assert_eq!(e.rule, IdRule::CheckDigit { expected: 1, found: 0 });
     let text = e.to_string();
     assert!(text.contains("MPAN"), "{text}");
     assert!(text.contains("2499999999990"), "{text}");
@@ -60,20 +54,8 @@ fn relaxed_rules_accept_industry_test_data_but_keep_other_rules() {
         assert_eq!(m.to_string(), input);
         assert!(!m.check_digit_valid());
     }
-    assert_eq!(
-        Mpan::parse_with("8699999999991", IdRules::RELAXED)
-            .unwrap_err()
-            .rule
-            .code(),
-        "distributor-id"
-    );
-    assert_eq!(
-        Mpan::parse_with("13123456781", IdRules::RELAXED)
-            .unwrap_err()
-            .rule
-            .code(),
-        "length"
-    );
+    assert_eq!(Mpan::parse_with("8699999999991", IdRules::RELAXED).unwrap_err().rule.code(), "distributor-id");
+    assert_eq!(Mpan::parse_with("13123456781", IdRules::RELAXED).unwrap_err().rule.code(), "length");
 }
 
 // R-REG-3
@@ -92,14 +74,7 @@ fn full_mpan_long_form() {
         ("0011122213123456789x7", "character"),
     ];
     for (input, rule) in table {
-        assert_eq!(
-            FullMpan::parse_with(input, IdRules::STRICT)
-                .unwrap_err()
-                .rule
-                .code(),
-            *rule,
-            "{input}"
-        );
+        assert_eq!(FullMpan::parse_with(input, IdRules::STRICT).unwrap_err().rule.code(), *rule, "{input}");
     }
 }
 
@@ -108,20 +83,8 @@ fn full_mpan_long_form() {
 fn mprn_table() {
     let table: &[(&str, Result<MprnCheck, &str>)] = &[
         ("3938424403", Ok(MprnCheck::Pass)),
-        (
-            "1000999888",
-            Ok(MprnCheck::Fail {
-                expected: 9,
-                found: 88,
-            }),
-        ),
-        (
-            "123456",
-            Ok(MprnCheck::Fail {
-                expected: 9,
-                found: 56,
-            }),
-        ),
+        ("1000999888", Ok(MprnCheck::Fail { expected: 9, found: 88 })),
+        ("123456", Ok(MprnCheck::Fail { expected: 9, found: 56 })),
         ("123409", Ok(MprnCheck::Pass)),
         ("12345", Err("length")),
         ("12345678901", Err("length")),
@@ -143,10 +106,7 @@ fn mprn_table() {
 fn mpxn_tells_fuel_from_form() {
     let table: &[(&str, Result<(&str, &str), &str>)] = &[
         ("1312345678907", Ok(("electricity", "1312345678907"))),
-        (
-            "001112221312345678907",
-            Ok(("electricity", "1312345678907")),
-        ),
+        ("001112221312345678907", Ok(("electricity", "1312345678907"))),
         ("3938424403", Ok(("gas", "3938424403"))),
         ("123456", Ok(("gas", "123456"))),
         ("12345678901", Err("length")),
@@ -154,10 +114,7 @@ fn mpxn_tells_fuel_from_form() {
     ];
     for (input, want) in table {
         let got = Mpxn::parse(input).map(|m| (m.fuel().as_str(), m.to_string()));
-        let got = got
-            .as_ref()
-            .map(|(f, s)| (*f, s.as_str()))
-            .map_err(|e| e.rule.code());
+        let got = got.as_ref().map(|(f, s)| (*f, s.as_str())).map_err(|e| e.rule.code());
         assert_eq!(got, *want, "MPxN {input:?}");
     }
 }
@@ -177,25 +134,11 @@ fn eui64_table() {
     ];
     for (input, want) in table {
         let got = Eui64::parse(input).map(|e| e.to_string());
-        assert_eq!(
-            got.as_deref().map_err(|e| e.rule.code()),
-            *want,
-            "EUI-64 {input:?}"
-        );
+        assert_eq!(got.as_deref().map_err(|e| e.rule.code()), *want, "EUI-64 {input:?}");
     }
     let e = Eui64::parse("00-DB-12-34-56-78-90-AZ").unwrap_err();
-    assert_eq!(
-        e.rule,
-        IdRule::Character {
-            position: 22,
-            found: 'Z',
-            expected: "a hex digit 0-9, A-F"
-        }
-    );
-    assert_eq!(
-        Eui64::parse("00DB1234567890A0").unwrap().to_plain(),
-        "00DB1234567890A0"
-    );
+    assert_eq!(e.rule, IdRule::Character { position: 22, found: 'Z', expected: "a hex digit 0-9, A-F" });
+    assert_eq!(Eui64::parse("00DB1234567890A0").unwrap().to_plain(), "00DB1234567890A0");
 }
 
 mod properties {

@@ -44,11 +44,7 @@ impl Hub {
 
     /// Issue a token for `party` without an authorisation check: for bootstrap and the local
     /// operator CLI. API callers go through [`Hub::issue_token`].
-    pub async fn issue_token_unchecked(
-        &self,
-        party: &domain::PartyId,
-        label: &str,
-    ) -> Result<IssuedToken, HubError> {
+    pub async fn issue_token_unchecked(&self, party: &domain::PartyId, label: &str) -> Result<IssuedToken, HubError> {
         crate::parties::check_label(label)?;
         if self.inner.store.party(party).await?.is_none() {
             return Err(HubError::NotFound(format!("no party {party}")));
@@ -66,39 +62,22 @@ impl Hub {
             })
             .await?;
         tracing::info!(message = "API token issued.", party = %party, token_id = %id);
-        Ok(IssuedToken {
-            id,
-            party: party.clone(),
-            label: label.to_string(),
-            token,
-        })
+        Ok(IssuedToken { id, party: party.clone(), label: label.to_string(), token })
     }
 
     /// Authenticate a bearer token.
     pub async fn authenticate(&self, token: &str) -> Result<Caller, HubError> {
         if token.is_empty() || token.len() > TOKEN_LEN_MAX || !token.starts_with("mh_") {
-            return Err(HubError::Unauthenticated(
-                "the bearer token is not a meterhub token".into(),
-            ));
+            return Err(HubError::Unauthenticated("the bearer token is not a meterhub token".into()));
         }
-        match self
-            .inner
-            .store
-            .token_by_hash(sha256(token.as_bytes()))
-            .await?
-        {
+        match self.inner.store.token_by_hash(sha256(token.as_bytes())).await? {
             None => Err(HubError::Unauthenticated("unknown bearer token".into())),
-            Some((record, _)) if record.revoked_at.is_some() => {
-                Err(HubError::Unauthenticated(format!(
-                    "token {} was revoked at {}",
-                    record.id,
-                    record.revoked_at.expect("checked")
-                )))
-            }
-            Some((record, party)) => Ok(Caller {
-                party,
-                token_id: record.id,
-            }),
+            Some((record, _)) if record.revoked_at.is_some() => Err(HubError::Unauthenticated(format!(
+                "token {} was revoked at {}",
+                record.id,
+                record.revoked_at.expect("checked")
+            ))),
+            Some((record, party)) => Ok(Caller { party, token_id: record.id }),
         }
     }
 }

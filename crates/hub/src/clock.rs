@@ -32,9 +32,7 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn new(start: Timestamp) -> ManualClock {
-        ManualClock {
-            micros: AtomicI64::new(start.as_microsecond()),
-        }
+        ManualClock { micros: AtomicI64::new(start.as_microsecond()) }
     }
 
     /// Move to `to` if it is not before now; returns the time now.

@@ -11,7 +11,7 @@ pub enum HubError {
     Unauthenticated(String),
     /// Authenticated, but the catalogue does not allow it (role or relationship missing).
     #[error(transparent)]
-    Forbidden(#[from] Refusal),
+    Forbidden(Box<Refusal>),
     /// A field broke a rule; nothing was applied.
     #[error("{field}: {rule}")]
     Invalid { field: String, rule: String },
@@ -27,10 +27,13 @@ pub enum HubError {
 
 impl HubError {
     pub fn invalid(field: impl Into<String>, rule: impl Into<String>) -> HubError {
-        HubError::Invalid {
-            field: field.into(),
-            rule: rule.into(),
-        }
+        HubError::Invalid { field: field.into(), rule: rule.into() }
+    }
+}
+
+impl From<Refusal> for HubError {
+    fn from(r: Refusal) -> HubError {
+        HubError::Forbidden(Box::new(r))
     }
 }
 
@@ -50,9 +53,6 @@ impl From<StoreError> for HubError {
 
 impl From<domain::registry::FieldError> for HubError {
     fn from(e: domain::registry::FieldError) -> HubError {
-        HubError::Invalid {
-            field: e.field.to_string(),
-            rule: e.rule,
-        }
+        HubError::Invalid { field: e.field.to_string(), rule: e.rule }
     }
 }

@@ -49,32 +49,17 @@ struct Inner {
 impl Hub {
     /// A hub over `store`. A manual clock resumes from the time persisted by an earlier run
     /// if that is later than its start, so simulated time never runs backwards.
-    pub async fn open(
-        store: Arc<dyn Store>,
-        clock: Arc<dyn Clock>,
-        config: HubConfig,
-    ) -> Result<Hub, HubError> {
+    pub async fn open(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: HubConfig) -> Result<Hub, HubError> {
         if let Some(manual) = clock.as_manual() {
             if let Some(saved) = store.state(CLOCK_STATE_KEY).await? {
                 let saved: Timestamp = saved.parse().map_err(|e| {
-                    HubError::Unavailable(format!(
-                        "stored simulated time {saved:?} is unreadable: {e}"
-                    ))
+                    HubError::Unavailable(format!("stored simulated time {saved:?} is unreadable: {e}"))
                 })?;
                 manual.advance_to(saved);
             }
-            store
-                .set_state(CLOCK_STATE_KEY, manual.now().to_string())
-                .await?;
+            store.set_state(CLOCK_STATE_KEY, manual.now().to_string()).await?;
         }
-        Ok(Hub {
-            inner: Arc::new(Inner {
-                store,
-                clock,
-                config,
-                rng: SystemRandom::new(),
-            }),
-        })
+        Ok(Hub { inner: Arc::new(Inner { store, clock, config, rng: SystemRandom::new() }) })
     }
 
     pub fn now(&self) -> Timestamp {
@@ -112,35 +97,21 @@ impl Hub {
 
     /// Move the simulated clock forward to `to` (hub operator only). The new time is stored
     /// before it takes effect, so an acknowledged advance survives a restart.
-    pub async fn advance_clock(
-        &self,
-        caller: &Caller,
-        to: Timestamp,
-    ) -> Result<Timestamp, HubError> {
+    pub async fn advance_clock(&self, caller: &Caller, to: Timestamp) -> Result<Timestamp, HubError> {
         self.authorize(caller, "clock.advance", None)?;
         let Some(manual) = self.inner.clock.as_manual() else {
             return Err(HubError::Conflict(
-                "the hub runs on the system clock; start it with the simulated clock to move time"
-                    .into(),
+                "the hub runs on the system clock; start it with the simulated clock to move time".into(),
             ));
         };
         let now = manual.now();
         if to < now {
-            return Err(HubError::invalid(
-                "to",
-                format!("time only moves forward; it is {now} now"),
-            ));
+            return Err(HubError::invalid("to", format!("time only moves forward; it is {now} now")));
         }
         if to.duration_since(now) > jiff::SignedDuration::from_hours(24 * CLOCK_ADVANCE_DAYS_MAX) {
-            return Err(HubError::invalid(
-                "to",
-                format!("one advance may move at most {CLOCK_ADVANCE_DAYS_MAX} days"),
-            ));
+            return Err(HubError::invalid("to", format!("one advance may move at most {CLOCK_ADVANCE_DAYS_MAX} days")));
         }
-        self.inner
-            .store
-            .set_state(CLOCK_STATE_KEY, to.to_string())
-            .await?;
+        self.inner.store.set_state(CLOCK_STATE_KEY, to.to_string()).await?;
         let now = manual.advance_to(to);
         tracing::info!(message = "Simulated clock advanced.", now = %now, by = %caller.party.id);
         Ok(now)
@@ -148,19 +119,14 @@ impl Hub {
 
     /// Authorise `caller` for the catalogue service `code` on `target`. The one place where
     /// the catalogue's decision is applied; refusals are counted and logged.
-    pub fn authorize(
-        &self,
-        caller: &Caller,
-        code: &str,
-        target: Option<&TargetFacts<'_>>,
-    ) -> Result<Grant, HubError> {
-        let service: &'static Service = catalogue::service(code)
-            .unwrap_or_else(|| panic!("service {code} is not in the catalogue"));
+    pub fn authorize(&self, caller: &Caller, code: &str, target: Option<&TargetFacts<'_>>) -> Result<Grant, HubError> {
+        let service: &'static Service =
+            catalogue::service(code).unwrap_or_else(|| panic!("service {code} is not in the catalogue"));
         catalogue::authorize(service, &caller.party.id, caller.party.roles, target).map_err(|refusal| {
             metrics::counter!("meterhub_refusals_total", "service" => service.code, "missing" => refusal.missing())
                 .increment(1);
             tracing::info!(message = "Request refused.", party = %caller.party.id, service = service.code, reason = %refusal);
-            HubError::Forbidden(refusal)
+            HubError::from(refusal)
         })
     }
 }

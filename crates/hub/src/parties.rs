@@ -24,6 +24,8 @@ pub const TOKEN_LABEL_LEN_MAX: usize = 100;
 /// Tokens a party may hold (active or revoked): a bound on what one party can make the hub
 /// store.
 pub const TOKENS_PER_PARTY_MAX: usize = 1000;
+/// Originator EUI-64 of the hub operator party created on first start (reserved).
+pub const OPERATOR_ORIGINATOR: &str = "FF-FF-FF-FF-FF-FF-FF-FE";
 /// Id of the hub operator party created on first start.
 pub const OPERATOR_PARTY_ID: &str = "hub-operator";
 
@@ -42,20 +44,14 @@ impl PartyInput {
     pub fn parse(&self, created_at: jiff::Timestamp) -> Result<Party, HubError> {
         let id = PartyId::parse(&self.id).map_err(|e| HubError::invalid("id", e.rule))?;
         let name = self.name.trim();
-        if name.is_empty()
-            || name.chars().count() > PARTY_NAME_LEN_MAX
-            || name.chars().any(char::is_control)
-        {
+        if name.is_empty() || name.chars().count() > PARTY_NAME_LEN_MAX || name.chars().any(char::is_control) {
             return Err(HubError::invalid(
                 "name",
                 format!("1 to {PARTY_NAME_LEN_MAX} characters, no control characters"),
             ));
         }
         if self.roles.is_empty() {
-            return Err(HubError::invalid(
-                "roles",
-                "a party needs at least one role",
-            ));
+            return Err(HubError::invalid("roles", "a party needs at least one role"));
         }
         let roles = self
             .roles
@@ -63,8 +59,7 @@ impl PartyInput {
             .map(|r| Role::parse(r))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| HubError::invalid("roles", e))?;
-        let originator = Eui64::parse(&self.originator)
-            .map_err(|e| HubError::invalid("originator", e.to_string()))?;
+        let originator = Eui64::parse(&self.originator).map_err(|e| HubError::invalid("originator", e.to_string()))?;
         let signing_key_spki = self
             .signing_key_pem
             .as_deref()
@@ -90,11 +85,7 @@ impl Hub {
     }
 
     /// Create a party (hub operator).
-    pub async fn create_party(
-        &self,
-        caller: &Caller,
-        input: &PartyInput,
-    ) -> Result<Party, HubError> {
+    pub async fn create_party(&self, caller: &Caller, input: &PartyInput) -> Result<Party, HubError> {
         self.authorize(caller, "party.manage", None)?;
         self.create_party_unchecked(input).await
     }
@@ -118,55 +109,25 @@ impl Hub {
     }
 
     pub async fn party(&self, caller: &Caller, id: &PartyId) -> Result<Party, HubError> {
-        self.authorize(
-            caller,
-            if *id == caller.party.id {
-                "party.read-own"
-            } else {
-                "party.read"
-            },
-            None,
-        )?;
-        self.store()
-            .party(id)
-            .await?
-            .ok_or_else(|| HubError::NotFound(format!("no party {id}")))
+        self.authorize(caller, if *id == caller.party.id { "party.read-own" } else { "party.read" }, None)?;
+        self.store().party(id).await?.ok_or_else(|| HubError::NotFound(format!("no party {id}")))
     }
 
     fn authorize_tokens(&self, caller: &Caller, party: &PartyId) -> Result<(), HubError> {
-        self.authorize(
-            caller,
-            if *party == caller.party.id {
-                "party.token-own"
-            } else {
-                "party.manage"
-            },
-            None,
-        )?;
+        self.authorize(caller, if *party == caller.party.id { "party.token-own" } else { "party.manage" }, None)?;
         Ok(())
     }
 
     /// Issue a token for `party`: a party for itself, the hub operator for anyone.
-    pub async fn issue_token(
-        &self,
-        caller: &Caller,
-        party: &PartyId,
-        label: &str,
-    ) -> Result<IssuedToken, HubError> {
+    pub async fn issue_token(&self, caller: &Caller, party: &PartyId, label: &str) -> Result<IssuedToken, HubError> {
         self.authorize_tokens(caller, party)?;
         if self.store().tokens(party).await?.len() >= TOKENS_PER_PARTY_MAX {
-            return Err(HubError::Conflict(format!(
-                "party {party} already has {TOKENS_PER_PARTY_MAX} tokens"
-            )));
+            return Err(HubError::Conflict(format!("party {party} already has {TOKENS_PER_PARTY_MAX} tokens")));
         }
         self.issue_token_unchecked(party, label).await
     }
 
-    pub async fn tokens(
-        &self,
-        caller: &Caller,
-        party: &PartyId,
-    ) -> Result<Vec<TokenRecord>, HubError> {
+    pub async fn tokens(&self, caller: &Caller, party: &PartyId) -> Result<Vec<TokenRecord>, HubError> {
         self.authorize_tokens(caller, party)?;
         self.tokens_unchecked(party).await
     }
@@ -179,25 +140,13 @@ impl Hub {
     }
 
     /// Revoke a token; it stops working at once. Revoking twice is not an error.
-    pub async fn revoke_token(
-        &self,
-        caller: &Caller,
-        party: &PartyId,
-        token_id: &str,
-    ) -> Result<bool, HubError> {
+    pub async fn revoke_token(&self, caller: &Caller, party: &PartyId, token_id: &str) -> Result<bool, HubError> {
         self.authorize_tokens(caller, party)?;
         self.revoke_token_unchecked(party, token_id).await
     }
 
-    pub async fn revoke_token_unchecked(
-        &self,
-        party: &PartyId,
-        token_id: &str,
-    ) -> Result<bool, HubError> {
-        let changed = self
-            .store()
-            .revoke_token(party, token_id, self.now())
-            .await?;
+    pub async fn revoke_token_unchecked(&self, party: &PartyId, token_id: &str) -> Result<bool, HubError> {
+        let changed = self.store().revoke_token(party, token_id, self.now()).await?;
         tracing::info!(message = "API token revoked.", party = %party, token_id, changed);
         Ok(changed)
     }
@@ -213,16 +162,10 @@ impl Hub {
             id: OPERATOR_PARTY_ID.into(),
             name: "Hub operator".into(),
             roles: vec!["HUB".into()],
-            originator: "00-00-00-00-00-00-00-01".into(),
+            originator: OPERATOR_ORIGINATOR.into(),
             signing_key_pem: None,
         };
         self.create_party_unchecked(&input).await?;
-        Ok(Some(
-            self.issue_token_unchecked(
-                &PartyId::parse(OPERATOR_PARTY_ID).expect("valid id"),
-                "bootstrap",
-            )
-            .await?,
-        ))
+        Ok(Some(self.issue_token_unchecked(&PartyId::parse(OPERATOR_PARTY_ID).expect("valid id"), "bootstrap").await?))
     }
 }

@@ -7,14 +7,12 @@ use std::collections::HashMap;
 
 use domain::catalogue::TargetFacts;
 use domain::registry::{
-    EnrolmentVersion, RegistrationData, RegistrationVersion, is_large_gas_supply_point,
-    validate_registration,
+    EnrolmentVersion, RegistrationData, RegistrationVersion, is_large_gas_supply_point, validate_registration,
 };
 use domain::{Fuel, Mpxn, PartyId, Roles};
 use jiff::Timestamp;
 use store::{
-    IMPORT_CHUNK_ROWS, IMPORT_CHUNKS_IN_FLIGHT_MAX, ImportMsg, ImportRow, ImportSummary,
-    NewRegistration, StoreError,
+    IMPORT_CHUNK_ROWS, IMPORT_CHUNKS_IN_FLIGHT_MAX, ImportMsg, ImportRow, ImportSummary, NewRegistration, StoreError,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -43,20 +41,15 @@ fn party_field(field: &str, s: &str) -> Result<PartyId, HubError> {
 impl RegistrationInput {
     /// Syntax of every field. Roles and fuel are checked by [`validate_registration`].
     pub fn parse(&self) -> Result<(Timestamp, RegistrationData), HubError> {
-        let effective_from = domain::time::parse_instant(&self.effective_from)
-            .map_err(|e| HubError::invalid("effective_from", e))?;
-        let opt = |field: &str, v: &Option<String>| {
-            v.as_deref().map(|s| party_field(field, s)).transpose()
-        };
+        let effective_from =
+            domain::time::parse_instant(&self.effective_from).map_err(|e| HubError::invalid("effective_from", e))?;
+        let opt = |field: &str, v: &Option<String>| v.as_deref().map(|s| party_field(field, s)).transpose();
         let data = RegistrationData {
             supplier: party_field("supplier", &self.supplier)?,
             export_supplier: opt("export_supplier", &self.export_supplier)?,
             shipper: opt("shipper", &self.shipper)?,
             network_operator: party_field("network_operator", &self.network_operator)?,
-            meter_type: self
-                .meter_type
-                .parse()
-                .map_err(|e: &str| HubError::invalid("meter_type", e))?,
+            meter_type: self.meter_type.parse().map_err(|e: &str| HubError::invalid("meter_type", e))?,
             payment_mode: self
                 .payment_mode
                 .as_deref()
@@ -103,11 +96,7 @@ pub struct Relationships {
 }
 
 impl Relationships {
-    pub fn from_registration(
-        mpxn: &Mpxn,
-        at: Timestamp,
-        reg: Option<&RegistrationVersion>,
-    ) -> Relationships {
+    pub fn from_registration(mpxn: &Mpxn, at: Timestamp, reg: Option<&RegistrationVersion>) -> Relationships {
         Relationships {
             mpxn: mpxn.to_string(),
             fuel: mpxn.fuel(),
@@ -137,8 +126,7 @@ impl Relationships {
 impl Hub {
     fn check_role(&self, caller: &Caller, code: &str) -> Result<(), HubError> {
         let service = domain::catalogue::service(code).expect("catalogue service");
-        domain::catalogue::check_role(service, &caller.party.id, caller.party.roles)
-            .map_err(HubError::Forbidden)
+        domain::catalogue::check_role(service, &caller.party.id, caller.party.roles).map_err(HubError::from)
     }
 
     /// Validate an input against the parties it names and the metering point's fuel.
@@ -149,12 +137,8 @@ impl Hub {
     ) -> Result<(Timestamp, RegistrationData), HubError> {
         let (from, data) = input.parse()?;
         let mut roles: HashMap<PartyId, Roles> = HashMap::new();
-        let named = [
-            Some(&data.supplier),
-            data.export_supplier.as_ref(),
-            data.shipper.as_ref(),
-            Some(&data.network_operator),
-        ];
+        let named =
+            [Some(&data.supplier), data.export_supplier.as_ref(), data.shipper.as_ref(), Some(&data.network_operator)];
         for p in named.into_iter().flatten() {
             if let Some(party) = self.store().party(p).await? {
                 roles.insert(party.id, party.roles);
@@ -201,11 +185,7 @@ impl Hub {
     }
 
     /// Relationships at `at`, from the registration in force then.
-    pub async fn relationships_at(
-        &self,
-        mpxn: &Mpxn,
-        at: Timestamp,
-    ) -> Result<Relationships, HubError> {
+    pub async fn relationships_at(&self, mpxn: &Mpxn, at: Timestamp) -> Result<Relationships, HubError> {
         let reg = self.store().registration_at(*mpxn, at, None).await?;
         Ok(Relationships::from_registration(mpxn, at, reg.as_ref()))
     }
@@ -230,9 +210,7 @@ impl Hub {
         let rel = Relationships::from_registration(&mpxn, at, registration.as_ref());
         self.authorize(caller, "registry.read", Some(&rel.facts()))?;
         let enrolment = self.store().enrolment_at(mpxn, at, known_at).await?;
-        let large = registration
-            .as_ref()
-            .and_then(|r| is_large_gas_supply_point(&mpxn, &r.data));
+        let large = registration.as_ref().and_then(|r| is_large_gas_supply_point(&mpxn, &r.data));
         Ok(RegistryView {
             mpxn,
             fuel: mpxn.fuel(),
@@ -252,35 +230,21 @@ impl Hub {
     ) -> Result<(Vec<RegistrationVersion>, Vec<EnrolmentVersion>), HubError> {
         self.check_role(caller, "registry.history")?;
         let mpxn = self.parse_mpxn("mpxn", mpxn)?;
-        self.authorize(
-            caller,
-            "registry.history",
-            Some(&self.relationships_at(&mpxn, self.now()).await?.facts()),
-        )?;
+        self.authorize(caller, "registry.history", Some(&self.relationships_at(&mpxn, self.now()).await?.facts()))?;
         if self.store().metering_point(mpxn).await?.is_none() {
             return Err(HubError::NotFound(format!("no metering point {mpxn}")));
         }
-        Ok((
-            self.store().registration_history(mpxn).await?,
-            self.store().enrolment_history(mpxn).await?,
-        ))
+        Ok((self.store().registration_history(mpxn).await?, self.store().enrolment_history(mpxn).await?))
     }
 
     /// Start a bulk import recorded as by `recorded_by` (the local operator). Everything
     /// pushed is committed in one transaction by [`RegistryImport::commit`], or nothing is.
     pub async fn begin_import(&self, recorded_by: PartyId) -> Result<RegistryImport, HubError> {
-        let roles = self
-            .store()
-            .parties()
-            .await?
-            .into_iter()
-            .map(|p| (p.id, p.roles))
-            .collect();
+        let roles = self.store().parties().await?.into_iter().map(|p| (p.id, p.roles)).collect();
         let (tx, rx) = mpsc::channel(IMPORT_CHUNKS_IN_FLIGHT_MAX);
         let store = self.store().clone();
         let now = self.now();
-        let task =
-            tokio::spawn(async move { store.import_registrations(rx, now, recorded_by).await });
+        let task = tokio::spawn(async move { store.import_registrations(rx, now, recorded_by).await });
         Ok(RegistryImport {
             hub: self.clone(),
             roles,
@@ -308,11 +272,7 @@ impl RegistryImport {
         let mpxn = self.hub.parse_mpxn("mpxn", mpxn)?;
         let (effective_from, data) = input.parse()?;
         validate_registration(&mpxn, &data, |p| self.roles.get(p).copied())?;
-        self.chunk.push(ImportRow {
-            mpxn,
-            effective_from,
-            data,
-        });
+        self.chunk.push(ImportRow { mpxn, effective_from, data });
         if self.chunk.len() == IMPORT_CHUNK_ROWS {
             let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(IMPORT_CHUNK_ROWS));
             self.send(ImportMsg::Rows(chunk)).await?;
@@ -321,13 +281,8 @@ impl RegistryImport {
     }
 
     async fn finish(&mut self) -> Result<ImportSummary, HubError> {
-        let task = self
-            .task
-            .take()
-            .ok_or_else(|| HubError::Unavailable("the import already ended".into()))?;
-        task.await
-            .map_err(|e| HubError::Unavailable(format!("the import task failed: {e}")))?
-            .map_err(HubError::from)
+        let task = self.task.take().ok_or_else(|| HubError::Unavailable("the import already ended".into()))?;
+        task.await.map_err(|e| HubError::Unavailable(format!("the import task failed: {e}")))?.map_err(HubError::from)
     }
 
     async fn send(&mut self, msg: ImportMsg) -> Result<(), HubError> {

@@ -53,32 +53,16 @@ pub fn sample_parties() -> Vec<PartyInput> {
         });
     };
     for i in 1..=5 {
-        add(
-            format!("elec-supplier-{i}"),
-            format!("Electricity Supplier {i}"),
-            &["IS"],
-        );
+        add(format!("elec-supplier-{i}"), format!("Electricity Supplier {i}"), &["IS"]);
     }
     for i in 1..=3 {
-        add(
-            format!("gas-supplier-{i}"),
-            format!("Gas Supplier {i}"),
-            &["GS"],
-        );
+        add(format!("gas-supplier-{i}"), format!("Gas Supplier {i}"), &["GS"]);
     }
     for d in 10..=23 {
-        add(
-            format!("dno-{d}"),
-            format!("Distribution network {d}"),
-            &["ED"],
-        );
+        add(format!("dno-{d}"), format!("Distribution network {d}"), &["ED"]);
     }
     for i in 1..=4 {
-        add(
-            format!("gdn-{i}"),
-            format!("Gas distribution network {i}"),
-            &["GT"],
-        );
+        add(format!("gdn-{i}"), format!("Gas distribution network {i}"), &["GT"]);
     }
     out
 }
@@ -86,23 +70,14 @@ pub fn sample_parties() -> Vec<PartyInput> {
 /// A valid MPAN core with distributor `dist` and serial `n`.
 pub fn mpan_for(dist: u8, n: u64) -> String {
     let first12 = format!("{dist:02}{:010}", n % 10_000_000_000);
-    let d: [u8; 12] = first12
-        .bytes()
-        .map(|b| b - b'0')
-        .collect::<Vec<_>>()
-        .try_into()
-        .expect("12 digits");
+    let d: [u8; 12] = first12.bytes().map(|b| b - b'0').collect::<Vec<_>>().try_into().expect("12 digits");
     format!("{first12}{}", domain::ids::mpan_check_digit(&d))
 }
 
 /// A 10-digit MPRN with serial `n` whose advisory check digits pass.
 pub fn mprn_for(n: u64) -> String {
     let body = format!("{:08}", 10_000_000 + n % 90_000_000);
-    let sum: u32 = body
-        .bytes()
-        .enumerate()
-        .map(|(i, b)| u32::from(b - b'0') * (8 - i as u32))
-        .sum();
+    let sum: u32 = body.bytes().enumerate().map(|(i, b)| u32::from(b - b'0') * (8 - i as u32)).sum();
     format!("{body}{:02}", sum % 11)
 }
 
@@ -129,16 +104,8 @@ pub fn generate_csv(path: &Path, rows: u64, seed: u64) -> anyhow::Result<()> {
         } else {
             let dist = 10 + (i % 14) as u8;
             let s = rng.random_range(1..=5);
-            let meter = if rng.random_range(0..10) < 8 {
-                "smart-compliant"
-            } else {
-                "traditional"
-            };
-            writeln!(
-                w,
-                "{},{date},elec-supplier-{s},,,dno-{dist},{meter},{payment},",
-                mpan_for(dist, i)
-            )?;
+            let meter = if rng.random_range(0..10) < 8 { "smart-compliant" } else { "traditional" };
+            writeln!(w, "{},{date},elec-supplier-{s},,,dno-{dist},{meter},{payment},", mpan_for(dist, i))?;
         }
     }
     w.flush()?;
@@ -160,19 +127,12 @@ pub fn memory_kib() -> (Option<u64>, Option<u64>) {
 
 pub async fn create_parties(hub: &Hub, parties: &[PartyInput]) -> anyhow::Result<()> {
     for p in parties {
-        hub.create_party_unchecked(p)
-            .await
-            .with_context(|| format!("party {}", p.id))?;
+        hub.create_party_unchecked(p).await.with_context(|| format!("party {}", p.id))?;
     }
     Ok(())
 }
 
-async fn bench_import(
-    g: &GlobalArgs,
-    rows: u64,
-    seed: u64,
-    keep: Option<PathBuf>,
-) -> anyhow::Result<()> {
+async fn bench_import(g: &GlobalArgs, rows: u64, seed: u64, keep: Option<PathBuf>) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = keep.unwrap_or_else(|| tmp.path().join("data"));
     let mut settings = Settings::resolve(g, &Default::default())?;
@@ -209,11 +169,7 @@ async fn bench_import(
         "  baseline, same run: raw SQLite insert of {rows} rows in one transaction = {baseline_rate:.0} rows/s; import runs at {:.0}% of it",
         100.0 * rate / baseline_rate
     );
-    let kib = |v: Option<u64>| {
-        v.map_or("n/a".to_string(), |k| {
-            format!("{:.1} MiB", k as f64 / 1024.0)
-        })
-    };
+    let kib = |v: Option<u64>| v.map_or("n/a".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
     println!(
         "  memory: peak resident {}, resident before import {}, after {}",
         kib(peak),
@@ -226,11 +182,6 @@ async fn bench_import(
 
 fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
+        .map(|rd| rd.filter_map(Result::ok).filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
         .unwrap_or(0)
 }

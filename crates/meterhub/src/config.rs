@@ -93,8 +93,8 @@ fn read_file(path: Option<&Path>) -> anyhow::Result<FileSettings> {
     let Some(path) = path else {
         return Ok(FileSettings::default());
     };
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read settings file {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read settings file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("settings file {}", path.display()))
 }
 
@@ -103,9 +103,7 @@ impl Settings {
         let file = read_file(g.config.as_deref())?;
         let clock_start = match s.clock_start.as_ref().or(file.clock_start.as_ref()) {
             None => None,
-            Some(t) => Some(
-                domain::time::parse_instant(t).map_err(|e| anyhow::anyhow!("clock_start: {e}"))?,
-            ),
+            Some(t) => Some(domain::time::parse_instant(t).map_err(|e| anyhow::anyhow!("clock_start: {e}"))?),
         };
         let clock = s.clock.or(file.clock).unwrap_or(ClockKind::System);
         if clock_start.is_some() && clock == ClockKind::System {
@@ -113,30 +111,15 @@ impl Settings {
         }
         let relax = g.relax_mpan_check_digit || file.relax_mpan_check_digit.unwrap_or(false);
         Ok(Settings {
-            data_dir: g
-                .data_dir
-                .clone()
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("meterhub-data")),
-            listen: s
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("address")),
+            data_dir: g.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("meterhub-data")),
+            listen: s.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".parse().expect("address")),
             clock,
             clock_start,
-            durability: match s
-                .durability
-                .or(file.durability)
-                .unwrap_or(DurabilityArg::Full)
-            {
+            durability: match s.durability.or(file.durability).unwrap_or(DurabilityArg::Full) {
                 DurabilityArg::Full => store::sqlite::Durability::Full,
                 DurabilityArg::Normal => store::sqlite::Durability::Normal,
             },
-            id_rules: if relax {
-                domain::IdRules::RELAXED
-            } else {
-                domain::IdRules::STRICT
-            },
+            id_rules: if relax { domain::IdRules::RELAXED } else { domain::IdRules::STRICT },
         })
     }
 }
@@ -146,16 +129,10 @@ impl Settings {
 pub fn init_logging(g: &GlobalArgs, quiet: bool) -> anyhow::Result<()> {
     let file = read_file(g.config.as_deref())?;
     let format = g.log_format.or(file.log_format).unwrap_or(LogFormat::Text);
-    let default = if quiet {
-        "warn"
-    } else {
-        "info,tower_http=warn"
-    };
+    let default = if quiet { "warn" } else { "info,tower_http=warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),

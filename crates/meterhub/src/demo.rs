@@ -43,10 +43,7 @@ impl Client {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("request to {path}"))?;
+        let resp = req.send().await.with_context(|| format!("request to {path}"))?;
         let status = resp.status().as_u16();
         let text = resp.text().await?;
         let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
@@ -98,52 +95,25 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
 
     step(1, "A fresh hub");
     let (hub, store, first) = crate::local::open_hub_quiet(&settings).await?;
-    let operator = first
-        .context("a fresh data directory creates the hub operator")?
-        .token;
+    let operator = first.context("a fresh data directory creates the hub operator")?.token;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(axum::serve(listener, api::router(hub.clone())).into_future());
-    let c = Client {
-        http: reqwest::Client::new(),
-        base: format!("http://{addr}"),
-    };
+    let c = Client { http: reqwest::Client::new(), base: format!("http://{addr}") };
     println!("  data directory {}", dir.display());
     println!(
         "  API on http://{addr}, simulated clock at {START}; the first start made the `hub-operator` party and its token"
     );
-    let clock = c
-        .expect(
-            "hub clock",
-            Method::GET,
-            "/v1/clock",
-            Some(&operator),
-            None,
-            200,
-        )
-        .await?;
-    println!(
-        "        London time {}",
-        clock["london"].as_str().unwrap_or("?")
-    );
+    let clock = c.expect("hub clock", Method::GET, "/v1/clock", Some(&operator), None, 200).await?;
+    println!("        London time {}", clock["london"].as_str().unwrap_or("?"));
 
     step(2, "Parties: the hub operator registers the market");
     let acme_key = crypto::SigningKey::generate(&crypto::SystemRandom::new())?;
     let parties = [
         ("reg-service", "Registration Service", vec!["REG"], None),
-        (
-            "acme-energy",
-            "Acme Energy",
-            vec!["IS", "GS"],
-            Some(crypto::public_key_pem(&acme_key.public_key_spki())),
-        ),
+        ("acme-energy", "Acme Energy", vec!["IS", "GS"], Some(crypto::public_key_pem(&acme_key.public_key_spki()))),
         ("brightside-power", "Brightside Power", vec!["IS"], None),
-        (
-            "northern-wires",
-            "Northern Wires (distributor 17)",
-            vec!["ED"],
-            None,
-        ),
+        ("northern-wires", "Northern Wires (distributor 17)", vec!["ED"], None),
         ("cadent", "Cadent Gas", vec!["GT"], None),
         ("warmhomes-esco", "WarmHomes ESCO", vec!["OU"], None),
     ];
@@ -173,27 +143,15 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
         tokens.insert(*id, t["token"].as_str().context("token")?.to_string());
     }
     let tok = |id: &str| tokens[id].clone();
-    println!(
-        "  acme-energy's public signing key is registered; its private key never leaves the demo's memory"
-    );
+    println!("  acme-energy's public signing key is registered; its private key never leaves the demo's memory");
 
-    step(
-        3,
-        "Registrations: effective-dated, never overwritten (R-REG-1)",
-    );
+    step(3, "Registrations: effective-dated, never overwritten (R-REG-1)");
     let reg = tok("reg-service");
     let path = format!("/v1/metering-points/{MPAN}/registrations");
     let acme_from = json!({"effective_from": "2025-04-01", "supplier": "acme-energy", "network_operator": "northern-wires",
                            "meter_type": "smart-compliant"});
-    c.expect(
-        "electricity: acme-energy from 1 April 2025",
-        Method::POST,
-        &path,
-        Some(&reg),
-        Some(&acme_from),
-        201,
-    )
-    .await?;
+    c.expect("electricity: acme-energy from 1 April 2025", Method::POST, &path, Some(&reg), Some(&acme_from), 201)
+        .await?;
     let switch = json!({"effective_from": "2026-02-02", "supplier": "brightside-power", "network_operator": "northern-wires",
                         "meter_type": "smart-compliant", "payment_mode": "prepayment"});
     c.expect(
@@ -220,29 +178,11 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
     step(4, "As-at queries: who may see what, when");
     let mp = format!("/v1/metering-points/{MPAN}");
     let v = c
-        .expect(
-            "acme-energy reads its metering point now",
-            Method::GET,
-            &mp,
-            Some(&tok("acme-energy")),
-            None,
-            200,
-        )
+        .expect("acme-energy reads its metering point now", Method::GET, &mp, Some(&tok("acme-energy")), None, 200)
         .await?;
-    println!(
-        "        supplier {}, enrolled {}",
-        field(&v, &["registration", "supplier"]),
-        v["enrolled"]
-    );
-    c.expect(
-        "brightside-power is not the supplier yet",
-        Method::GET,
-        &mp,
-        Some(&tok("brightside-power")),
-        None,
-        403,
-    )
-    .await?;
+    println!("        supplier {}, enrolled {}", field(&v, &["registration", "supplier"]), v["enrolled"]);
+    c.expect("brightside-power is not the supplier yet", Method::GET, &mp, Some(&tok("brightside-power")), None, 403)
+        .await?;
     let v = c
         .expect(
             "brightside-power asks as at 15 Feb 2026",
@@ -267,15 +207,7 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
         403,
     )
     .await?;
-    c.expect(
-        "the distributor reads its own area",
-        Method::GET,
-        &mp,
-        Some(&tok("northern-wires")),
-        None,
-        200,
-    )
-    .await?;
+    c.expect("the distributor reads its own area", Method::GET, &mp, Some(&tok("northern-wires")), None, 200).await?;
     let v = c
         .expect(
             "acme-energy reads the gas point",
@@ -286,10 +218,7 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
             200,
         )
         .await?;
-    println!(
-        "        large supply point (> 73,200 kWh): {}",
-        v["large_gas_supply_point"]
-    );
+    println!("        large supply point (> 73,200 kWh): {}", v["large_gas_supply_point"]);
     let h = c
         .expect(
             "the registration service reads the full history",
@@ -300,32 +229,13 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
             200,
         )
         .await?;
-    println!(
-        "        {} versions recorded",
-        h["registrations"].as_array().map_or(0, Vec::len)
-    );
+    println!("        {} versions recorded", h["registrations"].as_array().map_or(0, Vec::len));
 
     step(5, "Refusals name the reason");
-    c.expect("no token", Method::GET, &mp, None, None, 401)
+    c.expect("no token", Method::GET, &mp, None, None, 401).await?;
+    c.expect("an unknown token", Method::GET, &mp, Some("mh_000000000000_nope"), None, 401).await?;
+    c.expect("an ESCO holds no role for registry reads", Method::GET, &mp, Some(&tok("warmhomes-esco")), None, 403)
         .await?;
-    c.expect(
-        "an unknown token",
-        Method::GET,
-        &mp,
-        Some("mh_000000000000_nope"),
-        None,
-        401,
-    )
-    .await?;
-    c.expect(
-        "an ESCO holds no role for registry reads",
-        Method::GET,
-        &mp,
-        Some(&tok("warmhomes-esco")),
-        None,
-        403,
-    )
-    .await?;
     c.expect(
         "a supplier cannot write the registry",
         Method::POST,
@@ -346,20 +256,9 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
     .await?;
     let mut unknown = acme_from.clone();
     unknown["colour"] = json!("blue");
-    c.expect(
-        "an unknown field",
-        Method::POST,
-        &path,
-        Some(&reg),
-        Some(&unknown),
-        400,
-    )
-    .await?;
+    c.expect("an unknown field", Method::POST, &path, Some(&reg), Some(&unknown), 400).await?;
     let mut no_shipper = gas.clone();
-    no_shipper
-        .as_object_mut()
-        .context("object")?
-        .remove("shipper");
+    no_shipper.as_object_mut().context("object")?.remove("shipper");
     c.expect(
         "gas without a shipper",
         Method::POST,
@@ -412,35 +311,13 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
     )
     .await?;
     let v = c
-        .expect(
-            "brightside-power is now the supplier",
-            Method::GET,
-            &mp,
-            Some(&tok("brightside-power")),
-            None,
-            200,
-        )
+        .expect("brightside-power is now the supplier", Method::GET, &mp, Some(&tok("brightside-power")), None, 200)
         .await?;
-    println!(
-        "        supplier {}",
-        field(&v, &["registration", "supplier"])
-    );
-    c.expect(
-        "and acme-energy no longer sees it",
-        Method::GET,
-        &mp,
-        Some(&tok("acme-energy")),
-        None,
-        403,
-    )
-    .await?;
+    println!("        supplier {}", field(&v, &["registration", "supplier"]));
+    c.expect("and acme-energy no longer sees it", Method::GET, &mp, Some(&tok("acme-energy")), None, 403).await?;
 
     step(7, "Credentials are revocable");
-    let acme_id = tok("acme-energy")
-        .split('_')
-        .nth(1)
-        .context("token id")?
-        .to_string();
+    let acme_id = tok("acme-energy").split('_').nth(1).context("token id")?.to_string();
     c.expect(
         "the operator revokes acme-energy's token",
         Method::DELETE,
@@ -450,15 +327,8 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
         200,
     )
     .await?;
-    c.expect(
-        "the revoked token is refused at once",
-        Method::GET,
-        "/v1/whoami",
-        Some(&tok("acme-energy")),
-        None,
-        401,
-    )
-    .await?;
+    c.expect("the revoked token is refused at once", Method::GET, "/v1/whoami", Some(&tok("acme-energy")), None, 401)
+        .await?;
 
     step(8, "Bulk load: `meterhub registry import`");
     crate::bench::create_parties(&hub, &crate::bench::sample_parties()).await?;
@@ -470,31 +340,14 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
         s.rows, s.metering_points_created, s.registrations_added
     );
     let s = crate::import::import_file(&hub, &csv, false).await?;
-    println!(
-        "  the same file again adds nothing: {} skipped as already recorded",
-        s.duplicates_skipped
-    );
+    println!("  the same file again adds nothing: {} skipped as already recorded", s.duplicates_skipped);
     let (_, metrics) = c.call(Method::GET, "/metrics", None, None).await?;
-    let line = metrics
-        .as_str()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("meterhub_metering_points "))
-        })
-        .unwrap_or("?");
+    let line =
+        metrics.as_str().and_then(|m| m.lines().find(|l| l.starts_with("meterhub_metering_points "))).unwrap_or("?");
     println!("  GET /metrics -> {line}");
 
     step(9, "The API describes itself");
-    let doc = c
-        .expect(
-            "OpenAPI document",
-            Method::GET,
-            "/openapi.json",
-            None,
-            None,
-            200,
-        )
-        .await?;
+    let doc = c.expect("OpenAPI document", Method::GET, "/openapi.json", None, None, 200).await?;
     println!(
         "        {} paths; the catalogue table is in its description",
         doc["paths"].as_object().map_or(0, |p| p.len())
@@ -507,8 +360,6 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
 
     server.abort();
     store.close().await;
-    println!(
-        "\nEvery step behaved as expected. Run `meterhub serve` and open http://127.0.0.1:8080/docs to explore."
-    );
+    println!("\nEvery step behaved as expected. Run `meterhub serve` and open http://127.0.0.1:8080/docs to explore.");
     Ok(())
 }

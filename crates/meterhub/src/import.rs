@@ -31,7 +31,8 @@ struct CsvRow {
 }
 
 /// The header every import file starts with.
-pub const CSV_HEADER: &str = "mpxn,effective_from,supplier,export_supplier,shipper,network_operator,meter_type,payment_mode,annual_quantity_kwh";
+pub const CSV_HEADER: &str =
+    "mpxn,effective_from,supplier,export_supplier,shipper,network_operator,meter_type,payment_mode,annual_quantity_kwh";
 
 fn non_empty(s: Option<String>) -> Option<String> {
     s.filter(|s| !s.is_empty())
@@ -41,44 +42,41 @@ fn non_empty(s: Option<String>) -> Option<String> {
 pub async fn import_file(hub: &Hub, path: &Path, progress: bool) -> anyhow::Result<ImportSummary> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_reader(BufReader::with_capacity(1 << 20, file));
+    let mut reader =
+        csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(BufReader::with_capacity(1 << 20, file));
     let operator = hub
         .parties_unchecked()
         .await?
         .into_iter()
         .find(|p| p.roles.contains(domain::Role::HubOperator))
         .context("the data directory has no hub operator")?;
-    let bar = if progress {
-        ProgressBar::new(len)
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = if progress { ProgressBar::new(len) } else { ProgressBar::hidden() };
     bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} importing [{bar:40}] {bytes}/{total_bytes} {msg} ({eta} left)",
-        )
-        .expect("template")
-        .progress_chars("=> "),
+        ProgressStyle::with_template("{spinner} importing [{bar:40}] {bytes}/{total_bytes} {msg} ({eta} left)")
+            .expect("template")
+            .progress_chars("=> "),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     let started = Instant::now();
     let mut import = hub.begin_import(operator.id).await?;
     let mut record = csv::StringRecord::new();
-    let headers = reader
-        .headers()
-        .with_context(|| format!("{}: cannot read the header row", path.display()))?
-        .clone();
+    let headers = reader.headers().with_context(|| format!("{}: cannot read the header row", path.display()))?.clone();
     let mut rows: u64 = 0;
     loop {
         match reader.read_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {}
             Err(e) => {
-                import.abort(format!("CSV error: {e}")).await;
+                let line = e.position().map_or(0, |p| p.line());
+                let reason = match e.kind() {
+                    csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+                        format!("{len} columns where the header has {expected_len}")
+                    }
+                    _ => e.to_string(),
+                };
+                import.abort(format!("line {line}: {reason}")).await;
                 bar.abandon();
-                bail!("{}: {e}; nothing was imported", path.display());
+                bail!("{} line {line}: {reason}; nothing was imported", path.display());
             }
         }
         let line = record.position().map_or(0, |p| p.line());
@@ -90,10 +88,7 @@ pub async fn import_file(hub: &Hub, path: &Path, progress: bool) -> anyhow::Resu
                 bail!("{} line {line}: {e}; nothing was imported", path.display());
             }
         };
-        let aq = match non_empty(row.annual_quantity_kwh)
-            .map(|s| s.parse::<u64>())
-            .transpose()
-        {
+        let aq = match non_empty(row.annual_quantity_kwh).map(|s| s.parse::<u64>()).transpose() {
             Ok(v) => v,
             Err(e) => {
                 import.abort(format!("line {line}")).await;
@@ -132,12 +127,7 @@ pub async fn import_file(hub: &Hub, path: &Path, progress: bool) -> anyhow::Resu
     let summary = summary?;
     let secs = started.elapsed().as_secs_f64();
     if progress {
-        eprintln!(
-            "imported {} in {:.2}s ({:.0} rows/s)",
-            path.display(),
-            secs,
-            summary.rows as f64 / secs.max(1e-9)
-        );
+        eprintln!("imported {} in {:.2}s ({:.0} rows/s)", path.display(), secs, summary.rows as f64 / secs.max(1e-9));
     }
     Ok(summary)
 }

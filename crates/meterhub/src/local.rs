@@ -24,53 +24,28 @@ pub async fn open_hub(settings: &Settings) -> anyhow::Result<(Hub, Arc<SqliteSto
     let (hub, store, first) = open_hub_quiet(settings).await?;
     if let Some(t) = first {
         eprintln!("First start: created party `{}` (role HUB).", t.party);
-        eprintln!(
-            "Its API token, shown only now (keep it; `meterhub party token {}` issues another):",
-            t.party
-        );
+        eprintln!("Its API token, shown only now (keep it; `meterhub party token {}` issues another):", t.party);
         println!("operator token: {}", t.token);
     }
     Ok((hub, store))
 }
 
 /// As [`open_hub`], handing the first-start operator token to the caller.
-pub async fn open_hub_quiet(
-    settings: &Settings,
-) -> anyhow::Result<(Hub, Arc<SqliteStore>, Option<hub::IssuedToken>)> {
+pub async fn open_hub_quiet(settings: &Settings) -> anyhow::Result<(Hub, Arc<SqliteStore>, Option<hub::IssuedToken>)> {
     let store = Arc::new(
-        SqliteStore::open(
-            &settings.data_dir,
-            SqliteOptions {
-                durability: settings.durability,
-                ..Default::default()
-            },
-        )
-        .with_context(|| {
-            format!(
-                "cannot open the data directory {}",
-                settings.data_dir.display()
-            )
-        })?,
+        SqliteStore::open(&settings.data_dir, SqliteOptions { durability: settings.durability, ..Default::default() })
+            .with_context(|| format!("cannot open the data directory {}", settings.data_dir.display()))?,
     );
     let clock: Arc<dyn hub::Clock> = match settings.clock {
         ClockKind::System => Arc::new(SystemClock),
         ClockKind::Simulated => {
-            let start = settings.clock_start.unwrap_or_else(|| {
-                jiff::Timestamp::now()
-                    .round(jiff::Unit::Second)
-                    .expect("rounding to seconds")
-            });
+            let start = settings
+                .clock_start
+                .unwrap_or_else(|| jiff::Timestamp::now().round(jiff::Unit::Second).expect("rounding to seconds"));
             Arc::new(ManualClock::new(start))
         }
     };
-    let hub = Hub::open(
-        store.clone(),
-        clock,
-        HubConfig {
-            id_rules: settings.id_rules,
-        },
-    )
-    .await?;
+    let hub = Hub::open(store.clone(), clock, HubConfig { id_rules: settings.id_rules }).await?;
     let first = hub.bootstrap_operator().await?;
     Ok((hub, store, first))
 }
@@ -92,15 +67,11 @@ impl Local {
         let mut key_out = None;
         let signing_key_pem = match (&a.public_key, &a.generate_key) {
             (Some(path), _) => Some(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read public key {}", path.display()))?,
+                std::fs::read_to_string(path).with_context(|| format!("cannot read public key {}", path.display()))?,
             ),
             (None, Some(path)) => {
                 if path.exists() {
-                    bail!(
-                        "{} exists; refusing to overwrite a private key",
-                        path.display()
-                    );
+                    bail!("{} exists; refusing to overwrite a private key", path.display());
                 }
                 let key = crypto::SigningKey::generate(&crypto::SystemRandom::new())?;
                 key_out = Some((path.clone(), key.pkcs8_pem()));
@@ -108,13 +79,7 @@ impl Local {
             }
             (None, None) => None,
         };
-        let input = PartyInput {
-            id: a.id,
-            name: a.name,
-            roles: a.roles,
-            originator: a.originator,
-            signing_key_pem,
-        };
+        let input = PartyInput { id: a.id, name: a.name, roles: a.roles, originator: a.originator, signing_key_pem };
         // Check everything before writing the key file, so a refused party leaves nothing.
         input.parse(self.hub.now())?;
         if let Some((path, pem)) = &key_out {
@@ -147,24 +112,10 @@ impl Local {
 
     pub async fn list_parties(&self) -> anyhow::Result<()> {
         let parties = self.hub.parties_unchecked().await?;
-        println!(
-            "{:<24} {:<16} {:<24} {:<7} name",
-            "id", "roles", "originator", "key"
-        );
+        println!("{:<24} {:<16} {:<24} {:<7} name", "id", "roles", "originator", "key");
         for p in parties {
-            let key = if p.signing_key_spki.is_some() {
-                "P-256"
-            } else {
-                "-"
-            };
-            println!(
-                "{:<24} {:<16} {:<24} {:<7} {}",
-                p.id,
-                p.roles.codes(),
-                p.originator,
-                key,
-                p.name
-            );
+            let key = if p.signing_key_spki.is_some() { "P-256" } else { "-" };
+            println!("{:<24} {:<16} {:<24} {:<7} {}", p.id, p.roles.codes(), p.originator, key, p.name);
         }
         Ok(())
     }
@@ -172,10 +123,7 @@ impl Local {
     pub async fn issue_token(&self, party: &str, label: &str) -> anyhow::Result<()> {
         let party = PartyId::parse(party)?;
         let t = self.hub.issue_token_unchecked(&party, label).await?;
-        eprintln!(
-            "token {} for {} (label {:?}); the secret below is shown only now:",
-            t.id, t.party, t.label
-        );
+        eprintln!("token {} for {} (label {:?}); the secret below is shown only now:", t.id, t.party, t.label);
         println!("{}", t.token);
         Ok(())
     }
@@ -184,18 +132,8 @@ impl Local {
         let party = PartyId::parse(party)?;
         println!("{:<14} {:<8} {:<28} label", "id", "status", "created");
         for t in self.hub.tokens_unchecked(&party).await? {
-            let status = if t.revoked_at.is_some() {
-                "revoked"
-            } else {
-                "active"
-            };
-            println!(
-                "{:<14} {:<8} {:<28} {}",
-                t.id,
-                status,
-                t.created_at.to_string(),
-                t.label
-            );
+            let status = if t.revoked_at.is_some() { "revoked" } else { "active" };
+            println!("{:<14} {:<8} {:<28} {}", t.id, status, t.created_at.to_string(), t.label);
         }
         Ok(())
     }
@@ -211,10 +149,7 @@ impl Local {
     }
 
     pub async fn show(&self, mpxn: &str, at: Option<&str>) -> anyhow::Result<()> {
-        let at = at
-            .map(domain::time::parse_instant)
-            .transpose()
-            .map_err(|e| anyhow::anyhow!("--at: {e}"))?;
+        let at = at.map(domain::time::parse_instant).transpose().map_err(|e| anyhow::anyhow!("--at: {e}"))?;
         let operator = self
             .hub
             .parties_unchecked()
@@ -222,10 +157,7 @@ impl Local {
             .into_iter()
             .find(|p| p.roles.contains(domain::Role::HubOperator))
             .context("no hub operator")?;
-        let caller = hub::Caller {
-            party: operator,
-            token_id: "local".into(),
-        };
+        let caller = hub::Caller { party: operator, token_id: "local".into() };
         let v = self.hub.registry_view(&caller, mpxn, at, None).await?;
         println!("{} ({}) as at {}", v.mpxn, v.fuel, v.at);
         match &v.registration {
@@ -240,17 +172,11 @@ impl Local {
                 }
                 println!("  network operator  {}", r.data.network_operator);
                 println!("  meter type        {}", r.data.meter_type);
-                println!(
-                    "  payment mode      {}",
-                    r.data.payment_mode.map_or("unknown", |p| p.as_str())
-                );
+                println!("  payment mode      {}", r.data.payment_mode.map_or("unknown", |p| p.as_str()));
                 if let Some(aq) = r.data.annual_quantity_kwh {
                     println!("  annual quantity   {aq} kWh");
                 }
-                println!(
-                    "  effective from    {} (recorded {} by {})",
-                    r.effective_from, r.recorded_at, r.recorded_by
-                );
+                println!("  effective from    {} (recorded {} by {})", r.effective_from, r.recorded_at, r.recorded_by);
             }
         }
         println!("  enrolled          {}", v.enrolled());
@@ -279,11 +205,7 @@ fn write_private(path: &std::path::Path, pem: &str) -> anyhow::Result<()> {
 
 /// `meterhub mpxn check`: valid/invalid and the reason; exit 0 when valid, 1 when not.
 pub fn mpxn_check(g: &GlobalArgs, id: &str) -> std::process::ExitCode {
-    let rules = if g.relax_mpan_check_digit {
-        IdRules::RELAXED
-    } else {
-        IdRules::STRICT
-    };
+    let rules = if g.relax_mpan_check_digit { IdRules::RELAXED } else { IdRules::STRICT };
     let len = id.chars().count();
     let result: Result<Vec<String>, String> = match len {
         13 => Mpan::parse_with(id, rules).map_err(|e| e.to_string()).map(|m| {

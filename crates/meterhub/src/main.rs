@@ -18,12 +18,7 @@ use clap::{Args, Parser, Subcommand};
 /// Start with `meterhub demo` for a tour, `meterhub serve` to run the hub (it prints its URL
 /// and, on first start, the hub operator's API token), then open /docs in a browser.
 #[derive(Parser)]
-#[command(
-    name = "meterhub",
-    version,
-    propagate_version = true,
-    max_term_width = 100
-)]
+#[command(name = "meterhub", version, propagate_version = true, max_term_width = 100)]
 struct Cli {
     #[command(flatten)]
     global: config::GlobalArgs,
@@ -145,10 +140,7 @@ fn main() -> ExitCode {
         eprintln!("error: {e:#}");
         return ExitCode::from(2);
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -20,10 +20,7 @@ pub async fn run(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         now = %hub.now()
     );
     let app = api::router(hub);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("server failed")?;
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("server failed")?;
     store.close().await;
     tracing::info!(message = "Hub stopped; all acknowledged writes are committed.");
     Ok(())

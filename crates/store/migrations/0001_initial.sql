@@ -30,7 +30,7 @@ CREATE TABLE metering_points (
 -- with the greatest (effective_from, seq) with effective_from <= T.
 CREATE TABLE registrations (
     seq                 INTEGER PRIMARY KEY,
-    mpxn                TEXT NOT NULL REFERENCES metering_points(mpxn),
+    mpxn                TEXT NOT NULL,       -- a metering_points row always exists first (checked in code)
     effective_from      INTEGER NOT NULL,
     supplier            TEXT NOT NULL,
     export_supplier     TEXT,

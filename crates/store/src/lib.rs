@@ -117,25 +117,14 @@ pub trait Store: Send + Sync + 'static {
     async fn parties(&self) -> Result<Vec<Party>, StoreError>;
     async fn insert_token(&self, token: TokenRecord) -> Result<(), StoreError>;
     /// Revoke a token of `party`; `Ok(false)` if it was already revoked.
-    async fn revoke_token(
-        &self,
-        party: &PartyId,
-        token_id: &str,
-        at: Timestamp,
-    ) -> Result<bool, StoreError>;
+    async fn revoke_token(&self, party: &PartyId, token_id: &str, at: Timestamp) -> Result<bool, StoreError>;
     async fn tokens(&self, party: &PartyId) -> Result<Vec<TokenRecord>, StoreError>;
     /// The token with this hash and its party, revoked or not.
-    async fn token_by_hash(
-        &self,
-        hash: [u8; 32],
-    ) -> Result<Option<(TokenRecord, Party)>, StoreError>;
+    async fn token_by_hash(&self, hash: [u8; 32]) -> Result<Option<(TokenRecord, Party)>, StoreError>;
 
     // Registry.
     /// Append a registration version, creating the metering point on first use.
-    async fn append_registration(
-        &self,
-        r: NewRegistration,
-    ) -> Result<RegistrationVersion, StoreError>;
+    async fn append_registration(&self, r: NewRegistration) -> Result<RegistrationVersion, StoreError>;
     /// Append an enrolment version; the metering point must exist.
     async fn append_enrolment(&self, e: NewEnrolment) -> Result<EnrolmentVersion, StoreError>;
     async fn metering_point(&self, mpxn: Mpxn) -> Result<Option<MeteringPoint>, StoreError>;
@@ -153,10 +142,7 @@ pub trait Store: Send + Sync + 'static {
         known_at: Option<Timestamp>,
     ) -> Result<Option<EnrolmentVersion>, StoreError>;
     /// Every registration version of a metering point, in recording order.
-    async fn registration_history(
-        &self,
-        mpxn: Mpxn,
-    ) -> Result<Vec<RegistrationVersion>, StoreError>;
+    async fn registration_history(&self, mpxn: Mpxn) -> Result<Vec<RegistrationVersion>, StoreError>;
     async fn enrolment_history(&self, mpxn: Mpxn) -> Result<Vec<EnrolmentVersion>, StoreError>;
     /// Bulk import in one transaction, fed through a bounded channel (see [`ImportMsg`]).
     async fn import_registrations(

@@ -22,10 +22,7 @@ fn mpxn(s: &str) -> Mpxn {
 }
 
 fn opts() -> SqliteOptions {
-    SqliteOptions {
-        durability: Durability::Normal,
-        readers: 2,
-    }
+    SqliteOptions { durability: Durability::Normal, readers: 2 }
 }
 
 fn data(supplier: &str) -> RegistrationData {
@@ -67,69 +64,26 @@ async fn as_at_queries_follow_effective_dates_and_corrections() {
     let dir = tempfile::tempdir().unwrap();
     let s = SqliteStore::open(dir.path(), opts()).unwrap();
     let m = "1312345678907";
-    s.append_registration(reg(
-        m,
-        "2025-01-01T00:00:00Z",
-        "acme",
-        "2024-12-01T00:00:00Z",
-    ))
-    .await
-    .unwrap();
-    s.append_registration(reg(
-        m,
-        "2026-03-01T00:00:00Z",
-        "brightside",
-        "2026-02-01T00:00:00Z",
-    ))
-    .await
-    .unwrap();
+    s.append_registration(reg(m, "2025-01-01T00:00:00Z", "acme", "2024-12-01T00:00:00Z")).await.unwrap();
+    s.append_registration(reg(m, "2026-03-01T00:00:00Z", "brightside", "2026-02-01T00:00:00Z")).await.unwrap();
     // A correction recorded later for the same effective date supersedes the first recording.
-    s.append_registration(reg(
-        m,
-        "2026-03-01T00:00:00Z",
-        "cobalt",
-        "2026-02-10T00:00:00Z",
-    ))
-    .await
-    .unwrap();
-    s.append_registration(reg(
-        m,
-        "2026-06-01T00:00:00Z",
-        "acme",
-        "2026-05-01T00:00:00Z",
-    ))
-    .await
-    .unwrap();
+    s.append_registration(reg(m, "2026-03-01T00:00:00Z", "cobalt", "2026-02-10T00:00:00Z")).await.unwrap();
+    s.append_registration(reg(m, "2026-06-01T00:00:00Z", "acme", "2026-05-01T00:00:00Z")).await.unwrap();
 
     let table: &[(&str, Option<&str>, Option<&str>)] = &[
         ("2024-12-31T23:59:59Z", None, None),
         ("2025-01-01T00:00:00Z", None, Some("acme")),
         ("2026-02-28T23:59:59Z", None, Some("acme")),
         ("2026-03-01T00:00:00Z", None, Some("cobalt")),
-        (
-            "2026-03-01T00:00:00Z",
-            Some("2026-02-05T00:00:00Z"),
-            Some("brightside"),
-        ),
-        (
-            "2026-03-01T00:00:00Z",
-            Some("2026-01-15T00:00:00Z"),
-            Some("acme"),
-        ),
+        ("2026-03-01T00:00:00Z", Some("2026-02-05T00:00:00Z"), Some("brightside")),
+        ("2026-03-01T00:00:00Z", Some("2026-01-15T00:00:00Z"), Some("acme")),
         ("2026-05-31T23:59:59.999999Z", None, Some("cobalt")),
         ("2026-06-01T00:00:00Z", None, Some("acme")),
         ("2030-01-01T00:00:00Z", Some("2024-11-01T00:00:00Z"), None),
     ];
     for (at, known, want) in table {
-        let got = s
-            .registration_at(mpxn(m), t(at), known.map(t))
-            .await
-            .unwrap();
-        assert_eq!(
-            got.map(|v| v.data.supplier.to_string()).as_deref(),
-            *want,
-            "at {at} known {known:?}"
-        );
+        let got = s.registration_at(mpxn(m), t(at), known.map(t)).await.unwrap();
+        assert_eq!(got.map(|v| v.data.supplier.to_string()).as_deref(), *want, "at {at} known {known:?}");
     }
     // History keeps every recording, in order.
     let hist = s.registration_history(mpxn(m)).await.unwrap();
@@ -143,18 +97,9 @@ async fn as_at_queries_follow_effective_dates_and_corrections() {
 async fn history_is_append_only_and_enrolment_needs_a_metering_point() {
     let dir = tempfile::tempdir().unwrap();
     let s = SqliteStore::open(dir.path(), opts()).unwrap();
-    s.append_registration(reg(
-        "1312345678907",
-        "2025-01-01T00:00:00Z",
-        "acme",
-        "2025-01-01T00:00:00Z",
-    ))
-    .await
-    .unwrap();
+    s.append_registration(reg("1312345678907", "2025-01-01T00:00:00Z", "acme", "2025-01-01T00:00:00Z")).await.unwrap();
     let conn = rusqlite::Connection::open(s.path()).unwrap();
-    let err = conn
-        .execute("UPDATE registrations SET supplier = 'evil'", [])
-        .unwrap_err();
+    let err = conn.execute("UPDATE registrations SET supplier = 'evil'", []).unwrap_err();
     assert!(err.to_string().contains("append-only"), "{err}");
     let err = conn.execute("DELETE FROM registrations", []).unwrap_err();
     assert!(err.to_string().contains("append-only"), "{err}");
@@ -166,26 +111,12 @@ async fn history_is_append_only_and_enrolment_needs_a_metering_point() {
         recorded_at: t("2025-01-01T00:00:00Z"),
         recorded_by: pid("acme"),
     };
-    assert!(matches!(
-        s.append_enrolment(e.clone()).await,
-        Err(StoreError::NotFound(_))
-    ));
-    let e = NewEnrolment {
-        mpxn: mpxn("1312345678907"),
-        ..e
-    };
+    assert!(matches!(s.append_enrolment(e.clone()).await, Err(StoreError::NotFound(_))));
+    let e = NewEnrolment { mpxn: mpxn("1312345678907"), ..e };
     s.append_enrolment(e).await.unwrap();
-    let at = s
-        .enrolment_at(mpxn("1312345678907"), t("2025-06-01T00:00:00Z"), None)
-        .await
-        .unwrap();
+    let at = s.enrolment_at(mpxn("1312345678907"), t("2025-06-01T00:00:00Z"), None).await.unwrap();
     assert!(at.unwrap().enrolled);
-    assert!(
-        s.enrolment_at(mpxn("1312345678907"), t("2024-06-01T00:00:00Z"), None)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(s.enrolment_at(mpxn("1312345678907"), t("2024-06-01T00:00:00Z"), None).await.unwrap().is_none());
 }
 
 // One failing job inside a batch leaves its neighbours committed and itself not applied.
@@ -198,13 +129,8 @@ async fn concurrent_writes_are_atomic_per_job() {
         let s = s.clone();
         tasks.push(tokio::spawn(async move {
             // Every 10th party reuses an id: a conflict that must not disturb the others.
-            let id = if i % 10 == 0 {
-                "dup".to_string()
-            } else {
-                format!("p{i}")
-            };
-            s.insert_party(party(&id, &[Role::ImportSupplier], 1000 + i))
-                .await
+            let id = if i % 10 == 0 { "dup".to_string() } else { format!("p{i}") };
+            s.insert_party(party(&id, &[Role::ImportSupplier], 1000 + i)).await
         }));
     }
     let mut ok = 0;
@@ -225,9 +151,7 @@ async fn tokens_are_found_by_hash_and_revocation_sticks_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
         let s = SqliteStore::open(dir.path(), opts()).unwrap();
-        s.insert_party(party("acme", &[Role::ImportSupplier], 1))
-            .await
-            .unwrap();
+        s.insert_party(party("acme", &[Role::ImportSupplier], 1)).await.unwrap();
         let tok = TokenRecord {
             id: "tok1".into(),
             party: pid("acme"),
@@ -237,25 +161,12 @@ async fn tokens_are_found_by_hash_and_revocation_sticks_across_reopen() {
             revoked_at: None,
         };
         s.insert_token(tok.clone()).await.unwrap();
-        assert!(matches!(
-            s.insert_token(tok).await,
-            Err(StoreError::Conflict(_))
-        ));
+        assert!(matches!(s.insert_token(tok).await, Err(StoreError::Conflict(_))));
         let (found, p) = s.token_by_hash([7; 32]).await.unwrap().unwrap();
         assert_eq!((found.id.as_str(), p.id.as_str()), ("tok1", "acme"));
-        assert!(
-            s.revoke_token(&pid("acme"), "tok1", t("2026-02-01T00:00:00Z"))
-                .await
-                .unwrap()
-        );
-        assert!(
-            !s.revoke_token(&pid("acme"), "tok1", t("2026-03-01T00:00:00Z"))
-                .await
-                .unwrap()
-        );
-        let missing = s
-            .revoke_token(&pid("acme"), "nope", t("2026-03-01T00:00:00Z"))
-            .await;
+        assert!(s.revoke_token(&pid("acme"), "tok1", t("2026-02-01T00:00:00Z")).await.unwrap());
+        assert!(!s.revoke_token(&pid("acme"), "tok1", t("2026-03-01T00:00:00Z")).await.unwrap());
+        let missing = s.revoke_token(&pid("acme"), "nope", t("2026-03-01T00:00:00Z")).await;
         assert!(matches!(missing, Err(StoreError::NotFound(_))));
         s.close().await;
         assert_eq!(s.set_state("k", "v".into()).await, Err(StoreError::Closed));
@@ -270,18 +181,9 @@ fn rows(n: usize, supplier: &str) -> Vec<ImportRow> {
     (0..n)
         .map(|i| {
             let first12 = format!("13{:010}", i);
-            let d: [u8; 12] = first12
-                .bytes()
-                .map(|b| b - b'0')
-                .collect::<Vec<_>>()
-                .try_into()
-                .unwrap();
+            let d: [u8; 12] = first12.bytes().map(|b| b - b'0').collect::<Vec<_>>().try_into().unwrap();
             let m = format!("{first12}{}", domain::ids::mpan_check_digit(&d));
-            ImportRow {
-                mpxn: mpxn(&m),
-                effective_from: t("2025-01-01T00:00:00Z"),
-                data: data(supplier),
-            }
+            ImportRow { mpxn: mpxn(&m), effective_from: t("2025-01-01T00:00:00Z"), data: data(supplier) }
         })
         .collect()
 }
@@ -295,18 +197,13 @@ async fn import(s: &SqliteStore, msgs: Vec<ImportMsg>) -> Result<store::ImportSu
             }
         }
     });
-    let r = s
-        .import_registrations(rx, t("2026-01-01T00:00:00Z"), pid("hub-operator"))
-        .await;
+    let r = s.import_registrations(rx, t("2026-01-01T00:00:00Z"), pid("hub-operator")).await;
     feed.await.unwrap();
     r
 }
 
 fn chunked(all: &[ImportRow]) -> Vec<ImportMsg> {
-    all.chunks(4096)
-        .map(|c| ImportMsg::Rows(c.to_vec()))
-        .chain([ImportMsg::Commit])
-        .collect()
+    all.chunks(4096).map(|c| ImportMsg::Rows(c.to_vec())).chain([ImportMsg::Commit]).collect()
 }
 
 #[tokio::test]
@@ -315,14 +212,7 @@ async fn import_is_all_or_nothing_and_rerunning_it_adds_nothing() {
     let s = SqliteStore::open(dir.path(), opts()).unwrap();
     let all = rows(10_000, "acme");
     // Aborted half-way: nothing of it remains.
-    let r = import(
-        &s,
-        vec![
-            ImportMsg::Rows(all[..5000].to_vec()),
-            ImportMsg::Abort("line 5001: bad".into()),
-        ],
-    )
-    .await;
+    let r = import(&s, vec![ImportMsg::Rows(all[..5000].to_vec()), ImportMsg::Abort("line 5001: bad".into())]).await;
     assert_eq!(r, Err(StoreError::Conflict("line 5001: bad".into())));
     // The input ending without a commit is an abort too.
     let r = import(&s, vec![ImportMsg::Rows(all[..5000].to_vec())]).await;
@@ -331,43 +221,20 @@ async fn import_is_all_or_nothing_and_rerunning_it_adds_nothing() {
 
     let sum = import(&s, chunked(&all)).await.unwrap();
     assert_eq!(
-        (
-            sum.rows,
-            sum.metering_points_created,
-            sum.registrations_added,
-            sum.duplicates_skipped
-        ),
+        (sum.rows, sum.metering_points_created, sum.registrations_added, sum.duplicates_skipped),
         (10_000, 10_000, 10_000, 0)
     );
     // The same file again: every row is already recorded.
     let sum = import(&s, chunked(&all)).await.unwrap();
-    assert_eq!(
-        (sum.registrations_added, sum.duplicates_skipped),
-        (0, 10_000)
-    );
+    assert_eq!((sum.registrations_added, sum.duplicates_skipped), (0, 10_000));
     // A new supplier from a later date for the first 10: appended as history.
     let mut later = rows(10, "brightside");
-    later
-        .iter_mut()
-        .for_each(|r| r.effective_from = t("2026-06-01T00:00:00Z"));
-    let sum = import(&s, vec![ImportMsg::Rows(later.clone()), ImportMsg::Commit])
-        .await
-        .unwrap();
-    assert_eq!(
-        (sum.metering_points_created, sum.registrations_added),
-        (0, 10)
-    );
-    let at = s
-        .registration_at(later[0].mpxn, t("2026-07-01T00:00:00Z"), None)
-        .await
-        .unwrap()
-        .unwrap();
+    later.iter_mut().for_each(|r| r.effective_from = t("2026-06-01T00:00:00Z"));
+    let sum = import(&s, vec![ImportMsg::Rows(later.clone()), ImportMsg::Commit]).await.unwrap();
+    assert_eq!((sum.metering_points_created, sum.registrations_added), (0, 10));
+    let at = s.registration_at(later[0].mpxn, t("2026-07-01T00:00:00Z"), None).await.unwrap().unwrap();
     assert_eq!(at.data.supplier.as_str(), "brightside");
-    let before = s
-        .registration_at(later[0].mpxn, t("2026-05-01T00:00:00Z"), None)
-        .await
-        .unwrap()
-        .unwrap();
+    let before = s.registration_at(later[0].mpxn, t("2026-05-01T00:00:00Z"), None).await.unwrap().unwrap();
     assert_eq!(before.data.supplier.as_str(), "acme");
     let c = s.counts().await.unwrap();
     assert_eq!((c.metering_points, c.registrations), (10_000, 10_010));
@@ -394,11 +261,7 @@ async fn gas_fields_round_trip() {
         recorded_by: pid("reg"),
     };
     s.append_registration(r).await.unwrap();
-    let got = s
-        .registration_at(mpxn("0012345"), t("2025-01-02T00:00:00Z"), None)
-        .await
-        .unwrap()
-        .unwrap();
+    let got = s.registration_at(mpxn("0012345"), t("2025-01-02T00:00:00Z"), None).await.unwrap().unwrap();
     assert_eq!(got.data, d);
     assert_eq!(got.mpxn.to_string(), "0012345");
 }

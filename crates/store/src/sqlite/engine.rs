@@ -18,6 +18,10 @@ use super::schema;
 pub const WRITE_QUEUE_MAX: usize = 4096;
 /// Jobs committed together at most.
 pub const WRITE_BATCH_MAX: usize = 512;
+/// Page cache of the writer connection, KiB.
+const WRITER_CACHE_KIB: i64 = 16 * 1024;
+/// Size the WAL file is truncated to after a checkpoint, bytes.
+const WAL_BYTES_KEPT_MAX: i64 = 64 << 20;
 /// Time a connection waits on a lock held by another process before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -42,10 +46,7 @@ pub struct SqliteOptions {
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        SqliteOptions {
-            durability: Durability::Full,
-            readers: 4,
-        }
+        SqliteOptions { durability: Durability::Full, readers: 4 }
     }
 }
 
@@ -74,32 +75,27 @@ pub(crate) fn backend(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-fn open_connection(
-    path: &Path,
-    durability: Durability,
-    write: bool,
-) -> Result<Connection, StoreError> {
+fn open_connection(path: &Path, durability: Durability, write: bool) -> Result<Connection, StoreError> {
     let flags = if write {
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
     let conn = Connection::open_with_flags(path, flags).map_err(backend)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
     if write {
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(backend)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
+        // The writer touches index pages all over the tree during bulk loads: give it a
+        // bounded page cache of its own, and keep the WAL file from staying huge after one.
+        conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB).map_err(backend)?;
+        conn.pragma_update(None, "journal_size_limit", WAL_BYTES_KEPT_MAX).map_err(backend)?;
     }
     let sync = match durability {
         Durability::Full => "FULL",
         Durability::Normal => "NORMAL",
     };
-    conn.pragma_update(None, "synchronous", sync)
-        .map_err(backend)?;
-    conn.pragma_update(None, "foreign_keys", "ON")
-        .map_err(backend)?;
+    conn.pragma_update(None, "synchronous", sync).map_err(backend)?;
+    conn.pragma_update(None, "foreign_keys", "ON").map_err(backend)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
@@ -107,12 +103,8 @@ fn open_connection(
 impl Engine {
     pub(crate) fn open(dir: &Path, opts: &SqliteOptions) -> Result<Engine, StoreError> {
         assert!(opts.readers >= 1, "at least one reader");
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Backend(format!(
-                "cannot create data directory {}: {e}",
-                dir.display()
-            ))
-        })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Backend(format!("cannot create data directory {}: {e}", dir.display())))?;
         let path = dir.join("meterhub.sqlite3");
         let mut conn = open_connection(&path, opts.durability, true)?;
         schema::migrate(&mut conn)?;
@@ -154,12 +146,8 @@ impl Engine {
                 }),
             }
         });
-        self.writer
-            .send(Msg::Run(job))
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        rx.await
-            .map_err(|_| StoreError::Backend("the write was abandoned (internal error)".into()))?
+        self.writer.send(Msg::Run(job)).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Backend("the write was abandoned (internal error)".into()))?
     }
 
     /// Run `f` on a read connection from the pool.
@@ -168,27 +156,14 @@ impl Engine {
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     {
-        let permit = self
-            .read_permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        let permit = self.read_permits.clone().acquire_owned().await.map_err(|_| StoreError::Closed)?;
         let pool = self.readers.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = pool
-                .lock()
-                .expect("reader pool")
-                .pop()
-                .expect("a permit guarantees a connection");
+            let conn = pool.lock().expect("reader pool").pop().expect("a permit guarantees a connection");
             let result = catch_unwind(AssertUnwindSafe(|| f(&conn)));
             pool.lock().expect("reader pool").push(conn);
             drop(permit);
-            result.unwrap_or_else(|_| {
-                Err(StoreError::Backend(
-                    "a read panicked (internal error)".into(),
-                ))
-            })
+            result.unwrap_or_else(|_| Err(StoreError::Backend("a read panicked (internal error)".into())))
         })
         .await
         .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
@@ -238,6 +213,10 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Msg>) {
     }
     if !batch.is_empty() {
         run_batch(&conn, &mut batch);
+    }
+    // Fold the WAL back into the database so the directory holds one file at rest.
+    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+        tracing::warn!(message = "Final checkpoint failed; the WAL will be replayed on next open.", error = %e);
     }
     tracing::debug!(message = "Store writer stopped.");
 }

@@ -15,8 +15,7 @@ pub use engine::{Durability, SqliteOptions, WRITE_BATCH_MAX, WRITE_QUEUE_MAX};
 pub use schema::SCHEMA_VERSION;
 
 use crate::{
-    ImportMsg, ImportSummary, MeteringPoint, NewEnrolment, NewRegistration, Store, StoreCounts,
-    StoreError, TokenRecord,
+    ImportMsg, ImportSummary, MeteringPoint, NewEnrolment, NewRegistration, Store, StoreCounts, StoreError, TokenRecord,
 };
 use engine::{Engine, backend};
 
@@ -28,9 +27,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Open (creating and migrating if needed) the store in `dir`.
     pub fn open(dir: &Path, opts: SqliteOptions) -> Result<SqliteStore, StoreError> {
-        Ok(SqliteStore {
-            engine: Engine::open(dir, &opts)?,
-        })
+        Ok(SqliteStore { engine: Engine::open(dir, &opts)? })
     }
 
     /// The database file.
@@ -75,19 +72,11 @@ fn classify(e: rusqlite::Error) -> StoreError {
         && f.code == rusqlite::ErrorCode::ConstraintViolation
     {
         let what = match f.extended_code {
-            rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY => {
-                "it refers to something that does not exist".to_string()
+            rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY => "it refers to something that does not exist".to_string(),
+            rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY | rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE => {
+                format!("it already exists ({})", msg.as_deref().unwrap_or("unique constraint"))
             }
-            rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
-            | rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE => {
-                format!(
-                    "it already exists ({})",
-                    msg.as_deref().unwrap_or("unique constraint")
-                )
-            }
-            _ => msg
-                .clone()
-                .unwrap_or_else(|| "a data rule was broken".into()),
+            _ => msg.clone().unwrap_or_else(|| "a data rule was broken".into()),
         };
         return StoreError::Conflict(what);
     }
@@ -157,11 +146,7 @@ impl RawToken {
             id: self.id,
             party: party_id(self.party)?,
             label: self.label,
-            hash: self
-                .hash
-                .as_slice()
-                .try_into()
-                .map_err(|_| corrupt("token hash", "not 32 bytes"))?,
+            hash: self.hash.as_slice().try_into().map_err(|_| corrupt("token hash", "not 32 bytes"))?,
             created_at: ts(self.created_at)?,
             revoked_at: self.revoked_at.map(ts).transpose()?,
         })
@@ -214,10 +199,7 @@ impl RawRegistration {
                 export_supplier: opt_party_id(self.export_supplier)?,
                 shipper: opt_party_id(self.shipper)?,
                 network_operator: party_id(self.network_operator)?,
-                meter_type: self
-                    .meter_type
-                    .parse()
-                    .map_err(|e| corrupt("meter type", e))?,
+                meter_type: self.meter_type.parse().map_err(|e| corrupt("meter type", e))?,
                 payment_mode: self
                     .payment_mode
                     .map(|p| p.parse())
@@ -238,25 +220,11 @@ impl RawRegistration {
 const ENROL_COLS: &str = "seq, mpxn, effective_from, enrolled, recorded_at, recorded_by";
 
 fn enrolment_row(r: &Row<'_>) -> rusqlite::Result<(i64, String, i64, bool, i64, String)> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-    ))
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
 }
 
 fn into_enrolment(
-    (seq, m, effective_from, enrolled, recorded_at, recorded_by): (
-        i64,
-        String,
-        i64,
-        bool,
-        i64,
-        String,
-    ),
+    (seq, m, effective_from, enrolled, recorded_at, recorded_by): (i64, String, i64, bool, i64, String),
 ) -> Result<EnrolmentVersion, StoreError> {
     Ok(EnrolmentVersion {
         seq,
@@ -269,18 +237,13 @@ fn into_enrolment(
 }
 
 fn aq(v: Option<u64>) -> Result<Option<i64>, StoreError> {
-    v.map(|x| {
-        i64::try_from(x).map_err(|_| StoreError::Conflict("annual quantity out of range".into()))
-    })
-    .transpose()
+    v.map(|x| i64::try_from(x).map_err(|_| StoreError::Conflict("annual quantity out of range".into()))).transpose()
 }
 
 /// Insert the metering point if new; true when it was created.
 fn ensure_metering_point(conn: &Connection, m: &Mpxn, at: Timestamp) -> Result<bool, StoreError> {
     let n = conn
-        .prepare_cached(
-            "INSERT OR IGNORE INTO metering_points (mpxn, fuel, created_at) VALUES (?1, ?2, ?3)",
-        )
+        .prepare_cached("INSERT OR IGNORE INTO metering_points (mpxn, fuel, created_at) VALUES (?1, ?2, ?3)")
         .and_then(|mut s| s.execute(params![m.to_string(), m.fuel().as_str(), micros(at)]))
         .map_err(classify)?;
     Ok(n == 1)
@@ -318,12 +281,7 @@ fn insert_registration(
     Ok(conn.last_insert_rowid())
 }
 
-fn is_recorded(
-    conn: &Connection,
-    m: &str,
-    effective_from: i64,
-    d: &RegistrationData,
-) -> Result<bool, StoreError> {
+fn is_recorded(conn: &Connection, m: &str, effective_from: i64, d: &RegistrationData) -> Result<bool, StoreError> {
     let mut stmt = conn
         .prepare_cached(
             "SELECT 1 FROM registrations WHERE mpxn = ?1 AND effective_from = ?2 AND supplier = ?3 \
@@ -350,26 +308,27 @@ impl Store for SqliteStore {
     async fn insert_party(&self, party: Party) -> Result<(), StoreError> {
         self.engine
             .write(move |conn| {
-                conn.prepare_cached(&format!(
-                    "INSERT INTO parties ({PARTY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
-                ))
-                .and_then(|mut s| {
-                    s.execute(params![
-                        party.id.as_str(),
-                        party.name,
-                        party.roles.codes(),
-                        party.originator.to_plain(),
-                        party.signing_key_spki,
-                        micros(party.created_at),
-                    ])
-                })
-                .map_err(|e| match classify(e) {
-                    StoreError::Conflict(_) => StoreError::Conflict(format!(
-                        "a party with id {} or originator {} already exists",
-                        party.id, party.originator
-                    )),
-                    other => other,
-                })?;
+                conn.prepare_cached(&format!("INSERT INTO parties ({PARTY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"))
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            party.id.as_str(),
+                            party.name,
+                            party.roles.codes(),
+                            party.originator.to_plain(),
+                            party.signing_key_spki,
+                            micros(party.created_at),
+                        ])
+                    })
+                    .map_err(|e| match classify(e) {
+                        StoreError::Conflict(m) if m.contains("parties.originator") => StoreError::Conflict(format!(
+                            "originator {} is already used by another party",
+                            party.originator
+                        )),
+                        StoreError::Conflict(_) => {
+                            StoreError::Conflict(format!("a party with id {} already exists", party.id))
+                        }
+                        other => other,
+                    })?;
                 Ok(())
             })
             .await
@@ -391,12 +350,10 @@ impl Store for SqliteStore {
     async fn parties(&self) -> Result<Vec<Party>, StoreError> {
         self.engine
             .read(move |conn| {
-                let mut s = conn
-                    .prepare_cached(&format!("SELECT {PARTY_COLS} FROM parties ORDER BY id"))
-                    .map_err(backend)?;
+                let mut s =
+                    conn.prepare_cached(&format!("SELECT {PARTY_COLS} FROM parties ORDER BY id")).map_err(backend)?;
                 let rows = s.query_map([], |r| raw_party(r, 0)).map_err(backend)?;
-                rows.map(|r| r.map_err(backend).and_then(RawParty::into_party))
-                    .collect()
+                rows.map(|r| r.map_err(backend).and_then(RawParty::into_party)).collect()
             })
             .await
     }
@@ -404,31 +361,24 @@ impl Store for SqliteStore {
     async fn insert_token(&self, token: TokenRecord) -> Result<(), StoreError> {
         self.engine
             .write(move |conn| {
-                conn.prepare_cached(&format!(
-                    "INSERT INTO api_tokens ({TOKEN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
-                ))
-                .and_then(|mut s| {
-                    s.execute(params![
-                        token.id,
-                        token.party.as_str(),
-                        token.label,
-                        token.hash.as_slice(),
-                        micros(token.created_at),
-                        token.revoked_at.map(micros),
-                    ])
-                })
-                .map_err(classify)?;
+                conn.prepare_cached(&format!("INSERT INTO api_tokens ({TOKEN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"))
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            token.id,
+                            token.party.as_str(),
+                            token.label,
+                            token.hash.as_slice(),
+                            micros(token.created_at),
+                            token.revoked_at.map(micros),
+                        ])
+                    })
+                    .map_err(classify)?;
                 Ok(())
             })
             .await
     }
 
-    async fn revoke_token(
-        &self,
-        party: &PartyId,
-        token_id: &str,
-        at: Timestamp,
-    ) -> Result<bool, StoreError> {
+    async fn revoke_token(&self, party: &PartyId, token_id: &str, at: Timestamp) -> Result<bool, StoreError> {
         let (party, token_id) = (party.to_string(), token_id.to_string());
         self.engine
             .write(move |conn| {
@@ -441,9 +391,7 @@ impl Store for SqliteStore {
                     .optional()
                     .map_err(backend)?;
                 match revoked {
-                    None => Err(StoreError::NotFound(format!(
-                        "party {party} has no token {token_id}"
-                    ))),
+                    None => Err(StoreError::NotFound(format!("party {party} has no token {token_id}"))),
                     Some(Some(_)) => Ok(false),
                     Some(None) => {
                         conn.execute(
@@ -463,7 +411,9 @@ impl Store for SqliteStore {
         self.engine
             .read(move |conn| {
                 let mut s = conn
-                    .prepare_cached(&format!("SELECT {TOKEN_COLS} FROM api_tokens WHERE party_id = ?1 ORDER BY created_at, id"))
+                    .prepare_cached(&format!(
+                        "SELECT {TOKEN_COLS} FROM api_tokens WHERE party_id = ?1 ORDER BY created_at, id"
+                    ))
                     .map_err(backend)?;
                 let rows = s.query_map([party], raw_token).map_err(backend)?;
                 rows.map(|r| r.map_err(backend).and_then(RawToken::into_record)).collect()
@@ -471,10 +421,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn token_by_hash(
-        &self,
-        hash: [u8; 32],
-    ) -> Result<Option<(TokenRecord, Party)>, StoreError> {
+    async fn token_by_hash(&self, hash: [u8; 32]) -> Result<Option<(TokenRecord, Party)>, StoreError> {
         self.engine
             .read(move |conn| {
                 let sql = "SELECT t.id, t.party_id, t.label, t.hash, t.created_at, t.revoked_at, \
@@ -483,20 +430,15 @@ impl Store for SqliteStore {
                 let row = conn
                     .prepare_cached(sql)
                     .and_then(|mut s| {
-                        s.query_row([hash.as_slice()], |r| Ok((raw_token(r)?, raw_party(r, 6)?)))
-                            .optional()
+                        s.query_row([hash.as_slice()], |r| Ok((raw_token(r)?, raw_party(r, 6)?))).optional()
                     })
                     .map_err(backend)?;
-                row.map(|(t, p)| Ok((t.into_record()?, p.into_party()?)))
-                    .transpose()
+                row.map(|(t, p)| Ok((t.into_record()?, p.into_party()?))).transpose()
             })
             .await
     }
 
-    async fn append_registration(
-        &self,
-        r: NewRegistration,
-    ) -> Result<RegistrationVersion, StoreError> {
+    async fn append_registration(&self, r: NewRegistration) -> Result<RegistrationVersion, StoreError> {
         self.engine
             .write(move |conn| {
                 ensure_metering_point(conn, &r.mpxn, r.recorded_at)?;
@@ -559,14 +501,7 @@ impl Store for SqliteStore {
                     .prepare_cached("SELECT created_at FROM metering_points WHERE mpxn = ?1")
                     .and_then(|mut s| s.query_row([m.to_string()], |r| r.get(0)).optional())
                     .map_err(backend)?;
-                created
-                    .map(|c| {
-                        Ok(MeteringPoint {
-                            mpxn: m,
-                            created_at: ts(c)?,
-                        })
-                    })
-                    .transpose()
+                created.map(|c| Ok(MeteringPoint { mpxn: m, created_at: ts(c)? })).transpose()
             })
             .await
     }
@@ -629,15 +564,10 @@ impl Store for SqliteStore {
         self.engine
             .read(move |conn| {
                 let mut s = conn
-                    .prepare_cached(&format!(
-                        "SELECT {REG_COLS} FROM registrations WHERE mpxn = ?1 ORDER BY seq"
-                    ))
+                    .prepare_cached(&format!("SELECT {REG_COLS} FROM registrations WHERE mpxn = ?1 ORDER BY seq"))
                     .map_err(backend)?;
-                let rows = s
-                    .query_map([m.to_string()], raw_registration)
-                    .map_err(backend)?;
-                rows.map(|r| r.map_err(backend).and_then(RawRegistration::into_version))
-                    .collect()
+                let rows = s.query_map([m.to_string()], raw_registration).map_err(backend)?;
+                rows.map(|r| r.map_err(backend).and_then(RawRegistration::into_version)).collect()
             })
             .await
     }
@@ -646,15 +576,10 @@ impl Store for SqliteStore {
         self.engine
             .read(move |conn| {
                 let mut s = conn
-                    .prepare_cached(&format!(
-                        "SELECT {ENROL_COLS} FROM enrolments WHERE mpxn = ?1 ORDER BY seq"
-                    ))
+                    .prepare_cached(&format!("SELECT {ENROL_COLS} FROM enrolments WHERE mpxn = ?1 ORDER BY seq"))
                     .map_err(backend)?;
-                let rows = s
-                    .query_map([m.to_string()], enrolment_row)
-                    .map_err(backend)?;
-                rows.map(|r| r.map_err(backend).and_then(into_enrolment))
-                    .collect()
+                let rows = s.query_map([m.to_string()], enrolment_row).map_err(backend)?;
+                rows.map(|r| r.map_err(backend).and_then(into_enrolment)).collect()
             })
             .await
     }
@@ -683,9 +608,8 @@ impl Store for SqliteStore {
                                     summary.duplicates_skipped += 1;
                                     continue;
                                 }
-                                insert_registration(conn, &m, from, &row.data, at, &by).map_err(
-                                    |e| StoreError::Conflict(format!("metering point {m}: {e}")),
-                                )?;
+                                insert_registration(conn, &m, from, &row.data, at, &by)
+                                    .map_err(|e| StoreError::Conflict(format!("metering point {m}: {e}")))?;
                                 summary.registrations_added += 1;
                             }
                         }
@@ -693,8 +617,7 @@ impl Store for SqliteStore {
                         Some(ImportMsg::Abort(reason)) => return Err(StoreError::Conflict(reason)),
                         None => {
                             return Err(StoreError::Backend(
-                                "the import's input ended without a commit; nothing was imported"
-                                    .into(),
+                                "the import's input ended without a commit; nothing was imported".into(),
                             ));
                         }
                     }
@@ -707,11 +630,9 @@ impl Store for SqliteStore {
         let key = key.to_string();
         self.engine
             .read(move |conn| {
-                conn.query_row("SELECT value FROM hub_state WHERE key = ?1", [key], |r| {
-                    r.get(0)
-                })
-                .optional()
-                .map_err(backend)
+                conn.query_row("SELECT value FROM hub_state WHERE key = ?1", [key], |r| r.get(0))
+                    .optional()
+                    .map_err(backend)
             })
             .await
     }
@@ -735,9 +656,8 @@ impl Store for SqliteStore {
         self.engine
             .read(move |conn| {
                 let count = |table: &str| -> Result<u64, StoreError> {
-                    let n: i64 = conn
-                        .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-                        .map_err(backend)?;
+                    let n: i64 =
+                        conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).map_err(backend)?;
                     Ok(n as u64)
                 };
                 Ok(StoreCounts {
@@ -753,26 +673,13 @@ impl Store for SqliteStore {
 /// Benchmark baseline: seconds to insert `rows` rows of registration-sized data into a bare
 /// table (no index but the key) in one transaction, with the same durability. The ratio of
 /// the registry import's rate to this shows what validation, indexes and history cost.
-pub fn raw_insert_baseline(
-    dir: &Path,
-    rows: u64,
-    durability: Durability,
-) -> Result<std::time::Duration, StoreError> {
+pub fn raw_insert_baseline(dir: &Path, rows: u64, durability: Durability) -> Result<std::time::Duration, StoreError> {
     let path = dir.join("baseline.sqlite3");
     let _ = std::fs::remove_file(&path);
     let conn = Connection::open(&path).map_err(backend)?;
-    conn.pragma_update(None, "journal_mode", "WAL")
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
+    conn.pragma_update(None, "synchronous", if durability == Durability::Full { "FULL" } else { "NORMAL" })
         .map_err(backend)?;
-    conn.pragma_update(
-        None,
-        "synchronous",
-        if durability == Durability::Full {
-            "FULL"
-        } else {
-            "NORMAL"
-        },
-    )
-    .map_err(backend)?;
     conn.execute_batch(
         "CREATE TABLE t (seq INTEGER PRIMARY KEY, mpxn TEXT NOT NULL, effective_from INTEGER NOT NULL, \
          supplier TEXT NOT NULL, network_operator TEXT NOT NULL, meter_type TEXT NOT NULL, recorded_at INTEGER NOT NULL)",

@@ -14,9 +14,7 @@ const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/0001_ini
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let current: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(backend)?;
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(backend)?;
     if current > SCHEMA_VERSION {
         return Err(StoreError::Backend(format!(
             "the data directory holds schema version {current}, newer than this build's {SCHEMA_VERSION}; \
@@ -25,10 +23,8 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
         let tx = conn.transaction().map_err(backend)?;
-        tx.execute_batch(sql)
-            .map_err(|e| StoreError::Backend(format!("migration {version} failed: {e}")))?;
-        tx.pragma_update(None, "user_version", version)
-            .map_err(backend)?;
+        tx.execute_batch(sql).map_err(|e| StoreError::Backend(format!("migration {version} failed: {e}")))?;
+        tx.pragma_update(None, "user_version", version).map_err(backend)?;
         tx.commit().map_err(backend)?;
         tracing::info!(message = "Applied store migration.", version);
     }
