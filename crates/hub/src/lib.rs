@@ -117,16 +117,31 @@ impl Hub {
         Ok(now)
     }
 
-    /// Authorise `caller` for the catalogue service `code` on `target`. The one place where
-    /// the catalogue's decision is applied; refusals are counted and logged.
+    /// Authorise `caller` for the catalogue service `code` on `target`. With
+    /// [`Hub::check_role`], the one place where the catalogue's decision is applied;
+    /// refusals are counted and logged.
     pub fn authorize(&self, caller: &Caller, code: &str, target: Option<&TargetFacts<'_>>) -> Result<Grant, HubError> {
-        let service: &'static Service =
-            catalogue::service(code).unwrap_or_else(|| panic!("service {code} is not in the catalogue"));
-        catalogue::authorize(service, &caller.party.id, caller.party.roles, target).map_err(|refusal| {
-            metrics::counter!("meterhub_refusals_total", "service" => service.code, "missing" => refusal.missing())
-                .increment(1);
-            tracing::info!(message = "Request refused.", party = %caller.party.id, service = service.code, reason = %refusal);
-            HubError::from(refusal)
-        })
+        let service = Self::service(code);
+        catalogue::authorize(service, &caller.party.id, caller.party.roles, target)
+            .map_err(|refusal| Self::refused(caller, service, refusal))
+    }
+
+    /// The role half of [`Hub::authorize`], for checks made before the target's
+    /// relationships are known (so that a party without the role learns nothing more).
+    pub fn check_role(&self, caller: &Caller, code: &str) -> Result<(), HubError> {
+        let service = Self::service(code);
+        catalogue::check_role(service, &caller.party.id, caller.party.roles)
+            .map_err(|refusal| Self::refused(caller, service, refusal))
+    }
+
+    fn service(code: &str) -> &'static Service {
+        catalogue::service(code).unwrap_or_else(|| panic!("service {code} is not in the catalogue"))
+    }
+
+    fn refused(caller: &Caller, service: &'static Service, refusal: catalogue::Refusal) -> HubError {
+        metrics::counter!("meterhub_refusals_total", "service" => service.code, "missing" => refusal.missing())
+            .increment(1);
+        tracing::info!(message = "Request refused.", party = %caller.party.id, service = service.code, reason = %refusal);
+        HubError::from(refusal)
     }
 }

@@ -124,11 +124,6 @@ impl Relationships {
 }
 
 impl Hub {
-    fn check_role(&self, caller: &Caller, code: &str) -> Result<(), HubError> {
-        let service = domain::catalogue::service(code).expect("catalogue service");
-        domain::catalogue::check_role(service, &caller.party.id, caller.party.roles).map_err(HubError::from)
-    }
-
     /// Validate an input against the parties it names and the metering point's fuel.
     async fn validated(
         &self,

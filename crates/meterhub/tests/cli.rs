@@ -300,3 +300,35 @@ fn demo_runs_and_exits_zero() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("Every step behaved as expected"));
 }
+
+// Settings: a flag beats its environment variable, which beats the file; unknown keys refused.
+#[test]
+fn settings_precedence_flag_env_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (from_file, from_env, from_flag) = (dir.path().join("file"), dir.path().join("env"), dir.path().join("flag"));
+    let cfg = dir.path().join("meterhub.toml");
+    std::fs::write(&cfg, format!("data_dir = {:?}\n", from_file.to_str().unwrap())).unwrap();
+    let run = |env: Option<&Path>, flag: Option<&Path>| {
+        let mut cmd = Command::new(BIN);
+        cmd.env_remove("METERHUB_DATA_DIR").arg("--config").arg(&cfg);
+        if let Some(e) = env {
+            cmd.env("METERHUB_DATA_DIR", e);
+        }
+        if let Some(f) = flag {
+            cmd.arg("--data-dir").arg(f);
+        }
+        let o = cmd.args(["party", "list"]).output().unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    run(None, None);
+    assert!(from_file.exists() && !from_env.exists());
+    run(Some(&from_env), None);
+    assert!(from_env.exists() && !from_flag.exists());
+    run(Some(&from_env), Some(&from_flag));
+    assert!(from_flag.exists());
+
+    std::fs::write(&cfg, "data_dri = \"x\"\n").unwrap();
+    let o = Command::new(BIN).arg("--config").arg(&cfg).args(["party", "list"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("data_dri"), "{}", text(&o));
+}

@@ -42,7 +42,8 @@ CREATE TABLE registrations (
     recorded_at         INTEGER NOT NULL,
     recorded_by         TEXT NOT NULL
 ) STRICT;
-CREATE INDEX registrations_by_mpxn ON registrations(mpxn, effective_from, seq);
+-- The rowid (seq) is part of every index entry, so ties on effective_from order by seq.
+CREATE INDEX registrations_by_mpxn ON registrations(mpxn, effective_from);
 
 -- Effective-dated enrolment of the smart metering system in the hub. Append-only.
 CREATE TABLE enrolments (
@@ -53,7 +54,7 @@ CREATE TABLE enrolments (
     recorded_at    INTEGER NOT NULL,
     recorded_by    TEXT NOT NULL
 ) STRICT;
-CREATE INDEX enrolments_by_mpxn ON enrolments(mpxn, effective_from, seq);
+CREATE INDEX enrolments_by_mpxn ON enrolments(mpxn, effective_from);
 
 CREATE TRIGGER registrations_no_update BEFORE UPDATE ON registrations
 BEGIN SELECT RAISE(ABORT, 'registrations are append-only'); END;

@@ -58,7 +58,11 @@ pub(crate) struct Pending {
 type Job = Box<dyn FnOnce(&Connection) -> Pending + Send>;
 
 enum Msg {
+    /// Run in the next batch, inside its own savepoint.
     Run(Job),
+    /// Run alone in its own transaction (bulk work: a savepoint would journal every page
+    /// it touches a second time).
+    Solo(Job),
     /// Commit what came before and stop.
     Stop,
 }
@@ -136,6 +140,23 @@ impl Engine {
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     {
+        self.submit(f, false).await
+    }
+
+    /// Run `f` alone in a transaction of its own: for bulk jobs.
+    pub(crate) async fn write_solo<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.submit(f, true).await
+    }
+
+    async fn submit<R, F>(&self, f: F, solo: bool) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn: &Connection| {
             let result = f(conn);
@@ -146,7 +167,8 @@ impl Engine {
                 }),
             }
         });
-        self.writer.send(Msg::Run(job)).await.map_err(|_| StoreError::Closed)?;
+        let msg = if solo { Msg::Solo(job) } else { Msg::Run(job) };
+        self.writer.send(msg).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Backend("the write was abandoned (internal error)".into()))?
     }
 
@@ -183,32 +205,47 @@ impl Engine {
 
 fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Msg>) {
     let mut batch: Vec<Job> = Vec::with_capacity(WRITE_BATCH_MAX);
-    let mut stop = false;
-    while !stop {
-        match rx.blocking_recv() {
-            Some(Msg::Run(job)) => batch.push(job),
-            Some(Msg::Stop) | None => break,
-        }
-        while batch.len() < WRITE_BATCH_MAX {
-            match rx.try_recv() {
-                Ok(Msg::Run(job)) => batch.push(job),
-                Ok(Msg::Stop) => {
-                    stop = true;
-                    break;
+    // A message that ended a batch and still has to run.
+    let mut held: Option<Msg> = None;
+    loop {
+        let msg = match held.take() {
+            Some(m) => m,
+            None => match rx.blocking_recv() {
+                Some(m) => m,
+                None => break,
+            },
+        };
+        match msg {
+            Msg::Stop => break,
+            Msg::Solo(job) => run_solo(&conn, job),
+            Msg::Run(job) => {
+                batch.push(job);
+                while batch.len() < WRITE_BATCH_MAX {
+                    match rx.try_recv() {
+                        Ok(Msg::Run(job)) => batch.push(job),
+                        Ok(other) => {
+                            held = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
                 }
-                Err(_) => break,
+                run_batch(&conn, &mut batch);
             }
         }
-        run_batch(&conn, &mut batch);
     }
     rx.close();
     // Anything that slipped in after the stop still runs: an accepted write is never dropped.
     while let Ok(msg) = rx.try_recv() {
-        if let Msg::Run(job) = msg {
-            batch.push(job);
-            if batch.len() == WRITE_BATCH_MAX {
-                run_batch(&conn, &mut batch);
+        match msg {
+            Msg::Run(job) => {
+                batch.push(job);
+                if batch.len() == WRITE_BATCH_MAX {
+                    run_batch(&conn, &mut batch);
+                }
             }
+            Msg::Solo(job) => run_solo(&conn, job),
+            Msg::Stop => {}
         }
     }
     if !batch.is_empty() {
@@ -219,6 +256,31 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Msg>) {
         tracing::warn!(message = "Final checkpoint failed; the WAL will be replayed on next open.", error = %e);
     }
     tracing::debug!(message = "Store writer stopped.");
+}
+
+fn run_solo(conn: &Connection, job: Job) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        tracing::error!(message = "Store transaction could not begin.", error = %e);
+        return;
+    }
+    match catch_unwind(AssertUnwindSafe(|| job(conn))) {
+        Ok(pending) if pending.ok => {
+            let commit = conn.execute_batch("COMMIT").map_err(backend);
+            if let Err(e) = &commit {
+                tracing::error!(message = "Store commit failed; the transaction was rolled back.", error = %e);
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            (pending.reply)(commit);
+        }
+        Ok(pending) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            (pending.reply)(Ok(()));
+        }
+        Err(_) => {
+            tracing::error!(message = "A store job panicked; its changes were rolled back.");
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+    }
 }
 
 fn run_batch(conn: &Connection, batch: &mut Vec<Job>) {

@@ -591,7 +591,7 @@ impl Store for SqliteStore {
         recorded_by: PartyId,
     ) -> Result<ImportSummary, StoreError> {
         self.engine
-            .write(move |conn| {
+            .write_solo(move |conn| {
                 let mut summary = ImportSummary::default();
                 let (at, by) = (micros(recorded_at), recorded_by.to_string());
                 loop {
@@ -601,8 +601,7 @@ impl Store for SqliteStore {
                                 summary.rows += 1;
                                 let m = row.mpxn.to_string();
                                 let from = micros(row.effective_from);
-                                let created = ensure_metering_point(conn, &row.mpxn, recorded_at)?;
-                                if created {
+                                if ensure_metering_point(conn, &row.mpxn, recorded_at)? {
                                     summary.metering_points_created += 1;
                                 } else if is_recorded(conn, &m, from, &row.data)? {
                                     summary.duplicates_skipped += 1;
