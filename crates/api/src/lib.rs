@@ -32,6 +32,8 @@ use problem::Problem;
 pub const BODY_BYTES_MAX: usize = 1 << 20;
 /// Requests handled at once; beyond it the API answers 503 at once rather than queueing.
 pub const IN_FLIGHT_DEFAULT: usize = 4096;
+/// Longest a request may take, body upload included; a slow client cannot hold a slot longer.
+pub const REQUEST_SECONDS_MAX: u64 = 30;
 
 /// Shared state of every handler.
 #[derive(Clone)]
@@ -195,7 +197,16 @@ async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response
         req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
     let method = req.method().to_string();
     let started = Instant::now();
-    let resp = next.run(req).await;
+    let resp = match tokio::time::timeout(std::time::Duration::from_secs(REQUEST_SECONDS_MAX), next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "Request took too long",
+            format!("the request (its upload included) did not complete within {REQUEST_SECONDS_MAX} s; a write it carried may still have been applied, so check before repeating it"),
+        )
+        .into_response(),
+    };
     let status = resp.status().as_u16().to_string();
     metrics::counter!("meterhub_http_requests_total", "method" => method, "route" => route.clone(), "status" => status)
         .increment(1);

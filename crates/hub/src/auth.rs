@@ -52,14 +52,17 @@ impl Hub {
         let (id, token) = self.new_token()?;
         self.inner
             .store
-            .insert_token(TokenRecord {
-                id: id.clone(),
-                party: party.clone(),
-                label: label.to_string(),
-                hash: sha256(token.as_bytes()),
-                created_at: self.now(),
-                revoked_at: None,
-            })
+            .insert_token(
+                TokenRecord {
+                    id: id.clone(),
+                    party: party.clone(),
+                    label: label.to_string(),
+                    hash: sha256(token.as_bytes()),
+                    created_at: self.now(),
+                    revoked_at: None,
+                },
+                crate::parties::TOKENS_PER_PARTY_MAX,
+            )
             .await?;
         tracing::info!(message = "API token issued.", party = %party, token_id = %id);
         Ok(IssuedToken { id, party: party.clone(), label: label.to_string(), token })

@@ -35,6 +35,11 @@ impl ManualClock {
         ManualClock { micros: AtomicI64::new(start.as_microsecond()) }
     }
 
+    /// Set the time outright: only when resuming a saved simulation, before anything reads it.
+    pub fn resume_at(&self, at: Timestamp) {
+        self.micros.store(at.as_microsecond(), Ordering::SeqCst);
+    }
+
     /// Move to `to` if it is not before now; returns the time now.
     pub fn advance_to(&self, to: Timestamp) -> Timestamp {
         let to = to.as_microsecond();

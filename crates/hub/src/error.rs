@@ -44,7 +44,8 @@ impl From<StoreError> for HubError {
             StoreError::NotFound(m) => HubError::NotFound(m),
             StoreError::Backend(m) => {
                 tracing::error!(message = "Store failure.", error = %m);
-                HubError::Unavailable(format!("storage failure: {m}"))
+                // The detail stays in the hub's log; callers learn only that nothing was applied.
+                HubError::Unavailable("storage failure; nothing was applied (the hub's log has the detail)".into())
             }
             StoreError::Closed => HubError::Unavailable("the hub is shutting down".into()),
         }

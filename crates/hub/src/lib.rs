@@ -44,22 +44,49 @@ struct Inner {
     clock: Arc<dyn Clock>,
     config: HubConfig,
     rng: SystemRandom,
+    /// Serialises clock advances so that the saved time and the clock move together.
+    clock_lock: tokio::sync::Mutex<()>,
+}
+
+/// The simulated time a data directory saved, if it runs on a simulated clock.
+pub async fn saved_simulated_time(store: &dyn Store) -> Result<Option<Timestamp>, HubError> {
+    let Some(saved) = store.state(CLOCK_STATE_KEY).await? else { return Ok(None) };
+    saved
+        .parse()
+        .map(Some)
+        .map_err(|e| HubError::Unavailable(format!("stored simulated time {saved:?} is unreadable: {e}")))
 }
 
 impl Hub {
-    /// A hub over `store`. A manual clock resumes from the time persisted by an earlier run
-    /// if that is later than its start, so simulated time never runs backwards.
+    /// A hub over `store`. A data directory that ran a simulated clock keeps it: a manual
+    /// clock resumes from the saved time (whatever it was started at), and the system clock
+    /// is refused, so that time never runs backwards. A new simulation saves its start.
     pub async fn open(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: HubConfig) -> Result<Hub, HubError> {
-        if let Some(manual) = clock.as_manual() {
-            if let Some(saved) = store.state(CLOCK_STATE_KEY).await? {
-                let saved: Timestamp = saved.parse().map_err(|e| {
-                    HubError::Unavailable(format!("stored simulated time {saved:?} is unreadable: {e}"))
-                })?;
-                manual.advance_to(saved);
+        let saved = saved_simulated_time(store.as_ref()).await?;
+        match (clock.as_manual(), saved) {
+            (Some(manual), Some(saved)) => {
+                if manual.now() != saved {
+                    tracing::info!(message = "Resuming the saved simulated time.", now = %saved);
+                }
+                manual.resume_at(saved);
             }
-            store.set_state(CLOCK_STATE_KEY, manual.now().to_string()).await?;
+            (Some(manual), None) => store.set_state(CLOCK_STATE_KEY, manual.now().to_string()).await?,
+            (None, Some(saved)) => {
+                return Err(HubError::Conflict(format!(
+                    "this data directory runs on a simulated clock (now {saved}); start it with the simulated clock"
+                )));
+            }
+            (None, None) => {}
         }
-        Ok(Hub { inner: Arc::new(Inner { store, clock, config, rng: SystemRandom::new() }) })
+        Ok(Hub {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                config,
+                rng: SystemRandom::new(),
+                clock_lock: tokio::sync::Mutex::new(()),
+            }),
+        })
     }
 
     pub fn now(&self) -> Timestamp {
@@ -104,6 +131,7 @@ impl Hub {
                 "the hub runs on the system clock; start it with the simulated clock to move time".into(),
             ));
         };
+        let _serial = self.inner.clock_lock.lock().await;
         let now = manual.now();
         if to < now {
             return Err(HubError::invalid("to", format!("time only moves forward; it is {now} now")));

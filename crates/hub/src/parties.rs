@@ -121,9 +121,6 @@ impl Hub {
     /// Issue a token for `party`: a party for itself, the hub operator for anyone.
     pub async fn issue_token(&self, caller: &Caller, party: &PartyId, label: &str) -> Result<IssuedToken, HubError> {
         self.authorize_tokens(caller, party)?;
-        if self.store().tokens(party).await?.len() >= TOKENS_PER_PARTY_MAX {
-            return Err(HubError::Conflict(format!("party {party} already has {TOKENS_PER_PARTY_MAX} tokens")));
-        }
         self.issue_token_unchecked(party, label).await
     }
 

@@ -198,12 +198,14 @@ impl Hub {
         self.check_role(caller, "registry.read")?;
         let mpxn = self.parse_mpxn("mpxn", mpxn)?;
         let at = at.unwrap_or_else(|| self.now());
+        let registration = self.store().registration_at(mpxn, at, known_at).await?;
+        let rel = Relationships::from_registration(&mpxn, at, registration.as_ref());
+        // Relationship before existence: a party with no relationship learns nothing, not
+        // even whether the metering point exists.
+        self.authorize(caller, "registry.read", Some(&rel.facts()))?;
         if self.store().metering_point(mpxn).await?.is_none() {
             return Err(HubError::NotFound(format!("no metering point {mpxn}")));
         }
-        let registration = self.store().registration_at(mpxn, at, known_at).await?;
-        let rel = Relationships::from_registration(&mpxn, at, registration.as_ref());
-        self.authorize(caller, "registry.read", Some(&rel.facts()))?;
         let enrolment = self.store().enrolment_at(mpxn, at, known_at).await?;
         let large = registration.as_ref().and_then(|r| is_large_gas_supply_point(&mpxn, &r.data));
         Ok(RegistryView {

@@ -145,7 +145,7 @@ async fn bench_import(g: &GlobalArgs, rows: u64, seed: u64, keep: Option<PathBuf
     let csv_mib = std::fs::metadata(&csv)?.len() as f64 / (1 << 20) as f64;
     println!("generated {rows} rows ({csv_mib:.1} MiB CSV, seed {seed}) in {gen_secs:.2}s");
 
-    let (hub, store) = crate::local::open_hub(&settings).await?;
+    let (hub, store) = crate::local::open_hub(&settings, crate::local::ClockFrom::Settings).await?;
     create_parties(&hub, &sample_parties()).await?;
     let (_, rss_before) = memory_kib();
     let summary = crate::import::import_file(&hub, &csv, true).await?;

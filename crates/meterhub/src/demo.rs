@@ -94,7 +94,7 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
     settings.clock_start = Some(START.parse()?);
 
     step(1, "A fresh hub");
-    let (hub, store, first) = crate::local::open_hub_quiet(&settings).await?;
+    let (hub, store, first) = crate::local::open_hub_quiet(&settings, crate::local::ClockFrom::Settings).await?;
     let operator = first.context("a fresh data directory creates the hub operator")?.token;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

@@ -18,10 +18,20 @@ pub struct Local {
     store: Arc<SqliteStore>,
 }
 
-/// Open the store and the hub from settings; on first start, create the hub operator and
-/// print its token once.
-pub async fn open_hub(settings: &Settings) -> anyhow::Result<(Hub, Arc<SqliteStore>)> {
-    let (hub, store, first) = open_hub_quiet(settings).await?;
+/// Which clock a command runs on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum ClockFrom {
+    /// The settings (`serve`, `demo`, `bench`).
+    Settings,
+    /// Whatever the data directory runs on: its saved simulated time, else the system clock.
+    /// Local commands use this, so they never start or move a simulation.
+    DataDir,
+}
+
+/// Open the store and the hub; on first start, create the hub operator and print its token
+/// once.
+pub async fn open_hub(settings: &Settings, clock: ClockFrom) -> anyhow::Result<(Hub, Arc<SqliteStore>)> {
+    let (hub, store, first) = open_hub_quiet(settings, clock).await?;
     if let Some(t) = first {
         eprintln!("First start: created party `{}` (role HUB).", t.party);
         eprintln!("Its API token, shown only now (keep it; `meterhub party token {}` issues another):", t.party);
@@ -31,14 +41,19 @@ pub async fn open_hub(settings: &Settings) -> anyhow::Result<(Hub, Arc<SqliteSto
 }
 
 /// As [`open_hub`], handing the first-start operator token to the caller.
-pub async fn open_hub_quiet(settings: &Settings) -> anyhow::Result<(Hub, Arc<SqliteStore>, Option<hub::IssuedToken>)> {
+pub async fn open_hub_quiet(
+    settings: &Settings,
+    clock_from: ClockFrom,
+) -> anyhow::Result<(Hub, Arc<SqliteStore>, Option<hub::IssuedToken>)> {
     let store = Arc::new(
         SqliteStore::open(&settings.data_dir, SqliteOptions { durability: settings.durability, ..Default::default() })
             .with_context(|| format!("cannot open the data directory {}", settings.data_dir.display()))?,
     );
-    let clock: Arc<dyn hub::Clock> = match settings.clock {
-        ClockKind::System => Arc::new(SystemClock),
-        ClockKind::Simulated => {
+    let saved = hub::saved_simulated_time(store.as_ref()).await?;
+    let clock: Arc<dyn hub::Clock> = match (clock_from, settings.clock, saved) {
+        (ClockFrom::DataDir, _, Some(saved)) => Arc::new(ManualClock::new(saved)),
+        (ClockFrom::DataDir, _, None) | (ClockFrom::Settings, ClockKind::System, _) => Arc::new(SystemClock),
+        (ClockFrom::Settings, ClockKind::Simulated, _) => {
             let start = settings
                 .clock_start
                 .unwrap_or_else(|| jiff::Timestamp::now().round(jiff::Unit::Second).expect("rounding to seconds"));
@@ -52,10 +67,8 @@ pub async fn open_hub_quiet(settings: &Settings) -> anyhow::Result<(Hub, Arc<Sql
 
 impl Local {
     pub async fn open(g: &GlobalArgs) -> anyhow::Result<Local> {
-        // Local commands read the clock kind from the settings file too, so that a simulated
-        // hub's registrations are stamped with simulated time.
         let settings = Settings::resolve(g, &ServeArgs::default())?;
-        let (hub, store) = open_hub(&settings).await?;
+        let (hub, store) = open_hub(&settings, ClockFrom::DataDir).await?;
         Ok(Local { hub, store })
     }
 

@@ -6,7 +6,7 @@ use crate::config::{GlobalArgs, ServeArgs, Settings};
 
 pub async fn run(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::resolve(g, &args)?;
-    let (hub, store) = crate::local::open_hub(&settings).await?;
+    let (hub, store) = crate::local::open_hub(&settings, crate::local::ClockFrom::Settings).await?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;

@@ -115,7 +115,8 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_party(&self, party: Party) -> Result<(), StoreError>;
     async fn party(&self, id: &PartyId) -> Result<Option<Party>, StoreError>;
     async fn parties(&self) -> Result<Vec<Party>, StoreError>;
-    async fn insert_token(&self, token: TokenRecord) -> Result<(), StoreError>;
+    /// Store a token unless its party already holds `per_party_max` (revoked ones count).
+    async fn insert_token(&self, token: TokenRecord, per_party_max: usize) -> Result<(), StoreError>;
     /// Revoke a token of `party`; `Ok(false)` if it was already revoked.
     async fn revoke_token(&self, party: &PartyId, token_id: &str, at: Timestamp) -> Result<bool, StoreError>;
     async fn tokens(&self, party: &PartyId) -> Result<Vec<TokenRecord>, StoreError>;

@@ -160,8 +160,14 @@ async fn tokens_are_found_by_hash_and_revocation_sticks_across_reopen() {
             created_at: t("2026-01-01T00:00:00Z"),
             revoked_at: None,
         };
-        s.insert_token(tok.clone()).await.unwrap();
-        assert!(matches!(s.insert_token(tok).await, Err(StoreError::Conflict(_))));
+        s.insert_token(tok.clone(), 2).await.unwrap();
+        assert!(matches!(s.insert_token(tok.clone(), 2).await, Err(StoreError::Conflict(_))));
+        // The per-party bound is checked inside the write.
+        let other = TokenRecord { id: "tok2".into(), hash: [9; 32], ..tok.clone() };
+        let third = TokenRecord { id: "tok3".into(), hash: [10; 32], ..tok };
+        s.insert_token(other, 2).await.unwrap();
+        let refused = s.insert_token(third, 2).await;
+        assert!(matches!(&refused, Err(StoreError::Conflict(m)) if m.contains("already has 2 tokens")), "{refused:?}");
         let (found, p) = s.token_by_hash([7; 32]).await.unwrap().unwrap();
         assert_eq!((found.id.as_str(), p.id.as_str()), ("tok1", "acme"));
         assert!(s.revoke_token(&pid("acme"), "tok1", t("2026-02-01T00:00:00Z")).await.unwrap());

@@ -23,7 +23,7 @@ const WRITER_CACHE_KIB: i64 = 16 * 1024;
 /// Size the WAL file is truncated to after a checkpoint, bytes.
 const WAL_BYTES_KEPT_MAX: i64 = 64 << 20;
 /// Time a connection waits on a lock held by another process before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How hard each commit is pushed to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -55,7 +55,9 @@ pub(crate) struct Pending {
     reply: Box<dyn FnOnce(Result<(), StoreError>) + Send>,
 }
 
-type Job = Box<dyn FnOnce(&Connection) -> Pending + Send>;
+/// A write: given the connection it runs and returns its pending reply; given an error
+/// (the transaction could not start) it tells its caller at once and runs nothing.
+type Job = Box<dyn FnOnce(Result<&Connection, StoreError>) -> Option<Pending> + Send>;
 
 enum Msg {
     /// Run in the next batch, inside its own savepoint.
@@ -158,14 +160,21 @@ impl Engine {
         F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn: &Connection| {
+        let job: Job = Box::new(move |conn: Result<&Connection, StoreError>| {
+            let conn = match conn {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return None;
+                }
+            };
             let result = f(conn);
-            Pending {
+            Some(Pending {
                 ok: result.is_ok(),
                 reply: Box::new(move |commit: Result<(), StoreError>| {
                     let _ = tx.send(commit.and(result));
                 }),
-            }
+            })
         });
         let msg = if solo { Msg::Solo(job) } else { Msg::Run(job) };
         self.writer.send(msg).await.map_err(|_| StoreError::Closed)?;
@@ -258,24 +267,36 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Msg>) {
     tracing::debug!(message = "Store writer stopped.");
 }
 
+/// A batch could not start or was aborted by the database: name it for the callers.
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    let text = e.to_string();
+    if text.contains("database is locked") || text.contains("busy") {
+        StoreError::Backend("the database is busy: another process holds the write lock (a bulk import?)".into())
+    } else {
+        StoreError::Backend(format!("the write transaction failed: {text}"))
+    }
+}
+
 fn run_solo(conn: &Connection, job: Job) {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         tracing::error!(message = "Store transaction could not begin.", error = %e);
+        job(Err(unavailable(e)));
         return;
     }
-    match catch_unwind(AssertUnwindSafe(|| job(conn))) {
-        Ok(pending) if pending.ok => {
-            let commit = conn.execute_batch("COMMIT").map_err(backend);
+    match catch_unwind(AssertUnwindSafe(|| job(Ok(conn)))) {
+        Ok(Some(pending)) if pending.ok => {
+            let commit = conn.execute_batch("COMMIT").map_err(unavailable);
             if let Err(e) = &commit {
                 tracing::error!(message = "Store commit failed; the transaction was rolled back.", error = %e);
                 let _ = conn.execute_batch("ROLLBACK");
             }
             (pending.reply)(commit);
         }
-        Ok(pending) => {
+        Ok(Some(pending)) => {
             let _ = conn.execute_batch("ROLLBACK");
             (pending.reply)(Ok(()));
         }
+        Ok(None) => {}
         Err(_) => {
             tracing::error!(message = "A store job panicked; its changes were rolled back.");
             let _ = conn.execute_batch("ROLLBACK");
@@ -285,37 +306,117 @@ fn run_solo(conn: &Connection, job: Job) {
 
 fn run_batch(conn: &Connection, batch: &mut Vec<Job>) {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        // Run nothing: dropping a job drops its reply channel, and its caller gets an error.
         tracing::error!(message = "Store batch could not begin.", error = %e, jobs = batch.len());
-        batch.clear();
+        let err = unavailable(e);
+        for job in batch.drain(..) {
+            job(Err(err.clone()));
+        }
         return;
     }
     let mut replies = Vec::with_capacity(batch.len());
+    // Set when the batch can no longer commit as a whole: every job in it is then refused.
+    let mut aborted: Option<StoreError> = None;
     for job in batch.drain(..) {
-        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
-            tracing::error!(message = "Savepoint failed.", error = %e);
+        if let Some(e) = &aborted {
+            job(Err(e.clone()));
             continue;
         }
-        match catch_unwind(AssertUnwindSafe(|| job(conn))) {
-            Ok(pending) => {
-                if !pending.ok {
-                    let _ = conn.execute_batch("ROLLBACK TO job");
+        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+            aborted = Some(unavailable(e));
+            job(Err(aborted.clone().expect("just set")));
+            continue;
+        }
+        match catch_unwind(AssertUnwindSafe(|| job(Ok(conn)))) {
+            Ok(Some(pending)) => {
+                if !pending.ok
+                    && let Err(e) = conn.execute_batch("ROLLBACK TO job")
+                {
+                    aborted = Some(unavailable(e));
                 }
-                let _ = conn.execute_batch("RELEASE job");
+                if let Err(e) = conn.execute_batch("RELEASE job") {
+                    aborted.get_or_insert(unavailable(e));
+                }
                 replies.push(pending.reply);
             }
+            Ok(None) => {}
             Err(_) => {
                 tracing::error!(message = "A store job panicked; its changes were rolled back.");
-                let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+                if conn.execute_batch("ROLLBACK TO job; RELEASE job").is_err() {
+                    aborted.get_or_insert(StoreError::Backend("a write panicked and could not be undone".into()));
+                }
             }
         }
+        // Some errors (I/O, full disk) make SQLite roll the whole transaction back; from then
+        // on nothing in this batch may be reported as done, nor run outside it.
+        if conn.is_autocommit() {
+            aborted.get_or_insert(StoreError::Backend("the database aborted the write transaction".into()));
+        }
     }
-    let commit = conn.execute_batch("COMMIT").map_err(backend);
+    let commit = match aborted {
+        Some(e) => Err(e),
+        None => conn.execute_batch("COMMIT").map_err(unavailable),
+    };
     if let Err(e) = &commit {
-        tracing::error!(message = "Store commit failed; the batch was rolled back.", error = %e);
-        let _ = conn.execute_batch("ROLLBACK");
+        tracing::error!(message = "Store batch failed; it was rolled back and every write in it refused.", error = %e);
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
     }
     for reply in replies {
         reply(commit.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// When SQLite aborts a batch's transaction (as it does on I/O errors or a full disk),
+    /// no write of that batch is reported done and none is committed behind its back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_aborted_batch_refuses_every_write_in_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Arc::new(Engine::open(dir.path(), &SqliteOptions::default()).unwrap());
+        engine.write(|c| c.execute_batch("CREATE TABLE t (v INTEGER)").map_err(backend)).await.unwrap();
+
+        // Hold the writer until both jobs below are queued, so they share one batch.
+        let (open_gate, gate) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = oneshot::channel::<()>();
+        let e = engine.clone();
+        let gate_job = tokio::spawn(async move {
+            e.write(move |_| {
+                started_tx.send(()).unwrap();
+                gate.recv().unwrap();
+                Ok(())
+            })
+            .await
+        });
+        started.await.unwrap();
+        let e = engine.clone();
+        let aborting = tokio::spawn(async move {
+            e.write(|c| {
+                c.execute_batch("INSERT INTO t VALUES (1)").map_err(backend)?;
+                // What SQLite does to the transaction on a fatal error.
+                c.execute_batch("ROLLBACK").map_err(backend)
+            })
+            .await
+        });
+        let e = engine.clone();
+        let later =
+            tokio::spawn(
+                async move { e.write(|c| c.execute_batch("INSERT INTO t VALUES (2)").map_err(backend)).await },
+            );
+        while engine.writer.capacity() > WRITE_QUEUE_MAX - 2 {
+            tokio::task::yield_now().await;
+        }
+        open_gate.send(()).unwrap();
+        gate_job.await.unwrap().unwrap();
+        assert!(aborting.await.unwrap().is_err());
+        assert!(later.await.unwrap().is_err(), "a write after the abort must not be reported done");
+        let n: i64 =
+            engine.read(|c| c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).map_err(backend)).await.unwrap();
+        assert_eq!(n, 0, "nothing of the aborted batch may be committed");
+        // The writer carries on.
+        engine.write(|c| c.execute_batch("INSERT INTO t VALUES (3)").map_err(backend)).await.unwrap();
     }
 }

@@ -74,9 +74,12 @@ fn classify(e: rusqlite::Error) -> StoreError {
         let what = match f.extended_code {
             rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY => "it refers to something that does not exist".to_string(),
             rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY | rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE => {
-                format!("it already exists ({})", msg.as_deref().unwrap_or("unique constraint"))
+                // Keep the column for callers that word their own message; no SQL reaches users.
+                let column = msg.as_deref().and_then(|m| m.rsplit(' ').next()).unwrap_or("");
+                format!("it already exists [{column}]")
             }
-            _ => msg.clone().unwrap_or_else(|| "a data rule was broken".into()),
+            rusqlite::ffi::SQLITE_CONSTRAINT_TRIGGER => msg.clone().unwrap_or_else(|| "a data rule was broken".into()),
+            _ => "a data rule was broken".into(),
         };
         return StoreError::Conflict(what);
     }
@@ -320,7 +323,7 @@ impl Store for SqliteStore {
                         ])
                     })
                     .map_err(|e| match classify(e) {
-                        StoreError::Conflict(m) if m.contains("parties.originator") => StoreError::Conflict(format!(
+                        StoreError::Conflict(m) if m.contains("[parties.originator]") => StoreError::Conflict(format!(
                             "originator {} is already used by another party",
                             party.originator
                         )),
@@ -358,9 +361,20 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn insert_token(&self, token: TokenRecord) -> Result<(), StoreError> {
+    async fn insert_token(&self, token: TokenRecord, per_party_max: usize) -> Result<(), StoreError> {
         self.engine
             .write(move |conn| {
+                let held: i64 = conn
+                    .query_row("SELECT count(*) FROM api_tokens WHERE party_id = ?1", [token.party.as_str()], |r| {
+                        r.get(0)
+                    })
+                    .map_err(backend)?;
+                if held as usize >= per_party_max {
+                    return Err(StoreError::Conflict(format!(
+                        "party {} already has {per_party_max} tokens (revoked ones count)",
+                        token.party
+                    )));
+                }
                 conn.prepare_cached(&format!("INSERT INTO api_tokens ({TOKEN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"))
                     .and_then(|mut s| {
                         s.execute(params![
@@ -372,7 +386,12 @@ impl Store for SqliteStore {
                             token.revoked_at.map(micros),
                         ])
                     })
-                    .map_err(classify)?;
+                    .map_err(|e| match classify(e) {
+                        StoreError::Conflict(_) => {
+                            StoreError::Conflict("token id collision; issue the token again".into())
+                        }
+                        other => other,
+                    })?;
                 Ok(())
             })
             .await
