@@ -2,6 +2,7 @@
 //! swappable: ECDSA P-256/SHA-256 keys and signatures, SHA-256, PEM encoding of keys.
 //! Randomness comes in from the caller.
 
+use aws_lc_rs::agreement;
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SecureRandom;
 use aws_lc_rs::signature::{
@@ -77,6 +78,15 @@ impl SigningKey {
         Ok(SigningKey { pair, pkcs8: der.to_vec() })
     }
 
+    /// The key whose private scalar is `scalar` (big-endian, 1 ≤ scalar < n).
+    pub fn from_scalar(scalar: &[u8; 32]) -> Result<SigningKey, CryptoError> {
+        let point = p256_public_point(scalar)?;
+        let pair = EcdsaKeyPair::from_private_key_and_public_key(&ECDSA_P256_SHA256_ASN1_SIGNING, scalar, &point)
+            .map_err(|_| CryptoError::PrivateKey)?;
+        let pkcs8 = pair.to_pkcs8v1().map_err(|_| CryptoError::PrivateKey)?.as_ref().to_vec();
+        Ok(SigningKey { pair, pkcs8 })
+    }
+
     pub fn from_pem(text: &str) -> Result<SigningKey, CryptoError> {
         let block = pem::parse(text).map_err(|e| CryptoError::Pem(e.to_string()))?;
         if block.tag() != "PRIVATE KEY" {
@@ -100,6 +110,29 @@ impl SigningKey {
         let sig = self.pair.sign(rng, message).map_err(|_| CryptoError::Generation)?;
         Ok(sig.as_ref().to_vec())
     }
+}
+
+/// The uncompressed public point (65 bytes) of a P-256 private scalar.
+pub fn p256_public_point(scalar: &[u8; 32]) -> Result<Vec<u8>, CryptoError> {
+    let key =
+        agreement::PrivateKey::from_private_key(&agreement::ECDH_P256, scalar).map_err(|_| CryptoError::PrivateKey)?;
+    let public = key.compute_public_key().map_err(|_| CryptoError::PrivateKey)?;
+    Ok(public.as_ref().to_vec())
+}
+
+/// A valid P-256 private scalar derived deterministically from `material` (SHA-256 of the
+/// material and a counter, retried in the rare case the hash is not a valid scalar). Used for
+/// simulated devices, whose keys must be reproducible from the simulation seed.
+pub fn derive_p256_scalar(material: &[u8]) -> [u8; 32] {
+    for counter in 0u32.. {
+        let mut input = material.to_vec();
+        input.extend_from_slice(&counter.to_be_bytes());
+        let candidate = sha256(&input);
+        if p256_public_point(&candidate).is_ok() {
+            return candidate;
+        }
+    }
+    unreachable!("a valid scalar is found within a few tries")
 }
 
 /// Verify an ECDSA P-256/SHA-256 ASN.1 signature over `message` with a SubjectPublicKeyInfo.
@@ -134,6 +167,20 @@ mod tests {
         assert!(matches!(p256_public_key_from_pem("hello"), Err(CryptoError::Pem(_))));
         let junk = pem::encode(&pem::Pem::new("PUBLIC KEY", vec![1, 2, 3]));
         assert_eq!(p256_public_key_from_pem(&junk), Err(CryptoError::PublicKey));
+    }
+
+    #[test]
+    fn derived_keys_are_reproducible_and_distinct() {
+        let a = derive_p256_scalar(b"seed-1/00DB1234567890A0/sign");
+        assert_eq!(a, derive_p256_scalar(b"seed-1/00DB1234567890A0/sign"));
+        assert_ne!(a, derive_p256_scalar(b"seed-2/00DB1234567890A0/sign"));
+        let key = SigningKey::from_scalar(&a).unwrap();
+        let again = SigningKey::from_scalar(&a).unwrap();
+        assert_eq!(key.public_key_spki(), again.public_key_spki());
+        let sig = key.sign(&SystemRandom::new(), b"m").unwrap();
+        assert!(verify_p256(&again.public_key_spki(), b"m", &sig));
+        assert!(SigningKey::from_scalar(&[0u8; 32]).is_err());
+        assert!(SigningKey::from_scalar(&[0xFF; 32]).is_err());
     }
 
     #[test]
