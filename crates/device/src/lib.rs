@@ -4,7 +4,12 @@
 //! commands itself against the keys it trusts.
 
 pub mod consumption;
+pub mod keys;
 pub mod profile;
+pub mod system;
+pub mod wire;
 
 pub use consumption::{Consumption, Registers};
 pub use profile::LoadShape;
+pub use system::{Access, Device, DeviceKind, Installation, Outcome, RefusalCode, Requester, System, TrustAnchor};
+pub use wire::{Command, RequestId};

@@ -53,7 +53,8 @@ pub enum DayType {
 }
 
 /// What a meter's consumption follows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum LoadShape {
     /// Profile class 1: domestic unrestricted.
     Domestic,

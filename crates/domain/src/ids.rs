@@ -303,7 +303,8 @@ impl FromStr for Mprn {
 }
 
 /// The fuel of a metering point, implied by its identifier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Fuel {
     Electricity,
     Gas,
@@ -453,5 +454,18 @@ impl FromStr for Eui64 {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Eui64::parse(s)
+    }
+}
+
+impl serde::Serialize for Eui64 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Eui64 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Eui64::parse(&s).map_err(serde::de::Error::custom)
     }
 }

@@ -1,0 +1,506 @@
+//! A smart metering system: the devices at one premises (comms hub, electricity and/or gas
+//! meter, in-home display, prepayment interface, additional equipment) and what they do with
+//! a command. Pure: state in, command and instant in, state and outcome out.
+
+use domain::catalogue::{self, Critical};
+use domain::crypto::verify_p256;
+use domain::{Eui64, Fuel, Mpxn};
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::consumption::Consumption;
+use crate::profile::LoadShape;
+use crate::wire::Command;
+
+/// Devices a comms hub's HAN device log can hold.
+pub const HAN_LOG_MAX: usize = 16;
+/// Longest message an IHD shows.
+pub const DISPLAY_CHARS_MAX: usize = 160;
+/// Half-hourly profile kept by a meter.
+pub const PROFILE_DAYS_MAX: i64 = 92;
+/// Daily log kept by a meter.
+pub const DAILY_LOG_DAYS_MAX: i64 = 396;
+/// Alert codes a meter can be told to stop sending.
+pub const DISABLED_ALERTS_MAX: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeviceKind {
+    CommsHub,
+    ElectricityMeter,
+    GasMeter,
+    InHomeDisplay,
+    Ppmid,
+    /// Additional equipment, e.g. a generation meter.
+    Additional,
+}
+
+/// The party key a device accepts critical commands from (its trust anchor).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustAnchor {
+    pub originator: Eui64,
+    /// ECDSA P-256 SubjectPublicKeyInfo DER.
+    pub spki: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    pub eui: Eui64,
+    pub kind: DeviceKind,
+    pub firmware: String,
+    pub commissioned: bool,
+    /// The supplier it accepts critical commands from.
+    pub supplier: Option<TrustAnchor>,
+    /// Highest counter accepted from the supplier (replay protection).
+    pub last_counter: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Supply {
+    Enabled,
+    Disabled,
+    Armed,
+}
+
+/// What a meter adds to its device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meter {
+    pub eui: Eui64,
+    pub fuel: Fuel,
+    /// Set by SRV 6.20.1.
+    pub mpxn: Option<String>,
+    pub shape: LoadShape,
+    pub annual_quantity_kwh: Option<u64>,
+    pub supply: Supply,
+    /// Nothing before this instant is given to the supplier (the start of its period on
+    /// this meter, R-COS-4).
+    pub supplier_data_from: Timestamp,
+    pub disabled_alerts: Vec<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Displayed {
+    pub text: String,
+    pub since: Timestamp,
+}
+
+/// The devices at one premises.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct System {
+    pub seed: u64,
+    pub installed_at: Timestamp,
+    pub devices: Vec<Device>,
+    pub meters: Vec<Meter>,
+    /// Devices joined to the comms hub's HAN (bounded by [`HAN_LOG_MAX`]).
+    pub han_log: Vec<Eui64>,
+    pub display: Option<Displayed>,
+}
+
+/// Who the hub says is asking, and the window of data it is entitled to (the hub's half of
+/// the data-window rule; the device applies its own as well).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    pub requester: Requester,
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requester {
+    Supplier,
+    NetworkOperator,
+    OtherUser,
+}
+
+/// Why a device refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RefusalCode {
+    Malformed,
+    UnknownDevice,
+    SignatureMissing,
+    SignatureInvalid,
+    UntrustedOriginator,
+    Replay,
+    NotCommissioned,
+    NotSupported,
+    InvalidBody,
+    HanLogFull,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Done(Value),
+    Refused { code: RefusalCode, reason: String },
+}
+
+fn refused(code: RefusalCode, reason: impl Into<String>) -> Outcome {
+    Outcome::Refused { code, reason: reason.into() }
+}
+
+/// What an installer sets up at a premises.
+#[derive(Debug, Clone)]
+pub struct Installation {
+    pub seed: u64,
+    pub at: Timestamp,
+    /// EUI of the comms hub; the other devices' EUIs follow it.
+    pub comms_hub: Eui64,
+    pub electricity: Option<LoadShape>,
+    pub gas_annual_quantity_kwh: Option<u64>,
+    pub ihd: bool,
+    pub ppmid: bool,
+    pub additional: usize,
+    /// The installing supplier, whose key the devices trust from the factory.
+    pub supplier: TrustAnchor,
+}
+
+impl System {
+    /// Devices as installed: not yet commissioned, trusting the installing supplier.
+    pub fn install(i: Installation) -> System {
+        let mut devices = Vec::new();
+        let mut meters = Vec::new();
+        let mut next = i.comms_hub.as_u64();
+        let mut add = |kind: DeviceKind, devices: &mut Vec<Device>| -> Eui64 {
+            let eui = Eui64::from_u64(next);
+            next += 1;
+            devices.push(Device {
+                eui,
+                kind,
+                firmware: "1.0.0".into(),
+                commissioned: false,
+                supplier: Some(i.supplier.clone()),
+                last_counter: 0,
+            });
+            eui
+        };
+        add(DeviceKind::CommsHub, &mut devices);
+        let meter = |eui, fuel, shape, aq| Meter {
+            eui,
+            fuel,
+            mpxn: None,
+            shape,
+            annual_quantity_kwh: aq,
+            supply: Supply::Enabled,
+            supplier_data_from: i.at,
+            disabled_alerts: Vec::new(),
+        };
+        if let Some(shape) = i.electricity {
+            let eui = add(DeviceKind::ElectricityMeter, &mut devices);
+            meters.push(meter(eui, Fuel::Electricity, shape, None));
+        }
+        if let Some(aq) = i.gas_annual_quantity_kwh {
+            let eui = add(DeviceKind::GasMeter, &mut devices);
+            meters.push(meter(eui, Fuel::Gas, LoadShape::Gas, Some(aq)));
+        }
+        if i.ihd {
+            add(DeviceKind::InHomeDisplay, &mut devices);
+        }
+        if i.ppmid {
+            add(DeviceKind::Ppmid, &mut devices);
+        }
+        for _ in 0..i.additional {
+            add(DeviceKind::Additional, &mut devices);
+        }
+        let han_log = devices.iter().skip(1).map(|d| d.eui).take(HAN_LOG_MAX).collect();
+        System { seed: i.seed, installed_at: i.at, devices, meters, han_log, display: None }
+    }
+
+    pub fn device(&self, eui: Eui64) -> Option<&Device> {
+        self.devices.iter().find(|d| d.eui == eui)
+    }
+
+    pub fn meter(&self, eui: Eui64) -> Option<&Meter> {
+        self.meters.iter().find(|m| m.eui == eui)
+    }
+
+    /// The meter for a fuel.
+    pub fn meter_for(&self, fuel: Fuel) -> Option<&Meter> {
+        self.meters.iter().find(|m| m.fuel == fuel)
+    }
+
+    /// A meter's consumption model, from the system seed and the meter's EUI.
+    pub fn consumption(&self, meter: &Meter) -> Consumption {
+        Consumption::for_meter(
+            meter.shape,
+            self.seed ^ meter.eui.as_u64().rotate_left(17),
+            self.installed_at,
+            meter.annual_quantity_kwh,
+        )
+    }
+
+    /// Handle a command: decode it, verify it if it is critical, check the target, run it.
+    pub fn handle(&mut self, now: Timestamp, bytes: &[u8], signature: Option<&[u8]>, access: Access) -> Outcome {
+        let cmd = match Command::decode(bytes) {
+            Ok(c) => c,
+            Err(e) => return refused(RefusalCode::Malformed, e.to_string()),
+        };
+        let Some(index) = self.devices.iter().position(|d| d.eui == cmd.id.target) else {
+            return refused(RefusalCode::UnknownDevice, format!("no device {} here", cmd.id.target));
+        };
+        // The device's own idea of what is critical: the catalogue, not the hub's say-so.
+        let critical = catalogue::service(&cmd.srv).is_some_and(|s| s.critical == Critical::Yes);
+        if critical && let Err(o) = self.verify(index, &cmd, bytes, signature) {
+            return o;
+        }
+        let device = &self.devices[index];
+        if !device.commissioned && !matches!(cmd.srv.as_str(), "8.1.1" | "11.2") {
+            return refused(RefusalCode::NotCommissioned, format!("device {} is not commissioned", device.eui));
+        }
+        let body: Value = match serde_json::from_slice(&cmd.body) {
+            Ok(Value::Null) | Err(_) if cmd.body.is_empty() => json!({}),
+            Ok(v) => v,
+            Err(e) => return refused(RefusalCode::InvalidBody, format!("body is not JSON: {e}")),
+        };
+        self.run(now, index, &cmd.srv, &body, access)
+    }
+
+    fn verify(&mut self, index: usize, cmd: &Command, bytes: &[u8], signature: Option<&[u8]>) -> Result<(), Outcome> {
+        let device = &mut self.devices[index];
+        let Some(sig) = signature else {
+            return Err(refused(
+                RefusalCode::SignatureMissing,
+                format!("SRV {} is critical and must be signed", cmd.srv),
+            ));
+        };
+        let Some(anchor) = &device.supplier else {
+            return Err(refused(RefusalCode::UntrustedOriginator, "this device trusts no supplier"));
+        };
+        if anchor.originator != cmd.id.originator {
+            return Err(refused(
+                RefusalCode::UntrustedOriginator,
+                format!("originator {} is not the supplier this device trusts", cmd.id.originator),
+            ));
+        }
+        if !verify_p256(&anchor.spki, bytes, sig) {
+            return Err(refused(
+                RefusalCode::SignatureInvalid,
+                "the signature does not verify with the trusted supplier key",
+            ));
+        }
+        if cmd.id.counter <= device.last_counter {
+            return Err(refused(
+                RefusalCode::Replay,
+                format!("counter {} is not above the last accepted {}", cmd.id.counter, device.last_counter),
+            ));
+        }
+        device.last_counter = cmd.id.counter;
+        Ok(())
+    }
+
+    fn meter_index(&self, eui: Eui64) -> Option<usize> {
+        self.meters.iter().position(|m| m.eui == eui)
+    }
+
+    fn run(&mut self, now: Timestamp, index: usize, srv: &str, body: &Value, access: Access) -> Outcome {
+        let eui = self.devices[index].eui;
+        let kind = self.devices[index].kind;
+        let not_here = || refused(RefusalCode::NotSupported, format!("SRV {srv} does not apply to a {kind:?} device"));
+        match srv {
+            "8.1.1" => {
+                self.devices[index].commissioned = true;
+                Outcome::Done(json!({"commissioned": eui.to_string()}))
+            }
+            "11.2" => Outcome::Done(json!({"device": eui.to_string(), "firmware": self.devices[index].firmware})),
+            "6.20.1" => {
+                let Some(m) = self.meter_index(eui) else { return not_here() };
+                let Some(text) = body.get("mpxn").and_then(Value::as_str) else {
+                    return refused(RefusalCode::InvalidBody, "mpxn is required");
+                };
+                match Mpxn::parse_with(text, domain::IdRules::RELAXED) {
+                    Ok(mpxn) if mpxn.fuel() == self.meters[m].fuel => {
+                        self.meters[m].mpxn = Some(mpxn.to_string());
+                        Outcome::Done(json!({"mpxn": mpxn.to_string(), "device": eui.to_string()}))
+                    }
+                    Ok(_) => refused(RefusalCode::InvalidBody, "the MPxN is for the other fuel"),
+                    Err(e) => refused(RefusalCode::InvalidBody, e.to_string()),
+                }
+            }
+            "4.1.1" => {
+                let Some(m) = self.meter_index(eui) else { return not_here() };
+                let meter = &self.meters[m];
+                let r = self.consumption(meter).registers_at(now);
+                let mut out = json!({"read_at": now.to_string(), "import_wh": r.import_wh});
+                if let Some(n) = r.night_wh {
+                    out["night_wh"] = json!(n);
+                    out["day_wh"] = json!(r.import_wh - n);
+                }
+                if meter.fuel == Fuel::Gas {
+                    out["volume_litres"] = json!(gas_litres(r.import_wh));
+                }
+                Outcome::Done(out)
+            }
+            "4.8.1" => {
+                let Some(m) = self.meter_index(eui) else { return not_here() };
+                let (from, to) = match self.window(m, now, PROFILE_DAYS_MAX, body, access) {
+                    Ok(w) => w,
+                    Err(o) => return o,
+                };
+                let hh = self.consumption(&self.meters[m]).half_hours(from, to);
+                let periods: Vec<Value> = hh.iter().map(|(t, wh)| json!([t.to_string(), wh])).collect();
+                Outcome::Done(json!({"from": from.to_string(), "to": to.to_string(), "half_hours": periods}))
+            }
+            "4.17" => {
+                let Some(m) = self.meter_index(eui) else { return not_here() };
+                let (from, to) = match self.window(m, now, DAILY_LOG_DAYS_MAX, body, access) {
+                    Ok(w) => w,
+                    Err(o) => return o,
+                };
+                // Whole London days inside the window.
+                let first = whole_day_at_or_after(from);
+                let last = domain::time::london_date(to);
+                let days = self.consumption(&self.meters[m]).days(first, last);
+                let days: Vec<Value> = days.iter().map(|(d, wh)| json!([d.to_string(), wh])).collect();
+                Outcome::Done(json!({"from": from.to_string(), "to": to.to_string(), "days": days}))
+            }
+            "7.4" => {
+                let Some(m) = self.meter_index(eui) else { return not_here() };
+                Outcome::Done(json!({"supply": self.meters[m].supply}))
+            }
+            "3.1" => {
+                if self.meter_index(eui).is_none() {
+                    return not_here();
+                }
+                let Some(text) = body.get("message").and_then(Value::as_str) else {
+                    return refused(RefusalCode::InvalidBody, "message is required");
+                };
+                if text.chars().count() > DISPLAY_CHARS_MAX || text.chars().any(char::is_control) {
+                    return refused(
+                        RefusalCode::InvalidBody,
+                        format!("a message is at most {DISPLAY_CHARS_MAX} printable characters"),
+                    );
+                }
+                self.display = Some(Displayed { text: text.to_string(), since: now });
+                let ihd = self.devices.iter().find(|d| d.kind == DeviceKind::InHomeDisplay).map(|d| d.eui.to_string());
+                Outcome::Done(json!({"displayed_on": ihd}))
+            }
+            "6.22" => {
+                let Some(m) = self.meter_index(eui) else { return not_here() };
+                let code = body.get("alert_code").and_then(Value::as_str).and_then(parse_alert_code);
+                let enabled = body.get("enabled").and_then(Value::as_bool);
+                let (Some(code), Some(enabled)) = (code, enabled) else {
+                    return refused(
+                        RefusalCode::InvalidBody,
+                        "give alert_code (e.g. \"0x8F35\") and enabled (true/false)",
+                    );
+                };
+                let disabled = &mut self.meters[m].disabled_alerts;
+                disabled.retain(|c| *c != code);
+                if !enabled {
+                    if disabled.len() >= DISABLED_ALERTS_MAX {
+                        return refused(
+                            RefusalCode::InvalidBody,
+                            format!("at most {DISABLED_ALERTS_MAX} alerts can be disabled"),
+                        );
+                    }
+                    disabled.push(code);
+                }
+                Outcome::Done(json!({"alert_code": format!("0x{code:04X}"), "enabled": enabled}))
+            }
+            "8.11" => {
+                if kind != DeviceKind::CommsHub {
+                    return not_here();
+                }
+                let list = |k: &str| -> Result<Vec<Eui64>, String> {
+                    body.get(k)
+                        .and_then(Value::as_array)
+                        .map(|a| {
+                            a.iter()
+                                .map(|v| {
+                                    v.as_str()
+                                        .ok_or("EUI-64 strings".to_string())
+                                        .and_then(|s| Eui64::parse(s).map_err(|e| e.to_string()))
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_else(|| Ok(Vec::new()))
+                };
+                let (add, remove) = match (list("add"), list("remove")) {
+                    (Ok(a), Ok(r)) => (a, r),
+                    (Err(e), _) | (_, Err(e)) => return refused(RefusalCode::InvalidBody, e),
+                };
+                let mut log = self.han_log.clone();
+                log.retain(|e| !remove.contains(e));
+                for e in add {
+                    if !log.contains(&e) {
+                        log.push(e);
+                    }
+                }
+                if log.len() > HAN_LOG_MAX {
+                    return refused(
+                        RefusalCode::HanLogFull,
+                        format!("the HAN device log holds at most {HAN_LOG_MAX} devices"),
+                    );
+                }
+                self.han_log = log;
+                Outcome::Done(json!({"han_log": self.han_log.iter().map(ToString::to_string).collect::<Vec<_>>()}))
+            }
+            _ => refused(RefusalCode::NotSupported, format!("SRV {srv} is not supported by this device")),
+        }
+    }
+
+    /// The read window: what was asked, within what the meter keeps, what the hub says the
+    /// requester may see, and (for the supplier) never before the supplier's period here.
+    fn window(
+        &self,
+        m: usize,
+        now: Timestamp,
+        keep_days: i64,
+        body: &Value,
+        access: Access,
+    ) -> Result<(Timestamp, Timestamp), Outcome> {
+        let parse = |k: &str| -> Result<Option<Timestamp>, Outcome> {
+            match body.get(k).and_then(Value::as_str) {
+                None => Ok(None),
+                Some(s) => s
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| refused(RefusalCode::InvalidBody, format!("{k} is not an RFC 3339 instant"))),
+            }
+        };
+        let kept_from = now - SignedDuration::from_hours(24 * keep_days);
+        let mut from = parse("from")?.unwrap_or(kept_from).max(kept_from).max(self.installed_at);
+        let mut to = parse("to")?.unwrap_or(now).min(now);
+        if let Some(f) = access.from {
+            from = from.max(f);
+        }
+        if let Some(t) = access.to {
+            to = to.min(t);
+        }
+        if access.requester == Requester::Supplier {
+            from = from.max(self.meters[m].supplier_data_from);
+        }
+        Ok((from, to.max(from)))
+    }
+
+    /// What the in-home display shows.
+    pub fn ihd_view(&self, now: Timestamp) -> Value {
+        let meters: Vec<Value> = self
+            .meters
+            .iter()
+            .map(|m| {
+                let r = self.consumption(m).registers_at(now);
+                json!({"fuel": m.fuel.as_str(), "import_wh": r.import_wh, "supply": m.supply})
+            })
+            .collect();
+        json!({"message": self.display.as_ref().map(|d| &d.text), "meters": meters})
+    }
+}
+
+fn whole_day_at_or_after(t: Timestamp) -> jiff::civil::Date {
+    let d = domain::time::london_date(t);
+    let start = domain::time::start_of_london_day(d).expect("day");
+    if start == t { d } else { d.tomorrow().expect("in range") }
+}
+
+/// Gas volume for energy, with the standard calorific value (39.5 MJ/m³) and correction
+/// factor (1.02264).
+pub fn gas_litres(wh: u64) -> u64 {
+    // litres = Wh × 3.6 kJ/Wh ÷ (39.5 MJ/m³ × 1.02264) × 1000 l/m³
+    (u128::from(wh) * 3_600_000_000 / 40_394_280_000) as u64
+}
+
+fn parse_alert_code(s: &str) -> Option<u16> {
+    u16::from_str_radix(s.trim_start_matches("0x").trim_start_matches("0X"), 16).ok()
+}

@@ -1,0 +1,284 @@
+//! A smart metering system driven directly, with no hub in between: devices verify critical
+//! commands themselves (R-SR-2), keep their own data windows (R-COS-4), and do what each SRV
+//! says.
+
+use device::system::{HAN_LOG_MAX, Meter, Supply};
+use device::{
+    Access, Command, Installation, LoadShape, Outcome, RefusalCode, RequestId, Requester, System, TrustAnchor,
+};
+use domain::crypto::{SigningKey, SystemRandom};
+use domain::{Eui64, Fuel};
+use jiff::Timestamp;
+use serde_json::{Value, json};
+
+fn t(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+const SUPPLIER: Eui64 = Eui64::from_u64(0x90B3_D51F_3001_0000);
+const CHF: Eui64 = Eui64::from_u64(0x00DB_1234_5678_9000);
+
+struct Home {
+    system: System,
+    key: SigningKey,
+    counter: u64,
+}
+
+fn install() -> Home {
+    let key = SigningKey::generate(&SystemRandom::new()).unwrap();
+    let system = System::install(Installation {
+        seed: 11,
+        at: t("2025-06-01T10:00:00Z"),
+        comms_hub: CHF,
+        electricity: Some(LoadShape::Domestic),
+        gas_annual_quantity_kwh: Some(12_000),
+        ihd: true,
+        ppmid: false,
+        additional: 0,
+        supplier: TrustAnchor { originator: SUPPLIER, spki: key.public_key_spki() },
+    });
+    Home { system, key, counter: 0 }
+}
+
+fn eui(h: &Home, fuel: Fuel) -> Eui64 {
+    h.system.meter_for(fuel).unwrap().eui
+}
+
+const SUPPLIER_ACCESS: Access = Access { requester: Requester::Supplier, from: None, to: None };
+
+impl Home {
+    fn command(&mut self, srv: &str, target: Eui64, body: Value) -> Vec<u8> {
+        self.counter += 1;
+        Command {
+            id: RequestId { originator: SUPPLIER, target, counter: self.counter },
+            srv: srv.into(),
+            execute_at: None,
+            body: serde_json::to_vec(&body).unwrap(),
+        }
+        .encode()
+    }
+
+    fn signed(&mut self, srv: &str, target: Eui64, body: Value, now: &str) -> Outcome {
+        let bytes = self.command(srv, target, body);
+        let sig = self.key.sign(&SystemRandom::new(), &bytes).unwrap();
+        self.system.handle(t(now), &bytes, Some(&sig), SUPPLIER_ACCESS)
+    }
+
+    fn plain(&mut self, srv: &str, target: Eui64, body: Value, now: &str, access: Access) -> Outcome {
+        let bytes = self.command(srv, target, body);
+        self.system.handle(t(now), &bytes, None, access)
+    }
+
+    fn commission_all(&mut self) {
+        let euis: Vec<Eui64> = self.system.devices.iter().map(|d| d.eui).collect();
+        for e in euis {
+            assert!(matches!(self.signed("8.1.1", e, json!({}), "2025-06-01T11:00:00Z"), Outcome::Done(_)));
+        }
+    }
+}
+
+fn code(o: &Outcome) -> Option<RefusalCode> {
+    match o {
+        Outcome::Refused { code, .. } => Some(*code),
+        Outcome::Done(_) => None,
+    }
+}
+
+fn done(o: Outcome) -> Value {
+    match o {
+        Outcome::Done(v) => v,
+        Outcome::Refused { code, reason } => panic!("refused {code:?}: {reason}"),
+    }
+}
+
+// R-SR-2: a critical command reaching the device directly is refused unless the supplier the
+// device trusts signed exactly these bytes, once.
+#[test]
+fn devices_verify_critical_commands_themselves() {
+    let mut h = install();
+    let meter = eui(&h, Fuel::Electricity);
+    let now = "2025-06-01T11:00:00Z";
+
+    let bytes = h.command("8.1.1", meter, json!({}));
+    assert_eq!(code(&h.system.handle(t(now), &bytes, None, SUPPLIER_ACCESS)), Some(RefusalCode::SignatureMissing));
+
+    let stranger = SigningKey::generate(&SystemRandom::new()).unwrap();
+    let sig = stranger.sign(&SystemRandom::new(), &bytes).unwrap();
+    assert_eq!(
+        code(&h.system.handle(t(now), &bytes, Some(&sig), SUPPLIER_ACCESS)),
+        Some(RefusalCode::SignatureInvalid)
+    );
+
+    // The right key, but the bytes altered after signing (the counter bumped).
+    let sig = h.key.sign(&SystemRandom::new(), &bytes).unwrap();
+    let mut altered = bytes.clone();
+    let last = altered.len() - 5;
+    altered[last] ^= 1;
+    assert!(matches!(
+        code(&h.system.handle(t(now), &altered, Some(&sig), SUPPLIER_ACCESS)),
+        Some(RefusalCode::SignatureInvalid | RefusalCode::Malformed)
+    ));
+
+    // Another originator, even with a valid signature of its own.
+    let other = Command {
+        id: RequestId { originator: Eui64::from_u64(1), target: meter, counter: 99 },
+        srv: "8.1.1".into(),
+        execute_at: None,
+        body: b"{}".to_vec(),
+    }
+    .encode();
+    let sig_other = h.key.sign(&SystemRandom::new(), &other).unwrap();
+    assert_eq!(
+        code(&h.system.handle(t(now), &other, Some(&sig_other), SUPPLIER_ACCESS)),
+        Some(RefusalCode::UntrustedOriginator)
+    );
+
+    // Nothing so far commissioned the meter.
+    assert!(!h.system.device(meter).unwrap().commissioned);
+    assert!(matches!(h.system.handle(t(now), &bytes, Some(&sig), SUPPLIER_ACCESS), Outcome::Done(_)));
+    assert!(h.system.device(meter).unwrap().commissioned);
+    // The same signed command again is a replay.
+    assert_eq!(code(&h.system.handle(t(now), &bytes, Some(&sig), SUPPLIER_ACCESS)), Some(RefusalCode::Replay));
+    // Garbage is refused, never a panic.
+    for junk in [&b""[..], b"MHC1", b"MHC1\x05", &bytes[..bytes.len() - 1]] {
+        assert_eq!(code(&h.system.handle(t(now), junk, Some(&sig), SUPPLIER_ACCESS)), Some(RefusalCode::Malformed));
+    }
+}
+
+#[test]
+fn uncommissioned_devices_refuse_reads_then_serve_them() {
+    let mut h = install();
+    let meter = eui(&h, Fuel::Electricity);
+    let access = SUPPLIER_ACCESS;
+    assert_eq!(
+        code(&h.plain("4.1.1", meter, json!({}), "2025-06-02T00:00:00Z", access)),
+        Some(RefusalCode::NotCommissioned)
+    );
+    // Firmware can be read before commissioning.
+    let fw = done(h.plain("11.2", meter, json!({}), "2025-06-02T00:00:00Z", access));
+    assert_eq!(fw["firmware"], json!("1.0.0"));
+    h.commission_all();
+    let r1 = done(h.plain("4.1.1", meter, json!({}), "2025-07-01T00:00:00Z", access));
+    let r2 = done(h.plain("4.1.1", meter, json!({}), "2025-08-01T00:00:00Z", access));
+    assert!(r2["import_wh"].as_u64().unwrap() > r1["import_wh"].as_u64().unwrap());
+    let gas = done(h.plain("4.1.1", eui(&h, Fuel::Gas), json!({}), "2025-08-01T00:00:00Z", access));
+    assert!(gas["volume_litres"].as_u64().unwrap() > 0);
+    let s = done(h.plain("7.4", meter, json!({}), "2025-08-01T00:00:00Z", access));
+    assert_eq!(s["supply"], json!("enabled"));
+    // SRVs aimed at the wrong kind of device are refused.
+    assert_eq!(
+        code(&h.plain("4.1.1", CHF, json!({}), "2025-08-01T00:00:00Z", access)),
+        Some(RefusalCode::NotSupported)
+    );
+    assert_eq!(
+        code(&h.plain("9.9", meter, json!({}), "2025-08-01T00:00:00Z", access)),
+        Some(RefusalCode::NotSupported)
+    );
+}
+
+#[test]
+fn set_mpxn_checks_the_fuel() {
+    let mut h = install();
+    h.commission_all();
+    let (e, g) = (eui(&h, Fuel::Electricity), eui(&h, Fuel::Gas));
+    let a = SUPPLIER_ACCESS;
+    assert_eq!(
+        code(&h.plain("6.20.1", e, json!({"mpxn": "3938424403"}), "2025-06-02T00:00:00Z", a)),
+        Some(RefusalCode::InvalidBody)
+    );
+    done(h.plain("6.20.1", e, json!({"mpxn": "1312345678907"}), "2025-06-02T00:00:00Z", a));
+    done(h.plain("6.20.1", g, json!({"mpxn": "3938424403"}), "2025-06-02T00:00:00Z", a));
+    assert_eq!(h.system.meter(e).unwrap().mpxn.as_deref(), Some("1312345678907"));
+}
+
+// R-COS-4 (device side): the supplier never gets data from before its period on the meter;
+// the hub's window narrows further; the meter keeps 3 months of profile, 13 of daily log.
+#[test]
+fn reads_stay_inside_every_window() {
+    let mut h = install();
+    h.commission_all();
+    let meter = eui(&h, Fuel::Electricity);
+    let now = "2026-01-10T00:00:00Z";
+    // Pretend the supplier's period here began on 1 December.
+    h.system.meters.iter_mut().for_each(|m: &mut Meter| m.supplier_data_from = t("2025-12-01T00:00:00Z"));
+    let v = done(h.plain("4.8.1", meter, json!({"from": "2025-06-01T00:00:00Z"}), now, SUPPLIER_ACCESS));
+    assert_eq!(v["from"], json!("2025-12-01T00:00:00Z"));
+    assert_eq!(v["half_hours"].as_array().unwrap().len(), 40 * 48);
+    // The network operator is not held to the supplier's period, only to what the meter keeps.
+    let dno = Access { requester: Requester::NetworkOperator, from: None, to: None };
+    let v = done(h.plain("4.8.1", meter, json!({"from": "2025-06-01T00:00:00Z"}), now, dno));
+    assert_eq!(v["from"], json!("2025-10-10T00:00:00Z"), "92 days of profile");
+    // The hub's entitlement narrows the window further.
+    let narrow = Access { requester: Requester::Supplier, from: None, to: Some(t("2025-12-02T00:00:00Z")) };
+    let v = done(h.plain("4.8.1", meter, json!({}), now, narrow));
+    assert_eq!(v["half_hours"].as_array().unwrap().len(), 48);
+    let v = done(h.plain("4.17", meter, json!({"from": "2025-01-01T00:00:00Z"}), now, dno));
+    let days = v["days"].as_array().unwrap();
+    assert_eq!(days.first().unwrap()[0], json!("2025-06-02"), "from installation, first whole day");
+    assert_eq!(days.last().unwrap()[0], json!("2026-01-09"));
+    // The daily log and the profile are the same data.
+    let day: u64 = days.last().unwrap()[1].as_u64().unwrap();
+    let hh =
+        done(h.plain("4.8.1", meter, json!({"from": "2026-01-09T00:00:00Z", "to": "2026-01-10T00:00:00Z"}), now, dno));
+    let sum: u64 = hh["half_hours"].as_array().unwrap().iter().map(|p| p[1].as_u64().unwrap()).sum();
+    assert_eq!(sum, day);
+}
+
+#[test]
+fn display_alerts_and_han_log() {
+    let mut h = install();
+    h.commission_all();
+    let meter = eui(&h, Fuel::Electricity);
+    let a = SUPPLIER_ACCESS;
+    let v = done(h.plain("3.1", meter, json!({"message": "Your new tariff starts Monday"}), "2025-06-02T00:00:00Z", a));
+    assert!(v["displayed_on"].is_string());
+    assert_eq!(h.system.ihd_view(t("2025-06-02T00:00:00Z"))["message"], json!("Your new tariff starts Monday"));
+    assert_eq!(
+        code(&h.plain("3.1", meter, json!({"message": "x".repeat(161)}), "2025-06-02T00:00:00Z", a)),
+        Some(RefusalCode::InvalidBody)
+    );
+
+    done(h.plain("6.22", meter, json!({"alert_code": "0x8F35", "enabled": false}), "2025-06-02T00:00:00Z", a));
+    assert_eq!(h.system.meter(meter).unwrap().disabled_alerts, vec![0x8F35]);
+    done(h.plain("6.22", meter, json!({"alert_code": "0x8F35", "enabled": true}), "2025-06-02T00:00:00Z", a));
+    assert!(h.system.meter(meter).unwrap().disabled_alerts.is_empty());
+
+    let already = h.system.han_log.len();
+    let adds: Vec<String> =
+        (0..(HAN_LOG_MAX - already) as u64).map(|i| Eui64::from_u64(0xAA00 + i).to_string()).collect();
+    done(h.plain("8.11", CHF, json!({"add": adds}), "2025-06-02T00:00:00Z", a));
+    assert_eq!(h.system.han_log.len(), HAN_LOG_MAX);
+    let full = h.plain("8.11", CHF, json!({"add": ["00-00-00-00-00-00-BB-01"]}), "2025-06-02T00:00:00Z", a);
+    assert_eq!(code(&full), Some(RefusalCode::HanLogFull));
+    assert_eq!(h.system.han_log.len(), HAN_LOG_MAX, "a refused change leaves the log as it was");
+    assert_eq!(h.system.meter(meter).unwrap().supply, Supply::Enabled);
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn commands_round_trip(o in any::<u64>(), tg in any::<u64>(), c in any::<u64>(), at in proptest::option::of(1i64..4_000_000_000),
+                               srv in "[0-9]{1,2}(\\.[0-9]{1,2}){0,2}", body in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let cmd = Command {
+                id: RequestId { originator: Eui64::from_u64(o), target: Eui64::from_u64(tg), counter: c },
+                srv,
+                execute_at: at.map(|s| Timestamp::from_second(s).unwrap()),
+                body,
+            };
+            prop_assert_eq!(Command::decode(&cmd.encode()).unwrap(), cmd.clone());
+            let id = cmd.id.to_string();
+            prop_assert_eq!(RequestId::parse(&id).unwrap(), cmd.id);
+        }
+
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
+            let _ = Command::decode(&bytes);
+            let mut with_magic = b"MHC1".to_vec();
+            with_magic.extend(&bytes);
+            let _ = Command::decode(&with_magic);
+        }
+    }
+}
