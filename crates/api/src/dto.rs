@@ -326,3 +326,192 @@ pub struct HealthDto {
     pub simulated_clock: bool,
     pub version: String,
 }
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstallRequest {
+    /// `domestic` (profile class 1) or `economy-7` (class 2); absent = no electricity meter.
+    #[serde(default)]
+    pub electricity: Option<String>,
+    /// Gas annual quantity, kWh a year; absent = no gas meter.
+    #[serde(default)]
+    pub gas_annual_quantity_kwh: Option<u64>,
+    /// Fit an in-home display (default true).
+    #[serde(default = "yes")]
+    pub ihd: bool,
+    /// Fit a prepayment interface (default false).
+    #[serde(default)]
+    pub ppmid: bool,
+    /// Additional devices, e.g. a generation meter (0 to 3).
+    #[serde(default)]
+    pub additional: u8,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceDto {
+    pub eui: String,
+    /// `comms-hub`, `electricity-meter`, `gas-meter`, `in-home-display`, `ppmid`, `additional`.
+    pub kind: String,
+    pub installed_at: Timestamp,
+    pub commissioned_at: Option<Timestamp>,
+    pub mpxn: Option<String>,
+}
+
+impl From<&hub::DeviceRecord> for DeviceDto {
+    fn from(d: &hub::DeviceRecord) -> Self {
+        DeviceDto {
+            eui: d.eui.to_string(),
+            kind: d.kind.clone(),
+            installed_at: d.installed_at,
+            commissioned_at: d.commissioned_at,
+            mpxn: d.mpxn.map(|m| m.to_string()),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PremisesDto {
+    pub id: i64,
+    pub comms_hub: String,
+    pub installed_at: Timestamp,
+    pub installed_by: String,
+    pub devices: Vec<DeviceDto>,
+}
+
+impl PremisesDto {
+    pub fn new(p: &hub::PremisesRecord, devices: &[hub::DeviceRecord]) -> PremisesDto {
+        PremisesDto {
+            id: p.id,
+            comms_hub: p.comms_hub.to_string(),
+            installed_at: p.installed_at,
+            installed_by: p.installed_by.to_string(),
+            devices: devices.iter().map(DeviceDto::from).collect(),
+        }
+    }
+}
+
+/// Give exactly one of `mpxn` and `device`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TargetDto {
+    #[serde(default)]
+    pub mpxn: Option<String>,
+    /// Device EUI-64.
+    #[serde(default)]
+    pub device: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRequest {
+    /// SRV number, e.g. `4.1.1`.
+    pub srv: String,
+    pub target: TargetDto,
+    /// The SRV's body (see the catalogue); `{}` when it takes none.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub body: serde_json::Value,
+    /// Future-dated execution (RFC 3339 or date), where the catalogue allows it.
+    #[serde(default)]
+    pub execute_at: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResponseDto {
+    /// Order in the party's response stream.
+    pub seq: i64,
+    pub at: Timestamp,
+    /// `done`, `device-refused` or `failed`.
+    pub outcome: String,
+    #[schema(value_type = Object)]
+    pub body: serde_json::Value,
+    pub request_id: String,
+}
+
+impl From<&hub::ResponseRecord> for ResponseDto {
+    fn from(r: &hub::ResponseRecord) -> Self {
+        ResponseDto {
+            seq: r.seq,
+            at: r.at,
+            outcome: r.outcome.as_str().into(),
+            body: serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null),
+            request_id: r.request_id.clone(),
+        }
+    }
+}
+
+/// A request and, once it has run, its response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RequestDto {
+    /// `originatorEUI:targetEUI:counter`.
+    pub id: String,
+    pub srv: String,
+    pub party: String,
+    pub target: String,
+    pub mpxn: Option<String>,
+    /// `awaiting-signature`, `queued`, `quarantined`, `completed`, `cancelled`, `deleted`.
+    pub status: String,
+    pub submitted_at: Timestamp,
+    pub execute_at: Option<Timestamp>,
+    pub status_at: Timestamp,
+    pub note: Option<String>,
+    /// The exact bytes the device will receive, base64: sign these for a critical SRV.
+    pub precommand_base64: String,
+    pub response: Option<ResponseDto>,
+}
+
+impl RequestDto {
+    pub fn new(r: &hub::RequestRecord, resp: Option<&hub::ResponseRecord>) -> RequestDto {
+        use base64::Engine as _;
+        RequestDto {
+            id: r.id.clone(),
+            srv: r.srv.clone(),
+            party: r.party.to_string(),
+            target: r.target.to_string(),
+            mpxn: r.mpxn.map(|m| m.to_string()),
+            status: r.status.as_str().into(),
+            submitted_at: r.submitted_at,
+            execute_at: r.execute_at,
+            status_at: r.status_at,
+            note: r.note.clone(),
+            precommand_base64: base64::engine::general_purpose::STANDARD.encode(&r.precommand),
+            response: resp.map(ResponseDto::from),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureRequest {
+    /// ECDSA P-256/SHA-256 signature (ASN.1 DER), base64, over the pre-command bytes.
+    pub signature_base64: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitQuery {
+    /// Seconds to wait for the response (0 to 25).
+    pub wait: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResponsesQuery {
+    /// Responses after this sequence number (default 0).
+    pub after: Option<String>,
+    /// At most this many (1 to 1000, default 100).
+    pub limit: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditDto {
+    pub seq: i64,
+    pub at: Timestamp,
+    pub party: String,
+    pub event: String,
+    pub detail: String,
+}

@@ -60,10 +60,20 @@ pub struct AppState {
         routes::record_registration,
         routes::get_metering_point,
         routes::get_history,
+        routes::install_premises,
+        routes::get_premises,
+        routes::submit_request,
+        routes::get_request,
+        routes::sign_request,
+        routes::cancel_request,
+        routes::get_audit,
+        routes::list_responses,
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
     tags(
+        (name = "requests", description = "Service requests: submit, sign critical ones, follow them to their response (R-SR-1..4)."),
+        (name = "devices", description = "Premises and their devices (the smart metering inventory)."),
         (name = "registry", description = "Metering points and their effective-dated registrations (R-REG-1..4)."),
         (name = "parties", description = "Parties, roles and API credentials."),
         (name = "catalogue", description = "The service catalogue that authorises every request."),
@@ -103,6 +113,13 @@ const OPERATION_SERVICES: &[(&str, &[&str])] = &[
     ("record_registration", &["registry.write"]),
     ("get_metering_point", &["registry.read"]),
     ("get_history", &["registry.history"]),
+    ("install_premises", &["premises.install"]),
+    ("get_premises", &["premises.read"]),
+    ("get_request", &["request.read-own", "request.read"]),
+    ("sign_request", &["request.read-own"]),
+    ("cancel_request", &["request.read-own"]),
+    ("get_audit", &["request.read-own", "request.read"]),
+    ("list_responses", &["request.read-own"]),
 ];
 
 fn catalogue_markdown() -> String {
@@ -250,6 +267,14 @@ pub fn router_with_limit(hub: hub::Hub, in_flight: usize) -> Router {
         .route("/v1/metering-points/{mpxn}", get(routes::get_metering_point))
         .route("/v1/metering-points/{mpxn}/registrations", post(routes::record_registration))
         .route("/v1/metering-points/{mpxn}/history", get(routes::get_history))
+        .route("/v1/premises", post(routes::install_premises))
+        .route("/v1/premises/{premises_id}", get(routes::get_premises))
+        .route("/v1/requests", post(routes::submit_request))
+        .route("/v1/requests/{request_id}", get(routes::get_request))
+        .route("/v1/requests/{request_id}/signature", post(routes::sign_request))
+        .route("/v1/requests/{request_id}/cancel", post(routes::cancel_request))
+        .route("/v1/requests/{request_id}/audit", get(routes::get_audit))
+        .route("/v1/responses", get(routes::list_responses))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), track))

@@ -99,6 +99,9 @@ impl From<HubError> for Problem {
             HubError::Invalid { field, rule } => Problem::bad_request(field, rule),
             HubError::NotFound(d) => Problem::not_found(d),
             HubError::Conflict(d) => Problem::new(StatusCode::CONFLICT, "conflict", "Conflict", d),
+            HubError::Unsupported(d) => {
+                Problem::new(StatusCode::NOT_IMPLEMENTED, "not-implemented", "Not executed by this hub yet", d)
+            }
             HubError::Unavailable(d) => {
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable", d)
             }

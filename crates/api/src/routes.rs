@@ -243,3 +243,171 @@ pub struct AsAtQueryParams {
     /// Answer as the hub knew it at this instant.
     known_at: Option<String>,
 }
+
+fn decode_b64(field: &str, s: &str) -> Result<Vec<u8>, Problem> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .map_err(|e| Problem::bad_request(field, format!("not base64: {e}")))
+}
+
+/// Fit devices at a new premises (the simulation's installer visit). The devices trust the
+/// calling supplier's registered signing key for critical commands.
+#[utoipa::path(post, path = "/v1/premises", tag = "devices", security(("bearer" = [])), request_body = InstallRequest,
+    responses((status = 201, body = PremisesDto), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem)))]
+pub async fn install_premises(
+    State(st): State<AppState>,
+    Auth(caller): Auth,
+    ApiJson(req): ApiJson<InstallRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let input = hub::inventory::InstallInput {
+        electricity: req.electricity,
+        gas_annual_quantity_kwh: req.gas_annual_quantity_kwh,
+        ihd: req.ihd,
+        ppmid: req.ppmid,
+        additional: req.additional,
+    };
+    let (p, devices) = st.hub.install_premises(&caller, &input).await?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/v1/premises/{}", p.id))],
+        Json(PremisesDto::new(&p, &devices)),
+    ))
+}
+
+/// A premises and its devices as the inventory knows them.
+#[utoipa::path(get, path = "/v1/premises/{premises_id}", tag = "devices", security(("bearer" = [])),
+    params(("premises_id" = i64, Path)),
+    responses((status = 200, body = PremisesDto), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem)))]
+pub async fn get_premises(
+    State(st): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<PremisesDto>> {
+    let id: i64 = id.parse().map_err(|_| Problem::bad_request("premises_id", "a whole number"))?;
+    let (p, devices) = st.hub.premises_view(&caller, id).await?;
+    Ok(Json(PremisesDto::new(&p, &devices)))
+}
+
+/// Submit a service request. The answer is an acknowledgement with the request id; the
+/// device's response follows (fetch it, wait for it, or pull the response list). A critical
+/// SRV waits in `awaiting-signature` until you sign `precommand_base64`.
+#[utoipa::path(post, path = "/v1/requests", tag = "requests", security(("bearer" = [])), request_body = SubmitRequest,
+    responses((status = 202, body = RequestDto), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
+        (status = 501, body = Problem)))]
+pub async fn submit_request(
+    State(st): State<AppState>,
+    Auth(caller): Auth,
+    ApiJson(req): ApiJson<SubmitRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let target = match (req.target.mpxn, req.target.device) {
+        (Some(m), None) => hub::pipeline::Target::Mpxn(m),
+        (None, Some(d)) => hub::pipeline::Target::Device(d),
+        _ => return Err(Problem::bad_request("target", "give exactly one of `mpxn` and `device`")),
+    };
+    let input = hub::pipeline::SubmitInput { srv: req.srv, target, body: req.body, execute_at: req.execute_at };
+    let r = st.hub.submit(&caller, &input).await?;
+    let location = format!("/v1/requests/{}", r.id);
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(RequestDto::new(&r, None))))
+}
+
+/// A request and its response; `?wait=N` waits up to N seconds (at most 25) for the response.
+#[utoipa::path(get, path = "/v1/requests/{request_id}", tag = "requests", security(("bearer" = [])),
+    params(("request_id" = String, Path), ("wait" = Option<u64>, Query)),
+    responses((status = 200, body = RequestDto), (status = 401, body = Problem), (status = 404, body = Problem)))]
+pub async fn get_request(
+    State(st): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<WaitQuery>,
+) -> ApiResult<Json<RequestDto>> {
+    let wait = match q.wait.as_deref() {
+        None => 0,
+        Some(w) => w.parse::<u64>().ok().filter(|w| *w <= hub::pipeline::WAIT_SECONDS_MAX).ok_or_else(|| {
+            Problem::bad_request("wait", format!("whole seconds, 0 to {}", hub::pipeline::WAIT_SECONDS_MAX))
+        })?,
+    };
+    let (r, resp) = st.hub.wait_for_response(&caller, &id, std::time::Duration::from_secs(wait)).await?;
+    Ok(Json(RequestDto::new(&r, resp.as_ref())))
+}
+
+/// Send the signature over a critical request's pre-command; the request is then queued.
+/// The device, not the hub, verifies it.
+#[utoipa::path(post, path = "/v1/requests/{request_id}/signature", tag = "requests", security(("bearer" = [])),
+    params(("request_id" = String, Path)), request_body = SignatureRequest,
+    responses((status = 202, body = RequestDto), (status = 400, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem)))]
+pub async fn sign_request(
+    State(st): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<SignatureRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let signature = decode_b64("signature_base64", &req.signature_base64)?;
+    let r = st.hub.sign_request(&caller, &id, signature).await?;
+    Ok((StatusCode::ACCEPTED, Json(RequestDto::new(&r, None))))
+}
+
+/// Cancel a request that has not run (future-dated, awaiting signature or queued).
+#[utoipa::path(post, path = "/v1/requests/{request_id}/cancel", tag = "requests", security(("bearer" = [])),
+    params(("request_id" = String, Path)),
+    responses((status = 200, body = RequestDto), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn cancel_request(
+    State(st): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RequestDto>> {
+    let r = st.hub.cancel_request(&caller, &id).await?;
+    Ok(Json(RequestDto::new(&r, None)))
+}
+
+/// The request's audit trail: acceptance, every status change, the response.
+#[utoipa::path(get, path = "/v1/requests/{request_id}/audit", tag = "requests", security(("bearer" = [])),
+    params(("request_id" = String, Path)),
+    responses((status = 200, body = Vec<AuditDto>), (status = 404, body = Problem)))]
+pub async fn get_audit(
+    State(st): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<AuditDto>>> {
+    let trail = st.hub.audit_trail(&caller, &id).await?;
+    Ok(Json(
+        trail
+            .iter()
+            .map(|a| AuditDto {
+                seq: a.seq,
+                at: a.at,
+                party: a.party.to_string(),
+                event: a.event.clone(),
+                detail: a.detail.clone(),
+            })
+            .collect(),
+    ))
+}
+
+/// The caller's responses in order, after a sequence number: pull delivery.
+#[utoipa::path(get, path = "/v1/responses", tag = "requests", security(("bearer" = [])),
+    params(("after" = Option<i64>, Query), ("limit" = Option<usize>, Query)),
+    responses((status = 200, body = Vec<ResponseDto>), (status = 400, body = Problem), (status = 401, body = Problem)))]
+pub async fn list_responses(
+    State(st): State<AppState>,
+    Auth(caller): Auth,
+    ApiQuery(q): ApiQuery<ResponsesQuery>,
+) -> ApiResult<Json<Vec<ResponseDto>>> {
+    let after = q
+        .after
+        .as_deref()
+        .map(str::parse::<i64>)
+        .transpose()
+        .map_err(|_| Problem::bad_request("after", "a whole number"))?;
+    let limit =
+        q.limit.as_deref().map(str::parse::<usize>).transpose().ok().flatten().filter(|l| (1..=1000).contains(l));
+    if q.limit.is_some() && limit.is_none() {
+        return Err(Problem::bad_request("limit", "1 to 1000"));
+    }
+    let rs = st.hub.responses(&caller, after.unwrap_or(0), limit.unwrap_or(100)).await?;
+    Ok(Json(rs.iter().map(ResponseDto::from).collect()))
+}

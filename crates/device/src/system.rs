@@ -130,7 +130,8 @@ pub enum RefusalCode {
     HanLogFull,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "outcome", content = "body")]
 pub enum Outcome {
     Done(Value),
     Refused { code: RefusalCode, reason: String },

@@ -217,6 +217,20 @@ pub static CATALOGUE: &[Service] = &[
     hub("party.token-own", "Issue and revoke own API tokens", false, &EVERY_ROLE),
     hub("party.read", "List and read every party", false, &[HUB]),
     hub("party.manage", "Create parties, issue and revoke any party's tokens", false, &[HUB]),
+    hub("request.read-own", "Read own service requests, their responses and audit trail", false, &EVERY_ROLE),
+    hub("request.read", "Read any party's service requests and audit trails", false, &[HUB]),
+    hub(
+        "premises.install",
+        "Fit devices at a premises (the simulation's installer visit); the devices trust the installer",
+        false,
+        &[Grant::any(Role::ImportSupplier), Grant::any(Role::GasSupplier)],
+    ),
+    hub(
+        "premises.read",
+        "Read a premises' devices as the inventory knows them",
+        false,
+        &[Grant::any(Role::ImportSupplier), Grant::any(Role::GasSupplier), HUB],
+    ),
     hub("registry.write", "Create metering points and record registrations", true, &[REG]),
     hub("registry.history", "Read every recorded registration version of a metering point", true, &[REG, HUB]),
     hub(

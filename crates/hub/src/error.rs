@@ -20,6 +20,9 @@ pub enum HubError {
     /// The request conflicts with the state of the hub; nothing was applied.
     #[error("{0}")]
     Conflict(String),
+    /// The catalogue has it, but this hub does not execute it yet.
+    #[error("{0}")]
+    Unsupported(String),
     /// The hub could not do it now (storage failure, shutting down); nothing acknowledged.
     #[error("{0}")]
     Unavailable(String),

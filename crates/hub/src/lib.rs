@@ -5,8 +5,11 @@
 pub mod auth;
 pub mod clock;
 pub mod error;
+pub mod inventory;
 pub mod parties;
+pub mod pipeline;
 pub mod registry;
+pub mod transport;
 
 use std::sync::Arc;
 
@@ -19,7 +22,10 @@ use store::Store;
 pub use auth::{Caller, IssuedToken};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::HubError;
-pub use store::{ImportSummary, StoreCounts, TokenRecord};
+pub use store::{
+    AuditRecord, DeviceRecord, ImportSummary, PremisesRecord, RequestRecord, RequestStatus, ResponseRecord,
+    StoreCounts, TokenRecord,
+};
 
 /// Settings that change the hub's rules.
 #[derive(Debug, Clone, Copy, Default)]
@@ -46,6 +52,14 @@ struct Inner {
     rng: SystemRandom,
     /// Serialises clock advances so that the saved time and the clock move together.
     clock_lock: tokio::sync::Mutex<()>,
+    /// How the hub reaches devices; attached once.
+    transport: std::sync::OnceLock<Arc<dyn transport::DeviceTransport>>,
+    /// Request-id counters handed out from reserved blocks: originator → (next, end).
+    counters: tokio::sync::Mutex<std::collections::HashMap<domain::Eui64, (u64, u64)>>,
+    /// Wakes the dispatcher: new work, or time moved.
+    work: tokio::sync::Notify,
+    /// Wakes callers waiting for responses.
+    completed: tokio::sync::Notify,
 }
 
 /// The simulated time a data directory saved, if it runs on a simulated clock.
@@ -85,8 +99,24 @@ impl Hub {
                 config,
                 rng: SystemRandom::new(),
                 clock_lock: tokio::sync::Mutex::new(()),
+                transport: std::sync::OnceLock::new(),
+                counters: tokio::sync::Mutex::new(std::collections::HashMap::new()),
+                work: tokio::sync::Notify::new(),
+                completed: tokio::sync::Notify::new(),
             }),
         })
+    }
+
+    /// Attach the device transport (once).
+    pub fn attach_transport(&self, transport: Arc<dyn transport::DeviceTransport>) {
+        if self.inner.transport.set(transport).is_err() {
+            panic!("a device transport is already attached");
+        }
+    }
+
+    /// The hub's clock, for components driven by the same time (the simulated fleet).
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.inner.clock.clone()
     }
 
     pub fn now(&self) -> Timestamp {
@@ -141,6 +171,7 @@ impl Hub {
         }
         self.inner.store.set_state(CLOCK_STATE_KEY, to.to_string()).await?;
         let now = manual.advance_to(to);
+        self.inner.work.notify_one();
         tracing::info!(message = "Simulated clock advanced.", now = %now, by = %caller.party.id);
         Ok(now)
     }

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 #[derive(Args, Clone, Default)]
 pub struct GlobalArgs {
-    /// TOML settings file (keys: data_dir, listen, clock, clock_start, durability,
+    /// TOML settings file (keys: data_dir, listen, clock, clock_start, durability, seed,
     /// relax_mpan_check_digit, log_format).
     #[arg(long, global = true, env = "METERHUB_CONFIG")]
     pub config: Option<PathBuf>,
@@ -42,6 +42,10 @@ pub struct ServeArgs {
     /// a process crash) [default: full].
     #[arg(long, env = "METERHUB_DURABILITY", value_enum)]
     pub durability: Option<DurabilityArg>,
+    /// Seed of the simulated fleet (device keys, consumption); a data directory keeps the
+    /// seed it was first started with [default: 1].
+    #[arg(long, env = "METERHUB_SEED")]
+    pub seed: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, Deserialize, PartialEq, Eq)]
@@ -76,6 +80,7 @@ struct FileSettings {
     durability: Option<DurabilityArg>,
     relax_mpan_check_digit: Option<bool>,
     log_format: Option<LogFormat>,
+    seed: Option<u64>,
 }
 
 /// Resolved settings.
@@ -87,6 +92,7 @@ pub struct Settings {
     pub clock_start: Option<jiff::Timestamp>,
     pub durability: store::sqlite::Durability,
     pub id_rules: domain::IdRules,
+    pub seed: u64,
 }
 
 fn read_file(path: Option<&Path>) -> anyhow::Result<FileSettings> {
@@ -120,6 +126,7 @@ impl Settings {
                 DurabilityArg::Normal => store::sqlite::Durability::Normal,
             },
             id_rules: if relax { domain::IdRules::RELAXED } else { domain::IdRules::STRICT },
+            seed: s.seed.or(file.seed).unwrap_or(1),
         })
     }
 }

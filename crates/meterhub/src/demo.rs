@@ -73,6 +73,39 @@ impl Client {
     }
 }
 
+/// Sign a request's pre-command, send the signature, wait for the response.
+async fn sign_and_wait(c: &Client, token: &str, ack: &Value, key: &crypto::SigningKey) -> anyhow::Result<Value> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let pre = b64.decode(ack["precommand_base64"].as_str().context("pre-command")?)?;
+    let sig = key.sign(&crypto::SystemRandom::new(), &pre)?;
+    let id = ack["id"].as_str().context("id")?;
+    let (s, v) = c
+        .call(
+            Method::POST,
+            &format!("/v1/requests/{id}/signature"),
+            Some(token),
+            Some(&json!({"signature_base64": b64.encode(sig)})),
+        )
+        .await?;
+    if s != 202 {
+        bail!("signature refused: {v}");
+    }
+    wait_done(c, token, ack).await
+}
+
+/// Wait for a request's response.
+async fn wait_done(c: &Client, token: &str, ack: &Value) -> anyhow::Result<Value> {
+    let id = ack["id"].as_str().context("id")?;
+    for _ in 0..10 {
+        let (_, v) = c.call(Method::GET, &format!("/v1/requests/{id}?wait=5"), Some(token), None).await?;
+        if v["response"].is_object() {
+            return Ok(v);
+        }
+    }
+    bail!("no response to {id}")
+}
+
 fn step(n: u32, title: &str) {
     println!("\n== {n}. {title} ==");
 }
@@ -95,6 +128,8 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
 
     step(1, "A fresh hub");
     let (hub, store, first) = crate::local::open_hub_quiet(&settings, crate::local::ClockFrom::Settings).await?;
+    let fleet = crate::local::attach_fleet(&hub, &settings).await?;
+    let dispatcher = tokio::spawn(hub.clone().run_dispatcher(std::time::Duration::from_millis(50)));
     let operator = first.context("a fresh data directory creates the hub operator")?.token;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -346,7 +381,185 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
         metrics.as_str().and_then(|m| m.lines().find(|l| l.starts_with("meterhub_metering_points "))).unwrap_or("?");
     println!("  GET /metrics -> {line}");
 
-    step(9, "The API describes itself");
+    step(9, "A smart home: install, commission with signed commands, enrol (R-REG-2)");
+    let t = c
+        .expect(
+            "a new token for acme-energy",
+            Method::POST,
+            "/v1/parties/acme-energy/tokens",
+            Some(&operator),
+            Some(&json!({})),
+            201,
+        )
+        .await?;
+    let acme = t["token"].as_str().context("token")?.to_string();
+    let home_mpan = crate::bench::mpan_for(17, 4242);
+    let body = json!({"effective_from": "2025-10-01", "supplier": "acme-energy", "network_operator": "northern-wires",
+                      "meter_type": "smart-compliant"});
+    c.expect(
+        &format!("the registration service records {home_mpan} for acme-energy"),
+        Method::POST,
+        &format!("/v1/metering-points/{home_mpan}/registrations"),
+        Some(&reg),
+        Some(&body),
+        201,
+    )
+    .await?;
+    let p = c
+        .expect(
+            "acme-energy's installer fits meters, comms hub and display",
+            Method::POST,
+            "/v1/premises",
+            Some(&acme),
+            Some(&json!({"electricity": "domestic", "gas_annual_quantity_kwh": 11500})),
+            201,
+        )
+        .await?;
+    let devices: Vec<(String, String)> = p["devices"]
+        .as_array()
+        .context("devices")?
+        .iter()
+        .map(|d| {
+            (d["eui"].as_str().unwrap_or_default().to_string(), d["kind"].as_str().unwrap_or_default().to_string())
+        })
+        .collect();
+    for (eui, kind) in &devices {
+        let ack = c
+            .expect(
+                &format!("8.1.1 commission the {kind}: the hub returns the bytes to sign"),
+                Method::POST,
+                "/v1/requests",
+                Some(&acme),
+                Some(&json!({"srv": "8.1.1", "target": {"device": eui}})),
+                202,
+            )
+            .await?;
+        let r = sign_and_wait(&c, &acme, &ack, &acme_key).await?;
+        println!("        signed by acme-energy, verified by the device: {}", r["response"]["outcome"]);
+        if r["response"]["outcome"] != json!("done") {
+            bail!("commissioning failed: {r}");
+        }
+    }
+    let meter_of = |kind: &str| devices.iter().find(|(_, k)| k == kind).map(|(e, _)| e.clone()).unwrap_or_default();
+    for (kind, mpxn) in [("electricity-meter", home_mpan.as_str()), ("gas-meter", MPRN)] {
+        let ack = c
+            .expect(
+                &format!("6.20.1 link the {kind} to {mpxn}"),
+                Method::POST,
+                "/v1/requests",
+                Some(&acme),
+                Some(&json!({"srv": "6.20.1", "target": {"device": meter_of(kind)}, "body": {"mpxn": mpxn}})),
+                202,
+            )
+            .await?;
+        wait_done(&c, &acme, &ack).await?;
+    }
+    let v = c
+        .expect(
+            "the registry now says enrolled",
+            Method::GET,
+            &format!("/v1/metering-points/{home_mpan}"),
+            Some(&acme),
+            None,
+            200,
+        )
+        .await?;
+    println!("        enrolled: {}", v["enrolled"]);
+    if v["enrolled"] != json!(true) {
+        bail!("enrolment did not set the flag");
+    }
+
+    step(10, "Service requests: reads, a message on the display, a future-dated read");
+    let read = |srv: &str, body: Value| json!({"srv": srv, "target": {"mpxn": home_mpan}, "body": body});
+    let ack = c
+        .expect(
+            "4.1.1 read the registers",
+            Method::POST,
+            "/v1/requests",
+            Some(&acme),
+            Some(&read("4.1.1", json!({}))),
+            202,
+        )
+        .await?;
+    let r = wait_done(&c, &acme, &ack).await?;
+    println!(
+        "        import register {} Wh at {}",
+        r["response"]["body"]["import_wh"], r["response"]["body"]["read_at"]
+    );
+    c.expect("a day passes", Method::POST, "/v1/clock/advance", Some(&operator), Some(&json!({"by": "P1D"})), 200)
+        .await?;
+    let ack = c
+        .expect(
+            "4.8.1 the distributor reads the half-hourly profile",
+            Method::POST,
+            "/v1/requests",
+            Some(&tok("northern-wires")),
+            Some(&read("4.8.1", json!({}))),
+            202,
+        )
+        .await?;
+    let r = wait_done(&c, &tok("northern-wires"), &ack).await?;
+    let hh = r["response"]["body"]["half_hours"].as_array().cloned().unwrap_or_default();
+    let wh: u64 = hh.iter().filter_map(|p| p[1].as_u64()).sum();
+    println!("        {} half hours, {:.2} kWh since installation", hh.len(), wh as f64 / 1000.0);
+    let ack = c
+        .expect(
+            "3.1 display a message",
+            Method::POST,
+            "/v1/requests",
+            Some(&acme),
+            Some(&read("3.1", json!({"message": "Welcome to your smart meter"}))),
+            202,
+        )
+        .await?;
+    wait_done(&c, &acme, &ack).await?;
+    let ihd = devices.iter().find(|(_, k)| k == "in-home-display").map(|(e, _)| e.clone()).unwrap_or_default();
+    let view = fleet.fleet.ihd_view(ihd.parse()?).await?;
+    println!("        the in-home display shows {:?}", view["message"].as_str().unwrap_or(""));
+    let tomorrow = (hub.now() + jiff::SignedDuration::from_hours(24)).to_string();
+    let mut future = read("4.1.1", json!({}));
+    future["execute_at"] = json!(tomorrow);
+    let ack = c
+        .expect(
+            "4.1.1 future-dated to tomorrow: held by the hub",
+            Method::POST,
+            "/v1/requests",
+            Some(&acme),
+            Some(&future),
+            202,
+        )
+        .await?;
+    println!("        status {}", ack["status"]);
+    c.expect("a day passes", Method::POST, "/v1/clock/advance", Some(&operator), Some(&json!({"by": "P1D"})), 200)
+        .await?;
+    let r = wait_done(&c, &acme, &ack).await?;
+    println!("        ran at {}", r["response"]["body"]["read_at"]);
+
+    step(11, "A critical command with a bad signature is refused by the device (R-SR-2)");
+    let ack = c
+        .expect(
+            "8.1.1 again, signed with a key the meter does not trust",
+            Method::POST,
+            "/v1/requests",
+            Some(&acme),
+            Some(&json!({"srv": "8.1.1", "target": {"device": meter_of("electricity-meter")}})),
+            202,
+        )
+        .await?;
+    let stranger = crypto::SigningKey::generate(&crypto::SystemRandom::new())?;
+    let r = sign_and_wait(&c, &acme, &ack, &stranger).await?;
+    println!("        {}: {}", r["response"]["outcome"], r["response"]["body"]["reason"]);
+    if r["response"]["outcome"] != json!("device-refused") {
+        bail!("a forged signature was not refused: {r}");
+    }
+    let (_, trail) = c
+        .call(Method::GET, &format!("/v1/requests/{}/audit", ack["id"].as_str().unwrap_or("")), Some(&acme), None)
+        .await?;
+    let events: Vec<&str> =
+        trail.as_array().map(|a| a.iter().filter_map(|e| e["event"].as_str()).collect()).unwrap_or_default();
+    println!("        audit trail: {}", events.join(" -> "));
+
+    step(12, "The API describes itself");
     let doc = c.expect("OpenAPI document", Method::GET, "/openapi.json", None, None, 200).await?;
     println!(
         "        {} paths; the catalogue table is in its description",
@@ -359,6 +572,8 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
     }
 
     server.abort();
+    dispatcher.abort();
+    fleet.close().await;
     store.close().await;
     println!("\nEvery step behaved as expected. Run `meterhub serve` and open http://127.0.0.1:8080/docs to explore.");
     Ok(())

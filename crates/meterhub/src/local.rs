@@ -65,6 +65,41 @@ pub async fn open_hub_quiet(
     Ok((hub, store, first))
 }
 
+/// The simulated fleet attached to a hub.
+pub struct FleetHandle {
+    pub fleet: Arc<fleet::Fleet>,
+    store: Arc<store::sqlite::SqliteFleetStore>,
+}
+
+impl FleetHandle {
+    pub async fn close(&self) {
+        self.store.close().await;
+    }
+}
+
+/// Open the fleet's own database in the data directory and attach the fleet to the hub as
+/// its device transport. A data directory keeps the seed it first ran with.
+pub async fn attach_fleet(hub: &Hub, settings: &Settings) -> anyhow::Result<FleetHandle> {
+    use store::FleetStore;
+    let store = Arc::new(
+        store::sqlite::SqliteFleetStore::open(
+            &settings.data_dir,
+            SqliteOptions { durability: settings.durability, ..Default::default() },
+        )
+        .context("cannot open the fleet's database")?,
+    );
+    let seed = match store.fleet_state("seed").await? {
+        Some(s) => s.parse().context("the fleet's stored seed is unreadable")?,
+        None => {
+            store.set_fleet_state("seed", settings.seed.to_string()).await?;
+            settings.seed
+        }
+    };
+    let fleet = Arc::new(fleet::Fleet::new(store.clone(), hub.clock(), seed, fleet::CACHE_SYSTEMS_DEFAULT));
+    hub.attach_transport(fleet.clone());
+    Ok(FleetHandle { fleet, store })
+}
+
 impl Local {
     pub async fn open(g: &GlobalArgs) -> anyhow::Result<Local> {
         let settings = Settings::resolve(g, &ServeArgs::default())?;

@@ -7,6 +7,8 @@ use crate::config::{GlobalArgs, ServeArgs, Settings};
 pub async fn run(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::resolve(g, &args)?;
     let (hub, store) = crate::local::open_hub(&settings, crate::local::ClockFrom::Settings).await?;
+    let fleet = crate::local::attach_fleet(&hub, &settings).await?;
+    let dispatcher = tokio::spawn(hub.clone().run_dispatcher(std::time::Duration::from_millis(200)));
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -21,6 +23,8 @@ pub async fn run(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     );
     let app = api::router(hub);
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("server failed")?;
+    dispatcher.abort();
+    fleet.close().await;
     store.close().await;
     tracing::info!(message = "Hub stopped; all acknowledged writes are committed.");
     Ok(())

@@ -4,11 +4,16 @@
 //! ([`sqlite::SqliteStore`]): one writer thread with batched commits, a bounded pool of
 //! readers, versioned migrations.
 
+pub mod fleet;
+pub mod pipeline;
 pub mod sqlite;
+
+pub use fleet::FleetStore;
+pub use pipeline::*;
 
 use async_trait::async_trait;
 use domain::registry::{EnrolmentVersion, RegistrationData, RegistrationVersion};
-use domain::{Mpxn, Party, PartyId};
+use domain::{Eui64, Mpxn, Party, PartyId};
 use jiff::Timestamp;
 
 /// What can go wrong in the store. Callers map these to their own errors.
@@ -157,4 +162,46 @@ pub trait Store: Send + Sync + 'static {
     async fn state(&self, key: &str) -> Result<Option<String>, StoreError>;
     async fn set_state(&self, key: &str, value: String) -> Result<(), StoreError>;
     async fn counts(&self) -> Result<StoreCounts, StoreError>;
+
+    // Inventory.
+    /// Record a premises and its devices; conflicts if any EUI is already known.
+    async fn install_premises(&self, p: NewPremises) -> Result<PremisesRecord, StoreError>;
+    async fn premises(&self, id: i64) -> Result<Option<PremisesRecord>, StoreError>;
+    async fn device(&self, eui: Eui64) -> Result<Option<DeviceRecord>, StoreError>;
+    async fn premises_devices(&self, premises_id: i64) -> Result<Vec<DeviceRecord>, StoreError>;
+    /// The meter linked to an MPxN.
+    async fn device_for_mpxn(&self, mpxn: Mpxn) -> Result<Option<DeviceRecord>, StoreError>;
+
+    // Requests.
+    /// Reserve `n` request-id counters for an originator; returns the first. Counters are
+    /// never handed out twice, even across restarts.
+    async fn reserve_counters(&self, originator: Eui64, n: u64) -> Result<u64, StoreError>;
+    /// Store a new request (its `seq` is assigned) and audit its acceptance.
+    async fn insert_request(&self, r: RequestRecord) -> Result<RequestRecord, StoreError>;
+    /// A request and its response, if any.
+    async fn request(&self, id: &str) -> Result<Option<(RequestRecord, Option<ResponseRecord>)>, StoreError>;
+    /// Move a request from one of `from` to `to` (compare and set), audited; optionally
+    /// attach the signature. `Conflict` if it is in another status.
+    async fn transition_request(
+        &self,
+        id: &str,
+        from: &[RequestStatus],
+        to: RequestStatus,
+        at: Timestamp,
+        note: Option<String>,
+        signature: Option<Vec<u8>>,
+    ) -> Result<RequestRecord, StoreError>;
+    /// Queued requests due at `now`, oldest first.
+    async fn due_requests(&self, now: Timestamp, limit: usize) -> Result<Vec<RequestRecord>, StoreError>;
+    /// Record responses and their effects, each atomically; a request already answered is
+    /// left as it was (so a repeated completion is harmless).
+    async fn complete_requests(&self, completions: Vec<Completion>) -> Result<(), StoreError>;
+    /// A party's responses recorded after `after_seq`, in order.
+    async fn responses_after(
+        &self,
+        party: &PartyId,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<ResponseRecord>, StoreError>;
+    async fn audit_trail(&self, request_id: &str) -> Result<Vec<AuditRecord>, StoreError>;
 }

@@ -108,12 +108,22 @@ fn open_connection(path: &Path, durability: Durability, write: bool) -> Result<C
 
 impl Engine {
     pub(crate) fn open(dir: &Path, opts: &SqliteOptions) -> Result<Engine, StoreError> {
+        Engine::open_file(dir, "meterhub.sqlite3", schema::HUB, opts)
+    }
+
+    /// Open (creating and migrating) the database `file` in `dir` with its own migrations.
+    pub(crate) fn open_file(
+        dir: &Path,
+        file: &str,
+        migrations: &'static [(i64, &'static str)],
+        opts: &SqliteOptions,
+    ) -> Result<Engine, StoreError> {
         assert!(opts.readers >= 1, "at least one reader");
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Backend(format!("cannot create data directory {}: {e}", dir.display())))?;
-        let path = dir.join("meterhub.sqlite3");
+        let path = dir.join(file);
         let mut conn = open_connection(&path, opts.durability, true)?;
-        schema::migrate(&mut conn)?;
+        schema::migrate(&mut conn, migrations)?;
         let mut readers = Vec::with_capacity(opts.readers);
         for _ in 0..opts.readers {
             readers.push(open_connection(&path, opts.durability, false)?);

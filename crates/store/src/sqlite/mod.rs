@@ -1,6 +1,8 @@
 //! The embedded store: SQLite in WAL mode under the data directory.
 
 mod engine;
+mod fleet;
+mod pipeline;
 mod schema;
 
 use std::path::Path;
@@ -12,10 +14,13 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 pub use engine::{Durability, SqliteOptions, WRITE_BATCH_MAX, WRITE_QUEUE_MAX};
+pub use fleet::SqliteFleetStore;
 pub use schema::SCHEMA_VERSION;
 
 use crate::{
-    ImportMsg, ImportSummary, MeteringPoint, NewEnrolment, NewRegistration, Store, StoreCounts, StoreError, TokenRecord,
+    AuditRecord, Completion, DeviceRecord, ImportMsg, ImportSummary, MeteringPoint, NewEnrolment, NewPremises,
+    NewRegistration, PremisesRecord, RequestRecord, RequestStatus, ResponseRecord, Store, StoreCounts, StoreError,
+    TokenRecord,
 };
 use engine::{Engine, backend};
 
@@ -41,7 +46,7 @@ impl SqliteStore {
     }
 }
 
-fn micros(t: Timestamp) -> i64 {
+pub(crate) fn micros(t: Timestamp) -> i64 {
     t.as_microsecond()
 }
 
@@ -49,11 +54,11 @@ fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(format!("stored {what} is unreadable: {detail}"))
 }
 
-fn ts(v: i64) -> Result<Timestamp, StoreError> {
+pub(crate) fn ts(v: i64) -> Result<Timestamp, StoreError> {
     Timestamp::from_microsecond(v).map_err(|e| corrupt("timestamp", e))
 }
 
-fn party_id(s: String) -> Result<PartyId, StoreError> {
+pub(crate) fn party_id(s: String) -> Result<PartyId, StoreError> {
     PartyId::parse(&s).map_err(|e| corrupt("party id", e))
 }
 
@@ -61,13 +66,13 @@ fn opt_party_id(s: Option<String>) -> Result<Option<PartyId>, StoreError> {
     s.map(party_id).transpose()
 }
 
-fn mpxn(s: &str) -> Result<Mpxn, StoreError> {
+pub(crate) fn mpxn(s: &str) -> Result<Mpxn, StoreError> {
     // Stored identifiers were validated on the way in, possibly under relaxed rules.
     Mpxn::parse_with(s, IdRules::RELAXED).map_err(|e| corrupt("MPxN", e))
 }
 
 /// Map a failed statement: constraint violations are conflicts the caller can act on.
-fn classify(e: rusqlite::Error) -> StoreError {
+pub(crate) fn classify(e: rusqlite::Error) -> StoreError {
     if let rusqlite::Error::SqliteFailure(f, msg) = &e
         && f.code == rusqlite::ErrorCode::ConstraintViolation
     {
@@ -685,6 +690,81 @@ impl Store for SqliteStore {
                 })
             })
             .await
+    }
+
+    async fn install_premises(&self, p: NewPremises) -> Result<PremisesRecord, StoreError> {
+        self.engine.write(move |conn| pipeline::install_premises(conn, &p)).await
+    }
+
+    async fn premises(&self, id: i64) -> Result<Option<PremisesRecord>, StoreError> {
+        self.engine.read(move |conn| pipeline::premises(conn, id)).await
+    }
+
+    async fn device(&self, eui: Eui64) -> Result<Option<DeviceRecord>, StoreError> {
+        self.engine.read(move |conn| pipeline::device(conn, eui)).await
+    }
+
+    async fn premises_devices(&self, premises_id: i64) -> Result<Vec<DeviceRecord>, StoreError> {
+        self.engine.read(move |conn| pipeline::premises_devices(conn, premises_id)).await
+    }
+
+    async fn device_for_mpxn(&self, m: Mpxn) -> Result<Option<DeviceRecord>, StoreError> {
+        self.engine.read(move |conn| pipeline::device_for_mpxn(conn, m)).await
+    }
+
+    async fn reserve_counters(&self, originator: Eui64, n: u64) -> Result<u64, StoreError> {
+        assert!(n >= 1, "reserve at least one counter");
+        self.engine.write(move |conn| pipeline::reserve_counters(conn, originator, n)).await
+    }
+
+    async fn insert_request(&self, mut r: RequestRecord) -> Result<RequestRecord, StoreError> {
+        self.engine
+            .write(move |conn| {
+                r.seq = pipeline::insert_request(conn, &r)?;
+                Ok(r)
+            })
+            .await
+    }
+
+    async fn request(&self, id: &str) -> Result<Option<(RequestRecord, Option<ResponseRecord>)>, StoreError> {
+        let id = id.to_string();
+        self.engine.read(move |conn| pipeline::request(conn, &id)).await
+    }
+
+    async fn transition_request(
+        &self,
+        id: &str,
+        from: &[RequestStatus],
+        to: RequestStatus,
+        at: Timestamp,
+        note: Option<String>,
+        signature: Option<Vec<u8>>,
+    ) -> Result<RequestRecord, StoreError> {
+        let (id, from) = (id.to_string(), from.to_vec());
+        self.engine.write(move |conn| pipeline::transition(conn, &id, &from, to, at, note, signature)).await
+    }
+
+    async fn due_requests(&self, now: Timestamp, limit: usize) -> Result<Vec<RequestRecord>, StoreError> {
+        self.engine.read(move |conn| pipeline::due_requests(conn, now, limit)).await
+    }
+
+    async fn complete_requests(&self, completions: Vec<Completion>) -> Result<(), StoreError> {
+        self.engine.write(move |conn| pipeline::complete_requests(conn, &completions)).await
+    }
+
+    async fn responses_after(
+        &self,
+        party: &PartyId,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<ResponseRecord>, StoreError> {
+        let party = party.clone();
+        self.engine.read(move |conn| pipeline::responses_after(conn, &party, after_seq, limit)).await
+    }
+
+    async fn audit_trail(&self, request_id: &str) -> Result<Vec<AuditRecord>, StoreError> {
+        let id = request_id.to_string();
+        self.engine.read(move |conn| pipeline::audit_trail(conn, &id)).await
     }
 }
 

@@ -8,20 +8,25 @@ use crate::StoreError;
 use super::engine::backend;
 
 /// (version, SQL). Append only; never edit a released migration.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/0001_initial.sql"))];
+pub(crate) const HUB: &[(i64, &str)] =
+    &[(1, include_str!("../../migrations/0001_initial.sql")), (2, include_str!("../../migrations/0002_pipeline.sql"))];
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+pub const SCHEMA_VERSION: i64 = HUB[HUB.len() - 1].0;
 
-pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+/// The fleet's own database (device state), separate from the hub's.
+pub(crate) const FLEET: &[(i64, &str)] = &[(1, include_str!("../../migrations/fleet_0001_initial.sql"))];
+
+pub(crate) fn migrate(conn: &mut Connection, migrations: &[(i64, &str)]) -> Result<(), StoreError> {
+    let latest = migrations[migrations.len() - 1].0;
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(backend)?;
-    if current > SCHEMA_VERSION {
+    if current > latest {
         return Err(StoreError::Backend(format!(
-            "the data directory holds schema version {current}, newer than this build's {SCHEMA_VERSION}; \
+            "the data directory holds schema version {current}, newer than this build's {latest}; \
              run a newer meterhub"
         )));
     }
-    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+    for (version, sql) in migrations.iter().filter(|(v, _)| *v > current) {
         let tx = conn.transaction().map_err(backend)?;
         tx.execute_batch(sql).map_err(|e| StoreError::Backend(format!("migration {version} failed: {e}")))?;
         tx.pragma_update(None, "user_version", version).map_err(backend)?;

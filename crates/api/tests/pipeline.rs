@@ -1,0 +1,467 @@
+//! The service request pipeline end to end through the HTTP API, with the in-process fleet:
+//! install a home, commission it with signed critical commands, enrol it, then read it as the
+//! supplier and the network operator; every refusal on the way says why (R-SR-1..4, R-REG-2).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use base64::Engine as _;
+use domain::crypto::{self, SigningKey, SystemRandom};
+use fleet::Fleet;
+use hub::{Hub, HubConfig, ManualClock};
+use serde_json::{Value, json};
+use store::sqlite::{Durability, SqliteFleetStore, SqliteOptions, SqliteStore};
+use tower::ServiceExt;
+
+const START: &str = "2026-01-05T09:00:00Z";
+const MPAN: &str = "1312345678907";
+
+struct World {
+    app: Router,
+    hub: Hub,
+    fleet: Arc<Fleet>,
+    store: Arc<SqliteStore>,
+    fleet_store: Arc<SqliteFleetStore>,
+    clock: Arc<ManualClock>,
+    operator: String,
+}
+
+fn opts() -> SqliteOptions {
+    SqliteOptions { durability: Durability::Normal, readers: 2 }
+}
+
+async fn open_world(dir: &std::path::Path, clock: Arc<ManualClock>) -> World {
+    let store = Arc::new(SqliteStore::open(dir, opts()).unwrap());
+    let fleet_store = Arc::new(SqliteFleetStore::open(dir, opts()).unwrap());
+    let hub = Hub::open(store.clone(), clock.clone(), HubConfig::default()).await.unwrap();
+    let operator = match hub.bootstrap_operator().await.unwrap() {
+        Some(t) => t.token,
+        None => hub.issue_token_unchecked(&"hub-operator".parse().unwrap(), "test").await.unwrap().token,
+    };
+    let fleet = Arc::new(Fleet::new(fleet_store.clone(), clock.clone(), 7, 64));
+    hub.attach_transport(fleet.clone());
+    World { app: api::router(hub.clone()), hub, fleet, store, fleet_store, clock, operator }
+}
+
+impl World {
+    async fn close(&self) {
+        self.store.close().await;
+        self.fleet_store.close().await;
+    }
+
+    async fn call(&self, method: Method, uri: &str, token: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let req = Request::builder().method(method).uri(uri).header(header::AUTHORIZATION, format!("Bearer {token}"));
+        let req = match body {
+            Some(b) => req.header(header::CONTENT_TYPE, "application/json").body(Body::from(b.to_string())).unwrap(),
+            None => req.body(Body::empty()).unwrap(),
+        };
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 24).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    async fn party(&self, id: &str, roles: &[&str], eui: u8, key: Option<&SigningKey>) -> String {
+        let pem = key.map(|k| crypto::public_key_pem(&k.public_key_spki()));
+        let body = json!({"id": id, "name": id, "roles": roles, "originator": format!("90B3D51F300100{eui:02X}"), "signing_key_pem": pem});
+        let (s, v) = self.call(Method::POST, "/v1/parties", &self.operator, Some(body)).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let (s, v) =
+            self.call(Method::POST, &format!("/v1/parties/{id}/tokens"), &self.operator, Some(json!({}))).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        v["token"].as_str().unwrap().to_string()
+    }
+
+    /// Submit; returns the acknowledgement.
+    async fn submit(&self, token: &str, srv: &str, target: Value, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, "/v1/requests", token, Some(json!({"srv": srv, "target": target, "body": body}))).await
+    }
+
+    /// Sign a request's pre-command with `key` and send the signature.
+    async fn sign(&self, token: &str, ack: &Value, key: &SigningKey) -> (StatusCode, Value) {
+        let pre = base64::engine::general_purpose::STANDARD.decode(ack["precommand_base64"].as_str().unwrap()).unwrap();
+        let sig = key.sign(&SystemRandom::new(), &pre).unwrap();
+        let body = json!({"signature_base64": base64::engine::general_purpose::STANDARD.encode(sig)});
+        let id = ack["id"].as_str().unwrap();
+        self.call(Method::POST, &format!("/v1/requests/{id}/signature"), token, Some(body)).await
+    }
+
+    /// Run the dispatcher, then fetch the request.
+    async fn settle(&self, token: &str, ack: &Value) -> Value {
+        self.hub.dispatch_due().await.unwrap();
+        let id = ack["id"].as_str().unwrap();
+        let (s, v) = self.call(Method::GET, &format!("/v1/requests/{id}"), token, None).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v
+    }
+
+    /// Submit (and sign, for critical SRVs), run, return the request with its response.
+    async fn run(&self, token: &str, srv: &str, target: Value, body: Value, key: Option<&SigningKey>) -> Value {
+        let (s, ack) = self.submit(token, srv, target, body).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{srv}: {ack}");
+        if let Some(k) = key {
+            assert_eq!(ack["status"], json!("awaiting-signature"), "{ack}");
+            let (s, v) = self.sign(token, &ack, k).await;
+            assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+        }
+        self.settle(token, &ack).await
+    }
+}
+
+struct Market {
+    w: World,
+    acme: String,
+    acme_key: SigningKey,
+    bright: String,
+    dno: String,
+    reg: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn market() -> Market {
+    let dir = tempfile::tempdir().unwrap();
+    let w = open_world(dir.path(), Arc::new(ManualClock::new(START.parse().unwrap()))).await;
+    let acme_key = SigningKey::generate(&SystemRandom::new()).unwrap();
+    let acme = w.party("acme", &["IS", "GS"], 1, Some(&acme_key)).await;
+    let bright = w.party("bright", &["IS"], 2, Some(&SigningKey::generate(&SystemRandom::new()).unwrap())).await;
+    let dno = w.party("dno-13", &["ED"], 3, None).await;
+    let reg = w.party("reg", &["REG"], 4, None).await;
+    w.party("cadent", &["GT"], 5, None).await;
+    for (mpxn, body) in [
+        (
+            MPAN,
+            json!({"effective_from": "2025-01-01", "supplier": "acme", "network_operator": "dno-13", "meter_type": "smart-compliant"}),
+        ),
+        (
+            "3938424403",
+            json!({"effective_from": "2025-01-01", "supplier": "acme", "shipper": "acme", "network_operator": "cadent", "meter_type": "smart-compliant", "annual_quantity_kwh": 12000}),
+        ),
+        (
+            "1700053058802",
+            json!({"effective_from": "2025-01-01", "supplier": "acme", "network_operator": "dno-13", "meter_type": "traditional"}),
+        ),
+    ] {
+        let (s, v) = w.call(Method::POST, &format!("/v1/metering-points/{mpxn}/registrations"), &reg, Some(body)).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    Market { w, acme, acme_key, bright, dno, reg, _dir: dir }
+}
+
+fn device_of<'a>(premises: &'a Value, kind: &str) -> &'a str {
+    premises["devices"].as_array().unwrap().iter().find(|d| d["kind"] == json!(kind)).unwrap()["eui"].as_str().unwrap()
+}
+
+/// Install a home for acme and commission every device with signed 8.1.1s.
+async fn installed_home(m: &Market) -> Value {
+    let (s, p) =
+        m.w.call(
+            Method::POST,
+            "/v1/premises",
+            &m.acme,
+            Some(json!({"electricity": "domestic", "gas_annual_quantity_kwh": 12000})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    for d in p["devices"].as_array().unwrap() {
+        let r = m.w.run(&m.acme, "8.1.1", json!({"device": d["eui"]}), json!({}), Some(&m.acme_key)).await;
+        assert_eq!(r["response"]["outcome"], json!("done"), "{r}");
+    }
+    p
+}
+
+/// Link the meters to their MPxNs (6.20.1): this enrols them.
+async fn enrolled_home(m: &Market) -> Value {
+    let p = installed_home(m).await;
+    for (kind, mpxn) in [("electricity-meter", MPAN), ("gas-meter", "3938424403")] {
+        let r = m.w.run(&m.acme, "6.20.1", json!({"device": device_of(&p, kind)}), json!({"mpxn": mpxn}), None).await;
+        assert_eq!(r["response"]["outcome"], json!("done"), "{r}");
+    }
+    p
+}
+
+// R-REG-2: enrolment is commissioning (8.1.1) then linking (6.20.1); only then does the
+// registry's enrolled flag become true and ordinary requests run.
+#[tokio::test]
+async fn enrolment_sets_the_registry_flag_and_unlocks_requests() {
+    let m = market().await;
+    let p = installed_home(&m).await;
+    // Not yet linked: requests by MPxN are refused with the reason.
+    let (s, v) = m.w.submit(&m.acme, "4.1.1", json!({"mpxn": MPAN}), json!({})).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("not enrolled"), "{v}");
+    let (_, view) = m.w.call(Method::GET, &format!("/v1/metering-points/{MPAN}"), &m.acme, None).await;
+    assert_eq!(view["enrolled"], json!(false));
+
+    let elec = device_of(&p, "electricity-meter");
+    // Linking to the other fuel's MPxN, or to a traditional meter's, is refused.
+    let (s, v) = m.w.submit(&m.acme, "6.20.1", json!({"device": elec}), json!({"mpxn": "3938424403"})).await;
+    assert_eq!((s, v["field"].as_str()), (StatusCode::BAD_REQUEST, Some("body.mpxn")), "{v}");
+    let (s, v) = m.w.submit(&m.acme, "6.20.1", json!({"device": elec}), json!({"mpxn": "1700053058802"})).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("traditional"), "{v}");
+    // Another supplier may not link acme's meter to acme's MPxN.
+    let (s, v) = m.w.submit(&m.bright, "6.20.1", json!({"device": elec}), json!({"mpxn": MPAN})).await;
+    assert_eq!((s, v["missing"].as_str()), (StatusCode::FORBIDDEN, Some("relationship")), "{v}");
+
+    let r = m.w.run(&m.acme, "6.20.1", json!({"device": elec}), json!({"mpxn": MPAN}), None).await;
+    assert_eq!(r["response"]["outcome"], json!("done"), "{r}");
+    let (_, view) = m.w.call(Method::GET, &format!("/v1/metering-points/{MPAN}"), &m.acme, None).await;
+    assert_eq!(view["enrolled"], json!(true), "{view}");
+    let (_, pv) = m.w.call(Method::GET, &format!("/v1/premises/{}", p["id"]), &m.acme, None).await;
+    let meter = pv["devices"].as_array().unwrap().iter().find(|d| d["kind"] == json!("electricity-meter")).unwrap();
+    assert_eq!(meter["mpxn"], json!(MPAN));
+    assert!(meter["commissioned_at"].is_string());
+
+    let r = m.w.run(&m.acme, "4.1.1", json!({"mpxn": MPAN}), json!({}), None).await;
+    assert_eq!(r["response"]["outcome"], json!("done"), "{r}");
+    assert!(r["response"]["body"]["import_wh"].as_u64().is_some(), "{r}");
+    m.w.close().await;
+}
+
+// R-SR-2: the hub hands out the exact bytes to sign and does not judge signatures; the
+// device refuses a bad one, and a critical request never runs unsigned.
+#[tokio::test]
+async fn critical_requests_need_the_right_signature() {
+    let m = market().await;
+    let (s, p) = m.w.call(Method::POST, "/v1/premises", &m.acme, Some(json!({"electricity": "economy-7"}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    let chf = device_of(&p, "comms-hub");
+    let (s, ack) = m.w.submit(&m.acme, "8.1.1", json!({"device": chf}), json!({})).await;
+    assert_eq!((s, ack["status"].as_str()), (StatusCode::ACCEPTED, Some("awaiting-signature")), "{ack}");
+    // Unsigned, it does not run however often the dispatcher looks.
+    assert_eq!(m.w.hub.dispatch_due().await.unwrap(), 0);
+    // Signed with a key the device does not trust: the device refuses.
+    let wrong = SigningKey::generate(&SystemRandom::new()).unwrap();
+    m.w.sign(&m.acme, &ack, &wrong).await;
+    let r = m.w.settle(&m.acme, &ack).await;
+    assert_eq!(r["response"]["outcome"], json!("device-refused"), "{r}");
+    assert_eq!(r["response"]["body"]["code"], json!("signature-invalid"), "{r}");
+    assert!(!m.w.fleet.system(chf.parse().unwrap()).await.unwrap().devices[0].commissioned);
+    // A request already signed cannot be signed again.
+    let (s, _) = m.w.sign(&m.acme, &ack, &m.acme_key).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    // The audit trail tells the story.
+    let (_, trail) =
+        m.w.call(Method::GET, &format!("/v1/requests/{}/audit", ack["id"].as_str().unwrap()), &m.acme, None).await;
+    let events: Vec<&str> = trail.as_array().unwrap().iter().map(|a| a["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["accepted", "queued", "completed"]);
+    // With the right key it runs.
+    let r = m.w.run(&m.acme, "8.1.1", json!({"device": chf}), json!({}), Some(&m.acme_key)).await;
+    assert_eq!(r["response"]["outcome"], json!("done"), "{r}");
+    m.w.close().await;
+}
+
+// R-SR-1, R-COS-4: who may read what, and the supplier's reads stay inside its period.
+#[tokio::test]
+async fn reads_by_role_and_relationship_with_data_windows() {
+    let m = market().await;
+    enrolled_home(&m).await;
+    // The registered supplier, the network operator: allowed. Another supplier: refused.
+    let r = m.w.run(&m.acme, "4.1.1", json!({"mpxn": MPAN}), json!({}), None).await;
+    assert_eq!(r["response"]["outcome"], json!("done"), "{r}");
+    // Nine hours after installation, the distributor reads the profile since then.
+    m.w.clock.advance_to("2026-01-05T18:00:00Z".parse().unwrap());
+    let r = m.w.run(&m.dno, "4.8.1", json!({"mpxn": MPAN}), json!({"from": "2026-01-04T00:00:00Z"}), None).await;
+    assert_eq!(r["response"]["body"]["half_hours"].as_array().unwrap().len(), 18, "{r}");
+    let (s, v) = m.w.submit(&m.bright, "4.1.1", json!({"mpxn": MPAN}), json!({})).await;
+    assert_eq!((s, v["missing"].as_str()), (StatusCode::FORBIDDEN, Some("relationship")), "{v}");
+    let (s, v) = m.w.submit(&m.dno, "7.2", json!({"mpxn": MPAN}), json!({})).await;
+    assert_eq!((s, v["missing"].as_str()), (StatusCode::FORBIDDEN, Some("role")), "{v}");
+    let (s, v) = m.w.submit(&m.reg, "4.1.1", json!({"mpxn": MPAN}), json!({})).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+
+    // acme's period on this MPAN began on 1 January 2025, but the meter was installed today:
+    // the daily log starts at installation.
+    m.w.clock.advance_to("2026-01-20T09:00:00Z".parse().unwrap());
+    let r = m.w.run(&m.acme, "4.17", json!({"mpxn": MPAN}), json!({"from": "2025-06-01T00:00:00Z"}), None).await;
+    let days = r["response"]["body"]["days"].as_array().unwrap();
+    assert_eq!(days.first().unwrap()[0], json!("2026-01-06"), "{r}");
+    assert_eq!(days.last().unwrap()[0], json!("2026-01-19"));
+
+    // A switch to bright from 15 January: acme now reads nothing after it, bright nothing before.
+    let body = json!({"effective_from": "2026-01-15", "supplier": "bright", "network_operator": "dno-13", "meter_type": "smart-compliant"});
+    let (s, _) = m.w.call(Method::POST, &format!("/v1/metering-points/{MPAN}/registrations"), &m.reg, Some(body)).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = m.w.submit(&m.acme, "4.1.1", json!({"mpxn": MPAN}), json!({})).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "the outgoing supplier no longer reads the meter");
+    let r = m.w.run(&m.bright, "4.8.1", json!({"mpxn": MPAN}), json!({"from": "2026-01-10T00:00:00Z"}), None).await;
+    assert_eq!(r["response"]["outcome"], json!("done"), "{r}");
+    assert_eq!(r["response"]["body"]["from"], json!("2026-01-15T00:00:00Z"), "{r}");
+    m.w.close().await;
+}
+
+#[tokio::test]
+async fn display_status_firmware_alerts_and_han_log() {
+    let m = market().await;
+    let p = enrolled_home(&m).await;
+    let r = m.w.run(&m.acme, "3.1", json!({"mpxn": MPAN}), json!({"message": "Cheaper power tonight"}), None).await;
+    assert_eq!(r["response"]["outcome"], json!("done"), "{r}");
+    let ihd: domain::Eui64 = device_of(&p, "in-home-display").parse().unwrap();
+    assert_eq!(m.w.fleet.ihd_view(ihd).await.unwrap()["message"], json!("Cheaper power tonight"));
+
+    let r = m.w.run(&m.dno, "7.4", json!({"mpxn": MPAN}), json!({}), None).await;
+    assert_eq!(r["response"]["body"]["supply"], json!("enabled"), "{r}");
+    let r = m.w.run(&m.dno, "11.2", json!({"device": device_of(&p, "comms-hub")}), json!({}), None).await;
+    assert_eq!(r["response"]["body"]["firmware"], json!("1.0.0"), "{r}");
+
+    // 6.22: the meter stops sending an alert.
+    let r =
+        m.w.run(&m.acme, "6.22", json!({"mpxn": MPAN}), json!({"alert_code": "0x8f35", "enabled": false}), None).await;
+    assert_eq!(r["response"]["body"]["alert_code"], json!("0x8F35"), "{r}");
+    let meter: domain::Eui64 = device_of(&p, "electricity-meter").parse().unwrap();
+    let system = m.w.fleet.system(meter).await.unwrap();
+    assert_eq!(system.meter(meter).unwrap().disabled_alerts, vec![0x8F35]);
+
+    // 8.11 by MPxN reaches the comms hub; the log is bounded.
+    let adds: Vec<String> = (0..20u64).map(|i| domain::Eui64::from_u64(0xAB00 + i).to_string()).collect();
+    let r = m.w.run(&m.acme, "8.11", json!({"mpxn": MPAN}), json!({"add": adds[..10]}), None).await;
+    assert_eq!(r["response"]["outcome"], json!("done"), "{r}");
+    let r = m.w.run(&m.acme, "8.11", json!({"mpxn": MPAN}), json!({"add": adds[10..16]}), None).await;
+    assert_eq!(r["response"]["body"]["code"], json!("han-log-full"), "{r}");
+
+    // Bodies are checked per SRV before anything is stored.
+    for (srv, body, field) in [
+        ("3.1", json!({"message": ""}), "body.message"),
+        ("3.1", json!({"message": "hi", "colour": "red"}), "body.colour"),
+        ("6.22", json!({"alert_code": "8F35", "enabled": false}), "body.alert_code"),
+        ("4.8.1", json!({"from": "yesterday"}), "body.from"),
+        ("4.1.1", json!({"x": 1}), "body.x"),
+        ("9.99", json!({}), "srv"),
+    ] {
+        let (s, v) = m.w.submit(&m.acme, srv, json!({"mpxn": MPAN}), body).await;
+        assert_eq!((s, v["field"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{srv}: {v}");
+    }
+    let (s, v) = m.w.submit(&m.acme, "1.1.1", json!({"mpxn": MPAN}), json!({})).await;
+    assert_eq!(s, StatusCode::NOT_IMPLEMENTED, "{v}");
+    m.w.close().await;
+}
+
+// R-SR-3: a future-dated request waits for its time and can be cancelled until then.
+#[tokio::test]
+async fn future_dated_requests_wait_for_their_time_and_can_be_cancelled() {
+    let m = market().await;
+    enrolled_home(&m).await;
+    let submit = |at: &str| json!({"srv": "4.1.1", "target": {"mpxn": MPAN}, "body": {}, "execute_at": at});
+    let (s, later) = m.w.call(Method::POST, "/v1/requests", &m.acme, Some(submit("2026-01-06T09:00:00Z"))).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{later}");
+    let (_, cancelled) = m.w.call(Method::POST, "/v1/requests", &m.acme, Some(submit("2026-01-06T09:00:00Z"))).await;
+    assert_eq!(m.w.hub.dispatch_due().await.unwrap(), 0, "nothing is due yet");
+    let id = cancelled["id"].as_str().unwrap();
+    let (s, v) = m.w.call(Method::POST, &format!("/v1/requests/{id}/cancel"), &m.acme, None).await;
+    assert_eq!((s, v["status"].as_str()), (StatusCode::OK, Some("cancelled")), "{v}");
+    // Another party cannot cancel (or even see) it.
+    let (s, _) =
+        m.w.call(Method::POST, &format!("/v1/requests/{}/cancel", later["id"].as_str().unwrap()), &m.bright, None)
+            .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // Past dates, too far ahead, and SRVs that cannot be future-dated are refused.
+    for (body, field) in [
+        (json!({"srv": "4.1.1", "target": {"mpxn": MPAN}, "execute_at": "2026-01-01T00:00:00Z"}), "execute_at"),
+        (json!({"srv": "4.1.1", "target": {"mpxn": MPAN}, "execute_at": "2028-01-01T00:00:00Z"}), "execute_at"),
+        (json!({"srv": "7.4", "target": {"mpxn": MPAN}, "execute_at": "2026-01-06T00:00:00Z"}), "execute_at"),
+        (json!({"srv": "7.4", "target": {"mpxn": MPAN, "device": "00-00-00-00-00-00-00-01"}}), "target"),
+    ] {
+        let (s, v) = m.w.call(Method::POST, "/v1/requests", &m.acme, Some(body.clone())).await;
+        assert_eq!((s, v["field"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{body}: {v}");
+    }
+    m.w.hub
+        .advance_clock(&m.w.hub.authenticate(&m.w.operator).await.unwrap(), "2026-01-06T09:00:00Z".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(m.w.hub.dispatch_due().await.unwrap(), 1, "only the uncancelled one runs");
+    let r = m.w.settle(&m.acme, &later).await;
+    assert_eq!(r["response"]["outcome"], json!("done"), "{r}");
+    assert_eq!(r["response"]["body"]["read_at"], json!("2026-01-06T09:00:00Z"));
+    // Too late to cancel now.
+    let (s, _) =
+        m.w.call(Method::POST, &format!("/v1/requests/{}/cancel", later["id"].as_str().unwrap()), &m.acme, None).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    m.w.close().await;
+}
+
+// R-SR-4: responses are fetched by id, waited for, and pulled in order; every response is
+// kept once, whatever the restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_are_delivered_and_nothing_is_lost_or_run_twice_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(START.parse().unwrap()));
+    let m = {
+        let w = open_world(dir.path(), clock.clone()).await;
+        let acme_key = SigningKey::generate(&SystemRandom::new()).unwrap();
+        let acme = w.party("acme", &["IS"], 1, Some(&acme_key)).await;
+        let reg = w.party("reg", &["REG"], 4, None).await;
+        w.party("dno-13", &["ED"], 3, None).await;
+        let body = json!({"effective_from": "2025-01-01", "supplier": "acme", "network_operator": "dno-13", "meter_type": "smart-compliant"});
+        w.call(Method::POST, &format!("/v1/metering-points/{MPAN}/registrations"), &reg, Some(body)).await;
+        Market { w, acme, acme_key, bright: String::new(), dno: String::new(), reg, _dir: tempfile::tempdir().unwrap() }
+    };
+    let (_, p) = m.w.call(Method::POST, "/v1/premises", &m.acme, Some(json!({"electricity": "domestic"}))).await;
+    for d in p["devices"].as_array().unwrap() {
+        m.w.run(&m.acme, "8.1.1", json!({"device": d["eui"]}), json!({}), Some(&m.acme_key)).await;
+    }
+    let r =
+        m.w.run(&m.acme, "6.20.1", json!({"device": device_of(&p, "electricity-meter")}), json!({"mpxn": MPAN}), None)
+            .await;
+    assert_eq!(r["response"]["outcome"], json!("done"), "{r}");
+
+    // A long-poll is answered as soon as the dispatcher runs.
+    let (_, ack) = m.w.submit(&m.acme, "4.1.1", json!({"mpxn": MPAN}), json!({})).await;
+    let id = ack["id"].as_str().unwrap().to_string();
+    let waiter = {
+        let app = m.w.app.clone();
+        let token = m.acme.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            let req = Request::get(format!("/v1/requests/{id}?wait=10"))
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(Body::empty())
+                .unwrap();
+            let resp = app.oneshot(req).await.unwrap();
+            let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+            serde_json::from_slice::<Value>(&bytes).unwrap()
+        })
+    };
+    tokio::task::yield_now().await;
+    m.w.hub.dispatch_due().await.unwrap();
+    let answered = waiter.await.unwrap();
+    assert_eq!(answered["response"]["outcome"], json!("done"), "{answered}");
+
+    // Three displays accepted but not yet run when the hub stops.
+    let mut pending = Vec::new();
+    for i in 0..3 {
+        let (s, ack) = m.w.submit(&m.acme, "3.1", json!({"mpxn": MPAN}), json!({"message": format!("note {i}")})).await;
+        assert_eq!(s, StatusCode::ACCEPTED);
+        pending.push(ack["id"].as_str().unwrap().to_string());
+    }
+    let (_, before) = m.w.call(Method::GET, "/v1/responses", &m.acme, None).await;
+    let seen = before.as_array().unwrap().len();
+    m.w.close().await;
+    drop(m.w);
+
+    // A new hub over the same data: the accepted requests run, once each.
+    let w = open_world(dir.path(), clock.clone()).await;
+    assert_eq!(w.hub.dispatch_due().await.unwrap(), 3);
+    assert_eq!(w.hub.dispatch_due().await.unwrap(), 0, "nothing runs twice");
+    let (_, all) = w.call(Method::GET, "/v1/responses", &m.acme, None).await;
+    let all = all.as_array().unwrap();
+    assert_eq!(all.len(), seen + 3);
+    let seqs: Vec<i64> = all.iter().map(|r| r["seq"].as_i64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order");
+    let last = all.last().unwrap()["seq"].as_i64().unwrap();
+    let (_, after) = w.call(Method::GET, &format!("/v1/responses?after={}", last - 1), &m.acme, None).await;
+    assert_eq!(after.as_array().unwrap().len(), 1);
+    // The display shows the last message; each request has exactly one response.
+    let ihd: domain::Eui64 = device_of(&p, "in-home-display").parse().unwrap();
+    assert_eq!(w.fleet.ihd_view(ihd).await.unwrap()["message"], json!("note 2"));
+    for id in pending {
+        let (_, r) = w.call(Method::GET, &format!("/v1/requests/{id}"), &m.acme, None).await;
+        assert_eq!(r["status"], json!("completed"), "{r}");
+    }
+    // Counters continue strictly above those handed out before the restart.
+    let (_, ack) = w.submit(&m.acme, "7.4", json!({"mpxn": MPAN}), json!({})).await;
+    let counter: u64 = ack["id"].as_str().unwrap().rsplit(':').next().unwrap().parse().unwrap();
+    assert!(counter > 1000, "a new block after the restart: {counter}");
+    w.close().await;
+}

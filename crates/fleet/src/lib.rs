@@ -1,0 +1,162 @@
+//! The fleet: hosts the simulated smart metering systems, drives them with the hub's clock,
+//! keeps their state in its own database, and connects them to the hub through the
+//! [`hub::transport::DeviceTransport`] trait. Memory stays bounded however large the fleet:
+//! systems live in the database and a bounded cache holds the busy ones.
+
+use std::collections::VecDeque;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use device::{Command, Installation, Outcome, System};
+use domain::Eui64;
+use hub::Clock;
+use hub::transport::{DeviceMessage, DeviceTransport, InstallOrder, Installed, TransportError};
+use lru::LruCache;
+use serde::{Deserialize, Serialize};
+use store::FleetStore;
+
+/// Systems kept in memory at once.
+pub const CACHE_SYSTEMS_DEFAULT: usize = 10_000;
+/// State-changing answers a system remembers, so a command delivered again is not run again.
+pub const REMEMBERED_ANSWERS_MAX: usize = 8;
+/// EUI-64 slots per system: comms hub, electricity and gas meter, IHD, PPMID, 3 additional.
+const EUIS_PER_SYSTEM: u64 = 8;
+
+/// A system as persisted: its devices and the answers it remembers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Stored {
+    system: System,
+    /// (request id, answer), oldest first.
+    answered: VecDeque<(String, Outcome)>,
+}
+
+type Entry = Arc<tokio::sync::Mutex<Stored>>;
+
+pub struct Fleet {
+    store: Arc<dyn FleetStore>,
+    clock: Arc<dyn Clock>,
+    seed: u64,
+    cache: Mutex<LruCache<i64, Entry>>,
+    installing: tokio::sync::Mutex<()>,
+}
+
+fn failed(e: impl std::fmt::Display) -> TransportError {
+    TransportError::Failed(e.to_string())
+}
+
+impl Fleet {
+    pub fn new(store: Arc<dyn FleetStore>, clock: Arc<dyn Clock>, seed: u64, cache_systems: usize) -> Fleet {
+        let cap = NonZeroUsize::new(cache_systems.max(1)).expect("non-zero");
+        Fleet { store, clock, seed, cache: Mutex::new(LruCache::new(cap)), installing: tokio::sync::Mutex::new(()) }
+    }
+
+    /// EUI of the comms hub of system `id`: a 16-bit prefix from the seed, then the slot.
+    fn comms_hub_eui(&self, id: i64) -> Eui64 {
+        let prefix = (self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48) << 48;
+        Eui64::from_u64(prefix | (id as u64 * EUIS_PER_SYSTEM))
+    }
+
+    /// The cached entry of a system, loading it if needed. Entries in use are never evicted,
+    /// so two loads of one system cannot race.
+    async fn entry(&self, id: i64) -> Result<Entry, TransportError> {
+        if let Some(e) = self.cache.lock().expect("cache").get(&id) {
+            return Ok(e.clone());
+        }
+        let text = self
+            .store
+            .load_system(id)
+            .await
+            .map_err(failed)?
+            .ok_or_else(|| failed(format!("system {id} is missing")))?;
+        let stored: Stored =
+            serde_json::from_str(&text).map_err(|e| failed(format!("system {id} state is unreadable: {e}")))?;
+        let mut cache = self.cache.lock().expect("cache");
+        if let Some(e) = cache.get(&id) {
+            return Ok(e.clone());
+        }
+        if cache.len() == cache.cap().get() {
+            // Evict the least recently used entry that nobody holds.
+            let idle = cache.iter().rev().find(|(_, e)| Arc::strong_count(e) == 1).map(|(k, _)| *k);
+            if let Some(k) = idle {
+                cache.pop(&k);
+            }
+        }
+        let entry = Arc::new(tokio::sync::Mutex::new(stored));
+        cache.push(id, entry.clone());
+        Ok(entry)
+    }
+
+    /// What a premises' in-home display shows (the consumer's view; not a hub service).
+    pub async fn ihd_view(&self, eui: Eui64) -> Result<serde_json::Value, TransportError> {
+        let id = self.store.system_of(eui).await.map_err(failed)?.ok_or(TransportError::Unreachable(eui))?;
+        let entry = self.entry(id).await?;
+        let stored = entry.lock().await;
+        Ok(stored.system.ihd_view(self.clock.now()))
+    }
+
+    /// A copy of a system's state, for inspection by tests and tools.
+    pub async fn system(&self, eui: Eui64) -> Result<System, TransportError> {
+        let id = self.store.system_of(eui).await.map_err(failed)?.ok_or(TransportError::Unreachable(eui))?;
+        let entry = self.entry(id).await?;
+        let stored = entry.lock().await;
+        Ok(stored.system.clone())
+    }
+}
+
+#[async_trait]
+impl DeviceTransport for Fleet {
+    async fn install(&self, order: InstallOrder) -> Result<Installed, TransportError> {
+        let _one_at_a_time = self.installing.lock().await;
+        let id = self.store.next_system_id().await.map_err(failed)?;
+        let comms_hub = self.comms_hub_eui(id);
+        let system = System::install(Installation {
+            seed: self.seed ^ (id as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
+            at: self.clock.now(),
+            comms_hub,
+            electricity: order.electricity,
+            gas_annual_quantity_kwh: order.gas_annual_quantity_kwh,
+            ihd: order.ihd,
+            ppmid: order.ppmid,
+            additional: usize::from(order.additional.min(3)),
+            supplier: order.supplier,
+        });
+        let devices: Vec<_> = system.devices.iter().map(|d| (d.eui, d.kind)).collect();
+        let stored = Stored { system, answered: VecDeque::new() };
+        let text = serde_json::to_string(&stored).map_err(failed)?;
+        self.store.add_system(id, comms_hub, devices.iter().map(|(e, _)| *e).collect(), text).await.map_err(failed)?;
+        tracing::debug!(message = "System installed.", system = id, comms_hub = %comms_hub);
+        Ok(Installed { comms_hub, devices })
+    }
+
+    async fn send(&self, m: DeviceMessage) -> Result<Outcome, TransportError> {
+        let id = self.store.system_of(m.target).await.map_err(failed)?.ok_or(TransportError::Unreachable(m.target))?;
+        let request_id = Command::decode(&m.bytes).map(|c| c.id.to_string()).ok();
+        let entry = self.entry(id).await?;
+        let mut stored = entry.lock().await;
+        if let Some(rid) = &request_id
+            && let Some((_, answer)) = stored.answered.iter().find(|(r, _)| r == rid)
+        {
+            return Ok(answer.clone());
+        }
+        let before = stored.system.clone();
+        let outcome = stored.system.handle(self.clock.now(), &m.bytes, m.signature.as_deref(), m.access);
+        if stored.system != before {
+            let answered_before = stored.answered.clone();
+            if let Some(rid) = request_id {
+                if stored.answered.len() == REMEMBERED_ANSWERS_MAX {
+                    stored.answered.pop_front();
+                }
+                stored.answered.push_back((rid, outcome.clone()));
+            }
+            let text = serde_json::to_string(&*stored).map_err(failed)?;
+            if let Err(e) = self.store.save_system(id, text).await {
+                // Not saved: forget the change, so memory never runs ahead of the database.
+                stored.system = before;
+                stored.answered = answered_before;
+                return Err(failed(e));
+            }
+        }
+        Ok(outcome)
+    }
+}

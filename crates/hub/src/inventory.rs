@@ -1,0 +1,111 @@
+//! The smart metering inventory: which devices are at which premises, installed by whom,
+//! commissioned when, linked to which MPxN. Installing is the simulation's stand-in for an
+//! installer's visit: the fleet fits the devices, trusting the installing supplier's key.
+
+use device::{LoadShape, TrustAnchor};
+use store::{DeviceRecord, NewPremises, PremisesRecord};
+
+use crate::transport::{InstallOrder, kind_name};
+use crate::{Caller, Hub, HubError};
+
+/// Longest list of additional devices at one premises.
+pub const ADDITIONAL_DEVICES_MAX: u8 = 3;
+
+/// What to fit, as asked.
+#[derive(Debug, Clone, Default)]
+pub struct InstallInput {
+    /// `domestic` (profile class 1) or `economy-7` (class 2); absent = no electricity meter.
+    pub electricity: Option<String>,
+    /// Annual quantity; absent = no gas meter.
+    pub gas_annual_quantity_kwh: Option<u64>,
+    pub ihd: bool,
+    pub ppmid: bool,
+    pub additional: u8,
+}
+
+impl Hub {
+    /// Fit devices at a new premises for the calling supplier, whose registered signing key
+    /// the devices will trust.
+    pub async fn install_premises(
+        &self,
+        caller: &Caller,
+        input: &InstallInput,
+    ) -> Result<(PremisesRecord, Vec<DeviceRecord>), HubError> {
+        self.authorize(caller, "premises.install", None)?;
+        let electricity = match input.electricity.as_deref() {
+            None => None,
+            Some("domestic") => Some(LoadShape::Domestic),
+            Some("economy-7") => Some(LoadShape::DomesticEconomy7),
+            Some(_) => return Err(HubError::invalid("electricity", "\"domestic\" or \"economy-7\"")),
+        };
+        if electricity.is_none() && input.gas_annual_quantity_kwh.is_none() {
+            return Err(HubError::invalid("electricity", "a premises needs an electricity meter, a gas meter or both"));
+        }
+        if let Some(aq) = input.gas_annual_quantity_kwh
+            && !(1..=domain::registry::ANNUAL_QUANTITY_KWH_MAX).contains(&aq)
+        {
+            return Err(HubError::invalid("gas_annual_quantity_kwh", "1 kWh to 10 TWh a year"));
+        }
+        if input.additional > ADDITIONAL_DEVICES_MAX {
+            return Err(HubError::invalid("additional", format!("at most {ADDITIONAL_DEVICES_MAX}")));
+        }
+        let Some(spki) = caller.party.signing_key_spki.clone() else {
+            return Err(HubError::invalid(
+                "signing_key_pem",
+                "the installing supplier needs a registered signing key: devices will trust it for critical commands",
+            ));
+        };
+        let transport = self
+            .inner
+            .transport
+            .get()
+            .ok_or_else(|| HubError::Unavailable("no device transport is attached".into()))?;
+        let order = InstallOrder {
+            electricity,
+            gas_annual_quantity_kwh: input.gas_annual_quantity_kwh,
+            ihd: input.ihd,
+            ppmid: input.ppmid,
+            additional: input.additional,
+            supplier: TrustAnchor { originator: caller.party.originator, spki },
+        };
+        let installed = transport.install(order).await.map_err(|e| HubError::Unavailable(e.to_string()))?;
+        let premises = self
+            .store()
+            .install_premises(NewPremises {
+                comms_hub: installed.comms_hub,
+                installed_at: self.now(),
+                installed_by: caller.party.id.clone(),
+                devices: installed.devices.iter().map(|(e, k)| (*e, kind_name(*k).to_string())).collect(),
+            })
+            .await?;
+        let devices = self.store().premises_devices(premises.id).await?;
+        tracing::info!(message = "Premises installed.", premises = premises.id, by = %caller.party.id, devices = devices.len());
+        Ok((premises, devices))
+    }
+
+    /// A premises and its devices (its installer, the hub operator, or the registered
+    /// supplier of a metering point linked there).
+    pub async fn premises_view(
+        &self,
+        caller: &Caller,
+        id: i64,
+    ) -> Result<(PremisesRecord, Vec<DeviceRecord>), HubError> {
+        self.check_role(caller, "premises.read")?;
+        let not_found = || HubError::NotFound(format!("no premises {id}"));
+        let premises = self.store().premises(id).await?.ok_or_else(not_found)?;
+        let devices = self.store().premises_devices(id).await?;
+        let operator = caller.party.roles.contains(domain::Role::HubOperator);
+        let mut allowed = operator || premises.installed_by == caller.party.id;
+        for d in devices.iter().filter_map(|d| d.mpxn) {
+            if allowed {
+                break;
+            }
+            let rel = self.relationships_at(&d, self.now()).await?;
+            allowed = rel.registered_supplier.as_ref() == Some(&caller.party.id);
+        }
+        if !allowed {
+            return Err(not_found());
+        }
+        Ok((premises, devices))
+    }
+}

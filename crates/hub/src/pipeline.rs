@@ -1,0 +1,640 @@
+//! The service request pipeline (R-SR-1..4): submit → validate the body for its SRV →
+//! resolve the target → check the metering point is smart and enrolled (R-REG-2) →
+//! authorise from the catalogue and the relationship at that instant → for critical SRVs,
+//! wait for the sender's signature over the exact pre-command → queue → at its time, send to
+//! the device through the transport → record the response in the audit log → deliver.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use device::{Access, Command, Outcome, RequestId, Requester};
+use domain::catalogue::{self, Critical, FutureDate, Relation};
+use domain::registry::{MeterType, supplier_period_start};
+use domain::{Eui64, Fuel, Mpxn, Party};
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{Map, Value, json};
+use store::{Completion, DeviceRecord, InventoryEffect, RequestRecord, RequestStatus, ResponseOutcome, ResponseRecord};
+
+use crate::registry::Relationships;
+use crate::transport::DeviceMessage;
+use crate::{Caller, Hub, HubError};
+
+/// SRVs this hub executes end to end today.
+pub const EXECUTABLE_SRVS: &[&str] =
+    &["8.1.1", "6.20.1", "4.1.1", "4.8.1", "4.17", "7.4", "11.2", "3.1", "6.22", "8.11"];
+/// Request-id counters reserved from the store at a time.
+const COUNTER_BLOCK: u64 = 1000;
+/// Furthest ahead a request may be future-dated.
+pub const FUTURE_DAYS_MAX: i64 = 400;
+/// Requests sent to devices at once by one dispatch round.
+pub const DISPATCH_BATCH_MAX: usize = 512;
+/// Longest a caller may wait for a response in one call.
+pub const WAIT_SECONDS_MAX: u64 = 25;
+
+/// What a request is aimed at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Mpxn(String),
+    Device(String),
+}
+
+/// A request as submitted: text, checked here and named on error.
+#[derive(Debug, Clone)]
+pub struct SubmitInput {
+    pub srv: String,
+    pub target: Target,
+    pub body: Value,
+    /// RFC 3339 instant or date; absent = now.
+    pub execute_at: Option<String>,
+}
+
+/// Everything decided about a request before it goes out.
+struct Plan {
+    device: DeviceRecord,
+    mpxn: Option<Mpxn>,
+    access: Access,
+    effect: Option<InventoryEffect>,
+}
+
+fn invalid(field: &str, rule: impl Into<String>) -> HubError {
+    HubError::invalid(field, rule)
+}
+
+fn object<'a>(body: &'a Value, allowed: &[&str]) -> Result<&'a Map<String, Value>, HubError> {
+    let obj = body.as_object().ok_or_else(|| invalid("body", "must be a JSON object"))?;
+    if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        let allowed = if allowed.is_empty() { "none".to_string() } else { allowed.join(", ") };
+        return Err(invalid(&format!("body.{k}"), format!("unknown field; this SRV takes: {allowed}")));
+    }
+    Ok(obj)
+}
+
+fn instant_field(obj: &Map<String, Value>, k: &str) -> Result<(), HubError> {
+    match obj.get(k) {
+        None => Ok(()),
+        Some(Value::String(s)) => {
+            domain::time::parse_instant(s).map(|_| ()).map_err(|e| invalid(&format!("body.{k}"), e))
+        }
+        Some(_) => Err(invalid(&format!("body.{k}"), "must be an instant (RFC 3339) as a string")),
+    }
+}
+
+/// Check a body against its SRV and return its canonical form (keys sorted, instants
+/// normalised to RFC 3339 UTC).
+pub fn validate_body(srv: &str, body: &Value, rules: domain::IdRules) -> Result<Value, HubError> {
+    let body = if body.is_null() { json!({}) } else { body.clone() };
+    match srv {
+        "8.1.1" | "4.1.1" | "7.4" | "11.2" => {
+            object(&body, &[])?;
+        }
+        "6.20.1" => {
+            let o = object(&body, &["mpxn"])?;
+            let m = o.get("mpxn").and_then(Value::as_str).ok_or_else(|| invalid("body.mpxn", "required, a string"))?;
+            let mpxn =
+                Mpxn::parse_with(m, rules).map_err(|e| invalid("body.mpxn", format!("{} {}", e.kind, e.rule)))?;
+            return Ok(json!({"mpxn": mpxn.to_string()}));
+        }
+        "4.8.1" | "4.17" => {
+            let o = object(&body, &["from", "to"])?;
+            instant_field(o, "from")?;
+            instant_field(o, "to")?;
+            let mut out = Map::new();
+            for k in ["from", "to"] {
+                if let Some(s) = o.get(k).and_then(Value::as_str) {
+                    out.insert(k.into(), json!(domain::time::parse_instant(s).expect("checked").to_string()));
+                }
+            }
+            return Ok(Value::Object(out));
+        }
+        "3.1" => {
+            let o = object(&body, &["message"])?;
+            let m = o
+                .get("message")
+                .and_then(Value::as_str)
+                .ok_or_else(|| invalid("body.message", "required, a string"))?;
+            if m.is_empty() || m.chars().count() > device::system::DISPLAY_CHARS_MAX || m.chars().any(char::is_control)
+            {
+                return Err(invalid(
+                    "body.message",
+                    format!("1 to {} printable characters", device::system::DISPLAY_CHARS_MAX),
+                ));
+            }
+        }
+        "6.22" => {
+            let o = object(&body, &["alert_code", "enabled"])?;
+            let code = o
+                .get("alert_code")
+                .and_then(Value::as_str)
+                .and_then(|s| s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")))
+                .filter(|h| h.len() == 4)
+                .and_then(|h| u16::from_str_radix(h, 16).ok())
+                .ok_or_else(|| invalid("body.alert_code", "a GBCS alert code such as \"0x8F35\""))?;
+            let enabled = o
+                .get("enabled")
+                .and_then(Value::as_bool)
+                .ok_or_else(|| invalid("body.enabled", "required, true or false"))?;
+            return Ok(json!({"alert_code": format!("0x{code:04X}"), "enabled": enabled}));
+        }
+        "8.11" => {
+            let o = object(&body, &["add", "remove"])?;
+            let mut out = Map::new();
+            for k in ["add", "remove"] {
+                let Some(v) = o.get(k) else { continue };
+                let list = v.as_array().ok_or_else(|| invalid(&format!("body.{k}"), "a list of EUI-64s"))?;
+                if list.len() > device::system::HAN_LOG_MAX {
+                    return Err(invalid(
+                        &format!("body.{k}"),
+                        format!("at most {} devices", device::system::HAN_LOG_MAX),
+                    ));
+                }
+                let euis = list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| {
+                        e.as_str()
+                            .ok_or_else(|| invalid(&format!("body.{k}[{i}]"), "an EUI-64 string"))
+                            .and_then(|s| {
+                                Eui64::parse(s).map_err(|e| invalid(&format!("body.{k}[{i}]"), e.to_string()))
+                            })
+                            .map(|e| json!(e.to_string()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                out.insert(k.into(), Value::Array(euis));
+            }
+            if out.is_empty() {
+                return Err(invalid("body", "give add, remove or both"));
+            }
+            return Ok(Value::Object(out));
+        }
+        _ => {
+            return Err(HubError::Unsupported(format!(
+                "SRV {srv} is in the catalogue but not yet executed by this hub"
+            )));
+        }
+    }
+    Ok(body)
+}
+
+fn fuel_of_kind(kind: &str) -> Option<Fuel> {
+    match kind {
+        "electricity-meter" => Some(Fuel::Electricity),
+        "gas-meter" => Some(Fuel::Gas),
+        _ => None,
+    }
+}
+
+impl Hub {
+    async fn next_request_counter(&self, originator: Eui64) -> Result<u64, HubError> {
+        let mut counters = self.inner.counters.lock().await;
+        let slot = counters.entry(originator).or_insert((0, 0));
+        if slot.0 >= slot.1 {
+            let first = self.store().reserve_counters(originator, COUNTER_BLOCK).await?;
+            *slot = (first, first + COUNTER_BLOCK);
+        }
+        let c = slot.0;
+        slot.0 += 1;
+        Ok(c)
+    }
+
+    async fn resolve_target(&self, srv: &str, target: &Target) -> Result<DeviceRecord, HubError> {
+        match target {
+            Target::Device(e) => {
+                let eui = Eui64::parse(e).map_err(|e| invalid("target.device", e.to_string()))?;
+                self.store()
+                    .device(eui)
+                    .await?
+                    .ok_or_else(|| HubError::NotFound(format!("no device {eui} is installed")))
+            }
+            Target::Mpxn(m) => {
+                let mpxn = self.parse_mpxn("target.mpxn", m)?;
+                let meter = self.store().device_for_mpxn(mpxn).await?.ok_or_else(|| {
+                    HubError::Conflict(format!(
+                        "metering point {mpxn} is not enrolled: no smart meter is linked to it (R-REG-2)"
+                    ))
+                })?;
+                if srv == "8.11" {
+                    // The HAN device log lives on the premises' comms hub.
+                    let devices = self.store().premises_devices(meter.premises_id).await?;
+                    return devices
+                        .into_iter()
+                        .find(|d| d.kind == "comms-hub")
+                        .ok_or_else(|| HubError::NotFound(format!("no comms hub at the premises of {mpxn}")));
+                }
+                Ok(meter)
+            }
+        }
+    }
+
+    /// The MPxN whose relationships govern a device: its own, or the premises' linked meter.
+    async fn governing_mpxn(&self, device: &DeviceRecord) -> Result<Option<Mpxn>, HubError> {
+        if device.mpxn.is_some() {
+            return Ok(device.mpxn);
+        }
+        let devices = self.store().premises_devices(device.premises_id).await?;
+        let mut linked: Vec<&DeviceRecord> = devices.iter().filter(|d| d.mpxn.is_some()).collect();
+        linked.sort_by_key(|d| d.kind != "electricity-meter");
+        Ok(linked.first().and_then(|d| d.mpxn))
+    }
+
+    /// R-REG-2: the metering point must be smart and enrolled at `at`.
+    async fn check_enrolled(&self, mpxn: Mpxn, at: Timestamp) -> Result<(), HubError> {
+        let reg = self.store().registration_at(mpxn, at, None).await?;
+        match reg {
+            None => Err(HubError::Conflict(format!("metering point {mpxn} has no registration at {at}"))),
+            Some(r) if r.data.meter_type != MeterType::SmartCompliant => Err(HubError::Conflict(format!(
+                "metering point {mpxn} has a {} meter at {at}: service requests need a smart meter (R-REG-2)",
+                r.data.meter_type
+            ))),
+            Some(_) => {
+                let enrolled = self.store().enrolment_at(mpxn, at, None).await?.is_some_and(|e| e.enrolled);
+                if enrolled {
+                    Ok(())
+                } else {
+                    Err(HubError::Conflict(format!(
+                        "metering point {mpxn}'s smart metering system is not enrolled in the hub at {at} (R-REG-2)"
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Decide everything about a request for `party` at instant `at`: the device, the
+    /// relationship, the data window. Run at submission and again at execution.
+    async fn plan(
+        &self,
+        party: &Party,
+        srv: &str,
+        device: DeviceRecord,
+        body: &Value,
+        at: Timestamp,
+    ) -> Result<Plan, HubError> {
+        let caller = Caller { party: party.clone(), token_id: String::new() };
+        match srv {
+            "8.1.1" => {
+                // Before its MPxN is linked, a device's supplier is the one that installed it.
+                let premises = self.store().premises_devices(device.premises_id).await?;
+                let installer = self.installer_of(device.premises_id).await?;
+                let fuel =
+                    if premises.iter().any(|d| d.kind == "electricity-meter") { Fuel::Electricity } else { Fuel::Gas };
+                let rel = Relationships {
+                    mpxn: format!("the premises of {}", device.eui),
+                    fuel,
+                    at,
+                    registered_supplier: Some(installer),
+                    export_supplier: None,
+                    network_operator: None,
+                    consent_holders: Vec::new(),
+                    appointed_agents: Vec::new(),
+                };
+                self.authorize(&caller, srv, Some(&rel.facts()))?;
+                let effect = Some(InventoryEffect::Commissioned { eui: device.eui, at });
+                Ok(Plan {
+                    device,
+                    mpxn: None,
+                    access: Access { requester: Requester::Supplier, from: None, to: None },
+                    effect,
+                })
+            }
+            "6.20.1" => {
+                let mpxn = self.parse_mpxn("body.mpxn", body["mpxn"].as_str().unwrap_or_default())?;
+                if fuel_of_kind(&device.kind) != Some(mpxn.fuel()) {
+                    return Err(invalid(
+                        "body.mpxn",
+                        format!("a {} cannot be linked to a {} metering point", device.kind, mpxn.fuel()),
+                    ));
+                }
+                if device.commissioned_at.is_none() {
+                    return Err(HubError::Conflict(format!(
+                        "device {} is not commissioned (SRV 8.1.1 first)",
+                        device.eui
+                    )));
+                }
+                if let Some(other) = self.store().device_for_mpxn(mpxn).await?
+                    && other.eui != device.eui
+                {
+                    return Err(HubError::Conflict(format!("{mpxn} is already linked to device {}", other.eui)));
+                }
+                let reg = self.store().registration_at(mpxn, at, None).await?;
+                let rel = Relationships::from_registration(&mpxn, at, reg.as_ref());
+                self.authorize(&caller, srv, Some(&rel.facts()))?;
+                match reg {
+                    Some(r) if r.data.meter_type == MeterType::SmartCompliant => {}
+                    Some(r) => {
+                        return Err(HubError::Conflict(format!(
+                            "metering point {mpxn} is registered with a {} meter; only smart-compliant meters enrol (R-REG-2)",
+                            r.data.meter_type
+                        )));
+                    }
+                    None => {
+                        return Err(HubError::Conflict(format!("metering point {mpxn} has no registration at {at}")));
+                    }
+                }
+                let effect = Some(InventoryEffect::Linked { eui: device.eui, mpxn, at, by: party.id.clone() });
+                Ok(Plan {
+                    device,
+                    mpxn: Some(mpxn),
+                    access: Access { requester: Requester::Supplier, from: None, to: None },
+                    effect,
+                })
+            }
+            _ => {
+                let mpxn = self.governing_mpxn(&device).await?.ok_or_else(|| {
+                    HubError::Conflict(format!(
+                        "device {} is not linked to an enrolled metering point (R-REG-2)",
+                        device.eui
+                    ))
+                })?;
+                let rel = self.relationships_at(&mpxn, at).await?;
+                let grant = self.authorize(&caller, srv, Some(&rel.facts()))?;
+                self.check_enrolled(mpxn, at).await?;
+                let access = match grant.relation {
+                    Relation::RegisteredSupplier | Relation::RegisteredExportSupplier => {
+                        let history = self.store().registration_history(mpxn).await?;
+                        let from = supplier_period_start(&history, &party.id, at);
+                        Access { requester: Requester::Supplier, from, to: Some(at) }
+                    }
+                    Relation::NetworkOperator => {
+                        Access { requester: Requester::NetworkOperator, from: None, to: Some(at) }
+                    }
+                    _ => Access { requester: Requester::OtherUser, from: None, to: Some(at) },
+                };
+                Ok(Plan { device, mpxn: Some(mpxn), access, effect: None })
+            }
+        }
+    }
+
+    async fn installer_of(&self, premises_id: i64) -> Result<domain::PartyId, HubError> {
+        self.store()
+            .premises(premises_id)
+            .await?
+            .map(|p| p.installed_by)
+            .ok_or_else(|| HubError::NotFound(format!("premises {premises_id}")))
+    }
+
+    /// Accept a request: it is checked, stored and acknowledged with its id; the response
+    /// follows when it has run.
+    pub async fn submit(&self, caller: &Caller, input: &SubmitInput) -> Result<RequestRecord, HubError> {
+        let service =
+            catalogue::service(&input.srv).filter(|s| s.kind == catalogue::ServiceKind::Srv).ok_or_else(|| {
+                invalid("srv", format!("{:?} is not a service request variant of the catalogue", input.srv))
+            })?;
+        self.check_role(caller, service.code)?;
+        let body = validate_body(service.code, &input.body, self.config().id_rules)?;
+        let now = self.now();
+        let execute_at = match &input.execute_at {
+            None => None,
+            Some(s) => {
+                let at = domain::time::parse_instant(s).map_err(|e| invalid("execute_at", e))?;
+                if service.future_date == FutureDate::No {
+                    return Err(invalid("execute_at", format!("SRV {} cannot be future-dated", service.code)));
+                }
+                if at < now {
+                    return Err(invalid("execute_at", format!("must not be in the past; it is {now} now")));
+                }
+                if at > now + SignedDuration::from_hours(24 * FUTURE_DAYS_MAX) {
+                    return Err(invalid("execute_at", format!("at most {FUTURE_DAYS_MAX} days ahead")));
+                }
+                Some(at)
+            }
+        };
+        let device = self.resolve_target(service.code, &input.target).await?;
+        let plan = self.plan(&caller.party, service.code, device, &body, execute_at.unwrap_or(now)).await?;
+        let counter = self.next_request_counter(caller.party.originator).await?;
+        let id = RequestId { originator: caller.party.originator, target: plan.device.eui, counter };
+        let body_text = serde_json::to_string(&body).expect("JSON values serialise");
+        let command = Command { id, srv: service.code.to_string(), execute_at, body: body_text.clone().into_bytes() };
+        let status =
+            if service.critical == Critical::Yes { RequestStatus::AwaitingSignature } else { RequestStatus::Queued };
+        let record = RequestRecord {
+            seq: 0,
+            id: id.to_string(),
+            party: caller.party.id.clone(),
+            srv: service.code.to_string(),
+            target: plan.device.eui,
+            mpxn: plan.mpxn,
+            body: body_text,
+            precommand: command.encode(),
+            signature: None,
+            submitted_at: now,
+            execute_at,
+            status,
+            status_at: now,
+            note: None,
+        };
+        let record = self.store().insert_request(record).await?;
+        metrics::counter!("meterhub_requests_accepted_total", "srv" => service.code).increment(1);
+        self.inner.work.notify_one();
+        Ok(record)
+    }
+
+    /// A request of the caller's (or any, for the hub operator) with its response.
+    pub async fn request_status(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<(RequestRecord, Option<ResponseRecord>), HubError> {
+        let found = self.store().request(id).await?;
+        match found {
+            Some((r, resp)) if r.party == caller.party.id => {
+                self.authorize(caller, "request.read-own", None)?;
+                Ok((r, resp))
+            }
+            Some(found) => {
+                // Another party's request: only the operator may see it; others learn nothing.
+                self.authorize(caller, "request.read", None)
+                    .map_err(|_| HubError::NotFound(format!("no request {id}")))?;
+                Ok(found)
+            }
+            None => Err(HubError::NotFound(format!("no request {id}"))),
+        }
+    }
+
+    /// As [`Hub::request_status`], waiting up to `wait` for the response.
+    pub async fn wait_for_response(
+        &self,
+        caller: &Caller,
+        id: &str,
+        wait: Duration,
+    ) -> Result<(RequestRecord, Option<ResponseRecord>), HubError> {
+        let wait = wait.min(Duration::from_secs(WAIT_SECONDS_MAX));
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.inner.completed.notified();
+            let found = self.request_status(caller, id).await?;
+            let settled = !matches!(found.0.status, RequestStatus::Queued);
+            if settled || tokio::time::Instant::now() >= deadline {
+                return Ok(found);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.request_status(caller, id).await;
+            }
+        }
+    }
+
+    /// Accept the sender's signature over the pre-command of a critical request and queue it.
+    /// The hub does not judge the signature: the device does.
+    pub async fn sign_request(&self, caller: &Caller, id: &str, signature: Vec<u8>) -> Result<RequestRecord, HubError> {
+        let (record, _) = self.request_status(caller, id).await?;
+        if record.party != caller.party.id {
+            return Err(HubError::NotFound(format!("no request {id}")));
+        }
+        if signature.is_empty() || signature.len() > 128 {
+            return Err(invalid("signature", "an ECDSA P-256 signature, ASN.1 DER, 8 to 72 bytes"));
+        }
+        let r = self
+            .store()
+            .transition_request(
+                id,
+                &[RequestStatus::AwaitingSignature],
+                RequestStatus::Queued,
+                self.now(),
+                Some("signed".into()),
+                Some(signature),
+            )
+            .await?;
+        self.inner.work.notify_one();
+        Ok(r)
+    }
+
+    /// Withdraw a request that has not run.
+    pub async fn cancel_request(&self, caller: &Caller, id: &str) -> Result<RequestRecord, HubError> {
+        let (record, _) = self.request_status(caller, id).await?;
+        if record.party != caller.party.id {
+            return Err(HubError::NotFound(format!("no request {id}")));
+        }
+        let from = [RequestStatus::AwaitingSignature, RequestStatus::Queued, RequestStatus::Quarantined];
+        self.store()
+            .transition_request(
+                id,
+                &from,
+                RequestStatus::Cancelled,
+                self.now(),
+                Some("cancelled by the sender".into()),
+                None,
+            )
+            .await
+            .map_err(|e| match e {
+                store::StoreError::Conflict(m) => {
+                    HubError::Conflict(format!("{m}: only a request that has not run can be cancelled"))
+                }
+                other => other.into(),
+            })
+    }
+
+    /// Send every due request to its device and record the answers. Returns how many ran.
+    pub async fn dispatch_due(&self) -> Result<usize, HubError> {
+        let now = self.now();
+        let due = self.store().due_requests(now, DISPATCH_BATCH_MAX).await?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let mut parties: HashMap<domain::PartyId, Party> = HashMap::new();
+        for r in &due {
+            if !parties.contains_key(&r.party)
+                && let Some(p) = self.store().party(&r.party).await?
+            {
+                parties.insert(p.id.clone(), p);
+            }
+        }
+        // Requests to one device run one after another, in order; devices run side by side.
+        let mut by_device: Vec<(Eui64, Vec<&RequestRecord>)> = Vec::new();
+        for r in &due {
+            match by_device.iter_mut().find(|(t, _)| *t == r.target) {
+                Some((_, list)) => list.push(r),
+                None => by_device.push((r.target, vec![r])),
+            }
+        }
+        let runs = by_device.into_iter().map(|(_, list)| {
+            let parties = &parties;
+            async move {
+                let mut out = Vec::with_capacity(list.len());
+                for r in list {
+                    out.push(self.execute(r, parties.get(&r.party), now).await);
+                }
+                out
+            }
+        });
+        let completions: Vec<Completion> = futures::future::join_all(runs).await.into_iter().flatten().collect();
+        let n = completions.len();
+        self.store().complete_requests(completions).await?;
+        self.inner.completed.notify_waiters();
+        Ok(n)
+    }
+
+    async fn execute(&self, r: &RequestRecord, party: Option<&Party>, now: Timestamp) -> Completion {
+        let done = |outcome: ResponseOutcome, body: Value, effects: Vec<InventoryEffect>| Completion {
+            request_id: r.id.clone(),
+            party: r.party.clone(),
+            at: now,
+            outcome,
+            body: body.to_string(),
+            effects,
+        };
+        let Some(party) = party else {
+            return done(ResponseOutcome::Failed, json!({"error": "the sending party no longer exists"}), vec![]);
+        };
+        let body: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+        let device = match self.store().device(r.target).await {
+            Ok(Some(d)) => d,
+            Ok(None) => {
+                return done(ResponseOutcome::Failed, json!({"error": format!("device {} is gone", r.target)}), vec![]);
+            }
+            Err(e) => return done(ResponseOutcome::Failed, json!({"error": e.to_string()}), vec![]),
+        };
+        // Checked again at execution: the registry may have moved since submission.
+        let plan = match self.plan(party, &r.srv, device, &body, now).await {
+            Ok(p) => p,
+            Err(e) => {
+                return done(ResponseOutcome::Failed, json!({"error": format!("refused at execution: {e}")}), vec![]);
+            }
+        };
+        let message = DeviceMessage {
+            target: r.target,
+            bytes: r.precommand.clone(),
+            signature: r.signature.clone(),
+            access: plan.access,
+        };
+        let Some(transport) = self.inner.transport.get() else {
+            return done(ResponseOutcome::Failed, json!({"error": "no device transport is attached"}), vec![]);
+        };
+        match transport.send(message).await {
+            Ok(Outcome::Done(v)) => {
+                metrics::counter!("meterhub_responses_total", "outcome" => "done").increment(1);
+                done(ResponseOutcome::Done, v, plan.effect.into_iter().collect())
+            }
+            Ok(Outcome::Refused { code, reason }) => {
+                metrics::counter!("meterhub_responses_total", "outcome" => "device-refused").increment(1);
+                done(ResponseOutcome::DeviceRefused, json!({"code": code, "reason": reason}), vec![])
+            }
+            Err(e) => {
+                metrics::counter!("meterhub_responses_total", "outcome" => "failed").increment(1);
+                done(ResponseOutcome::Failed, json!({"error": e.to_string()}), vec![])
+            }
+        }
+    }
+
+    /// A request's audit trail (its sender, or the hub operator).
+    pub async fn audit_trail(&self, caller: &Caller, id: &str) -> Result<Vec<store::AuditRecord>, HubError> {
+        self.request_status(caller, id).await?;
+        Ok(self.store().audit_trail(id).await?)
+    }
+
+    /// A party's responses after a sequence number (pull delivery).
+    pub async fn responses(&self, caller: &Caller, after: i64, limit: usize) -> Result<Vec<ResponseRecord>, HubError> {
+        self.authorize(caller, "request.read-own", None)?;
+        Ok(self.store().responses_after(&caller.party.id, after, limit.clamp(1, 1000)).await?)
+    }
+
+    /// Run the dispatcher until the hub is dropped: woken by new work, and every `tick` for
+    /// requests whose time has come.
+    pub async fn run_dispatcher(self, tick: Duration) {
+        loop {
+            match self.dispatch_due().await {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => {}
+                Err(e) => tracing::error!(message = "Dispatch failed; retrying.", error = %e),
+            }
+            let _ = tokio::time::timeout(tick, self.inner.work.notified()).await;
+        }
+    }
+}

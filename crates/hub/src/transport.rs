@@ -1,0 +1,64 @@
+//! How the hub reaches devices: only through this trait. In-process today (`fleet`); a
+//! networked fleet in separate processes later. The hub never reads device state.
+
+use async_trait::async_trait;
+use device::{Access, DeviceKind, LoadShape, Outcome, TrustAnchor};
+use domain::Eui64;
+
+/// What an installer fits at a premises (the simulation's stand-in for a site visit).
+#[derive(Debug, Clone)]
+pub struct InstallOrder {
+    pub electricity: Option<LoadShape>,
+    pub gas_annual_quantity_kwh: Option<u64>,
+    pub ihd: bool,
+    pub ppmid: bool,
+    pub additional: u8,
+    /// The installing supplier, whose key the devices trust from the factory.
+    pub supplier: TrustAnchor,
+}
+
+/// Devices fitted, the comms hub first.
+#[derive(Debug, Clone)]
+pub struct Installed {
+    pub comms_hub: Eui64,
+    pub devices: Vec<(Eui64, DeviceKind)>,
+}
+
+/// A command on its way to a device.
+#[derive(Debug, Clone)]
+pub struct DeviceMessage {
+    pub target: Eui64,
+    /// The exact pre-command bytes.
+    pub bytes: Vec<u8>,
+    pub signature: Option<Vec<u8>>,
+    pub access: Access,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    #[error("no device {0} is reachable")]
+    Unreachable(Eui64),
+    #[error("transport failure: {0}")]
+    Failed(String),
+}
+
+#[async_trait]
+pub trait DeviceTransport: Send + Sync + 'static {
+    /// Fit devices at a new premises.
+    async fn install(&self, order: InstallOrder) -> Result<Installed, TransportError>;
+    /// Deliver a command and wait for the device's answer. Delivering the same command again
+    /// (after a crash) returns the first answer and does not run it twice.
+    async fn send(&self, message: DeviceMessage) -> Result<Outcome, TransportError>;
+}
+
+/// Kebab-case name of a device kind, as stored in the inventory.
+pub fn kind_name(kind: DeviceKind) -> &'static str {
+    match kind {
+        DeviceKind::CommsHub => "comms-hub",
+        DeviceKind::ElectricityMeter => "electricity-meter",
+        DeviceKind::GasMeter => "gas-meter",
+        DeviceKind::InHomeDisplay => "in-home-display",
+        DeviceKind::Ppmid => "ppmid",
+        DeviceKind::Additional => "additional",
+    }
+}

@@ -1,0 +1,23 @@
+//! Persistence of the simulated fleet: device state is the fleet's own, kept in a database of
+//! its own beside the hub's. The hub never opens it.
+
+use async_trait::async_trait;
+use domain::Eui64;
+
+use crate::StoreError;
+
+#[async_trait]
+pub trait FleetStore: Send + Sync + 'static {
+    /// The id the next system will get.
+    async fn next_system_id(&self) -> Result<i64, StoreError>;
+    /// Add a system with its devices and initial state (opaque text).
+    async fn add_system(&self, id: i64, comms_hub: Eui64, devices: Vec<Eui64>, state: String)
+    -> Result<(), StoreError>;
+    /// The system a device belongs to.
+    async fn system_of(&self, eui: Eui64) -> Result<Option<i64>, StoreError>;
+    async fn load_system(&self, id: i64) -> Result<Option<String>, StoreError>;
+    /// Store the new state of a system.
+    async fn save_system(&self, id: i64, state: String) -> Result<(), StoreError>;
+    async fn fleet_state(&self, key: &str) -> Result<Option<String>, StoreError>;
+    async fn set_fleet_state(&self, key: &str, value: String) -> Result<(), StoreError>;
+}

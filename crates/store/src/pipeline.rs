@@ -1,0 +1,170 @@
+//! Records of the smart metering inventory and the service request pipeline.
+
+use domain::{Eui64, Mpxn, PartyId};
+use jiff::Timestamp;
+
+/// A premises as the hub's inventory knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PremisesRecord {
+    pub id: i64,
+    pub comms_hub: Eui64,
+    pub installed_at: Timestamp,
+    pub installed_by: PartyId,
+}
+
+/// A device as the hub's inventory knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    pub eui: Eui64,
+    pub premises_id: i64,
+    /// `comms-hub`, `electricity-meter`, `gas-meter`, `in-home-display`, `ppmid`, `additional`.
+    pub kind: String,
+    pub installed_at: Timestamp,
+    pub commissioned_at: Option<Timestamp>,
+    pub mpxn: Option<Mpxn>,
+}
+
+/// Devices fitted at a new premises.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPremises {
+    pub comms_hub: Eui64,
+    pub installed_at: Timestamp,
+    pub installed_by: PartyId,
+    /// (EUI, kind), the comms hub included.
+    pub devices: Vec<(Eui64, String)>,
+}
+
+/// Where a request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestStatus {
+    /// Critical: waiting for the sender's signature over the pre-command.
+    AwaitingSignature,
+    /// Waiting to be sent (now, or at its execution time).
+    Queued,
+    /// Held by anomaly detection until the party releases or deletes it.
+    Quarantined,
+    /// Answered: a response is recorded.
+    Completed,
+    /// Withdrawn by the party before it ran.
+    Cancelled,
+    /// Deleted from quarantine by the party.
+    Deleted,
+}
+
+impl RequestStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestStatus::AwaitingSignature => "awaiting-signature",
+            RequestStatus::Queued => "queued",
+            RequestStatus::Quarantined => "quarantined",
+            RequestStatus::Completed => "completed",
+            RequestStatus::Cancelled => "cancelled",
+            RequestStatus::Deleted => "deleted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RequestStatus> {
+        [
+            RequestStatus::AwaitingSignature,
+            RequestStatus::Queued,
+            RequestStatus::Quarantined,
+            RequestStatus::Completed,
+            RequestStatus::Cancelled,
+            RequestStatus::Deleted,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+    }
+}
+
+/// A service request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    pub seq: i64,
+    /// `originatorEUI:targetEUI:counter`.
+    pub id: String,
+    pub party: PartyId,
+    pub srv: String,
+    pub target: Eui64,
+    pub mpxn: Option<Mpxn>,
+    /// Canonical JSON of the body.
+    pub body: String,
+    /// The exact bytes the device receives.
+    pub precommand: Vec<u8>,
+    pub signature: Option<Vec<u8>>,
+    pub submitted_at: Timestamp,
+    pub execute_at: Option<Timestamp>,
+    pub status: RequestStatus,
+    pub status_at: Timestamp,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseOutcome {
+    /// The device did it.
+    Done,
+    /// The device refused (bad signature, wrong device, ...).
+    DeviceRefused,
+    /// The hub could not get an answer, or refused at execution time.
+    Failed,
+}
+
+impl ResponseOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResponseOutcome::Done => "done",
+            ResponseOutcome::DeviceRefused => "device-refused",
+            ResponseOutcome::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ResponseOutcome> {
+        [ResponseOutcome::Done, ResponseOutcome::DeviceRefused, ResponseOutcome::Failed]
+            .into_iter()
+            .find(|x| x.as_str() == s)
+    }
+}
+
+/// A response as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseRecord {
+    /// Order of recording: a party's response stream resumes after a sequence number.
+    pub seq: i64,
+    pub request_id: String,
+    pub party: PartyId,
+    pub at: Timestamp,
+    pub outcome: ResponseOutcome,
+    /// JSON.
+    pub body: String,
+}
+
+/// What a response changes in the inventory and registry, in the same transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InventoryEffect {
+    /// SRV 8.1.1 succeeded.
+    Commissioned { eui: Eui64, at: Timestamp },
+    /// SRV 6.20.1 succeeded: the meter is linked to the MPxN, which is now enrolled.
+    Linked { eui: Eui64, mpxn: Mpxn, at: Timestamp, by: PartyId },
+}
+
+/// A response to record, with its request's move to `completed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub request_id: String,
+    pub party: PartyId,
+    pub at: Timestamp,
+    pub outcome: ResponseOutcome,
+    pub body: String,
+    pub effects: Vec<InventoryEffect>,
+}
+
+/// One line of a request's audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub seq: i64,
+    pub at: Timestamp,
+    pub request_id: String,
+    pub party: PartyId,
+    pub event: String,
+    pub detail: String,
+}

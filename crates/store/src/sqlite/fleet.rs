@@ -1,0 +1,116 @@
+//! The fleet's SQLite database (`fleet.sqlite3` in the data directory).
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use domain::Eui64;
+use rusqlite::{OptionalExtension, params};
+
+use super::classify;
+use super::engine::{Engine, SqliteOptions, backend};
+use super::schema;
+use crate::{FleetStore, StoreError};
+
+pub struct SqliteFleetStore {
+    engine: Engine,
+}
+
+impl SqliteFleetStore {
+    pub fn open(dir: &Path, opts: SqliteOptions) -> Result<SqliteFleetStore, StoreError> {
+        Ok(SqliteFleetStore { engine: Engine::open_file(dir, "fleet.sqlite3", schema::FLEET, &opts)? })
+    }
+
+    pub async fn close(&self) {
+        self.engine.close().await;
+    }
+}
+
+#[async_trait]
+impl FleetStore for SqliteFleetStore {
+    async fn next_system_id(&self) -> Result<i64, StoreError> {
+        self.engine
+            .read(|c| c.query_row("SELECT coalesce(max(id), 0) + 1 FROM systems", [], |r| r.get(0)).map_err(backend))
+            .await
+    }
+
+    async fn add_system(
+        &self,
+        id: i64,
+        comms_hub: Eui64,
+        devices: Vec<Eui64>,
+        state: String,
+    ) -> Result<(), StoreError> {
+        self.engine
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO systems (id, comms_hub, state) VALUES (?1, ?2, ?3)",
+                    params![id, comms_hub.to_plain(), state],
+                )
+                .map_err(classify)?;
+                let mut s =
+                    c.prepare_cached("INSERT INTO device_index (eui, system_id) VALUES (?1, ?2)").map_err(backend)?;
+                for e in devices {
+                    s.execute(params![e.to_plain(), id]).map_err(classify)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn system_of(&self, eui: Eui64) -> Result<Option<i64>, StoreError> {
+        self.engine
+            .read(move |c| {
+                c.prepare_cached("SELECT system_id FROM device_index WHERE eui = ?1")
+                    .and_then(|mut s| s.query_row([eui.to_plain()], |r| r.get(0)).optional())
+                    .map_err(backend)
+            })
+            .await
+    }
+
+    async fn load_system(&self, id: i64) -> Result<Option<String>, StoreError> {
+        self.engine
+            .read(move |c| {
+                c.prepare_cached("SELECT state FROM systems WHERE id = ?1")
+                    .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+                    .map_err(backend)
+            })
+            .await
+    }
+
+    async fn save_system(&self, id: i64, state: String) -> Result<(), StoreError> {
+        self.engine
+            .write(move |c| {
+                let n = c
+                    .prepare_cached("UPDATE systems SET state = ?1 WHERE id = ?2")
+                    .and_then(|mut s| s.execute(params![state, id]))
+                    .map_err(backend)?;
+                if n == 1 { Ok(()) } else { Err(StoreError::NotFound(format!("system {id}"))) }
+            })
+            .await
+    }
+
+    async fn fleet_state(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let key = key.to_string();
+        self.engine
+            .read(move |c| {
+                c.query_row("SELECT value FROM fleet_state WHERE key = ?1", [key], |r| r.get(0))
+                    .optional()
+                    .map_err(backend)
+            })
+            .await
+    }
+
+    async fn set_fleet_state(&self, key: &str, value: String) -> Result<(), StoreError> {
+        let key = key.to_string();
+        self.engine
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO fleet_state (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    params![key, value],
+                )
+                .map_err(backend)?;
+                Ok(())
+            })
+            .await
+    }
+}

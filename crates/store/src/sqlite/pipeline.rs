@@ -1,0 +1,427 @@
+//! SQL for the inventory and the request pipeline.
+
+use domain::{Eui64, Mpxn, PartyId};
+use jiff::Timestamp;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::engine::backend;
+use super::{classify, micros, mpxn, party_id, ts};
+use crate::{
+    AuditRecord, Completion, DeviceRecord, InventoryEffect, NewPremises, PremisesRecord, RequestRecord, RequestStatus,
+    ResponseOutcome, ResponseRecord, StoreError,
+};
+
+fn eui(s: &str) -> Result<Eui64, StoreError> {
+    Eui64::parse(s).map_err(|e| StoreError::Backend(format!("stored EUI-64 is unreadable: {e}")))
+}
+
+pub(super) const DEVICE_COLS: &str = "eui, premises_id, kind, installed_at, commissioned_at, mpxn";
+
+type RawDevice = (String, i64, String, i64, Option<i64>, Option<String>);
+
+pub(super) fn raw_device(r: &Row<'_>) -> rusqlite::Result<RawDevice> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+}
+
+pub(super) fn into_device(
+    (e, premises_id, kind, installed, commissioned, m): RawDevice,
+) -> Result<DeviceRecord, StoreError> {
+    Ok(DeviceRecord {
+        eui: eui(&e)?,
+        premises_id,
+        kind,
+        installed_at: ts(installed)?,
+        commissioned_at: commissioned.map(ts).transpose()?,
+        mpxn: m.as_deref().map(mpxn).transpose()?,
+    })
+}
+
+pub(super) fn install_premises(conn: &Connection, p: &NewPremises) -> Result<PremisesRecord, StoreError> {
+    conn.execute(
+        "INSERT INTO premises (comms_hub, installed_at, installed_by) VALUES (?1, ?2, ?3)",
+        params![p.comms_hub.to_plain(), micros(p.installed_at), p.installed_by.as_str()],
+    )
+    .map_err(|e| match classify(e) {
+        StoreError::Conflict(_) => StoreError::Conflict(format!("comms hub {} is already installed", p.comms_hub)),
+        other => other,
+    })?;
+    let id = conn.last_insert_rowid();
+    let mut stmt = conn
+        .prepare_cached(&format!("INSERT INTO devices ({DEVICE_COLS}) VALUES (?1, ?2, ?3, ?4, NULL, NULL)"))
+        .map_err(backend)?;
+    for (e, kind) in &p.devices {
+        stmt.execute(params![e.to_plain(), id, kind, micros(p.installed_at)]).map_err(|err| match classify(err) {
+            StoreError::Conflict(_) => StoreError::Conflict(format!("device {e} is already installed")),
+            other => other,
+        })?;
+    }
+    Ok(PremisesRecord {
+        id,
+        comms_hub: p.comms_hub,
+        installed_at: p.installed_at,
+        installed_by: p.installed_by.clone(),
+    })
+}
+
+pub(super) fn premises(conn: &Connection, id: i64) -> Result<Option<PremisesRecord>, StoreError> {
+    let row: Option<(String, i64, String)> = conn
+        .prepare_cached("SELECT comms_hub, installed_at, installed_by FROM premises WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
+        .map_err(backend)?;
+    row.map(|(c, at, by)| {
+        Ok(PremisesRecord { id, comms_hub: eui(&c)?, installed_at: ts(at)?, installed_by: party_id(by)? })
+    })
+    .transpose()
+}
+
+pub(super) fn device(conn: &Connection, e: Eui64) -> Result<Option<DeviceRecord>, StoreError> {
+    conn.prepare_cached(&format!("SELECT {DEVICE_COLS} FROM devices WHERE eui = ?1"))
+        .and_then(|mut s| s.query_row([e.to_plain()], raw_device).optional())
+        .map_err(backend)?
+        .map(into_device)
+        .transpose()
+}
+
+pub(super) fn premises_devices(conn: &Connection, premises_id: i64) -> Result<Vec<DeviceRecord>, StoreError> {
+    let mut s = conn
+        .prepare_cached(&format!("SELECT {DEVICE_COLS} FROM devices WHERE premises_id = ?1 ORDER BY eui"))
+        .map_err(backend)?;
+    let rows = s.query_map([premises_id], raw_device).map_err(backend)?;
+    rows.map(|r| r.map_err(backend).and_then(into_device)).collect()
+}
+
+pub(super) fn device_for_mpxn(conn: &Connection, m: Mpxn) -> Result<Option<DeviceRecord>, StoreError> {
+    conn.prepare_cached(&format!("SELECT {DEVICE_COLS} FROM devices WHERE mpxn = ?1"))
+        .and_then(|mut s| s.query_row([m.to_string()], raw_device).optional())
+        .map_err(backend)?
+        .map(into_device)
+        .transpose()
+}
+
+pub(super) fn reserve_counters(conn: &Connection, originator: Eui64, n: u64) -> Result<u64, StoreError> {
+    let key = originator.to_plain();
+    let reserved: Option<i64> = conn
+        .query_row("SELECT reserved FROM originator_counters WHERE originator = ?1", [&key], |r| r.get(0))
+        .optional()
+        .map_err(backend)?;
+    let first = reserved.unwrap_or(0) as u64 + 1;
+    let last = first + n - 1;
+    conn.execute(
+        "INSERT INTO originator_counters (originator, reserved) VALUES (?1, ?2) \
+         ON CONFLICT (originator) DO UPDATE SET reserved = excluded.reserved",
+        params![key, last as i64],
+    )
+    .map_err(backend)?;
+    Ok(first)
+}
+
+const REQUEST_COLS: &str = "seq, id, party, srv, target, mpxn, body, precommand, signature, submitted_at, execute_at, \
+                            status, status_at, note";
+
+type RawRequest = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    Vec<u8>,
+    Option<Vec<u8>>,
+    i64,
+    Option<i64>,
+    String,
+    i64,
+    Option<String>,
+);
+
+fn raw_request(r: &Row<'_>) -> rusqlite::Result<RawRequest> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+        r.get(11)?,
+        r.get(12)?,
+        r.get(13)?,
+    ))
+}
+
+fn into_request(r: RawRequest) -> Result<RequestRecord, StoreError> {
+    let (seq, id, party, srv, target, m, body, precommand, signature, submitted, execute, status, status_at, note) = r;
+    Ok(RequestRecord {
+        seq,
+        id,
+        party: party_id(party)?,
+        srv,
+        target: eui(&target)?,
+        mpxn: m.as_deref().map(mpxn).transpose()?,
+        body,
+        precommand,
+        signature,
+        submitted_at: ts(submitted)?,
+        execute_at: execute.map(ts).transpose()?,
+        status: RequestStatus::parse(&status)
+            .ok_or_else(|| StoreError::Backend(format!("stored request status {status:?} is unknown")))?,
+        status_at: ts(status_at)?,
+        note,
+    })
+}
+
+fn audit(
+    conn: &Connection,
+    at: Timestamp,
+    request_id: &str,
+    party: &PartyId,
+    event: &str,
+    detail: &str,
+) -> Result<(), StoreError> {
+    conn.prepare_cached("INSERT INTO audit (at, request_id, party, event, detail) VALUES (?1, ?2, ?3, ?4, ?5)")
+        .and_then(|mut s| s.execute(params![micros(at), request_id, party.as_str(), event, detail]))
+        .map_err(backend)?;
+    Ok(())
+}
+
+pub(super) fn insert_request(conn: &Connection, r: &RequestRecord) -> Result<i64, StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO requests (id, party, srv, target, mpxn, body, precommand, signature, submitted_at, execute_at, \
+         status, status_at, note) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            r.id,
+            r.party.as_str(),
+            r.srv,
+            r.target.to_plain(),
+            r.mpxn.map(|m| m.to_string()),
+            r.body,
+            r.precommand,
+            r.signature,
+            micros(r.submitted_at),
+            r.execute_at.map(micros),
+            r.status.as_str(),
+            micros(r.status_at),
+            r.note,
+        ])
+    })
+    .map_err(|e| match classify(e) {
+        StoreError::Conflict(_) => StoreError::Conflict(format!("request {} already exists", r.id)),
+        other => other,
+    })?;
+    let seq = conn.last_insert_rowid();
+    audit(conn, r.submitted_at, &r.id, &r.party, "accepted", r.status.as_str())?;
+    Ok(seq)
+}
+
+fn load_request(conn: &Connection, id: &str) -> Result<Option<RequestRecord>, StoreError> {
+    conn.prepare_cached(&format!("SELECT {REQUEST_COLS} FROM requests WHERE id = ?1"))
+        .and_then(|mut s| s.query_row([id], raw_request).optional())
+        .map_err(backend)?
+        .map(into_request)
+        .transpose()
+}
+
+const RESPONSE_COLS: &str = "seq, request_id, party, at, outcome, body";
+
+fn raw_response(r: &Row<'_>) -> rusqlite::Result<(i64, String, String, i64, String, String)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+}
+
+fn into_response(
+    (seq, request_id, party, at, outcome, body): (i64, String, String, i64, String, String),
+) -> Result<ResponseRecord, StoreError> {
+    Ok(ResponseRecord {
+        seq,
+        request_id,
+        party: party_id(party)?,
+        at: ts(at)?,
+        outcome: ResponseOutcome::parse(&outcome)
+            .ok_or_else(|| StoreError::Backend(format!("stored outcome {outcome:?} is unknown")))?,
+        body,
+    })
+}
+
+pub(super) fn request(
+    conn: &Connection,
+    id: &str,
+) -> Result<Option<(RequestRecord, Option<ResponseRecord>)>, StoreError> {
+    let Some(req) = load_request(conn, id)? else { return Ok(None) };
+    let resp = conn
+        .prepare_cached(&format!("SELECT {RESPONSE_COLS} FROM responses WHERE request_id = ?1"))
+        .and_then(|mut s| s.query_row([id], raw_response).optional())
+        .map_err(backend)?
+        .map(into_response)
+        .transpose()?;
+    Ok(Some((req, resp)))
+}
+
+pub(super) fn transition(
+    conn: &Connection,
+    id: &str,
+    from: &[RequestStatus],
+    to: RequestStatus,
+    at: Timestamp,
+    note: Option<String>,
+    signature: Option<Vec<u8>>,
+) -> Result<RequestRecord, StoreError> {
+    let Some(mut req) = load_request(conn, id)? else {
+        return Err(StoreError::NotFound(format!("request {id}")));
+    };
+    if !from.contains(&req.status) {
+        return Err(StoreError::Conflict(format!("request {id} is {}", req.status.as_str())));
+    }
+    if signature.is_some() {
+        req.signature = signature;
+    }
+    conn.prepare_cached("UPDATE requests SET status = ?1, status_at = ?2, note = ?3, signature = ?4 WHERE id = ?5")
+        .and_then(|mut s| s.execute(params![to.as_str(), micros(at), note, req.signature, id]))
+        .map_err(backend)?;
+    audit(conn, at, id, &req.party, to.as_str(), note.as_deref().unwrap_or(""))?;
+    req.status = to;
+    req.status_at = at;
+    req.note = note;
+    Ok(req)
+}
+
+pub(super) fn due_requests(conn: &Connection, now: Timestamp, limit: usize) -> Result<Vec<RequestRecord>, StoreError> {
+    let mut s = conn
+        .prepare_cached(&format!(
+            "SELECT {REQUEST_COLS} FROM requests WHERE status = 'queued' AND (execute_at IS NULL OR execute_at <= ?1) \
+             ORDER BY seq LIMIT ?2"
+        ))
+        .map_err(backend)?;
+    let rows = s.query_map(params![micros(now), limit as i64], raw_request).map_err(backend)?;
+    rows.map(|r| r.map_err(backend).and_then(into_request)).collect()
+}
+
+fn complete_one(conn: &Connection, c: &Completion) -> Result<(), StoreError> {
+    let status: Option<String> = conn
+        .prepare_cached("SELECT status FROM requests WHERE id = ?1")
+        .and_then(|mut s| s.query_row([&c.request_id], |r| r.get(0)).optional())
+        .map_err(backend)?;
+    match status.as_deref() {
+        None => return Err(StoreError::NotFound(format!("request {}", c.request_id))),
+        Some("completed") => return Ok(()),
+        Some(_) => {}
+    }
+    for effect in &c.effects {
+        match effect {
+            InventoryEffect::Commissioned { eui, at } => {
+                conn.prepare_cached(
+                    "UPDATE devices SET commissioned_at = ?1 WHERE eui = ?2 AND commissioned_at IS NULL",
+                )
+                .and_then(|mut s| s.execute(params![micros(*at), eui.to_plain()]))
+                .map_err(backend)?;
+            }
+            InventoryEffect::Linked { eui, mpxn, at, by } => {
+                conn.prepare_cached("UPDATE devices SET mpxn = ?1 WHERE eui = ?2")
+                    .and_then(|mut s| s.execute(params![mpxn.to_string(), eui.to_plain()]))
+                    .map_err(|e| match classify(e) {
+                        StoreError::Conflict(_) => {
+                            StoreError::Conflict(format!("{mpxn} is already linked to another device"))
+                        }
+                        other => other,
+                    })?;
+                conn.prepare_cached(
+                    "INSERT INTO enrolments (mpxn, effective_from, enrolled, recorded_at, recorded_by) \
+                     VALUES (?1, ?2, 1, ?2, ?3)",
+                )
+                .and_then(|mut s| s.execute(params![mpxn.to_string(), micros(*at), by.as_str()]))
+                .map_err(|e| match classify(e) {
+                    StoreError::Conflict(_) => StoreError::NotFound(format!("metering point {mpxn}")),
+                    other => other,
+                })?;
+            }
+        }
+    }
+    conn.prepare_cached("INSERT INTO responses (request_id, party, at, outcome, body) VALUES (?1, ?2, ?3, ?4, ?5)")
+        .and_then(|mut s| s.execute(params![c.request_id, c.party.as_str(), micros(c.at), c.outcome.as_str(), c.body]))
+        .map_err(classify)?;
+    conn.prepare_cached("UPDATE requests SET status = 'completed', status_at = ?1 WHERE id = ?2")
+        .and_then(|mut s| s.execute(params![micros(c.at), c.request_id]))
+        .map_err(backend)?;
+    audit(conn, c.at, &c.request_id, &c.party, "completed", c.outcome.as_str())
+}
+
+/// Each completion in its own savepoint: one that fails is recorded as a failure instead.
+pub(super) fn complete_requests(conn: &Connection, completions: &[Completion]) -> Result<(), StoreError> {
+    for c in completions {
+        conn.execute_batch("SAVEPOINT completion").map_err(backend)?;
+        match complete_one(conn, c) {
+            Ok(()) => conn.execute_batch("RELEASE completion").map_err(backend)?,
+            Err(e) => {
+                conn.execute_batch("ROLLBACK TO completion; RELEASE completion").map_err(backend)?;
+                // The device did it, but the hub could not apply the effect: say so.
+                let failed = Completion {
+                    outcome: ResponseOutcome::Failed,
+                    body: serde_json_string(&format!("the hub could not record the response: {e}")),
+                    effects: Vec::new(),
+                    ..c.clone()
+                };
+                complete_one(conn, &failed)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn serde_json_string(reason: &str) -> String {
+    // {"error": reason} with the reason escaped.
+    let escaped: String = reason
+        .chars()
+        .flat_map(|c| match c {
+            '"' => vec!['\\', '"'],
+            '\\' => vec!['\\', '\\'],
+            c if c.is_control() => vec![' '],
+            c => vec![c],
+        })
+        .collect();
+    format!("{{\"error\":\"{escaped}\"}}")
+}
+
+pub(super) fn responses_after(
+    conn: &Connection,
+    party: &PartyId,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<ResponseRecord>, StoreError> {
+    let mut s = conn
+        .prepare_cached(&format!(
+            "SELECT {RESPONSE_COLS} FROM responses WHERE party = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+        ))
+        .map_err(backend)?;
+    let rows = s.query_map(params![party.as_str(), after, limit as i64], raw_response).map_err(backend)?;
+    rows.map(|r| r.map_err(backend).and_then(into_response)).collect()
+}
+
+pub(super) fn audit_trail(conn: &Connection, request_id: &str) -> Result<Vec<AuditRecord>, StoreError> {
+    let mut s = conn
+        .prepare_cached(
+            "SELECT seq, at, request_id, party, event, detail FROM audit WHERE request_id = ?1 ORDER BY seq",
+        )
+        .map_err(backend)?;
+    let rows = s
+        .query_map([request_id], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })
+        .map_err(backend)?;
+    rows.map(|r| {
+        let (seq, at, request_id, party, event, detail) = r.map_err(backend)?;
+        Ok(AuditRecord { seq, at: ts(at)?, request_id, party: party_id(party)?, event, detail })
+    })
+    .collect()
+}
