@@ -515,3 +515,34 @@ pub struct AuditDto {
     pub event: String,
     pub detail: String,
 }
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdRequest {
+    /// The window, seconds (1 s to 31 days).
+    pub window_seconds: i64,
+    /// Requests allowed in any such window; beyond it they are quarantined.
+    pub max_requests: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ThresholdDto {
+    /// `hub` (all parties together) or the party's id.
+    pub scope: String,
+    pub srv: String,
+    pub window_seconds: i64,
+    pub max_requests: i64,
+    pub set_at: Timestamp,
+}
+
+impl From<&hub::ThresholdRecord> for ThresholdDto {
+    fn from(t: &hub::ThresholdRecord) -> Self {
+        ThresholdDto {
+            scope: t.party.as_ref().map_or("hub".to_string(), ToString::to_string),
+            srv: t.srv.clone(),
+            window_seconds: t.window_secs,
+            max_requests: t.max_requests,
+            set_at: t.set_at,
+        }
+    }
+}

@@ -68,6 +68,12 @@ pub struct AppState {
         routes::cancel_request,
         routes::get_audit,
         routes::list_responses,
+        routes::release_request,
+        routes::delete_request,
+        routes::list_quarantine,
+        routes::list_thresholds,
+        routes::set_threshold,
+        routes::remove_threshold,
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
@@ -120,6 +126,12 @@ const OPERATION_SERVICES: &[(&str, &[&str])] = &[
     ("cancel_request", &["request.read-own"]),
     ("get_audit", &["request.read-own", "request.read"]),
     ("list_responses", &["request.read-own"]),
+    ("release_request", &["request.read-own"]),
+    ("delete_request", &["request.read-own"]),
+    ("list_quarantine", &["request.read-own"]),
+    ("list_thresholds", &["anomaly.configure-own"]),
+    ("set_threshold", &["anomaly.configure-own", "anomaly.configure-hub"]),
+    ("remove_threshold", &["anomaly.configure-own", "anomaly.configure-hub"]),
 ];
 
 fn catalogue_markdown() -> String {
@@ -154,7 +166,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc.info.description = Some(catalogue_markdown());
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     for item in doc.paths.paths.values_mut() {
-        for op in [&mut item.get, &mut item.post, &mut item.delete].into_iter().flatten() {
+        for op in [&mut item.get, &mut item.post, &mut item.put, &mut item.delete].into_iter().flatten() {
             let Some(id) = op.operation_id.clone() else {
                 continue;
             };
@@ -275,6 +287,14 @@ pub fn router_with_limit(hub: hub::Hub, in_flight: usize) -> Router {
         .route("/v1/requests/{request_id}/cancel", post(routes::cancel_request))
         .route("/v1/requests/{request_id}/audit", get(routes::get_audit))
         .route("/v1/responses", get(routes::list_responses))
+        .route("/v1/requests/{request_id}/release", post(routes::release_request))
+        .route("/v1/requests/{request_id}/delete", post(routes::delete_request))
+        .route("/v1/quarantine", get(routes::list_quarantine))
+        .route("/v1/anomaly-thresholds", get(routes::list_thresholds))
+        .route(
+            "/v1/anomaly-thresholds/{scope}/{srv}",
+            axum::routing::put(routes::set_threshold).delete(routes::remove_threshold),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), track))

@@ -411,3 +411,80 @@ pub async fn list_responses(
     let rs = st.hub.responses(&caller, after.unwrap_or(0), limit.unwrap_or(100)).await?;
     Ok(Json(rs.iter().map(ResponseDto::from).collect()))
 }
+
+fn scope(s: &str) -> Result<bool, Problem> {
+    match s {
+        "hub" => Ok(true),
+        "own" => Ok(false),
+        _ => Err(Problem::bad_request("scope", "`own` (your thresholds) or `hub` (hub-wide, operator only)")),
+    }
+}
+
+/// Release a quarantined request: it goes on to run (or to signing).
+#[utoipa::path(post, path = "/v1/requests/{request_id}/release", tag = "requests", security(("bearer" = [])),
+    params(("request_id" = String, Path)),
+    responses((status = 200, body = RequestDto), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn release_request(
+    State(st): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RequestDto>> {
+    Ok(Json(RequestDto::new(&st.hub.release_request(&caller, &id).await?, None)))
+}
+
+/// Delete a quarantined request: it never runs.
+#[utoipa::path(post, path = "/v1/requests/{request_id}/delete", tag = "requests", security(("bearer" = [])),
+    params(("request_id" = String, Path)),
+    responses((status = 200, body = RequestDto), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn delete_request(
+    State(st): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RequestDto>> {
+    Ok(Json(RequestDto::new(&st.hub.delete_request(&caller, &id).await?, None)))
+}
+
+/// The caller's quarantined requests, waiting for release or deletion.
+#[utoipa::path(get, path = "/v1/quarantine", tag = "requests", security(("bearer" = [])),
+    responses((status = 200, body = Vec<RequestDto>), (status = 401, body = Problem)))]
+pub async fn list_quarantine(State(st): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<Vec<RequestDto>>> {
+    Ok(Json(st.hub.quarantined(&caller).await?.iter().map(|r| RequestDto::new(r, None)).collect()))
+}
+
+/// Anomaly-detection thresholds: your own and the hub-wide ones.
+#[utoipa::path(get, path = "/v1/anomaly-thresholds", tag = "requests", security(("bearer" = [])),
+    responses((status = 200, body = Vec<ThresholdDto>), (status = 401, body = Problem)))]
+pub async fn list_thresholds(State(st): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<Vec<ThresholdDto>>> {
+    Ok(Json(st.hub.thresholds(&caller).await?.iter().map(ThresholdDto::from).collect()))
+}
+
+/// Set a threshold: `own` for yourself, `hub` for all parties together (operator). Requests
+/// beyond it are quarantined (R-SR-5).
+#[utoipa::path(put, path = "/v1/anomaly-thresholds/{scope}/{srv}", tag = "requests", security(("bearer" = [])),
+    params(("scope" = String, Path, description = "own or hub"), ("srv" = String, Path)), request_body = ThresholdRequest,
+    responses((status = 200, body = ThresholdDto), (status = 400, body = Problem), (status = 403, body = Problem)))]
+pub async fn set_threshold(
+    State(st): State<AppState>,
+    Auth(caller): Auth,
+    Path((sc, srv)): Path<(String, String)>,
+    ApiJson(req): ApiJson<ThresholdRequest>,
+) -> ApiResult<Json<ThresholdDto>> {
+    let t = st.hub.set_threshold(&caller, scope(&sc)?, &srv, req.window_seconds, req.max_requests).await?;
+    Ok(Json(ThresholdDto::from(&t)))
+}
+
+/// Remove a threshold.
+#[utoipa::path(delete, path = "/v1/anomaly-thresholds/{scope}/{srv}", tag = "requests", security(("bearer" = [])),
+    params(("scope" = String, Path), ("srv" = String, Path)),
+    responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn remove_threshold(
+    State(st): State<AppState>,
+    Auth(caller): Auth,
+    Path((sc, srv)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    if st.hub.remove_threshold(&caller, scope(&sc)?, &srv).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(Problem::not_found(format!("no {sc} threshold for SRV {srv}")))
+    }
+}

@@ -465,3 +465,88 @@ async fn responses_are_delivered_and_nothing_is_lost_or_run_twice_across_a_resta
     assert!(counter > 1000, "a new block after the restart: {counter}");
     w.close().await;
 }
+
+// R-SR-5: beyond a party's own threshold, or the hub's, requests are quarantined, the party
+// is told in the acknowledgement, and it releases or deletes each one.
+#[tokio::test]
+async fn anomaly_thresholds_quarantine_until_released_or_deleted() {
+    let m = market().await;
+    enrolled_home(&m).await;
+    let put = |scope: &str, srv: &str| format!("/v1/anomaly-thresholds/{scope}/{srv}");
+    let (s, v) =
+        m.w.call(Method::PUT, &put("own", "4.1.1"), &m.acme, Some(json!({"window_seconds": 3600, "max_requests": 2})))
+            .await;
+    assert_eq!((s, v["scope"].as_str()), (StatusCode::OK, Some("acme")), "{v}");
+    // Only the operator sets hub-wide thresholds; inputs are checked.
+    let (s, v) =
+        m.w.call(Method::PUT, &put("hub", "7.4"), &m.acme, Some(json!({"window_seconds": 3600, "max_requests": 1})))
+            .await;
+    assert_eq!((s, v["missing"].as_str()), (StatusCode::FORBIDDEN, Some("role")), "{v}");
+    for (uri, body, field) in [
+        (put("own", "4.1.1"), json!({"window_seconds": 0, "max_requests": 1}), "window_seconds"),
+        (put("own", "4.1.1"), json!({"window_seconds": 60, "max_requests": -1}), "max_requests"),
+        (put("own", "9.9"), json!({"window_seconds": 60, "max_requests": 1}), "srv"),
+        (put("mine", "4.1.1"), json!({"window_seconds": 60, "max_requests": 1}), "scope"),
+    ] {
+        let (s, v) = m.w.call(Method::PUT, &uri, &m.acme, Some(body)).await;
+        assert_eq!((s, v["field"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{uri}: {v}");
+    }
+    let (s, _) = m
+        .w
+        .call(Method::PUT, &put("hub", "7.4"), &m.w.operator, Some(json!({"window_seconds": 3600, "max_requests": 1})))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+
+    let mut acks = Vec::new();
+    for _ in 0..4 {
+        let (s, ack) = m.w.submit(&m.acme, "4.1.1", json!({"mpxn": MPAN}), json!({})).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{ack}");
+        acks.push(ack);
+    }
+    let statuses: Vec<&str> = acks.iter().map(|a| a["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["queued", "queued", "quarantined", "quarantined"]);
+    assert!(
+        acks[2]["note"].as_str().unwrap().contains("acme's own threshold for SRV 4.1.1 is 2 requests per 3600 s"),
+        "{}",
+        acks[2]
+    );
+    assert_eq!(m.w.hub.dispatch_due().await.unwrap(), 2, "quarantined requests do not run");
+    let (_, q) = m.w.call(Method::GET, "/v1/quarantine", &m.acme, None).await;
+    assert_eq!(q.as_array().unwrap().len(), 2);
+
+    let id = |a: &Value| a["id"].as_str().unwrap().to_string();
+    let (s, v) = m.w.call(Method::POST, &format!("/v1/requests/{}/release", id(&acks[2])), &m.acme, None).await;
+    assert_eq!((s, v["status"].as_str()), (StatusCode::OK, Some("queued")), "{v}");
+    let (s, v) = m.w.call(Method::POST, &format!("/v1/requests/{}/delete", id(&acks[3])), &m.acme, None).await;
+    assert_eq!((s, v["status"].as_str()), (StatusCode::OK, Some("deleted")), "{v}");
+    // Another party can do neither; a request not in quarantine cannot be released.
+    let (s, _) = m.w.call(Method::POST, &format!("/v1/requests/{}/release", id(&acks[3])), &m.bright, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = m.w.call(Method::POST, &format!("/v1/requests/{}/release", id(&acks[0])), &m.acme, None).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(m.w.hub.dispatch_due().await.unwrap(), 1, "the released one runs, the deleted one never");
+    let r = m.w.settle(&m.acme, &acks[2]).await;
+    assert_eq!(r["response"]["outcome"], json!("done"));
+    let r = m.w.settle(&m.acme, &acks[3]).await;
+    assert!(r["response"].is_null());
+    let (_, trail) = m.w.call(Method::GET, &format!("/v1/requests/{}/audit", id(&acks[2])), &m.acme, None).await;
+    let events: Vec<&str> = trail.as_array().unwrap().iter().map(|a| a["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["accepted", "queued", "completed"]);
+    let (_, trail) = m.w.call(Method::GET, &format!("/v1/requests/{}/audit", id(&acks[3])), &m.acme, None).await;
+    assert_eq!(trail.as_array().unwrap()[0]["detail"], json!("quarantined"));
+
+    // The hub-wide limit counts every party together.
+    let (_, a) = m.w.submit(&m.acme, "7.4", json!({"mpxn": MPAN}), json!({})).await;
+    let (_, b) = m.w.submit(&m.dno, "7.4", json!({"mpxn": MPAN}), json!({})).await;
+    assert_eq!((a["status"].as_str(), b["status"].as_str()), (Some("queued"), Some("quarantined")));
+    assert!(b["note"].as_str().unwrap().contains("hub-wide"), "{b}");
+    // An hour later the window has room again.
+    m.w.clock.advance_to("2026-01-05T10:00:01Z".parse().unwrap());
+    let (_, c) = m.w.submit(&m.dno, "7.4", json!({"mpxn": MPAN}), json!({})).await;
+    assert_eq!(c["status"], json!("queued"));
+    let (_, list) = m.w.call(Method::GET, "/v1/anomaly-thresholds", &m.dno, None).await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "the dno sees the hub-wide threshold, not acme's: {list}");
+    let (s, _) = m.w.call(Method::DELETE, &put("own", "4.1.1"), &m.acme, None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    m.w.close().await;
+}

@@ -220,6 +220,13 @@ pub static CATALOGUE: &[Service] = &[
     hub("request.read-own", "Read own service requests, their responses and audit trail", false, &EVERY_ROLE),
     hub("request.read", "Read any party's service requests and audit trails", false, &[HUB]),
     hub(
+        "anomaly.configure-own",
+        "Set own anomaly-detection thresholds per SRV and window; see the hub-wide ones",
+        false,
+        &EVERY_ROLE,
+    ),
+    hub("anomaly.configure-hub", "Set hub-wide anomaly-detection thresholds", false, &[HUB]),
+    hub(
         "premises.install",
         "Fit devices at a premises (the simulation's installer visit); the devices trust the installer",
         false,

@@ -2,6 +2,7 @@
 //! processes (one module each). It talks to storage only through [`store::Store`] and reads
 //! time only from its [`Clock`].
 
+pub mod anomaly;
 pub mod auth;
 pub mod clock;
 pub mod error;
@@ -24,7 +25,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::HubError;
 pub use store::{
     AuditRecord, DeviceRecord, ImportSummary, PremisesRecord, RequestRecord, RequestStatus, ResponseRecord,
-    StoreCounts, TokenRecord,
+    StoreCounts, ThresholdRecord, TokenRecord,
 };
 
 /// Settings that change the hub's rules.
@@ -60,6 +61,8 @@ struct Inner {
     work: tokio::sync::Notify,
     /// Wakes callers waiting for responses.
     completed: tokio::sync::Notify,
+    /// Anomaly detection: thresholds and the counts in their windows.
+    anomaly: std::sync::Mutex<anomaly::Detector>,
 }
 
 /// The simulated time a data directory saved, if it runs on a simulated clock.
@@ -92,6 +95,7 @@ impl Hub {
             }
             (None, None) => {}
         }
+        let thresholds = store.thresholds().await?;
         Ok(Hub {
             inner: Arc::new(Inner {
                 store,
@@ -103,6 +107,7 @@ impl Hub {
                 counters: tokio::sync::Mutex::new(std::collections::HashMap::new()),
                 work: tokio::sync::Notify::new(),
                 completed: tokio::sync::Notify::new(),
+                anomaly: std::sync::Mutex::new(anomaly::Detector::load(&thresholds)),
             }),
         })
     }

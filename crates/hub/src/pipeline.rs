@@ -403,8 +403,16 @@ impl Hub {
         let id = RequestId { originator: caller.party.originator, target: plan.device.eui, counter };
         let body_text = serde_json::to_string(&body).expect("JSON values serialise");
         let command = Command { id, srv: service.code.to_string(), execute_at, body: body_text.clone().into_bytes() };
-        let status =
-            if service.critical == Critical::Yes { RequestStatus::AwaitingSignature } else { RequestStatus::Queued };
+        let (status, note) =
+            match self.inner.anomaly.lock().expect("detector").admit(&caller.party.id, service.code, now) {
+                Err(reason) => (RequestStatus::Quarantined, Some(reason)),
+                Ok(()) if service.critical == Critical::Yes => (RequestStatus::AwaitingSignature, None),
+                Ok(()) => (RequestStatus::Queued, None),
+            };
+        if status == RequestStatus::Quarantined {
+            metrics::counter!("meterhub_requests_quarantined_total", "srv" => service.code).increment(1);
+            tracing::warn!(message = "Request quarantined.", party = %caller.party.id, srv = service.code, reason = note.as_deref().unwrap_or(""));
+        }
         let record = RequestRecord {
             seq: 0,
             id: id.to_string(),
@@ -419,7 +427,7 @@ impl Hub {
             execute_at,
             status,
             status_at: now,
-            note: None,
+            note,
         };
         let record = self.store().insert_request(record).await?;
         metrics::counter!("meterhub_requests_accepted_total", "srv" => service.code).increment(1);
@@ -474,10 +482,7 @@ impl Hub {
     /// Accept the sender's signature over the pre-command of a critical request and queue it.
     /// The hub does not judge the signature: the device does.
     pub async fn sign_request(&self, caller: &Caller, id: &str, signature: Vec<u8>) -> Result<RequestRecord, HubError> {
-        let (record, _) = self.request_status(caller, id).await?;
-        if record.party != caller.party.id {
-            return Err(HubError::NotFound(format!("no request {id}")));
-        }
+        self.own_request(caller, id).await?;
         if signature.is_empty() || signature.len() > 128 {
             return Err(invalid("signature", "an ECDSA P-256 signature, ASN.1 DER, 8 to 72 bytes"));
         }
@@ -498,10 +503,7 @@ impl Hub {
 
     /// Withdraw a request that has not run.
     pub async fn cancel_request(&self, caller: &Caller, id: &str) -> Result<RequestRecord, HubError> {
-        let (record, _) = self.request_status(caller, id).await?;
-        if record.party != caller.party.id {
-            return Err(HubError::NotFound(format!("no request {id}")));
-        }
+        self.own_request(caller, id).await?;
         let from = [RequestStatus::AwaitingSignature, RequestStatus::Queued, RequestStatus::Quarantined];
         self.store()
             .transition_request(
@@ -519,6 +521,77 @@ impl Hub {
                 }
                 other => other.into(),
             })
+    }
+
+    /// Release a quarantined request: it goes on as if it had not been stopped (to signing,
+    /// for a critical SRV not yet signed).
+    pub async fn release_request(&self, caller: &Caller, id: &str) -> Result<RequestRecord, HubError> {
+        let (record, _) = self.own_request(caller, id).await?;
+        let critical = catalogue::service(&record.srv).is_some_and(|s| s.critical == Critical::Yes);
+        let to = if critical && record.signature.is_none() {
+            RequestStatus::AwaitingSignature
+        } else {
+            RequestStatus::Queued
+        };
+        let r = self
+            .store()
+            .transition_request(
+                id,
+                &[RequestStatus::Quarantined],
+                to,
+                self.now(),
+                Some("released by the sender".into()),
+                None,
+            )
+            .await
+            .map_err(|e| match e {
+                store::StoreError::Conflict(m) => {
+                    HubError::Conflict(format!("{m}: only a quarantined request can be released"))
+                }
+                other => other.into(),
+            })?;
+        self.inner.work.notify_one();
+        Ok(r)
+    }
+
+    /// Delete a quarantined request: it never runs.
+    pub async fn delete_request(&self, caller: &Caller, id: &str) -> Result<RequestRecord, HubError> {
+        self.own_request(caller, id).await?;
+        self.store()
+            .transition_request(
+                id,
+                &[RequestStatus::Quarantined],
+                RequestStatus::Deleted,
+                self.now(),
+                Some("deleted by the sender".into()),
+                None,
+            )
+            .await
+            .map_err(|e| match e {
+                store::StoreError::Conflict(m) => {
+                    HubError::Conflict(format!("{m}: only a quarantined request can be deleted"))
+                }
+                other => other.into(),
+            })
+    }
+
+    /// The caller's quarantined requests.
+    pub async fn quarantined(&self, caller: &Caller) -> Result<Vec<RequestRecord>, HubError> {
+        self.authorize(caller, "request.read-own", None)?;
+        Ok(self.store().requests_in_status(&caller.party.id, RequestStatus::Quarantined, 1000).await?)
+    }
+
+    /// A request of the caller's own (not even the operator acts on another's).
+    async fn own_request(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<(RequestRecord, Option<ResponseRecord>), HubError> {
+        let found = self.request_status(caller, id).await?;
+        if found.0.party != caller.party.id {
+            return Err(HubError::NotFound(format!("no request {id}")));
+        }
+        Ok(found)
     }
 
     /// Send every due request to its device and record the answers. Returns how many ran.

@@ -76,3 +76,14 @@ CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+
+-- Anomaly detection thresholds (R-SR-5): a party's own per SRV, or the hub's ('*') for all
+-- parties together. Requests beyond one are quarantined.
+CREATE TABLE anomaly_thresholds (
+    party         TEXT NOT NULL,           -- party id, or '*' for hub-wide
+    srv           TEXT NOT NULL,
+    window_secs   INTEGER NOT NULL CHECK (window_secs > 0),
+    max_requests  INTEGER NOT NULL CHECK (max_requests >= 0),
+    set_at        INTEGER NOT NULL,
+    PRIMARY KEY (party, srv)
+) STRICT;

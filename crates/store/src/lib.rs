@@ -204,4 +204,18 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<ResponseRecord>, StoreError>;
     async fn audit_trail(&self, request_id: &str) -> Result<Vec<AuditRecord>, StoreError>;
+    /// A party's requests in a status, oldest first.
+    async fn requests_in_status(
+        &self,
+        party: &PartyId,
+        status: RequestStatus,
+        limit: usize,
+    ) -> Result<Vec<RequestRecord>, StoreError>;
+
+    // Anomaly detection.
+    async fn thresholds(&self) -> Result<Vec<ThresholdRecord>, StoreError>;
+    /// Set (or replace) a threshold.
+    async fn set_threshold(&self, t: ThresholdRecord) -> Result<(), StoreError>;
+    /// Remove a threshold; `false` if there was none.
+    async fn remove_threshold(&self, party: Option<PartyId>, srv: &str) -> Result<bool, StoreError>;
 }

@@ -168,3 +168,14 @@ pub struct AuditRecord {
     pub event: String,
     pub detail: String,
 }
+
+/// An anomaly-detection threshold (R-SR-5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThresholdRecord {
+    /// `None` = hub-wide (all parties together).
+    pub party: Option<PartyId>,
+    pub srv: String,
+    pub window_secs: i64,
+    pub max_requests: i64,
+    pub set_at: Timestamp,
+}

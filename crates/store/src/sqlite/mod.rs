@@ -20,7 +20,7 @@ pub use schema::SCHEMA_VERSION;
 use crate::{
     AuditRecord, Completion, DeviceRecord, ImportMsg, ImportSummary, MeteringPoint, NewEnrolment, NewPremises,
     NewRegistration, PremisesRecord, RequestRecord, RequestStatus, ResponseRecord, Store, StoreCounts, StoreError,
-    TokenRecord,
+    ThresholdRecord, TokenRecord,
 };
 use engine::{Engine, backend};
 
@@ -760,6 +760,29 @@ impl Store for SqliteStore {
     ) -> Result<Vec<ResponseRecord>, StoreError> {
         let party = party.clone();
         self.engine.read(move |conn| pipeline::responses_after(conn, &party, after_seq, limit)).await
+    }
+
+    async fn requests_in_status(
+        &self,
+        party: &PartyId,
+        status: RequestStatus,
+        limit: usize,
+    ) -> Result<Vec<RequestRecord>, StoreError> {
+        let party = party.clone();
+        self.engine.read(move |conn| pipeline::requests_in_status(conn, &party, status, limit)).await
+    }
+
+    async fn thresholds(&self) -> Result<Vec<ThresholdRecord>, StoreError> {
+        self.engine.read(pipeline::thresholds).await
+    }
+
+    async fn set_threshold(&self, t: ThresholdRecord) -> Result<(), StoreError> {
+        self.engine.write(move |conn| pipeline::set_threshold(conn, &t)).await
+    }
+
+    async fn remove_threshold(&self, party: Option<PartyId>, srv: &str) -> Result<bool, StoreError> {
+        let srv = srv.to_string();
+        self.engine.write(move |conn| pipeline::remove_threshold(conn, party.as_ref(), &srv)).await
     }
 
     async fn audit_trail(&self, request_id: &str) -> Result<Vec<AuditRecord>, StoreError> {

@@ -8,7 +8,7 @@ use super::engine::backend;
 use super::{classify, micros, mpxn, party_id, ts};
 use crate::{
     AuditRecord, Completion, DeviceRecord, InventoryEffect, NewPremises, PremisesRecord, RequestRecord, RequestStatus,
-    ResponseOutcome, ResponseRecord, StoreError,
+    ResponseOutcome, ResponseRecord, StoreError, ThresholdRecord,
 };
 
 fn eui(s: &str) -> Result<Eui64, StoreError> {
@@ -424,4 +424,73 @@ pub(super) fn audit_trail(conn: &Connection, request_id: &str) -> Result<Vec<Aud
         Ok(AuditRecord { seq, at: ts(at)?, request_id, party: party_id(party)?, event, detail })
     })
     .collect()
+}
+
+pub(super) fn requests_in_status(
+    conn: &Connection,
+    party: &PartyId,
+    status: RequestStatus,
+    limit: usize,
+) -> Result<Vec<RequestRecord>, StoreError> {
+    let mut s = conn
+        .prepare_cached(&format!(
+            "SELECT {REQUEST_COLS} FROM requests WHERE party = ?1 AND status = ?2 ORDER BY seq LIMIT ?3"
+        ))
+        .map_err(backend)?;
+    let rows = s.query_map(params![party.as_str(), status.as_str(), limit as i64], raw_request).map_err(backend)?;
+    rows.map(|r| r.map_err(backend).and_then(into_request)).collect()
+}
+
+const HUB_WIDE: &str = "*";
+
+pub(super) fn thresholds(conn: &Connection) -> Result<Vec<ThresholdRecord>, StoreError> {
+    let mut s = conn
+        .prepare_cached(
+            "SELECT party, srv, window_secs, max_requests, set_at FROM anomaly_thresholds ORDER BY party, srv",
+        )
+        .map_err(backend)?;
+    let rows = s
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })
+        .map_err(backend)?;
+    rows.map(|r| {
+        let (party, srv, window_secs, max_requests, set_at) = r.map_err(backend)?;
+        let party = if party == HUB_WIDE { None } else { Some(party_id(party)?) };
+        Ok(ThresholdRecord { party, srv, window_secs, max_requests, set_at: ts(set_at)? })
+    })
+    .collect()
+}
+
+pub(super) fn set_threshold(conn: &Connection, t: &ThresholdRecord) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO anomaly_thresholds (party, srv, window_secs, max_requests, set_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+         ON CONFLICT (party, srv) DO UPDATE SET window_secs = excluded.window_secs, \
+         max_requests = excluded.max_requests, set_at = excluded.set_at",
+        params![
+            t.party.as_ref().map_or(HUB_WIDE, |p| p.as_str()),
+            t.srv,
+            t.window_secs,
+            t.max_requests,
+            micros(t.set_at)
+        ],
+    )
+    .map_err(classify)?;
+    Ok(())
+}
+
+pub(super) fn remove_threshold(conn: &Connection, party: Option<&PartyId>, srv: &str) -> Result<bool, StoreError> {
+    let n = conn
+        .execute(
+            "DELETE FROM anomaly_thresholds WHERE party = ?1 AND srv = ?2",
+            params![party.map_or(HUB_WIDE, |p| p.as_str()), srv],
+        )
+        .map_err(backend)?;
+    Ok(n == 1)
 }
