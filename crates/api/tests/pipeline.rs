@@ -550,3 +550,70 @@ async fn anomaly_thresholds_quarantine_until_released_or_deleted() {
     assert_eq!(s, StatusCode::NO_CONTENT);
     m.w.close().await;
 }
+
+// R-SR-1: every executable SRV × every kind of party, on an electricity and a gas metering
+// point, through the whole pipeline: what the catalogue and the relationship allow is
+// accepted and runs; everything else is refused and nothing of it is stored or run.
+#[tokio::test]
+async fn authorisation_matrix_end_to_end() {
+    use domain::catalogue::{self, Relation};
+    let m = market().await;
+    enrolled_home(&m).await;
+    let other_dno = m.w.party("dno-20", &["ED"], 6, None).await;
+    let esco = m.w.party("esco", &["OU"], 7, None).await;
+    let cadent = m.w.hub.issue_token_unchecked(&"cadent".parse().unwrap(), "t").await.unwrap().token;
+    // (party, token, roles, relationship to the electricity point, to the gas point)
+    let parties: Vec<(&str, String, Vec<domain::Role>, Relation, Relation)> = {
+        use domain::Role::*;
+        vec![
+            ("acme", m.acme.clone(), vec![ImportSupplier, GasSupplier], Relation::RegisteredSupplier, Relation::RegisteredSupplier),
+            ("bright", m.bright.clone(), vec![ImportSupplier], Relation::None, Relation::None),
+            ("dno-13", m.dno.clone(), vec![ElectricityDistributor], Relation::NetworkOperator, Relation::None),
+            ("dno-20", other_dno, vec![ElectricityDistributor], Relation::None, Relation::None),
+            ("cadent", cadent, vec![GasTransporter], Relation::None, Relation::NetworkOperator),
+            ("esco", esco, vec![OtherUser], Relation::None, Relation::None),
+            ("reg", m.reg.clone(), vec![RegistrationService], Relation::None, Relation::None),
+            ("hub-operator", m.w.operator.clone(), vec![HubOperator], Relation::None, Relation::None),
+        ]
+    };
+    let bodies = [
+        ("4.1.1", json!({})),
+        ("4.8.1", json!({})),
+        ("4.17", json!({})),
+        ("7.4", json!({})),
+        ("11.2", json!({})),
+        ("3.1", json!({"message": "hello"})),
+        ("6.22", json!({"alert_code": "0x8F35", "enabled": true})),
+        ("8.11", json!({"remove": ["00-00-00-00-00-00-00-01"]})),
+    ];
+    let mut accepted = 0;
+    for (srv, body) in &bodies {
+        let service = catalogue::service(srv).unwrap();
+        for (mpxn, fuel) in [(MPAN, domain::Fuel::Electricity), ("3938424403", domain::Fuel::Gas)] {
+            for (name, token, roles, rel_e, rel_g) in &parties {
+                let rel = if fuel == domain::Fuel::Electricity { *rel_e } else { *rel_g };
+                let want = service.grants.iter().any(|g| {
+                    roles.contains(&g.role) && g.relation == rel && rel != Relation::None && g.role.fuel().is_none_or(|f| f == fuel)
+                });
+                let (s, v) = m.w.submit(token, srv, json!({"mpxn": mpxn}), body.clone()).await;
+                if want {
+                    assert_eq!(s, StatusCode::ACCEPTED, "{srv} on {mpxn} by {name}: {v}");
+                    accepted += 1;
+                } else {
+                    assert_eq!(s, StatusCode::FORBIDDEN, "{srv} on {mpxn} by {name}: {v}");
+                }
+            }
+        }
+    }
+    let ran = m.w.hub.dispatch_due().await.unwrap();
+    assert_eq!(ran, accepted, "exactly the accepted requests ran");
+    // Only acme, dno-13 and cadent ever got anything accepted.
+    for (name, token, ..) in &parties {
+        let (_, rs) = m.w.call(Method::GET, "/v1/responses", token, None).await;
+        let n = rs.as_array().unwrap().len();
+        let expect_some = ["acme", "dno-13", "cadent"].contains(name);
+        assert_eq!(n > 0, expect_some, "{name} has {n} responses");
+    }
+    assert!(accepted >= 20, "{accepted}");
+    m.w.close().await;
+}

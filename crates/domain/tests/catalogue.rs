@@ -183,3 +183,67 @@ fn authorisation_table() {
         catalogue::authorize(catalogue::service("7.2").unwrap(), &dno, ed, Some(&elec)).unwrap_err().to_string();
     assert!(refusal.contains("IS,GS") && refusal.contains("[ED]"), "{refusal}");
 }
+
+/// How a DUIS role relates to a metering point, by the DUIS convention (not read from the
+/// code's table): suppliers as registered supplier, distributors and transporters as
+/// network operator, other users by consent, agents by appointment.
+fn duis_relation(role: Role) -> Relation {
+    match role {
+        Role::ImportSupplier | Role::GasSupplier => Relation::RegisteredSupplier,
+        Role::ExportSupplier => Relation::RegisteredExportSupplier,
+        Role::ElectricityDistributor | Role::GasTransporter => Relation::NetworkOperator,
+        Role::OtherUser => Relation::ConsentHolder,
+        Role::RegisteredSupplierAgent => Relation::AppointedAgent,
+        _ => Relation::None,
+    }
+}
+
+// R-SR-1: the authorisation matrix, generated from the reference catalogue: every SRV ×
+// every role × every relationship a party can stand in, on both fuels. Whatever the
+// catalogue code says must match what the reference and the DUIS relationships say.
+#[test]
+fn authorisation_matrix_from_the_reference() {
+    let me = pid("me");
+    let someone = pid("someone-else");
+    let at = "2026-01-01T00:00:00Z".parse().unwrap();
+    // (name, facts builder): the relationships `me` may hold.
+    let relations: [(&str, Relation); 7] = [
+        ("registered supplier", Relation::RegisteredSupplier),
+        ("registered export supplier", Relation::RegisteredExportSupplier),
+        ("network operator", Relation::NetworkOperator),
+        ("consent holder", Relation::ConsentHolder),
+        ("appointed agent", Relation::AppointedAgent),
+        ("unrelated", Relation::None),
+        ("other party holds them all", Relation::None),
+    ];
+    let mut checked = 0;
+    for row in reference_rows() {
+        let service = catalogue::service(&row.code).unwrap();
+        let Some(reference_roles) = row.roles else { continue };
+        for fuel in [Fuel::Electricity, Fuel::Gas] {
+            for role in Role::ALL {
+                for (name, holds) in relations {
+                    let mine = [me.clone()];
+                    let pick = |r: Relation| if holds == r && name != "other party holds them all" { Some(&me) } else { Some(&someone) };
+                    let facts = TargetFacts {
+                        mpxn: "x",
+                        fuel,
+                        at,
+                        registered_supplier: pick(Relation::RegisteredSupplier),
+                        export_supplier: pick(Relation::RegisteredExportSupplier),
+                        network_operator: pick(Relation::NetworkOperator),
+                        consent_holders: if holds == Relation::ConsentHolder { &mine } else { &[] },
+                        appointed_agents: if holds == Relation::AppointedAgent { &mine } else { &[] },
+                    };
+                    let roles = Roles::from_iter([role]);
+                    let got = catalogue::authorize(service, &me, roles, Some(&facts)).is_ok();
+                    let fuel_ok = role.fuel().is_none_or(|f| f == fuel);
+                    let want = reference_roles.contains(role) && fuel_ok && duis_relation(role) == holds && holds != Relation::None;
+                    assert_eq!(got, want, "SRV {} by {role} as {name} on {fuel}", row.code);
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked > 5000, "{checked} cases");
+}
