@@ -32,6 +32,8 @@ use problem::Problem;
 pub const BODY_BYTES_MAX: usize = 1 << 20;
 /// Requests handled at once; beyond it the API answers 503 at once rather than queueing.
 pub const IN_FLIGHT_DEFAULT: usize = 4096;
+/// Server-sent-event streams open at once.
+pub const STREAMS_MAX: usize = 1024;
 /// Longest a request may take, body upload included; a slow client cannot hold a slot longer.
 pub const REQUEST_SECONDS_MAX: u64 = 30;
 
@@ -40,6 +42,8 @@ pub const REQUEST_SECONDS_MAX: u64 = 30;
 pub struct AppState {
     pub hub: hub::Hub,
     in_flight: Arc<Semaphore>,
+    /// Open server-sent-event streams.
+    pub(crate) streams: Arc<Semaphore>,
 }
 
 #[derive(OpenApi)]
@@ -68,6 +72,7 @@ pub struct AppState {
         routes::cancel_request,
         routes::get_audit,
         routes::list_responses,
+        routes::stream_responses,
         routes::release_request,
         routes::delete_request,
         routes::list_quarantine,
@@ -126,6 +131,7 @@ const OPERATION_SERVICES: &[(&str, &[&str])] = &[
     ("cancel_request", &["request.read-own"]),
     ("get_audit", &["request.read-own", "request.read"]),
     ("list_responses", &["request.read-own"]),
+    ("stream_responses", &["request.read-own"]),
     ("release_request", &["request.read-own"]),
     ("delete_request", &["request.read-own"]),
     ("list_quarantine", &["request.read-own"]),
@@ -264,7 +270,11 @@ pub fn router(hub: hub::Hub) -> Router {
 
 pub fn router_with_limit(hub: hub::Hub, in_flight: usize) -> Router {
     let _ = prometheus();
-    let state = AppState { hub, in_flight: Arc::new(Semaphore::new(in_flight)) };
+    let state = AppState {
+        hub,
+        in_flight: Arc::new(Semaphore::new(in_flight)),
+        streams: Arc::new(Semaphore::new(STREAMS_MAX)),
+    };
     let api = Router::new()
         .route("/healthz", get(routes::healthz))
         .route("/metrics", get(metrics_endpoint))
@@ -287,6 +297,7 @@ pub fn router_with_limit(hub: hub::Hub, in_flight: usize) -> Router {
         .route("/v1/requests/{request_id}/cancel", post(routes::cancel_request))
         .route("/v1/requests/{request_id}/audit", get(routes::get_audit))
         .route("/v1/responses", get(routes::list_responses))
+        .route("/v1/responses/stream", get(routes::stream_responses))
         .route("/v1/requests/{request_id}/release", post(routes::release_request))
         .route("/v1/requests/{request_id}/delete", post(routes::delete_request))
         .route("/v1/quarantine", get(routes::list_quarantine))

@@ -566,7 +566,13 @@ async fn authorisation_matrix_end_to_end() {
     let parties: Vec<(&str, String, Vec<domain::Role>, Relation, Relation)> = {
         use domain::Role::*;
         vec![
-            ("acme", m.acme.clone(), vec![ImportSupplier, GasSupplier], Relation::RegisteredSupplier, Relation::RegisteredSupplier),
+            (
+                "acme",
+                m.acme.clone(),
+                vec![ImportSupplier, GasSupplier],
+                Relation::RegisteredSupplier,
+                Relation::RegisteredSupplier,
+            ),
             ("bright", m.bright.clone(), vec![ImportSupplier], Relation::None, Relation::None),
             ("dno-13", m.dno.clone(), vec![ElectricityDistributor], Relation::NetworkOperator, Relation::None),
             ("dno-20", other_dno, vec![ElectricityDistributor], Relation::None, Relation::None),
@@ -593,7 +599,10 @@ async fn authorisation_matrix_end_to_end() {
             for (name, token, roles, rel_e, rel_g) in &parties {
                 let rel = if fuel == domain::Fuel::Electricity { *rel_e } else { *rel_g };
                 let want = service.grants.iter().any(|g| {
-                    roles.contains(&g.role) && g.relation == rel && rel != Relation::None && g.role.fuel().is_none_or(|f| f == fuel)
+                    roles.contains(&g.role)
+                        && g.relation == rel
+                        && rel != Relation::None
+                        && g.role.fuel().is_none_or(|f| f == fuel)
                 });
                 let (s, v) = m.w.submit(token, srv, json!({"mpxn": mpxn}), body.clone()).await;
                 if want {
@@ -615,5 +624,50 @@ async fn authorisation_matrix_end_to_end() {
         assert_eq!(n > 0, expect_some, "{name} has {n} responses");
     }
     assert!(accepted >= 20, "{accepted}");
+    m.w.close().await;
+}
+
+// R-SR-4: the response stream (server-sent events) resumes after the last event seen and
+// delivers new responses as they are recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_stream_resumes_and_follows() {
+    use http_body_util::BodyExt;
+    let m = market().await;
+    enrolled_home(&m).await;
+    let (_, before) = m.w.call(Method::GET, "/v1/responses", &m.acme, None).await;
+    let last_seen = before.as_array().unwrap().last().unwrap()["seq"].as_i64().unwrap();
+    let r = m.w.run(&m.acme, "7.4", json!({"mpxn": MPAN}), json!({}), None).await;
+    let missed = r["response"]["seq"].as_i64().unwrap();
+
+    let req = Request::get("/v1/responses/stream")
+        .header(header::AUTHORIZATION, format!("Bearer {}", m.acme))
+        .header("last-event-id", last_seen.to_string())
+        .body(Body::empty())
+        .unwrap();
+    let resp = m.w.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/event-stream");
+    let mut body = resp.into_body();
+    let mut next_event = async || -> Value {
+        let mut text = String::new();
+        loop {
+            let frame =
+                tokio::time::timeout(std::time::Duration::from_secs(10), body.frame()).await.unwrap().unwrap().unwrap();
+            if let Ok(data) = frame.into_data() {
+                text.push_str(&String::from_utf8_lossy(&data));
+            }
+            if let Some(line) = text.lines().find(|l| l.starts_with("data:")) {
+                return serde_json::from_str(line.trim_start_matches("data:").trim()).unwrap();
+            }
+        }
+    };
+    let first = next_event().await;
+    assert_eq!(first["seq"].as_i64(), Some(missed), "resumes right after the last event seen: {first}");
+    // A new response arrives on the open stream.
+    let (_, ack) = m.w.submit(&m.acme, "11.2", json!({"mpxn": MPAN}), json!({})).await;
+    m.w.hub.dispatch_due().await.unwrap();
+    let second = next_event().await;
+    assert_eq!(second["request_id"], ack["id"]);
+    assert_eq!(second["outcome"], json!("done"));
     m.w.close().await;
 }

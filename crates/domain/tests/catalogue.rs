@@ -224,7 +224,9 @@ fn authorisation_matrix_from_the_reference() {
             for role in Role::ALL {
                 for (name, holds) in relations {
                     let mine = [me.clone()];
-                    let pick = |r: Relation| if holds == r && name != "other party holds them all" { Some(&me) } else { Some(&someone) };
+                    let pick = |r: Relation| {
+                        if holds == r && name != "other party holds them all" { Some(&me) } else { Some(&someone) }
+                    };
                     let facts = TargetFacts {
                         mpxn: "x",
                         fuel,
@@ -238,7 +240,10 @@ fn authorisation_matrix_from_the_reference() {
                     let roles = Roles::from_iter([role]);
                     let got = catalogue::authorize(service, &me, roles, Some(&facts)).is_ok();
                     let fuel_ok = role.fuel().is_none_or(|f| f == fuel);
-                    let want = reference_roles.contains(role) && fuel_ok && duis_relation(role) == holds && holds != Relation::None;
+                    let want = reference_roles.contains(role)
+                        && fuel_ok
+                        && duis_relation(role) == holds
+                        && holds != Relation::None;
                     assert_eq!(got, want, "SRV {} by {role} as {name} on {fuel}", row.code);
                     checked += 1;
                 }

@@ -698,6 +698,24 @@ impl Hub {
         Ok(self.store().responses_after(&caller.party.id, after, limit.clamp(1, 1000)).await?)
     }
 
+    /// The caller's next responses after `after`, waiting up to `wait` for one to arrive.
+    pub async fn next_responses(
+        &self,
+        caller: &Caller,
+        after: i64,
+        wait: Duration,
+    ) -> Result<Vec<ResponseRecord>, HubError> {
+        self.authorize(caller, "request.read-own", None)?;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.inner.completed.notified();
+            let found = self.store().responses_after(&caller.party.id, after, 100).await?;
+            if !found.is_empty() || tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(found);
+            }
+        }
+    }
+
     /// Run the dispatcher until the hub is dropped: woken by new work, and every `tick` for
     /// requests whose time has come.
     pub async fn run_dispatcher(self, tick: Duration) {
