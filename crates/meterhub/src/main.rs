@@ -45,6 +45,24 @@ enum Command {
     /// Measure the hub; prints figures for BENCHMARKS.md.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Sign a critical request's pre-command with a party's private key (PEM, PKCS#8), as the
+    /// party does before sending the signature to the hub. Prints the signature in base64.
+    ///
+    /// Example: `meterhub sign --key acme.pem --precommand "$(jq -r .precommand_base64 ack.json)"`
+    Sign(SignArgs),
+}
+
+#[derive(Args)]
+struct SignArgs {
+    /// The party's private signing key (PEM `PRIVATE KEY`, as `party add --generate-key` wrote).
+    #[arg(long)]
+    key: PathBuf,
+    /// The pre-command, base64 (`precommand_base64` of the acknowledgement).
+    #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+    precommand: Option<String>,
+    /// Or a file holding the raw pre-command bytes.
+    #[arg(long)]
+    file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -183,6 +201,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Demo(args) => demo::run(&g, args).await.map(|()| ExitCode::SUCCESS),
         Command::Bench(cmd) => bench::run(&g, cmd).await.map(|()| ExitCode::SUCCESS),
+        Command::Sign(a) => sign(a).map(|()| ExitCode::SUCCESS),
     }
 }
 
@@ -194,4 +213,23 @@ async fn party(local: &local::Local, cmd: PartyCommand) -> anyhow::Result<()> {
         PartyCommand::Tokens { party } => local.list_tokens(&party).await,
         PartyCommand::Revoke { party, token_id } => local.revoke_token(&party, &token_id).await,
     }
+}
+
+fn sign(a: SignArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let pem = std::fs::read_to_string(&a.key).with_context(|| format!("cannot read {}", a.key.display()))?;
+    let key = domain::crypto::SigningKey::from_pem(&pem).context("--key")?;
+    let bytes = match (a.precommand, a.file) {
+        (Some(text), _) => b64.decode(text.trim()).context("--precommand is not base64")?,
+        (None, Some(path)) => std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?,
+        (None, None) => anyhow::bail!("give --precommand or --file"),
+    };
+    // Refuse to sign what is not a meterhub command: a signature is a commitment.
+    let cmd = device::Command::decode(&bytes).context("the pre-command is not a meterhub command")?;
+    let sig = key.sign(&domain::crypto::SystemRandom::new(), &bytes)?;
+    eprintln!("signed SRV {} request {} ({} bytes)", cmd.srv, cmd.id, bytes.len());
+    println!("{}", b64.encode(sig));
+    Ok(())
 }

@@ -332,3 +332,35 @@ fn settings_precedence_flag_env_file() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("data_dri"), "{}", text(&o));
 }
+
+// R-SR-2: `meterhub sign` signs exactly the pre-command bytes with the party's key (what a
+// device then verifies), and refuses to sign anything that is not a command.
+#[test]
+fn sign_a_precommand() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let dir = tempfile::tempdir().unwrap();
+    let key_path = dir.path().join("acme.pem");
+    let o = meterhub(
+        Some(&dir.path().join("data")),
+        &["party", "add", "--id", "acme", "--name", "Acme", "--role", "IS", "--originator", "0000000000000001",
+          "--generate-key", key_path.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let key = domain::crypto::SigningKey::from_pem(&std::fs::read_to_string(&key_path).unwrap()).unwrap();
+    let bytes = device::Command {
+        id: device::RequestId { originator: domain::Eui64::from_u64(1), target: domain::Eui64::from_u64(2), counter: 7 },
+        srv: "7.2".into(),
+        execute_at: None,
+        body: b"{}".to_vec(),
+    }
+    .encode();
+    let o = meterhub(None, &["sign", "--key", key_path.to_str().unwrap(), "--precommand", &b64.encode(&bytes)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let sig = b64.decode(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
+    assert!(domain::crypto::verify_p256(&key.public_key_spki(), &bytes, &sig));
+    assert!(text(&o).contains("SRV 7.2"));
+    let o = meterhub(None, &["sign", "--key", key_path.to_str().unwrap(), "--precommand", &b64.encode(b"pay me")]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("not a meterhub command"), "{}", text(&o));
+}
