@@ -23,6 +23,14 @@ pub const REMEMBERED_ANSWERS_MAX: usize = 8;
 /// EUI-64 slots per system: comms hub, electricity and gas meter, IHD, PPMID, 3 additional.
 const EUIS_PER_SYSTEM: u64 = 8;
 
+/// A home for [`Fleet::install_commissioned`].
+#[derive(Debug, Clone)]
+pub struct BulkHome {
+    pub order: InstallOrder,
+    pub electricity_mpxn: Option<domain::Mpxn>,
+    pub gas_mpxn: Option<domain::Mpxn>,
+}
+
 /// A system as persisted: its devices and the answers it remembers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Stored {
@@ -85,6 +93,51 @@ impl Fleet {
         let entry = Arc::new(tokio::sync::Mutex::new(stored));
         cache.push(id, entry.clone());
         Ok(entry)
+    }
+
+    /// Fit many homes at once, their devices already commissioned and their meters linked to
+    /// the given MPxNs: the simulation's factory for a large fleet (`meterhub fleet
+    /// generate`). One transaction for the lot.
+    pub async fn install_commissioned(&self, homes: Vec<BulkHome>) -> Result<Vec<Installed>, TransportError> {
+        let _one_at_a_time = self.installing.lock().await;
+        let first = self.store.next_system_id().await.map_err(failed)?;
+        let now = self.clock.now();
+        let mut rows = Vec::with_capacity(homes.len());
+        let mut out = Vec::with_capacity(homes.len());
+        for (k, home) in homes.into_iter().enumerate() {
+            let id = first + k as i64;
+            let comms_hub = self.comms_hub_eui(id);
+            let mut system = System::install(Installation {
+                seed: self.seed ^ (id as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
+                at: now,
+                comms_hub,
+                electricity: home.order.electricity,
+                gas_annual_quantity_kwh: home.order.gas_annual_quantity_kwh,
+                ihd: home.order.ihd,
+                ppmid: home.order.ppmid,
+                additional: usize::from(home.order.additional.min(3)),
+                supplier: home.order.supplier,
+            });
+            system.devices.iter_mut().for_each(|d| d.commissioned = true);
+            for meter in &mut system.meters {
+                let mpxn = match meter.fuel {
+                    domain::Fuel::Electricity => home.electricity_mpxn,
+                    domain::Fuel::Gas => home.gas_mpxn,
+                };
+                meter.mpxn = mpxn.map(|m| m.to_string());
+            }
+            let devices: Vec<_> = system.devices.iter().map(|d| (d.eui, d.kind)).collect();
+            let text = serde_json::to_string(&Stored { system, answered: VecDeque::new() }).map_err(failed)?;
+            rows.push((id, comms_hub, devices.iter().map(|(e, _)| *e).collect(), text));
+            out.push(Installed { comms_hub, devices });
+        }
+        self.store.add_systems(rows).await.map_err(failed)?;
+        Ok(out)
+    }
+
+    /// The id the next system will get.
+    pub async fn next_system_id(&self) -> Result<i64, TransportError> {
+        self.store.next_system_id().await.map_err(failed)
     }
 
     /// What a premises' in-home display shows (the consumer's view; not a hub service).

@@ -24,8 +24,8 @@ pub use auth::{Caller, IssuedToken};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::HubError;
 pub use store::{
-    AuditRecord, DeviceRecord, ImportSummary, PremisesRecord, RequestRecord, RequestStatus, ResponseRecord,
-    StoreCounts, ThresholdRecord, TokenRecord,
+    AuditRecord, DeviceRecord, EnrolledHome, ImportSummary, NewPremises, PremisesRecord, RequestRecord, RequestStatus,
+    ResponseRecord, StoreCounts, ThresholdRecord, TokenRecord,
 };
 
 /// Settings that change the hub's rules.

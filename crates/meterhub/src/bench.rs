@@ -15,6 +15,24 @@ use crate::config::{ClockKind, GlobalArgs, Settings};
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
+    /// Generate a fleet, then run service requests (4.1.1 read registers) end to end:
+    /// authenticated caller, authorised, audited, executed by the simulated meter, response
+    /// stored. Prints requests per second and resident memory per simulated meter, beside
+    /// the bare device computation measured in the same run.
+    Pipeline {
+        /// Homes in the generated fleet.
+        #[arg(long, default_value_t = 100_000)]
+        meters: u64,
+        /// Requests to run.
+        #[arg(long, default_value_t = 100_000)]
+        requests: u64,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+        /// Seed (fleet and request targets).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Generate N metering points as CSV and time `registry import` of them into a fresh data
     /// directory; prints rows per second, peak memory and a raw SQLite baseline from the
     /// same run.
@@ -34,6 +52,9 @@ pub enum BenchCommand {
 pub async fn run(g: &GlobalArgs, cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Import { rows, seed, keep } => bench_import(g, rows, seed, keep).await,
+        BenchCommand::Pipeline { meters, requests, concurrency, seed } => {
+            bench_pipeline(g, meters, requests, concurrency, seed).await
+        }
     }
 }
 
@@ -184,4 +205,144 @@ fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|rd| rd.filter_map(Result::ok).filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
         .unwrap_or(0)
+}
+
+async fn bench_pipeline(
+    g: &GlobalArgs,
+    meters: u64,
+    requests: u64,
+    concurrency: usize,
+    seed: u64,
+) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    anyhow::ensure!(
+        meters >= 1 && requests >= 1 && concurrency >= 1,
+        "meters, requests and concurrency are at least 1"
+    );
+    let tmp = tempfile::tempdir()?;
+    let mut settings = Settings::resolve(g, &Default::default())?;
+    settings.data_dir = tmp.path().join("data");
+    settings.clock = ClockKind::System;
+    settings.seed = seed;
+    let (rss_start, _) = memory_kib();
+    let (hub, store) = crate::local::open_hub(&settings, crate::local::ClockFrom::Settings).await?;
+    let fleet = crate::local::attach_fleet(&hub, &settings).await?;
+    let args = crate::generate::GenerateArgs { meters, gas_percent: 30, suppliers: 5 };
+    let generated = crate::generate::generate(&hub, &fleet.fleet, &settings.data_dir, &args, true).await?;
+    println!(
+        "generated {} homes ({} meters) in {:.1}s ({:.0} homes/s)",
+        generated.homes,
+        generated.electricity + generated.gas,
+        generated.seconds,
+        generated.homes as f64 / generated.seconds
+    );
+    let (_, rss_generated) = memory_kib();
+
+    // Baseline, same run: the meter's own work for a 4.1.1, with no hub around it.
+    let sample = fleet.fleet.system(fleet_device(&hub, 1).await?).await?;
+    let meter = sample.meters[0].clone();
+    let started = Instant::now();
+    let n_base = 200_000u64;
+    let mut acc = 0u64;
+    for i in 0..n_base {
+        let at = hub.now() + jiff::SignedDuration::from_secs(i as i64);
+        acc = acc.wrapping_add(sample.consumption(&meter).registers_at(at).import_wh);
+    }
+    let base_rate = n_base as f64 / started.elapsed().as_secs_f64();
+    std::hint::black_box(acc);
+
+    // Callers: the simulated suppliers, authenticated as the API would.
+    let mut callers = Vec::new();
+    for i in 1..=5 {
+        let id: domain::PartyId = format!("sim-supplier-{i}").parse()?;
+        let t = hub.issue_token_unchecked(&id, "bench").await?;
+        callers.push(hub.authenticate(&t.token).await?);
+    }
+    let callers = Arc::new(callers);
+    let dispatcher = tokio::spawn(hub.clone().run_dispatcher(std::time::Duration::from_millis(5)));
+    let next = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let bar = indicatif::ProgressBar::new(requests);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} submitting [{bar:40}] {pos}/{len} {per_sec}")
+            .expect("template"),
+    );
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let (hub, callers, next, refused, bar) =
+            (hub.clone(), callers.clone(), next.clone(), refused.clone(), bar.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (w as u64 + 1));
+            while next.fetch_add(1, Ordering::Relaxed) < requests {
+                let home = rng.random_range(1..=meters);
+                let dist = 10 + (home % 14) as u8;
+                let caller = &callers[(home % 5) as usize];
+                let input = hub::pipeline::SubmitInput {
+                    srv: "4.1.1".into(),
+                    target: hub::pipeline::Target::Mpxn(mpan_for(dist, 9_000_000_000 + home)),
+                    body: serde_json::json!({}),
+                    execute_at: None,
+                };
+                if hub.submit(caller, &input).await.is_err() {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                }
+                bar.inc(1);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    bar.finish_and_clear();
+    let submitted_secs = started.elapsed().as_secs_f64();
+    // Wait until the dispatcher has answered everything.
+    while !store_idle(&hub).await? {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let total_secs = started.elapsed().as_secs_f64();
+    dispatcher.abort();
+    let (peak, rss_end) = memory_kib();
+    let counts = hub.counts().await?;
+    fleet.close().await;
+    store.close().await;
+
+    let ok = requests - refused.load(Ordering::Relaxed);
+    println!(
+        "pipeline: {ok} requests 4.1.1 end to end in {total_secs:.2}s = {:.0} requests/s (accepted at {:.0}/s; {} refused; concurrency {concurrency}; durability {:?})",
+        ok as f64 / total_secs,
+        requests as f64 / submitted_secs,
+        refused.load(Ordering::Relaxed),
+        settings.durability,
+    );
+    println!("  baseline, same run: the meter's own 4.1.1 computation alone = {base_rate:.0}/s");
+    let kib = |v: Option<u64>| v.map_or(0.0, |k| k as f64);
+    let per_meter = (kib(rss_generated) - kib(rss_start)) * 1024.0 / (generated.electricity + generated.gas) as f64;
+    println!(
+        "  memory: resident {:.1} MiB at start, {:.1} MiB after generating {} meters ({per_meter:.0} bytes per meter), {:.1} MiB after the run, peak {:.1} MiB",
+        kib(rss_start) / 1024.0,
+        kib(rss_generated) / 1024.0,
+        generated.electricity + generated.gas,
+        kib(rss_end) / 1024.0,
+        kib(peak) / 1024.0
+    );
+    println!(
+        "  the fleet keeps device state in its database with at most {} systems cached; registry: {} metering points",
+        fleet::CACHE_SYSTEMS_DEFAULT,
+        counts.metering_points
+    );
+    Ok(())
+}
+
+/// The electricity meter of generated home `home`.
+async fn fleet_device(hub: &Hub, home: u64) -> anyhow::Result<domain::Eui64> {
+    let dist = 10 + (home % 14) as u8;
+    let mpxn = domain::Mpxn::parse(&mpan_for(dist, 9_000_000_000 + home))?;
+    Ok(hub.store().device_for_mpxn(mpxn).await?.context("generated home missing")?.eui)
+}
+
+/// True when nothing is queued and due.
+async fn store_idle(hub: &Hub) -> anyhow::Result<bool> {
+    Ok(hub.store().due_requests(hub.now(), 1).await?.is_empty())
 }

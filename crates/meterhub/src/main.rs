@@ -4,6 +4,7 @@
 mod bench;
 mod config;
 mod demo;
+mod generate;
 mod import;
 mod local;
 mod serve;
@@ -36,6 +37,9 @@ enum Command {
     /// Bulk-load and inspect the registry.
     #[command(subcommand)]
     Registry(RegistryCommand),
+    /// The simulated fleet.
+    #[command(subcommand)]
+    Fleet(FleetCommand),
     /// Check MPANs and MPRNs.
     #[command(subcommand)]
     Mpxn(MpxnCommand),
@@ -142,6 +146,14 @@ enum RegistryCommand {
 }
 
 #[derive(Subcommand)]
+enum FleetCommand {
+    /// Generate homes in bulk: simulated suppliers (keys in DATA_DIR/simulated-keys),
+    /// distributors, registrations, and premises with comms hub, electricity meter, display
+    /// and (some) gas meter, commissioned and enrolled. Progress bar; repeatable.
+    Generate(generate::GenerateArgs),
+}
+
+#[derive(Subcommand)]
 enum MpxnCommand {
     /// Say whether an MPAN (13-digit core or 21-digit full form) or MPRN is valid, and why
     /// not. Exit status 0 when valid, 1 when not.
@@ -198,6 +210,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let r = local.show(&mpxn, at.as_deref()).await;
             local.close().await;
             r.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Fleet(FleetCommand::Generate(args)) => {
+            let settings = config::Settings::resolve(&g, &Default::default())?;
+            let (hub, store) = local::open_hub(&settings, local::ClockFrom::DataDir).await?;
+            let fleet = local::attach_fleet(&hub, &settings).await?;
+            let r = generate::generate(&hub, &fleet.fleet, &settings.data_dir, &args, true).await;
+            fleet.close().await;
+            store.close().await;
+            let done = r?;
+            println!(
+                "generated {} homes ({} electricity meters, {} gas meters) in {:.1}s ({:.0} homes/s)",
+                done.homes,
+                done.electricity,
+                done.gas,
+                done.seconds,
+                done.homes as f64 / done.seconds.max(1e-9)
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => demo::run(&g, args).await.map(|()| ExitCode::SUCCESS),
         Command::Bench(cmd) => bench::run(&g, cmd).await.map(|()| ExitCode::SUCCESS),

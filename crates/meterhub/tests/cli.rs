@@ -343,13 +343,29 @@ fn sign_a_precommand() {
     let key_path = dir.path().join("acme.pem");
     let o = meterhub(
         Some(&dir.path().join("data")),
-        &["party", "add", "--id", "acme", "--name", "Acme", "--role", "IS", "--originator", "0000000000000001",
-          "--generate-key", key_path.to_str().unwrap()],
+        &[
+            "party",
+            "add",
+            "--id",
+            "acme",
+            "--name",
+            "Acme",
+            "--role",
+            "IS",
+            "--originator",
+            "0000000000000001",
+            "--generate-key",
+            key_path.to_str().unwrap(),
+        ],
     );
     assert!(o.status.success(), "{}", text(&o));
     let key = domain::crypto::SigningKey::from_pem(&std::fs::read_to_string(&key_path).unwrap()).unwrap();
     let bytes = device::Command {
-        id: device::RequestId { originator: domain::Eui64::from_u64(1), target: domain::Eui64::from_u64(2), counter: 7 },
+        id: device::RequestId {
+            originator: domain::Eui64::from_u64(1),
+            target: domain::Eui64::from_u64(2),
+            counter: 7,
+        },
         srv: "7.2".into(),
         execute_at: None,
         body: b"{}".to_vec(),
@@ -363,4 +379,32 @@ fn sign_a_precommand() {
     let o = meterhub(None, &["sign", "--key", key_path.to_str().unwrap(), "--precommand", &b64.encode(b"pay me")]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("not a meterhub command"), "{}", text(&o));
+}
+
+// R-REG-2: `fleet generate` enrols every home it creates; the simulated suppliers' keys are
+// written for the operator, never stored by the hub.
+#[test]
+fn fleet_generate_enrols_homes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("data");
+    let o = meterhub(Some(&d), &["fleet", "generate", "--meters", "40", "--gas-percent", "50"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    let gas: u64 = out
+        .split(" electricity meters, ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(out.contains("generated 40 homes (40 electricity meters,") && (10..=30).contains(&gas), "{out}");
+    assert!(d.join("simulated-keys/sim-supplier-1.pem").exists());
+    // Home 1 is on distributor 11, serial 9,000,000,001.
+    let first12 = "119000000001";
+    let digits: [u8; 12] = first12.bytes().map(|b| b - b'0').collect::<Vec<_>>().try_into().unwrap();
+    let mpan = format!("{first12}{}", domain::ids::mpan_check_digit(&digits));
+    let o = meterhub(Some(&d), &["registry", "show", &mpan]);
+    assert!(text(&o).contains("enrolled          true") && text(&o).contains("sim-supplier-2"), "{}", text(&o));
+    // Running it again adds more homes, never reusing an MPAN.
+    let o = meterhub(Some(&d), &["fleet", "generate", "--meters", "10"]);
+    assert!(o.status.success(), "{}", text(&o));
 }

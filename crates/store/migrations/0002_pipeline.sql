@@ -18,7 +18,9 @@ CREATE TABLE devices (
     mpxn            TEXT                  -- set when the MPxN is linked (SRV 6.20.1)
 ) STRICT;
 CREATE INDEX devices_by_premises ON devices(premises_id);
-CREATE UNIQUE INDEX devices_by_mpxn ON devices(mpxn) WHERE mpxn IS NOT NULL;
+-- Not a partial index: SQLite would re-prepare every `mpxn = ?` query to check it applies.
+-- NULLs are distinct in a UNIQUE index, so unlinked devices do not collide.
+CREATE UNIQUE INDEX devices_by_mpxn ON devices(mpxn);
 
 -- Request-id counters: handed out in blocks, so a restart skips numbers but never reuses one.
 CREATE TABLE originator_counters (
@@ -43,7 +45,9 @@ CREATE TABLE requests (
     status_at    INTEGER NOT NULL,
     note         TEXT
 ) STRICT;
-CREATE INDEX requests_queued ON requests(status, execute_at) WHERE status = 'queued';
+-- No partial indexes: SQLite re-prepares any query with a bound parameter on a table that
+-- has one, to check whether it applies.
+CREATE INDEX requests_by_status ON requests(status, execute_at);
 CREATE INDEX requests_by_party ON requests(party, seq);
 
 -- Responses, once each, never changed.

@@ -13,6 +13,8 @@ pub trait FleetStore: Send + Sync + 'static {
     /// Add a system with its devices and initial state (opaque text).
     async fn add_system(&self, id: i64, comms_hub: Eui64, devices: Vec<Eui64>, state: String)
     -> Result<(), StoreError>;
+    /// Add many systems in one transaction: (id, comms hub, devices, state).
+    async fn add_systems(&self, systems: Vec<(i64, Eui64, Vec<Eui64>, String)>) -> Result<(), StoreError>;
     /// The system a device belongs to.
     async fn system_of(&self, eui: Eui64) -> Result<Option<i64>, StoreError>;
     async fn load_system(&self, id: i64) -> Result<Option<String>, StoreError>;

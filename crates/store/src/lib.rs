@@ -167,6 +167,9 @@ pub trait Store: Send + Sync + 'static {
     /// Record a premises and its devices; conflicts if any EUI is already known.
     async fn install_premises(&self, p: NewPremises) -> Result<PremisesRecord, StoreError>;
     async fn premises(&self, id: i64) -> Result<Option<PremisesRecord>, StoreError>;
+    /// Record many homes as installed, commissioned and enrolled, in one transaction: the
+    /// bulk path of fleet generation (the metering points must be registered).
+    async fn enrol_homes(&self, homes: Vec<EnrolledHome>) -> Result<(), StoreError>;
     async fn device(&self, eui: Eui64) -> Result<Option<DeviceRecord>, StoreError>;
     async fn premises_devices(&self, premises_id: i64) -> Result<Vec<DeviceRecord>, StoreError>;
     /// The meter linked to an MPxN.

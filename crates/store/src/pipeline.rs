@@ -179,3 +179,11 @@ pub struct ThresholdRecord {
     pub max_requests: i64,
     pub set_at: Timestamp,
 }
+
+/// A home fitted, commissioned and enrolled in one go (bulk fleet generation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrolledHome {
+    pub premises: NewPremises,
+    /// Meters and the MPxNs they are linked to (and enrolled under).
+    pub links: Vec<(Eui64, Mpxn)>,
+}

@@ -197,6 +197,22 @@ impl Engine {
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     {
+        // Point reads take microseconds: run them here rather than pay two thread handoffs.
+        // The permit bounds concurrent readers to the pool; a caller waits for a free one.
+        let permit = self.read_permits.clone().acquire_owned().await.map_err(|_| StoreError::Closed)?;
+        let conn = self.readers.lock().expect("reader pool").pop().expect("a permit guarantees a connection");
+        let result = catch_unwind(AssertUnwindSafe(|| f(&conn)));
+        self.readers.lock().expect("reader pool").push(conn);
+        drop(permit);
+        result.unwrap_or_else(|_| Err(StoreError::Backend("a read panicked (internal error)".into())))
+    }
+
+    /// Run a long read (a scan) on the blocking thread pool, off the async workers.
+    pub(crate) async fn read_heavy<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
         let permit = self.read_permits.clone().acquire_owned().await.map_err(|_| StoreError::Closed)?;
         let pool = self.readers.clone();
         tokio::task::spawn_blocking(move || {
@@ -314,6 +330,11 @@ fn run_solo(conn: &Connection, job: Job) {
     }
 }
 
+/// Run a statement through the connection's statement cache (these run once per write).
+fn exec_cached(conn: &Connection, sql: &str) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 fn run_batch(conn: &Connection, batch: &mut Vec<Job>) {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         tracing::error!(message = "Store batch could not begin.", error = %e, jobs = batch.len());
@@ -331,7 +352,7 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>) {
             job(Err(e.clone()));
             continue;
         }
-        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+        if let Err(e) = exec_cached(conn, "SAVEPOINT job") {
             aborted = Some(unavailable(e));
             job(Err(aborted.clone().expect("just set")));
             continue;
@@ -339,11 +360,11 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>) {
         match catch_unwind(AssertUnwindSafe(|| job(Ok(conn)))) {
             Ok(Some(pending)) => {
                 if !pending.ok
-                    && let Err(e) = conn.execute_batch("ROLLBACK TO job")
+                    && let Err(e) = exec_cached(conn, "ROLLBACK TO job")
                 {
                     aborted = Some(unavailable(e));
                 }
-                if let Err(e) = conn.execute_batch("RELEASE job") {
+                if let Err(e) = exec_cached(conn, "RELEASE job") {
                     aborted.get_or_insert(unavailable(e));
                 }
                 replies.push(pending.reply);

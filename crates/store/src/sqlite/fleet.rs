@@ -25,6 +25,23 @@ impl SqliteFleetStore {
     }
 }
 
+fn insert_system(
+    c: &rusqlite::Connection,
+    id: i64,
+    comms_hub: Eui64,
+    devices: &[Eui64],
+    state: &str,
+) -> Result<(), StoreError> {
+    c.prepare_cached("INSERT INTO systems (id, comms_hub, state) VALUES (?1, ?2, ?3)")
+        .and_then(|mut s| s.execute(params![id, comms_hub.to_plain(), state]))
+        .map_err(classify)?;
+    let mut s = c.prepare_cached("INSERT INTO device_index (eui, system_id) VALUES (?1, ?2)").map_err(backend)?;
+    for e in devices {
+        s.execute(params![e.to_plain(), id]).map_err(classify)?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl FleetStore for SqliteFleetStore {
     async fn next_system_id(&self) -> Result<i64, StoreError> {
@@ -40,17 +57,14 @@ impl FleetStore for SqliteFleetStore {
         devices: Vec<Eui64>,
         state: String,
     ) -> Result<(), StoreError> {
+        self.engine.write(move |c| insert_system(c, id, comms_hub, &devices, &state)).await
+    }
+
+    async fn add_systems(&self, systems: Vec<(i64, Eui64, Vec<Eui64>, String)>) -> Result<(), StoreError> {
         self.engine
-            .write(move |c| {
-                c.execute(
-                    "INSERT INTO systems (id, comms_hub, state) VALUES (?1, ?2, ?3)",
-                    params![id, comms_hub.to_plain(), state],
-                )
-                .map_err(classify)?;
-                let mut s =
-                    c.prepare_cached("INSERT INTO device_index (eui, system_id) VALUES (?1, ?2)").map_err(backend)?;
-                for e in devices {
-                    s.execute(params![e.to_plain(), id]).map_err(classify)?;
+            .write_solo(move |c| {
+                for (id, chf, devices, state) in &systems {
+                    insert_system(c, *id, *chf, devices, state)?;
                 }
                 Ok(())
             })

@@ -538,18 +538,29 @@ impl Store for SqliteStore {
     ) -> Result<Option<RegistrationVersion>, StoreError> {
         self.engine
             .read(move |conn| {
-                let sql = format!(
-                    "SELECT {REG_COLS} FROM registrations WHERE mpxn = ?1 AND effective_from <= ?2 \
-                     AND recorded_at <= ?3 ORDER BY effective_from DESC, seq DESC LIMIT 1"
-                );
+                // "As known at" only when asked: a bound `recorded_at <= i64::MAX` makes SQLite
+                // re-prepare the statement on every run.
+                let (sql, known) = match known_at {
+                    None => (
+                        format!(
+                            "SELECT {REG_COLS} FROM registrations WHERE mpxn = ?1 AND effective_from <= ?2 \
+                             ORDER BY effective_from DESC, seq DESC LIMIT 1"
+                        ),
+                        None,
+                    ),
+                    Some(k) => (
+                        format!(
+                            "SELECT {REG_COLS} FROM registrations WHERE mpxn = ?1 AND effective_from <= ?2 \
+                             AND recorded_at <= ?3 ORDER BY effective_from DESC, seq DESC LIMIT 1"
+                        ),
+                        Some(micros(k)),
+                    ),
+                };
                 let raw = conn
                     .prepare_cached(&sql)
-                    .and_then(|mut s| {
-                        s.query_row(
-                            params![m.to_string(), micros(at), known_at.map_or(i64::MAX, micros)],
-                            raw_registration,
-                        )
-                        .optional()
+                    .and_then(|mut s| match known {
+                        None => s.query_row(params![m.to_string(), micros(at)], raw_registration).optional(),
+                        Some(k) => s.query_row(params![m.to_string(), micros(at), k], raw_registration).optional(),
                     })
                     .map_err(backend)?;
                 raw.map(RawRegistration::into_version).transpose()
@@ -565,18 +576,29 @@ impl Store for SqliteStore {
     ) -> Result<Option<EnrolmentVersion>, StoreError> {
         self.engine
             .read(move |conn| {
-                let sql = format!(
-                    "SELECT {ENROL_COLS} FROM enrolments WHERE mpxn = ?1 AND effective_from <= ?2 \
-                     AND recorded_at <= ?3 ORDER BY effective_from DESC, seq DESC LIMIT 1"
-                );
+                // "As known at" only when asked: a bound `recorded_at <= i64::MAX` makes SQLite
+                // re-prepare the statement on every run.
+                let (sql, known) = match known_at {
+                    None => (
+                        format!(
+                            "SELECT {ENROL_COLS} FROM enrolments WHERE mpxn = ?1 AND effective_from <= ?2 \
+                             ORDER BY effective_from DESC, seq DESC LIMIT 1"
+                        ),
+                        None,
+                    ),
+                    Some(k) => (
+                        format!(
+                            "SELECT {ENROL_COLS} FROM enrolments WHERE mpxn = ?1 AND effective_from <= ?2 \
+                             AND recorded_at <= ?3 ORDER BY effective_from DESC, seq DESC LIMIT 1"
+                        ),
+                        Some(micros(k)),
+                    ),
+                };
                 let raw = conn
                     .prepare_cached(&sql)
-                    .and_then(|mut s| {
-                        s.query_row(
-                            params![m.to_string(), micros(at), known_at.map_or(i64::MAX, micros)],
-                            enrolment_row,
-                        )
-                        .optional()
+                    .and_then(|mut s| match known {
+                        None => s.query_row(params![m.to_string(), micros(at)], enrolment_row).optional(),
+                        Some(k) => s.query_row(params![m.to_string(), micros(at), k], enrolment_row).optional(),
                     })
                     .map_err(backend)?;
                 raw.map(into_enrolment).transpose()
@@ -677,7 +699,7 @@ impl Store for SqliteStore {
 
     async fn counts(&self) -> Result<StoreCounts, StoreError> {
         self.engine
-            .read(move |conn| {
+            .read_heavy(move |conn| {
                 let count = |table: &str| -> Result<u64, StoreError> {
                     let n: i64 =
                         conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).map_err(backend)?;
@@ -694,6 +716,10 @@ impl Store for SqliteStore {
 
     async fn install_premises(&self, p: NewPremises) -> Result<PremisesRecord, StoreError> {
         self.engine.write(move |conn| pipeline::install_premises(conn, &p)).await
+    }
+
+    async fn enrol_homes(&self, homes: Vec<crate::EnrolledHome>) -> Result<(), StoreError> {
+        self.engine.write_solo(move |conn| pipeline::enrol_homes(conn, &homes)).await
     }
 
     async fn premises(&self, id: i64) -> Result<Option<PremisesRecord>, StoreError> {

@@ -7,8 +7,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::engine::backend;
 use super::{classify, micros, mpxn, party_id, ts};
 use crate::{
-    AuditRecord, Completion, DeviceRecord, InventoryEffect, NewPremises, PremisesRecord, RequestRecord, RequestStatus,
-    ResponseOutcome, ResponseRecord, StoreError, ThresholdRecord,
+    AuditRecord, Completion, DeviceRecord, EnrolledHome, InventoryEffect, NewPremises, PremisesRecord, RequestRecord,
+    RequestStatus, ResponseOutcome, ResponseRecord, StoreError, ThresholdRecord,
 };
 
 fn eui(s: &str) -> Result<Eui64, StoreError> {
@@ -83,11 +83,13 @@ pub(super) fn device(conn: &Connection, e: Eui64) -> Result<Option<DeviceRecord>
 }
 
 pub(super) fn premises_devices(conn: &Connection, premises_id: i64) -> Result<Vec<DeviceRecord>, StoreError> {
-    let mut s = conn
-        .prepare_cached(&format!("SELECT {DEVICE_COLS} FROM devices WHERE premises_id = ?1 ORDER BY eui"))
-        .map_err(backend)?;
+    // Sorted here: an ORDER BY would make SQLite re-prepare the statement on every run.
+    let mut s =
+        conn.prepare_cached(&format!("SELECT {DEVICE_COLS} FROM devices WHERE premises_id = ?1")).map_err(backend)?;
     let rows = s.query_map([premises_id], raw_device).map_err(backend)?;
-    rows.map(|r| r.map_err(backend).and_then(into_device)).collect()
+    let mut out = rows.map(|r| r.map_err(backend).and_then(into_device)).collect::<Result<Vec<_>, _>>()?;
+    out.sort_by_key(|d| d.eui);
+    Ok(out)
 }
 
 pub(super) fn device_for_mpxn(conn: &Connection, m: Mpxn) -> Result<Option<DeviceRecord>, StoreError> {
@@ -291,13 +293,15 @@ pub(super) fn transition(
 }
 
 pub(super) fn due_requests(conn: &Connection, now: Timestamp, limit: usize) -> Result<Vec<RequestRecord>, StoreError> {
+    // The limit is written into the SQL: SQLite re-prepares a statement on every run when its
+    // LIMIT is a bound parameter.
     let mut s = conn
         .prepare_cached(&format!(
             "SELECT {REQUEST_COLS} FROM requests WHERE status = 'queued' AND (execute_at IS NULL OR execute_at <= ?1) \
-             ORDER BY seq LIMIT ?2"
+             ORDER BY seq LIMIT {limit}"
         ))
         .map_err(backend)?;
-    let rows = s.query_map(params![micros(now), limit as i64], raw_request).map_err(backend)?;
+    let rows = s.query_map(params![micros(now)], raw_request).map_err(backend)?;
     rows.map(|r| r.map_err(backend).and_then(into_request)).collect()
 }
 
@@ -394,10 +398,10 @@ pub(super) fn responses_after(
 ) -> Result<Vec<ResponseRecord>, StoreError> {
     let mut s = conn
         .prepare_cached(&format!(
-            "SELECT {RESPONSE_COLS} FROM responses WHERE party = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+            "SELECT {RESPONSE_COLS} FROM responses WHERE party = ?1 AND seq > ?2 ORDER BY seq LIMIT {limit}"
         ))
         .map_err(backend)?;
-    let rows = s.query_map(params![party.as_str(), after, limit as i64], raw_response).map_err(backend)?;
+    let rows = s.query_map(params![party.as_str(), after], raw_response).map_err(backend)?;
     rows.map(|r| r.map_err(backend).and_then(into_response)).collect()
 }
 
@@ -434,10 +438,10 @@ pub(super) fn requests_in_status(
 ) -> Result<Vec<RequestRecord>, StoreError> {
     let mut s = conn
         .prepare_cached(&format!(
-            "SELECT {REQUEST_COLS} FROM requests WHERE party = ?1 AND status = ?2 ORDER BY seq LIMIT ?3"
+            "SELECT {REQUEST_COLS} FROM requests WHERE party = ?1 AND status = ?2 ORDER BY seq LIMIT {limit}"
         ))
         .map_err(backend)?;
-    let rows = s.query_map(params![party.as_str(), status.as_str(), limit as i64], raw_request).map_err(backend)?;
+    let rows = s.query_map(params![party.as_str(), status.as_str()], raw_request).map_err(backend)?;
     rows.map(|r| r.map_err(backend).and_then(into_request)).collect()
 }
 
@@ -493,4 +497,31 @@ pub(super) fn remove_threshold(conn: &Connection, party: Option<&PartyId>, srv: 
         )
         .map_err(backend)?;
     Ok(n == 1)
+}
+
+pub(super) fn enrol_homes(conn: &Connection, homes: &[EnrolledHome]) -> Result<(), StoreError> {
+    for h in homes {
+        let p = install_premises(conn, &h.premises)?;
+        let at = micros(h.premises.installed_at);
+        conn.prepare_cached("UPDATE devices SET commissioned_at = ?1 WHERE premises_id = ?2")
+            .and_then(|mut s| s.execute(params![at, p.id]))
+            .map_err(backend)?;
+        for (eui, m) in &h.links {
+            conn.prepare_cached("UPDATE devices SET mpxn = ?1 WHERE eui = ?2")
+                .and_then(|mut s| s.execute(params![m.to_string(), eui.to_plain()]))
+                .map_err(|e| match classify(e) {
+                    StoreError::Conflict(_) => StoreError::Conflict(format!("{m} is already linked to another device")),
+                    other => other,
+                })?;
+            conn.prepare_cached(
+                "INSERT INTO enrolments (mpxn, effective_from, enrolled, recorded_at, recorded_by) VALUES (?1, ?2, 1, ?2, ?3)",
+            )
+            .and_then(|mut s| s.execute(params![m.to_string(), at, h.premises.installed_by.as_str()]))
+            .map_err(|e| match classify(e) {
+                StoreError::Conflict(_) => StoreError::NotFound(format!("metering point {m}")),
+                other => other,
+            })?;
+        }
+    }
+    Ok(())
 }
