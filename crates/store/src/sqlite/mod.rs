@@ -225,6 +225,28 @@ impl RawRegistration {
     }
 }
 
+/// The version in force at `at` (greatest `(effective_from, seq)` not after it), as known
+/// at `known_at` when given. `cols_from` is "<columns> FROM <table>".
+fn in_force<T>(
+    conn: &Connection,
+    cols_from: &str,
+    m: Mpxn,
+    at: Timestamp,
+    known_at: Option<Timestamp>,
+    row: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Option<T>, StoreError> {
+    let known = if known_at.is_some() { " AND recorded_at <= ?3" } else { "" };
+    let sql = format!(
+        "SELECT {cols_from} WHERE mpxn = ?1 AND effective_from <= ?2{known} ORDER BY effective_from DESC, seq DESC LIMIT 1"
+    );
+    let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
+    let found = match known_at {
+        None => stmt.query_row(params![m.to_string(), micros(at)], row),
+        Some(k) => stmt.query_row(params![m.to_string(), micros(at), micros(k)], row),
+    };
+    found.optional().map_err(backend)
+}
+
 const ENROL_COLS: &str = "seq, mpxn, effective_from, enrolled, recorded_at, recorded_by";
 
 fn enrolment_row(r: &Row<'_>) -> rusqlite::Result<(i64, String, i64, bool, i64, String)> {
@@ -538,32 +560,9 @@ impl Store for SqliteStore {
     ) -> Result<Option<RegistrationVersion>, StoreError> {
         self.engine
             .read(move |conn| {
-                // "As known at" only when asked: a bound `recorded_at <= i64::MAX` makes SQLite
-                // re-prepare the statement on every run.
-                let (sql, known) = match known_at {
-                    None => (
-                        format!(
-                            "SELECT {REG_COLS} FROM registrations WHERE mpxn = ?1 AND effective_from <= ?2 \
-                             ORDER BY effective_from DESC, seq DESC LIMIT 1"
-                        ),
-                        None,
-                    ),
-                    Some(k) => (
-                        format!(
-                            "SELECT {REG_COLS} FROM registrations WHERE mpxn = ?1 AND effective_from <= ?2 \
-                             AND recorded_at <= ?3 ORDER BY effective_from DESC, seq DESC LIMIT 1"
-                        ),
-                        Some(micros(k)),
-                    ),
-                };
-                let raw = conn
-                    .prepare_cached(&sql)
-                    .and_then(|mut s| match known {
-                        None => s.query_row(params![m.to_string(), micros(at)], raw_registration).optional(),
-                        Some(k) => s.query_row(params![m.to_string(), micros(at), k], raw_registration).optional(),
-                    })
-                    .map_err(backend)?;
-                raw.map(RawRegistration::into_version).transpose()
+                in_force(conn, &format!("{REG_COLS} FROM registrations"), m, at, known_at, raw_registration)?
+                    .map(RawRegistration::into_version)
+                    .transpose()
             })
             .await
     }
@@ -576,32 +575,9 @@ impl Store for SqliteStore {
     ) -> Result<Option<EnrolmentVersion>, StoreError> {
         self.engine
             .read(move |conn| {
-                // "As known at" only when asked: a bound `recorded_at <= i64::MAX` makes SQLite
-                // re-prepare the statement on every run.
-                let (sql, known) = match known_at {
-                    None => (
-                        format!(
-                            "SELECT {ENROL_COLS} FROM enrolments WHERE mpxn = ?1 AND effective_from <= ?2 \
-                             ORDER BY effective_from DESC, seq DESC LIMIT 1"
-                        ),
-                        None,
-                    ),
-                    Some(k) => (
-                        format!(
-                            "SELECT {ENROL_COLS} FROM enrolments WHERE mpxn = ?1 AND effective_from <= ?2 \
-                             AND recorded_at <= ?3 ORDER BY effective_from DESC, seq DESC LIMIT 1"
-                        ),
-                        Some(micros(k)),
-                    ),
-                };
-                let raw = conn
-                    .prepare_cached(&sql)
-                    .and_then(|mut s| match known {
-                        None => s.query_row(params![m.to_string(), micros(at)], enrolment_row).optional(),
-                        Some(k) => s.query_row(params![m.to_string(), micros(at), k], enrolment_row).optional(),
-                    })
-                    .map_err(backend)?;
-                raw.map(into_enrolment).transpose()
+                in_force(conn, &format!("{ENROL_COLS} FROM enrolments"), m, at, known_at, enrolment_row)?
+                    .map(into_enrolment)
+                    .transpose()
             })
             .await
     }
