@@ -505,22 +505,14 @@ impl Hub {
     pub async fn cancel_request(&self, caller: &Caller, id: &str) -> Result<RequestRecord, HubError> {
         self.own_request(caller, id).await?;
         let from = [RequestStatus::AwaitingSignature, RequestStatus::Queued, RequestStatus::Quarantined];
-        self.store()
-            .transition_request(
-                id,
-                &from,
-                RequestStatus::Cancelled,
-                self.now(),
-                Some("cancelled by the sender".into()),
-                None,
-            )
-            .await
-            .map_err(|e| match e {
-                store::StoreError::Conflict(m) => {
-                    HubError::Conflict(format!("{m}: only a request that has not run can be cancelled"))
-                }
-                other => other.into(),
-            })
+        self.move_own_request(
+            id,
+            &from,
+            RequestStatus::Cancelled,
+            "cancelled by the sender",
+            "only a request that has not run can be cancelled",
+        )
+        .await
     }
 
     /// Release a quarantined request: it goes on as if it had not been stopped (to signing,
@@ -534,22 +526,14 @@ impl Hub {
             RequestStatus::Queued
         };
         let r = self
-            .store()
-            .transition_request(
+            .move_own_request(
                 id,
                 &[RequestStatus::Quarantined],
                 to,
-                self.now(),
-                Some("released by the sender".into()),
-                None,
+                "released by the sender",
+                "only a quarantined request can be released",
             )
-            .await
-            .map_err(|e| match e {
-                store::StoreError::Conflict(m) => {
-                    HubError::Conflict(format!("{m}: only a quarantined request can be released"))
-                }
-                other => other.into(),
-            })?;
+            .await?;
         self.inner.work.notify_one();
         Ok(r)
     }
@@ -557,28 +541,35 @@ impl Hub {
     /// Delete a quarantined request: it never runs.
     pub async fn delete_request(&self, caller: &Caller, id: &str) -> Result<RequestRecord, HubError> {
         self.own_request(caller, id).await?;
-        self.store()
-            .transition_request(
-                id,
-                &[RequestStatus::Quarantined],
-                RequestStatus::Deleted,
-                self.now(),
-                Some("deleted by the sender".into()),
-                None,
-            )
-            .await
-            .map_err(|e| match e {
-                store::StoreError::Conflict(m) => {
-                    HubError::Conflict(format!("{m}: only a quarantined request can be deleted"))
-                }
-                other => other.into(),
-            })
+        self.move_own_request(
+            id,
+            &[RequestStatus::Quarantined],
+            RequestStatus::Deleted,
+            "deleted by the sender",
+            "only a quarantined request can be deleted",
+        )
+        .await
     }
 
     /// The caller's quarantined requests.
     pub async fn quarantined(&self, caller: &Caller) -> Result<Vec<RequestRecord>, HubError> {
         self.authorize(caller, "request.read-own", None)?;
         Ok(self.store().requests_in_status(&caller.party.id, RequestStatus::Quarantined, 1000).await?)
+    }
+
+    /// Move a request the caller has checked is its own, explaining a refusal.
+    async fn move_own_request(
+        &self,
+        id: &str,
+        from: &[RequestStatus],
+        to: RequestStatus,
+        note: &str,
+        refusal: &str,
+    ) -> Result<RequestRecord, HubError> {
+        self.store().transition_request(id, from, to, self.now(), Some(note.into()), None).await.map_err(|e| match e {
+            store::StoreError::Conflict(m) => HubError::Conflict(format!("{m}: {refusal}")),
+            other => other.into(),
+        })
     }
 
     /// A request of the caller's own (not even the operator acts on another's).
