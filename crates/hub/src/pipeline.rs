@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use device::{Access, Command, Outcome, RequestId, Requester};
 use domain::catalogue::{self, Critical, FutureDate, Relation};
+use domain::registry::RegistrationVersion;
 use domain::registry::{MeterType, supplier_period_start};
 use domain::{Eui64, Fuel, Mpxn, Party};
 use jiff::{SignedDuration, Timestamp};
@@ -22,6 +23,8 @@ use crate::{Caller, Hub, HubError};
 /// SRVs this hub executes end to end today.
 pub const EXECUTABLE_SRVS: &[&str] =
     &["8.1.1", "6.20.1", "4.1.1", "4.8.1", "4.17", "7.4", "11.2", "3.1", "6.22", "8.11"];
+/// SRVs that read stored data and so carry the requester's data window.
+const WINDOWED_SRVS: &[&str] = &["4.8.1", "4.17"];
 /// Request-id counters reserved from the store at a time.
 const COUNTER_BLOCK: u64 = 1000;
 /// Furthest ahead a request may be future-dated.
@@ -236,9 +239,13 @@ impl Hub {
         Ok(linked.first().and_then(|d| d.mpxn))
     }
 
-    /// R-REG-2: the metering point must be smart and enrolled at `at`.
-    async fn check_enrolled(&self, mpxn: Mpxn, at: Timestamp) -> Result<(), HubError> {
-        let reg = self.store().registration_at(mpxn, at, None).await?;
+    /// R-REG-2: the metering point must be smart (by its registration at `at`) and enrolled.
+    async fn check_enrolled(
+        &self,
+        mpxn: Mpxn,
+        at: Timestamp,
+        reg: Option<&RegistrationVersion>,
+    ) -> Result<(), HubError> {
         match reg {
             None => Err(HubError::Conflict(format!("metering point {mpxn} has no registration at {at}"))),
             Some(r) if r.data.meter_type != MeterType::SmartCompliant => Err(HubError::Conflict(format!(
@@ -344,13 +351,20 @@ impl Hub {
                         device.eui
                     ))
                 })?;
-                let rel = self.relationships_at(&mpxn, at).await?;
+                // One registry read serves the relationship and the smart-meter check.
+                let reg = self.store().registration_at(mpxn, at, None).await?;
+                let rel = Relationships::from_registration(&mpxn, at, reg.as_ref());
                 let grant = self.authorize(&caller, srv, Some(&rel.facts()))?;
-                self.check_enrolled(mpxn, at).await?;
+                self.check_enrolled(mpxn, at, reg.as_ref()).await?;
                 let access = match grant.relation {
                     Relation::RegisteredSupplier | Relation::RegisteredExportSupplier => {
-                        let history = self.store().registration_history(mpxn).await?;
-                        let from = supplier_period_start(&history, &party.id, at);
+                        // Only reads of stored data have a window; others skip the history read.
+                        let from = if WINDOWED_SRVS.contains(&srv) {
+                            let history = self.store().registration_history(mpxn).await?;
+                            supplier_period_start(&history, &party.id, at)
+                        } else {
+                            None
+                        };
                         Access { requester: Requester::Supplier, from, to: Some(at) }
                     }
                     Relation::NetworkOperator => {
@@ -601,12 +615,14 @@ impl Hub {
             }
         }
         // Requests to one device run one after another, in order; devices run side by side.
+        let mut slot: HashMap<Eui64, usize> = HashMap::new();
         let mut by_device: Vec<(Eui64, Vec<&RequestRecord>)> = Vec::new();
         for r in &due {
-            match by_device.iter_mut().find(|(t, _)| *t == r.target) {
-                Some((_, list)) => list.push(r),
-                None => by_device.push((r.target, vec![r])),
-            }
+            let i = *slot.entry(r.target).or_insert_with(|| {
+                by_device.push((r.target, Vec::new()));
+                by_device.len() - 1
+            });
+            by_device[i].1.push(r);
         }
         let runs = by_device.into_iter().map(|(_, list)| {
             let parties = &parties;
