@@ -238,6 +238,31 @@ pub static CATALOGUE: &[Service] = &[
         false,
         &[Grant::any(Role::ImportSupplier), Grant::any(Role::GasSupplier), HUB],
     ),
+    hub(
+        "reads.batch",
+        "Read own reads (4.1.1, 4.8.1, 4.17 responses) collected on a day, as one batch",
+        false,
+        &[
+            Grant::any(Role::ImportSupplier),
+            Grant::any(Role::ExportSupplier),
+            Grant::any(Role::GasSupplier),
+            Grant::any(Role::ElectricityDistributor),
+            Grant::any(Role::GasTransporter),
+            Grant::any(Role::OtherUser),
+        ],
+    ),
+    hub(
+        "reads.forward",
+        "Forward a read to the metering point's network operator (supplier hub principle)",
+        false,
+        &[Grant::any(Role::ImportSupplier), Grant::any(Role::ExportSupplier), Grant::any(Role::GasSupplier)],
+    ),
+    hub(
+        "reads.forwarded",
+        "Read the reads suppliers forwarded to it",
+        false,
+        &[Grant::any(Role::ElectricityDistributor), Grant::any(Role::GasTransporter)],
+    ),
     hub("registry.write", "Create metering points and record registrations", true, &[REG]),
     hub("registry.history", "Read every recorded registration version of a metering point", true, &[REG, HUB]),
     hub(

@@ -215,6 +215,57 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<RequestRecord>, StoreError>;
 
+    /// Record a request the hub answers itself (no device: schedule management) with its
+    /// response and effects, all or nothing.
+    async fn record_hub_request(&self, r: RequestRecord, c: Completion) -> Result<RequestRecord, StoreError>;
+
+    // Schedules (SRV 5.1/5.2/5.3).
+    async fn schedule(&self, id: &str) -> Result<Option<ScheduleRecord>, StoreError>;
+    /// A party's live schedules, on one device or all, oldest first.
+    async fn schedules(&self, party: &PartyId, target: Option<Eui64>) -> Result<Vec<ScheduleRecord>, StoreError>;
+    /// Live schedules whose next run is at or before `now`, soonest first.
+    async fn due_schedules(&self, now: Timestamp, limit: usize) -> Result<Vec<ScheduleRecord>, StoreError>;
+    /// Store the request of a schedule's run at `run_at` and move the schedule on to `next`
+    /// (`None`: finished), atomically. `Conflict` unless the schedule is live and its next run
+    /// is still `run_at`, so a run is never made twice.
+    async fn record_schedule_run(
+        &self,
+        schedule_id: &str,
+        run_at: Timestamp,
+        request: RequestRecord,
+        next: Option<Timestamp>,
+    ) -> Result<RequestRecord, StoreError>;
+
+    // Reads distribution (R-RD-1, R-RD-2).
+    /// A party's responses to the SRVs in `srvs` recorded in `[from, to)` with a sequence
+    /// number after `after_seq`, in order.
+    async fn reads_between(
+        &self,
+        party: &PartyId,
+        srvs: &'static [&'static str],
+        from: Timestamp,
+        to: Timestamp,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<ReadRecord>, StoreError>;
+    /// A request with its response, as a read (for forwarding).
+    async fn read(&self, request_id: &str) -> Result<Option<ReadRecord>, StoreError>;
+    /// Forward a read; forwarding it again to the same party returns the first forward.
+    async fn forward_read(
+        &self,
+        request_id: &str,
+        from: &PartyId,
+        to: &PartyId,
+        at: Timestamp,
+    ) -> Result<ForwardRecord, StoreError>;
+    /// Reads forwarded to a party after `after_seq`, in order.
+    async fn forwarded_reads(
+        &self,
+        to: &PartyId,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<(ForwardRecord, ReadRecord)>, StoreError>;
+
     // Anomaly detection.
     async fn thresholds(&self) -> Result<Vec<ThresholdRecord>, StoreError>;
     /// Set (or replace) a threshold.

@@ -97,6 +97,8 @@ pub struct RequestRecord {
     pub status: RequestStatus,
     pub status_at: Timestamp,
     pub note: Option<String>,
+    /// The schedule this request is a run of, if the hub made it from one (SRV 5.1).
+    pub schedule_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,13 +140,19 @@ pub struct ResponseRecord {
     pub body: String,
 }
 
-/// What a response changes in the inventory and registry, in the same transaction.
+/// What a response changes in the hub's records (inventory, registry, schedules), in the same
+/// transaction as the response.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InventoryEffect {
+pub enum Effect {
     /// SRV 8.1.1 succeeded.
     Commissioned { eui: Eui64, at: Timestamp },
     /// SRV 6.20.1 succeeded: the meter is linked to the MPxN, which is now enrolled.
     Linked { eui: Eui64, mpxn: Mpxn, at: Timestamp, by: PartyId },
+    /// A schedule comes into being (SRV 5.1); refused if its party already has
+    /// [`SCHEDULES_PER_TARGET_MAX`] live ones on the target.
+    ScheduleCreated(ScheduleRecord),
+    /// A party's live schedule ends (SRV 5.3); `NotFound` if it has no such live schedule.
+    ScheduleDeleted { id: String, party: PartyId, at: Timestamp },
 }
 
 /// A response to record, with its request's move to `completed`.
@@ -155,7 +163,7 @@ pub struct Completion {
     pub at: Timestamp,
     pub outcome: ResponseOutcome,
     pub body: String,
-    pub effects: Vec<InventoryEffect>,
+    pub effects: Vec<Effect>,
 }
 
 /// One line of a request's audit trail.
@@ -186,4 +194,75 @@ pub struct EnrolledHome {
     pub premises: NewPremises,
     /// Meters and the MPxNs they are linked to (and enrolled under).
     pub links: Vec<(Eui64, Mpxn)>,
+}
+
+/// Live schedules one party may hold on one device.
+pub const SCHEDULES_PER_TARGET_MAX: i64 = 8;
+
+/// How often a schedule runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Every {
+    Day,
+    Week,
+}
+
+impl Every {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Every::Day => "day",
+            Every::Week => "week",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Every> {
+        [Every::Day, Every::Week].into_iter().find(|e| e.as_str() == s)
+    }
+
+    pub fn days(self) -> i64 {
+        match self {
+            Every::Day => 1,
+            Every::Week => 7,
+        }
+    }
+}
+
+/// A recurring read the hub runs on a party's behalf (SRV 5.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleRecord {
+    /// The id of the 5.1 request that created it.
+    pub id: String,
+    pub party: PartyId,
+    /// The read SRV each run sends.
+    pub srv: String,
+    pub target: Eui64,
+    pub mpxn: Option<Mpxn>,
+    pub every: Every,
+    pub first_run: Timestamp,
+    /// No run after this instant.
+    pub end: Option<Timestamp>,
+    /// The next run; `None` once finished or deleted.
+    pub next_run: Option<Timestamp>,
+    pub runs: i64,
+    pub created_at: Timestamp,
+    pub deleted_at: Option<Timestamp>,
+}
+
+/// A response to a read, with what it was a read of: one entry of a read batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadRecord {
+    pub response: ResponseRecord,
+    pub srv: String,
+    pub target: Eui64,
+    pub mpxn: Option<Mpxn>,
+    pub schedule_id: Option<String>,
+}
+
+/// A read a supplier forwarded to a network operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardRecord {
+    pub seq: i64,
+    pub request_id: String,
+    pub from: PartyId,
+    pub to: PartyId,
+    pub at: Timestamp,
 }

@@ -3,6 +3,7 @@
 mod engine;
 mod fleet;
 mod pipeline;
+mod schedules;
 mod schema;
 
 use std::path::Path;
@@ -726,6 +727,96 @@ impl Store for SqliteStore {
                 Ok(r)
             })
             .await
+    }
+
+    async fn record_hub_request(
+        &self,
+        mut r: RequestRecord,
+        c: crate::Completion,
+    ) -> Result<RequestRecord, StoreError> {
+        self.engine
+            .write(move |conn| {
+                r.seq = schedules::record_hub_request(conn, &r, &c)?;
+                r.status = crate::RequestStatus::Completed;
+                r.status_at = c.at;
+                Ok(r)
+            })
+            .await
+    }
+
+    async fn schedule(&self, id: &str) -> Result<Option<crate::ScheduleRecord>, StoreError> {
+        let id = id.to_string();
+        self.engine.read(move |conn| schedules::schedule(conn, &id)).await
+    }
+
+    async fn schedules(
+        &self,
+        party: &PartyId,
+        target: Option<Eui64>,
+    ) -> Result<Vec<crate::ScheduleRecord>, StoreError> {
+        let party = party.clone();
+        self.engine.read(move |conn| schedules::schedules(conn, &party, target)).await
+    }
+
+    async fn due_schedules(&self, now: Timestamp, limit: usize) -> Result<Vec<crate::ScheduleRecord>, StoreError> {
+        self.engine.read(move |conn| schedules::due_schedules(conn, now, limit)).await
+    }
+
+    async fn record_schedule_run(
+        &self,
+        schedule_id: &str,
+        run_at: Timestamp,
+        mut request: RequestRecord,
+        next: Option<Timestamp>,
+    ) -> Result<RequestRecord, StoreError> {
+        let id = schedule_id.to_string();
+        self.engine
+            .write(move |conn| {
+                request.seq = schedules::record_schedule_run(conn, &id, run_at, &request, next)?;
+                Ok(request)
+            })
+            .await
+    }
+
+    async fn reads_between(
+        &self,
+        party: &PartyId,
+        srvs: &'static [&'static str],
+        from: Timestamp,
+        to: Timestamp,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<crate::ReadRecord>, StoreError> {
+        let party = party.clone();
+        self.engine
+            .read_heavy(move |conn| schedules::reads_between(conn, &party, srvs, from, to, after_seq, limit))
+            .await
+    }
+
+    async fn read(&self, request_id: &str) -> Result<Option<crate::ReadRecord>, StoreError> {
+        let id = request_id.to_string();
+        self.engine.read(move |conn| schedules::read(conn, &id)).await
+    }
+
+    async fn forward_read(
+        &self,
+        request_id: &str,
+        from: &PartyId,
+        to: &PartyId,
+        at: Timestamp,
+    ) -> Result<crate::ForwardRecord, StoreError> {
+        let (id, from, to) = (request_id.to_string(), from.clone(), to.clone());
+        self.engine.write(move |conn| schedules::forward_read(conn, &id, &from, &to, at)).await
+    }
+
+    async fn forwarded_reads(
+        &self,
+        to: &PartyId,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<(crate::ForwardRecord, crate::ReadRecord)>, StoreError> {
+        let to = to.clone();
+        self.engine.read_heavy(move |conn| schedules::forwarded_reads(conn, &to, after_seq, limit)).await
     }
 
     async fn request(&self, id: &str) -> Result<Option<(RequestRecord, Option<ResponseRecord>)>, StoreError> {

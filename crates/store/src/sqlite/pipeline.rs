@@ -7,11 +7,11 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::engine::backend;
 use super::{classify, micros, mpxn, party_id, ts};
 use crate::{
-    AuditRecord, Completion, DeviceRecord, EnrolledHome, InventoryEffect, NewPremises, PremisesRecord, RequestRecord,
+    AuditRecord, Completion, DeviceRecord, Effect, EnrolledHome, NewPremises, PremisesRecord, RequestRecord,
     RequestStatus, ResponseOutcome, ResponseRecord, StoreError, ThresholdRecord,
 };
 
-fn eui(s: &str) -> Result<Eui64, StoreError> {
+pub(super) fn eui(s: &str) -> Result<Eui64, StoreError> {
     Eui64::parse(s).map_err(|e| StoreError::Backend(format!("stored EUI-64 is unreadable: {e}")))
 }
 
@@ -117,8 +117,8 @@ pub(super) fn reserve_counters(conn: &Connection, originator: Eui64, n: u64) -> 
     Ok(first)
 }
 
-const REQUEST_COLS: &str = "seq, id, party, srv, target, mpxn, body, precommand, signature, submitted_at, execute_at, \
-                            status, status_at, note";
+pub(super) const REQUEST_COLS: &str = "seq, id, party, srv, target, mpxn, body, precommand, signature, submitted_at, \
+                                       execute_at, status, status_at, note, schedule_id";
 
 type RawRequest = (
     i64,
@@ -135,9 +135,10 @@ type RawRequest = (
     String,
     i64,
     Option<String>,
+    Option<String>,
 );
 
-fn raw_request(r: &Row<'_>) -> rusqlite::Result<RawRequest> {
+pub(super) fn raw_request(r: &Row<'_>) -> rusqlite::Result<RawRequest> {
     Ok((
         r.get(0)?,
         r.get(1)?,
@@ -153,11 +154,28 @@ fn raw_request(r: &Row<'_>) -> rusqlite::Result<RawRequest> {
         r.get(11)?,
         r.get(12)?,
         r.get(13)?,
+        r.get(14)?,
     ))
 }
 
-fn into_request(r: RawRequest) -> Result<RequestRecord, StoreError> {
-    let (seq, id, party, srv, target, m, body, precommand, signature, submitted, execute, status, status_at, note) = r;
+pub(super) fn into_request(r: RawRequest) -> Result<RequestRecord, StoreError> {
+    let (
+        seq,
+        id,
+        party,
+        srv,
+        target,
+        m,
+        body,
+        precommand,
+        signature,
+        submitted,
+        execute,
+        status,
+        status_at,
+        note,
+        sched,
+    ) = r;
     Ok(RequestRecord {
         seq,
         id,
@@ -174,10 +192,11 @@ fn into_request(r: RawRequest) -> Result<RequestRecord, StoreError> {
             .ok_or_else(|| StoreError::Backend(format!("stored request status {status:?} is unknown")))?,
         status_at: ts(status_at)?,
         note,
+        schedule_id: sched,
     })
 }
 
-fn audit(
+pub(super) fn audit(
     conn: &Connection,
     at: Timestamp,
     request_id: &str,
@@ -194,7 +213,7 @@ fn audit(
 pub(super) fn insert_request(conn: &Connection, r: &RequestRecord) -> Result<i64, StoreError> {
     conn.prepare_cached(
         "INSERT INTO requests (id, party, srv, target, mpxn, body, precommand, signature, submitted_at, execute_at, \
-         status, status_at, note) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+         status, status_at, note, schedule_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -211,6 +230,7 @@ pub(super) fn insert_request(conn: &Connection, r: &RequestRecord) -> Result<i64
             r.status.as_str(),
             micros(r.status_at),
             r.note,
+            r.schedule_id,
         ])
     })
     .map_err(|e| match classify(e) {
@@ -232,11 +252,13 @@ fn load_request(conn: &Connection, id: &str) -> Result<Option<RequestRecord>, St
 
 const RESPONSE_COLS: &str = "seq, request_id, party, at, outcome, body";
 
-fn raw_response(r: &Row<'_>) -> rusqlite::Result<(i64, String, String, i64, String, String)> {
+pub(super) type RawResponse = (i64, String, String, i64, String, String);
+
+pub(super) fn raw_response(r: &Row<'_>) -> rusqlite::Result<(i64, String, String, i64, String, String)> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
 }
 
-fn into_response(
+pub(super) fn into_response(
     (seq, request_id, party, at, outcome, body): (i64, String, String, i64, String, String),
 ) -> Result<ResponseRecord, StoreError> {
     Ok(ResponseRecord {
@@ -305,7 +327,7 @@ pub(super) fn due_requests(conn: &Connection, now: Timestamp, limit: usize) -> R
     rows.map(|r| r.map_err(backend).and_then(into_request)).collect()
 }
 
-fn complete_one(conn: &Connection, c: &Completion) -> Result<(), StoreError> {
+pub(super) fn complete_one(conn: &Connection, c: &Completion) -> Result<(), StoreError> {
     let status: Option<String> = conn
         .prepare_cached("SELECT status FROM requests WHERE id = ?1")
         .and_then(|mut s| s.query_row([&c.request_id], |r| r.get(0)).optional())
@@ -317,14 +339,14 @@ fn complete_one(conn: &Connection, c: &Completion) -> Result<(), StoreError> {
     }
     for effect in &c.effects {
         match effect {
-            InventoryEffect::Commissioned { eui, at } => {
+            Effect::Commissioned { eui, at } => {
                 conn.prepare_cached(
                     "UPDATE devices SET commissioned_at = ?1 WHERE eui = ?2 AND commissioned_at IS NULL",
                 )
                 .and_then(|mut s| s.execute(params![micros(*at), eui.to_plain()]))
                 .map_err(backend)?;
             }
-            InventoryEffect::Linked { eui, mpxn, at, by } => {
+            Effect::Linked { eui, mpxn, at, by } => {
                 conn.prepare_cached("UPDATE devices SET mpxn = ?1 WHERE eui = ?2")
                     .and_then(|mut s| s.execute(params![mpxn.to_string(), eui.to_plain()]))
                     .map_err(|e| match classify(e) {
@@ -343,6 +365,8 @@ fn complete_one(conn: &Connection, c: &Completion) -> Result<(), StoreError> {
                     other => other,
                 })?;
             }
+            Effect::ScheduleCreated(sc) => super::schedules::insert_schedule(conn, sc)?,
+            Effect::ScheduleDeleted { id, party, at } => super::schedules::delete_schedule(conn, id, party, *at)?,
         }
     }
     conn.prepare_cached("INSERT INTO responses (request_id, party, at, outcome, body) VALUES (?1, ?2, ?3, ?4, ?5)")

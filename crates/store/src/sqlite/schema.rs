@@ -8,8 +8,11 @@ use crate::StoreError;
 use super::engine::backend;
 
 /// (version, SQL). Append only; never edit a released migration.
-pub(crate) const HUB: &[(i64, &str)] =
-    &[(1, include_str!("../../migrations/0001_initial.sql")), (2, include_str!("../../migrations/0002_pipeline.sql"))];
+pub(crate) const HUB: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/0001_initial.sql")),
+    (2, include_str!("../../migrations/0002_pipeline.sql")),
+    (3, include_str!("../../migrations/0003_schedules_and_reads.sql")),
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = HUB[HUB.len() - 1].0;
