@@ -8,6 +8,7 @@
 pub mod dto;
 pub mod extract;
 pub mod problem;
+pub mod reads;
 pub mod routes;
 
 use std::sync::{Arc, OnceLock};
@@ -79,11 +80,15 @@ pub struct AppState {
         routes::list_thresholds,
         routes::set_threshold,
         routes::remove_threshold,
+        reads::read_batch,
+        reads::forward_read,
+        reads::forwarded_reads,
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
     tags(
         (name = "requests", description = "Service requests: submit, sign critical ones, follow them to their response (R-SR-1..4)."),
+        (name = "reads", description = "Reads distribution: per-day batches of your reads, forwarding reads to network operators (R-RD-1, R-RD-2)."),
         (name = "devices", description = "Premises and their devices (the smart metering inventory)."),
         (name = "registry", description = "Metering points and their effective-dated registrations (R-REG-1..4)."),
         (name = "parties", description = "Parties, roles and API credentials."),
@@ -138,6 +143,9 @@ const OPERATION_SERVICES: &[(&str, &[&str])] = &[
     ("list_thresholds", &["anomaly.configure-own"]),
     ("set_threshold", &["anomaly.configure-own", "anomaly.configure-hub"]),
     ("remove_threshold", &["anomaly.configure-own", "anomaly.configure-hub"]),
+    ("read_batch", &["reads.batch"]),
+    ("forward_read", &["reads.forward"]),
+    ("forwarded_reads", &["reads.forwarded"]),
 ];
 
 fn catalogue_markdown() -> String {
@@ -301,6 +309,9 @@ pub fn router_with_limit(hub: hub::Hub, in_flight: usize) -> Router {
         .route("/v1/requests/{request_id}/release", post(routes::release_request))
         .route("/v1/requests/{request_id}/delete", post(routes::delete_request))
         .route("/v1/quarantine", get(routes::list_quarantine))
+        .route("/v1/reads/days/{day}", get(reads::read_batch))
+        .route("/v1/reads/forwarded", get(reads::forwarded_reads))
+        .route("/v1/reads/{request_id}/forward", post(reads::forward_read))
         .route("/v1/anomaly-thresholds", get(routes::list_thresholds))
         .route(
             "/v1/anomaly-thresholds/{scope}/{srv}",

@@ -10,6 +10,7 @@ pub mod inventory;
 pub mod parties;
 pub mod pipeline;
 pub mod registry;
+pub mod schedules;
 pub mod transport;
 
 use std::sync::Arc;
@@ -24,8 +25,8 @@ pub use auth::{Caller, IssuedToken};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::HubError;
 pub use store::{
-    AuditRecord, DeviceRecord, EnrolledHome, ImportSummary, NewPremises, PremisesRecord, RequestRecord, RequestStatus,
-    ResponseRecord, StoreCounts, ThresholdRecord, TokenRecord,
+    AuditRecord, DeviceRecord, EnrolledHome, ForwardRecord, ImportSummary, NewPremises, PremisesRecord, ReadRecord,
+    RequestRecord, RequestStatus, ResponseRecord, ScheduleRecord, StoreCounts, ThresholdRecord, TokenRecord,
 };
 
 /// Settings that change the hub's rules.

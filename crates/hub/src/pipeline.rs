@@ -14,15 +14,16 @@ use domain::registry::{MeterType, supplier_period_start};
 use domain::{Eui64, Fuel, Mpxn, Party};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Map, Value, json};
-use store::{Completion, DeviceRecord, InventoryEffect, RequestRecord, RequestStatus, ResponseOutcome, ResponseRecord};
+use store::{Completion, DeviceRecord, Effect, RequestRecord, RequestStatus, ResponseOutcome, ResponseRecord};
 
 use crate::registry::Relationships;
+use crate::schedules::HUB_ANSWERED_SRVS;
 use crate::transport::DeviceMessage;
 use crate::{Caller, Hub, HubError};
 
 /// SRVs this hub executes end to end today.
 pub const EXECUTABLE_SRVS: &[&str] =
-    &["8.1.1", "6.20.1", "4.1.1", "4.8.1", "4.17", "7.4", "11.2", "3.1", "6.22", "8.11"];
+    &["8.1.1", "6.20.1", "4.1.1", "4.8.1", "4.17", "5.1", "5.2", "5.3", "7.4", "11.2", "3.1", "6.22", "8.11"];
 /// SRVs that read stored data and so carry the requester's data window.
 const WINDOWED_SRVS: &[&str] = &["4.8.1", "4.17"];
 /// Request-id counters reserved from the store at a time.
@@ -56,7 +57,7 @@ struct Plan {
     device: DeviceRecord,
     mpxn: Option<Mpxn>,
     access: Access,
-    effect: Option<InventoryEffect>,
+    effect: Option<Effect>,
 }
 
 fn invalid(field: &str, rule: impl Into<String>) -> HubError {
@@ -83,10 +84,11 @@ fn instant_field(obj: &Map<String, Value>, k: &str) -> Result<(), HubError> {
 }
 
 /// Check a body against its SRV and return its canonical form (keys sorted, instants
-/// normalised to RFC 3339 UTC).
-pub fn validate_body(srv: &str, body: &Value, rules: domain::IdRules) -> Result<Value, HubError> {
+/// normalised to RFC 3339 UTC). `now` bounds times that must not be in the past.
+pub fn validate_body(srv: &str, body: &Value, rules: domain::IdRules, now: Timestamp) -> Result<Value, HubError> {
     let body = if body.is_null() { json!({}) } else { body.clone() };
     match srv {
+        "5.1" | "5.2" | "5.3" => return crate::schedules::validate_schedule_body(srv, &body, now),
         "8.1.1" | "4.1.1" | "7.4" | "11.2" => {
             object(&body, &[])?;
         }
@@ -187,7 +189,7 @@ fn fuel_of_kind(kind: &str) -> Option<Fuel> {
 }
 
 impl Hub {
-    async fn next_request_counter(&self, originator: Eui64) -> Result<u64, HubError> {
+    pub(crate) async fn next_request_counter(&self, originator: Eui64) -> Result<u64, HubError> {
         let mut counters = self.inner.counters.lock().await;
         let slot = counters.entry(originator).or_insert((0, 0));
         if slot.0 >= slot.1 {
@@ -294,7 +296,7 @@ impl Hub {
                     appointed_agents: Vec::new(),
                 };
                 self.authorize(&caller, srv, Some(&rel.facts()))?;
-                let effect = Some(InventoryEffect::Commissioned { eui: device.eui, at });
+                let effect = Some(Effect::Commissioned { eui: device.eui, at });
                 Ok(Plan {
                     device,
                     mpxn: None,
@@ -336,7 +338,7 @@ impl Hub {
                         return Err(HubError::Conflict(format!("metering point {mpxn} has no registration at {at}")));
                     }
                 }
-                let effect = Some(InventoryEffect::Linked { eui: device.eui, mpxn, at, by: party.id.clone() });
+                let effect = Some(Effect::Linked { eui: device.eui, mpxn, at, by: party.id.clone() });
                 Ok(Plan {
                     device,
                     mpxn: Some(mpxn),
@@ -393,8 +395,8 @@ impl Hub {
                 invalid("srv", format!("{:?} is not a service request variant of the catalogue", input.srv))
             })?;
         self.check_role(caller, service.code)?;
-        let body = validate_body(service.code, &input.body, self.config().id_rules)?;
         let now = self.now();
+        let body = validate_body(service.code, &input.body, self.config().id_rules, now)?;
         let execute_at = match &input.execute_at {
             None => None,
             Some(s) => {
@@ -417,17 +419,7 @@ impl Hub {
         let id = RequestId { originator: caller.party.originator, target: plan.device.eui, counter };
         let body_text = serde_json::to_string(&body).expect("JSON values serialise");
         let command = Command { id, srv: service.code.to_string(), execute_at, body: body_text.clone().into_bytes() };
-        let (status, note) =
-            match self.inner.anomaly.lock().expect("detector").admit(&caller.party.id, service.code, now) {
-                Err(reason) => (RequestStatus::Quarantined, Some(reason)),
-                Ok(()) if service.critical == Critical::Yes => (RequestStatus::AwaitingSignature, None),
-                Ok(()) => (RequestStatus::Queued, None),
-            };
-        if status == RequestStatus::Quarantined {
-            metrics::counter!("meterhub_requests_quarantined_total", "srv" => service.code).increment(1);
-            tracing::warn!(message = "Request quarantined.", party = %caller.party.id, srv = service.code, reason = note.as_deref().unwrap_or(""));
-        }
-        let record = RequestRecord {
+        let mut record = RequestRecord {
             seq: 0,
             id: id.to_string(),
             party: caller.party.id.clone(),
@@ -439,10 +431,33 @@ impl Hub {
             signature: None,
             submitted_at: now,
             execute_at,
-            status,
+            status: RequestStatus::Queued,
             status_at: now,
-            note,
+            note: None,
+            schedule_id: None,
         };
+        if HUB_ANSWERED_SRVS.contains(&service.code) {
+            if service.code == "5.1" {
+                // The schedule's read must be the caller's to send, now as at every run.
+                let read = body["srv"].as_str().unwrap_or_default();
+                self.plan(&caller.party, read, plan.device.clone(), &json!({}), now).await?;
+            }
+            let record = self.answer_schedule_request(record, &body, &plan.device, plan.mpxn).await?;
+            metrics::counter!("meterhub_requests_accepted_total", "srv" => service.code).increment(1);
+            return Ok(record);
+        }
+        let (status, note) =
+            match self.inner.anomaly.lock().expect("detector").admit(&caller.party.id, service.code, now) {
+                Err(reason) => (RequestStatus::Quarantined, Some(reason)),
+                Ok(()) if service.critical == Critical::Yes => (RequestStatus::AwaitingSignature, None),
+                Ok(()) => (RequestStatus::Queued, None),
+            };
+        if status == RequestStatus::Quarantined {
+            metrics::counter!("meterhub_requests_quarantined_total", "srv" => service.code).increment(1);
+            tracing::warn!(message = "Request quarantined.", party = %caller.party.id, srv = service.code, reason = note.as_deref().unwrap_or(""));
+        }
+        record.status = status;
+        record.note = note;
         let record = self.store().insert_request(record).await?;
         metrics::counter!("meterhub_requests_accepted_total", "srv" => service.code).increment(1);
         self.inner.work.notify_one();
@@ -642,7 +657,7 @@ impl Hub {
     }
 
     async fn execute(&self, r: &RequestRecord, party: Option<&Party>, now: Timestamp) -> Completion {
-        let done = |outcome: ResponseOutcome, body: Value, effects: Vec<InventoryEffect>| Completion {
+        let done = |outcome: ResponseOutcome, body: Value, effects: Vec<Effect>| Completion {
             request_id: r.id.clone(),
             party: r.party.clone(),
             at: now,
@@ -727,6 +742,9 @@ impl Hub {
     /// requests whose time has come.
     pub async fn run_dispatcher(self, tick: Duration) {
         loop {
+            if let Err(e) = self.run_schedules_due().await {
+                tracing::error!(message = "Scheduling failed; retrying.", error = %e);
+            }
             match self.dispatch_due().await {
                 Ok(n) if n > 0 => continue,
                 Ok(_) => {}
