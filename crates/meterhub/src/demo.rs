@@ -535,7 +535,98 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
     let r = wait_done(&c, &acme, &ack).await?;
     println!("        ran at {}", r["response"]["body"]["read_at"]);
 
-    step(11, "A critical command with a bad signature is refused by the device (R-SR-2)");
+    step(11, "A schedule the hub runs; reads streamed, batched per day, forwarded (R-RD-1, R-RD-2)");
+    let start = (hub.now() + jiff::SignedDuration::from_hours(1)).to_string();
+    let (_, before) = c.call(Method::GET, "/v1/responses?limit=1000", Some(&acme), None).await?;
+    let seen = before.as_array().and_then(|a| a.last()).and_then(|r| r["seq"].as_i64()).unwrap_or(0);
+    let ack = c
+        .expect(
+            "5.1 a daily profile read (4.8.1), answered by the hub at once",
+            Method::POST,
+            "/v1/requests",
+            Some(&acme),
+            Some(&read("5.1", json!({"srv": "4.8.1", "every": "day", "start": start}))),
+            202,
+        )
+        .await?;
+    let schedule_id = ack["id"].as_str().unwrap_or_default().to_string();
+    println!("        schedule {schedule_id}: {}", ack["status"]);
+    let mut streamed: Vec<Value> = Vec::new();
+    for _ in 0..2 {
+        c.expect("a day passes", Method::POST, "/v1/clock/advance", Some(&operator), Some(&json!({"by": "P1D"})), 200)
+            .await?;
+        // The dispatcher makes the run and reads the meter; follow the response stream.
+        let want = streamed.len() + 1;
+        for _ in 0..100 {
+            let (_, v) =
+                c.call(Method::GET, &format!("/v1/responses?after={seen}&limit=1000"), Some(&acme), None).await?;
+            // Every response after the schedule's own (5.1) is a run of it.
+            streamed = v.as_array().cloned().unwrap_or_default();
+            streamed.retain(|r| r["request_id"].as_str() != Some(schedule_id.as_str()));
+            if streamed.len() >= want {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        if streamed.len() < want {
+            bail!("the schedule did not run: {streamed:?}");
+        }
+    }
+    let today = domain::time::london_date(hub.now()).to_string();
+    let batch = c
+        .expect(
+            "the day's read batch",
+            Method::GET,
+            &format!("/v1/reads/days/{today}"),
+            Some(&acme),
+            None,
+            200,
+        )
+        .await?;
+    let batched: Vec<Value> =
+        batch["reads"].as_array().map(|a| a.iter().map(|r| r["response"].clone()).collect()).unwrap_or_default();
+    let last = streamed.last().cloned().unwrap_or_default();
+    println!(
+        "        {} runs streamed as collected; today's batch holds {} read(s); the same record both ways: {}",
+        streamed.len(),
+        batched.len(),
+        batched.contains(&last)
+    );
+    if !batched.contains(&last) {
+        bail!("the batch and the stream disagree");
+    }
+    let run_id = last["request_id"].as_str().unwrap_or_default();
+    c.expect(
+        "acme-energy forwards the read to the distributor (supplier hub principle)",
+        Method::POST,
+        &format!("/v1/reads/{run_id}/forward"),
+        Some(&acme),
+        Some(&json!({})),
+        200,
+    )
+    .await?;
+    let inbox = c
+        .expect(
+            "northern-wires sees the forwarded read",
+            Method::GET,
+            "/v1/reads/forwarded",
+            Some(&tok("northern-wires")),
+            None,
+            200,
+        )
+        .await?;
+    println!("        {} forwarded read(s)", inbox.as_array().map_or(0, Vec::len));
+    c.expect(
+        "5.3 delete the schedule",
+        Method::POST,
+        "/v1/requests",
+        Some(&acme),
+        Some(&read("5.3", json!({"schedule_id": schedule_id}))),
+        202,
+    )
+    .await?;
+
+    step(12, "A critical command with a bad signature is refused by the device (R-SR-2)");
     let ack = c
         .expect(
             "8.1.1 again, signed with a key the meter does not trust",
@@ -559,7 +650,7 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
         trail.as_array().map(|a| a.iter().filter_map(|e| e["event"].as_str()).collect()).unwrap_or_default();
     println!("        audit trail: {}", events.join(" -> "));
 
-    step(12, "The API describes itself");
+    step(13, "The API describes itself");
     let doc = c.expect("OpenAPI document", Method::GET, "/openapi.json", None, None, 200).await?;
     println!(
         "        {} paths; the catalogue table is in its description",
