@@ -23,6 +23,11 @@ pub const WRITE_BATCH_MAX: usize = 512;
 const WRITER_CACHE_KIB: i64 = 16 * 1024;
 /// Size the WAL file is truncated to after a checkpoint, bytes.
 const WAL_BYTES_KEPT_MAX: i64 = 64 << 20;
+/// How often the background checkpointer folds the WAL into the database.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
+/// WAL pages after which the writer checkpoints itself: a safety net for when the
+/// background checkpointer cannot keep up (it normally keeps the WAL far below this).
+const WRITER_CHECKPOINT_PAGES: i64 = 50_000;
 /// Time a connection waits on a lock held by another process before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -96,6 +101,11 @@ fn open_connection(path: &Path, durability: Durability, write: bool) -> Result<C
         // bounded page cache of its own, and keep the WAL file from staying huge after one.
         conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB).map_err(backend)?;
         conn.pragma_update(None, "journal_size_limit", WAL_BYTES_KEPT_MAX).map_err(backend)?;
+        // Checkpoints run on their own thread (see `checkpointer_loop`), off the writer's path.
+        conn.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES).map_err(backend)?;
+        // Each job runs in a savepoint; keep its statement journal in memory rather than
+        // spilling it to a temporary file.
+        conn.pragma_update(None, "temp_store", "MEMORY").map_err(backend)?;
     }
     let sync = match durability {
         Durability::Full => "FULL",
@@ -134,10 +144,26 @@ impl Engine {
         for _ in 0..opts.readers {
             readers.push(open_connection(&path, opts.durability, false)?);
         }
+        let checkpoint_conn = open_connection(&path, opts.durability, true)?;
+        let (stop_checkpoints, stopped) = std::sync::mpsc::channel::<()>();
+        let checkpointer = std::thread::Builder::new()
+            .name("meterhub-store-checkpoint".into())
+            .spawn(move || checkpointer_loop(checkpoint_conn, stopped))
+            .map_err(|e| StoreError::Backend(format!("cannot start the checkpoint thread: {e}")))?;
         let (tx, rx) = mpsc::channel::<Msg>(WRITE_QUEUE_MAX);
         let handle = std::thread::Builder::new()
             .name("meterhub-store-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || {
+                writer_loop(&conn, rx);
+                // The checkpointer stops first, so the final checkpoint has the WAL to itself.
+                drop(stop_checkpoints);
+                let _ = checkpointer.join();
+                // Fold the WAL back into the database so the directory holds one file at rest.
+                if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+                    tracing::warn!(message = "Final checkpoint failed; the WAL will be replayed on next open.", error = %e);
+                }
+                tracing::debug!(message = "Store writer stopped.");
+            })
             .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
         Ok(Engine {
             path,
@@ -244,7 +270,17 @@ impl Engine {
     }
 }
 
-fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Msg>) {
+/// Fold the WAL into the database in the background, so the writer never stops to do it.
+/// Passive: it copies what no reader still needs and never blocks the writer or readers.
+fn checkpointer_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_INTERVAL) {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(message = "Background checkpoint failed; retrying.", error = %e);
+        }
+    }
+}
+
+fn writer_loop(conn: &Connection, mut rx: mpsc::Receiver<Msg>) {
     let mut batch: Vec<Job> = Vec::with_capacity(WRITE_BATCH_MAX);
     // A message that ended a batch and still has to run.
     let mut held: Option<Msg> = None;
@@ -258,7 +294,7 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Msg>) {
         };
         match msg {
             Msg::Stop => break,
-            Msg::Solo(job) => run_solo(&conn, job),
+            Msg::Solo(job) => run_solo(conn, job),
             Msg::Run(job) => {
                 batch.push(job);
                 while batch.len() < WRITE_BATCH_MAX {
@@ -271,7 +307,7 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Msg>) {
                         Err(_) => break,
                     }
                 }
-                run_batch(&conn, &mut batch);
+                run_batch(conn, &mut batch);
             }
         }
     }
@@ -282,21 +318,16 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Msg>) {
             Msg::Run(job) => {
                 batch.push(job);
                 if batch.len() == WRITE_BATCH_MAX {
-                    run_batch(&conn, &mut batch);
+                    run_batch(conn, &mut batch);
                 }
             }
-            Msg::Solo(job) => run_solo(&conn, job),
+            Msg::Solo(job) => run_solo(conn, job),
             Msg::Stop => {}
         }
     }
     if !batch.is_empty() {
-        run_batch(&conn, &mut batch);
+        run_batch(conn, &mut batch);
     }
-    // Fold the WAL back into the database so the directory holds one file at rest.
-    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
-        tracing::warn!(message = "Final checkpoint failed; the WAL will be replayed on next open.", error = %e);
-    }
-    tracing::debug!(message = "Store writer stopped.");
 }
 
 /// A batch could not start or was aborted by the database: name it for the callers.
