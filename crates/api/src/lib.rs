@@ -7,6 +7,7 @@
 
 pub mod dto;
 pub mod extract;
+pub mod grants;
 pub mod problem;
 pub mod reads;
 pub mod routes;
@@ -83,6 +84,12 @@ pub struct AppState {
         reads::read_batch,
         reads::forward_read,
         reads::forwarded_reads,
+        grants::record_consent,
+        grants::list_consents,
+        grants::end_consent,
+        grants::appoint_agent,
+        grants::list_appointments,
+        grants::end_appointment,
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
@@ -146,6 +153,12 @@ const OPERATION_SERVICES: &[(&str, &[&str])] = &[
     ("read_batch", &["reads.batch"]),
     ("forward_read", &["reads.forward"]),
     ("forwarded_reads", &["reads.forwarded"]),
+    ("record_consent", &["consent.record-own"]),
+    ("list_consents", &["grants.read"]),
+    ("end_consent", &["grants.read", "grants.manage-any"]),
+    ("appoint_agent", &["appointment.manage"]),
+    ("list_appointments", &["grants.read"]),
+    ("end_appointment", &["grants.read", "grants.manage-any"]),
 ];
 
 fn catalogue_markdown() -> String {
@@ -297,6 +310,10 @@ pub fn router_with_limit(hub: hub::Hub, in_flight: usize) -> Router {
         .route("/v1/metering-points/{mpxn}", get(routes::get_metering_point))
         .route("/v1/metering-points/{mpxn}/registrations", post(routes::record_registration))
         .route("/v1/metering-points/{mpxn}/history", get(routes::get_history))
+        .route("/v1/metering-points/{mpxn}/consents", get(grants::list_consents).post(grants::record_consent))
+        .route("/v1/metering-points/{mpxn}/consents/{seq}/end", post(grants::end_consent))
+        .route("/v1/metering-points/{mpxn}/appointments", get(grants::list_appointments).post(grants::appoint_agent))
+        .route("/v1/metering-points/{mpxn}/appointments/{seq}/end", post(grants::end_appointment))
         .route("/v1/premises", post(routes::install_premises))
         .route("/v1/premises/{premises_id}", get(routes::get_premises))
         .route("/v1/requests", post(routes::submit_request))

@@ -394,6 +394,18 @@ async fn authorisation_matrix_end_to_end() {
     enrolled_home(&m).await;
     let other_dno = m.w.party("dno-20", &["ED"], 6, None).await;
     let esco = m.w.party("esco", &["OU"], 7, None).await;
+    // An other user holding consent for the electricity point, and an agent acme appointed
+    // for it; each has no relationship to the gas point.
+    let esco_c = m.w.party("esco-c", &["OU"], 8, None).await;
+    let (s, v) =
+        m.w.call(Method::POST, &format!("/v1/metering-points/{MPAN}/consents"), &esco_c, Some(json!({}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let agent_a = m.w.party("agent-a", &["RSA"], 9, None).await;
+    let agent_n = m.w.party("agent-n", &["RSA"], 10, None).await;
+    let appoint = json!({"agent": "agent-a"});
+    let (s, v) =
+        m.w.call(Method::POST, &format!("/v1/metering-points/{MPAN}/appointments"), &m.acme, Some(appoint)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
     let cadent = m.w.hub.issue_token_unchecked(&"cadent".parse().unwrap(), "t").await.unwrap().token;
     // (party, token, roles, relationship to the electricity point, to the gas point)
     let parties: Vec<(&str, String, Vec<domain::Role>, Relation, Relation)> = {
@@ -411,6 +423,9 @@ async fn authorisation_matrix_end_to_end() {
             ("dno-20", other_dno, vec![ElectricityDistributor], Relation::None, Relation::None),
             ("cadent", cadent, vec![GasTransporter], Relation::None, Relation::NetworkOperator),
             ("esco", esco, vec![OtherUser], Relation::None, Relation::None),
+            ("esco-c", esco_c, vec![OtherUser], Relation::ConsentHolder, Relation::None),
+            ("agent-a", agent_a, vec![RegisteredSupplierAgent], Relation::AppointedAgent, Relation::None),
+            ("agent-n", agent_n, vec![RegisteredSupplierAgent], Relation::None, Relation::None),
             ("reg", m.reg.clone(), vec![RegistrationService], Relation::None, Relation::None),
             ("hub-operator", m.w.operator.clone(), vec![HubOperator], Relation::None, Relation::None),
         ]
@@ -424,8 +439,11 @@ async fn authorisation_matrix_end_to_end() {
         ("3.1", json!({"message": "hello"})),
         ("6.22", json!({"alert_code": "0x8F35", "enabled": true})),
         ("8.11", json!({"remove": ["00-00-00-00-00-00-00-01"]})),
+        // Answered by the hub at once; the scheduled 4.8.1 has the same grants.
+        ("5.1", json!({"srv": "4.8.1", "every": "day", "start": "2026-02-01"})),
     ];
     let mut accepted = 0;
+    let mut answered_by_hub = 0;
     for (srv, body) in &bodies {
         let service = catalogue::service(srv).unwrap();
         for (mpxn, fuel) in [(MPAN, domain::Fuel::Electricity), ("3938424403", domain::Fuel::Gas)] {
@@ -440,7 +458,11 @@ async fn authorisation_matrix_end_to_end() {
                 let (s, v) = m.w.submit(token, srv, json!({"mpxn": mpxn}), body.clone()).await;
                 if want {
                     assert_eq!(s, StatusCode::ACCEPTED, "{srv} on {mpxn} by {name}: {v}");
-                    accepted += 1;
+                    if *srv == "5.1" {
+                        answered_by_hub += 1;
+                    } else {
+                        accepted += 1;
+                    }
                 } else {
                     assert_eq!(s, StatusCode::FORBIDDEN, "{srv} on {mpxn} by {name}: {v}");
                 }
@@ -449,11 +471,13 @@ async fn authorisation_matrix_end_to_end() {
     }
     let ran = m.w.hub.dispatch_due().await.unwrap();
     assert_eq!(ran, accepted, "exactly the accepted requests ran");
-    // Only acme, dno-13 and cadent ever got anything accepted.
+    // acme, dno-13, cadent, esco-c (5.1, 4.8.1, 4.17) and agent-a (7.4, 11.2) ran something;
+    // nobody else did.
+    assert_eq!(answered_by_hub, 5, "5.1 by acme (both fuels), dno-13, cadent and esco-c");
     for (name, token, ..) in &parties {
         let (_, rs) = m.w.call(Method::GET, "/v1/responses", token, None).await;
         let n = rs.as_array().unwrap().len();
-        let expect_some = ["acme", "dno-13", "cadent"].contains(name);
+        let expect_some = ["acme", "dno-13", "cadent", "esco-c", "agent-a"].contains(name);
         assert_eq!(n > 0, expect_some, "{name} has {n} responses");
     }
     assert!(accepted >= 20, "{accepted}");

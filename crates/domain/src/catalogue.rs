@@ -239,6 +239,33 @@ pub static CATALOGUE: &[Service] = &[
         &[Grant::any(Role::ImportSupplier), Grant::any(Role::GasSupplier), HUB],
     ),
     hub(
+        "consent.record-own",
+        "Record the consumer's consent you hold for a metering point (other users); end it",
+        true,
+        &[Grant::any(Role::OtherUser)],
+    ),
+    hub(
+        "appointment.manage",
+        "Appoint an agent (RSA or MAP) for a metering point you supply; end the appointment",
+        true,
+        &[IS, ES, GS],
+    ),
+    hub(
+        "grants.read",
+        "Read a metering point's consents or appointments: your own, or all as its registered supplier",
+        true,
+        &[
+            Grant::any(Role::ImportSupplier),
+            Grant::any(Role::ExportSupplier),
+            Grant::any(Role::GasSupplier),
+            Grant::any(Role::OtherUser),
+            Grant::any(Role::RegisteredSupplierAgent),
+            Grant::any(Role::MeterAssetProvider),
+            HUB,
+        ],
+    ),
+    hub("grants.manage-any", "Read and end any consent or appointment", true, &[HUB]),
+    hub(
         "reads.batch",
         "Read own reads (4.1.1, 4.8.1, 4.17 responses) collected on a day, as one batch",
         false,

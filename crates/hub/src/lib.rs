@@ -6,6 +6,7 @@ pub mod anomaly;
 pub mod auth;
 pub mod clock;
 pub mod error;
+pub mod grants;
 pub mod inventory;
 pub mod parties;
 pub mod pipeline;
@@ -25,8 +26,9 @@ pub use auth::{Caller, IssuedToken};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::HubError;
 pub use store::{
-    AuditRecord, DeviceRecord, EnrolledHome, ForwardRecord, ImportSummary, NewPremises, PremisesRecord, ReadRecord,
-    RequestRecord, RequestStatus, ResponseRecord, ScheduleRecord, StoreCounts, ThresholdRecord, TokenRecord,
+    AuditRecord, DeviceRecord, EnrolledHome, ForwardRecord, GrantKind, GrantRecord, ImportSummary, NewPremises,
+    PremisesRecord, ReadRecord, RequestRecord, RequestStatus, ResponseRecord, ScheduleRecord, StoreCounts,
+    ThresholdRecord, TokenRecord,
 };
 
 /// Settings that change the hub's rules.
@@ -197,6 +199,12 @@ impl Hub {
         let service = Self::service(code);
         catalogue::check_role(service, &caller.party.id, caller.party.roles)
             .map_err(|refusal| Self::refused(caller, service, refusal))
+    }
+
+    /// Whether the caller holds a service needing no relationship (a question, not a
+    /// request: a "no" is not counted as a refusal).
+    pub fn may(&self, caller: &Caller, code: &str) -> bool {
+        catalogue::authorize(Self::service(code), &caller.party.id, caller.party.roles, None).is_ok()
     }
 
     fn service(code: &str) -> &'static Service {

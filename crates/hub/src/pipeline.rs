@@ -268,12 +268,15 @@ impl Hub {
     }
 
     /// Decide everything about a request for `party` at instant `at`: the device, the
-    /// relationship, the data window. Run at submission and again at execution.
+    /// relationship, the data window. Run at submission and again at execution. `named` is
+    /// the MPxN the sender addressed, whose relationships govern a premises-level device
+    /// (the comms hub); otherwise the device's own (or its premises' linked meter's) do.
     async fn plan(
         &self,
         party: &Party,
         srv: &str,
         device: DeviceRecord,
+        named: Option<Mpxn>,
         body: &Value,
         at: Timestamp,
     ) -> Result<Plan, HubError> {
@@ -347,7 +350,11 @@ impl Hub {
                 })
             }
             _ => {
-                let mpxn = self.governing_mpxn(&device).await?.ok_or_else(|| {
+                let governing = match named {
+                    Some(m) => Some(m),
+                    None => self.governing_mpxn(&device).await?,
+                };
+                let mpxn = governing.ok_or_else(|| {
                     HubError::Conflict(format!(
                         "device {} is not linked to an enrolled metering point (R-REG-2)",
                         device.eui
@@ -355,7 +362,8 @@ impl Hub {
                 })?;
                 // One registry read serves the relationship and the smart-meter check.
                 let reg = self.store().registration_at(mpxn, at, None).await?;
-                let rel = Relationships::from_registration(&mpxn, at, reg.as_ref());
+                let mut rel = Relationships::from_registration(&mpxn, at, reg.as_ref());
+                let consent_from = self.add_grants(party, mpxn, &mut rel).await?;
                 let grant = self.authorize(&caller, srv, Some(&rel.facts()))?;
                 self.check_enrolled(mpxn, at, reg.as_ref()).await?;
                 let access = match grant.relation {
@@ -371,6 +379,10 @@ impl Hub {
                     }
                     Relation::NetworkOperator => {
                         Access { requester: Requester::NetworkOperator, from: None, to: Some(at) }
+                    }
+                    // An other user reads only from the start of the consent it holds.
+                    Relation::ConsentHolder => {
+                        Access { requester: Requester::OtherUser, from: consent_from, to: Some(at) }
                     }
                     _ => Access { requester: Requester::OtherUser, from: None, to: Some(at) },
                 };
@@ -414,7 +426,11 @@ impl Hub {
             }
         };
         let device = self.resolve_target(service.code, &input.target).await?;
-        let plan = self.plan(&caller.party, service.code, device, &body, execute_at.unwrap_or(now)).await?;
+        let named = match &input.target {
+            Target::Mpxn(m) => Some(self.parse_mpxn("target.mpxn", m)?),
+            Target::Device(_) => None,
+        };
+        let plan = self.plan(&caller.party, service.code, device, named, &body, execute_at.unwrap_or(now)).await?;
         let counter = self.next_request_counter(caller.party.originator).await?;
         let id = RequestId { originator: caller.party.originator, target: plan.device.eui, counter };
         let body_text = serde_json::to_string(&body).expect("JSON values serialise");
@@ -440,7 +456,7 @@ impl Hub {
             if service.code == "5.1" {
                 // The schedule's read must be the caller's to send, now as at every run.
                 let read = body["srv"].as_str().unwrap_or_default();
-                self.plan(&caller.party, read, plan.device.clone(), &json!({}), now).await?;
+                self.plan(&caller.party, read, plan.device.clone(), plan.mpxn, &json!({}), now).await?;
             }
             let record = self.answer_schedule_request(record, &body, &plan.device, plan.mpxn).await?;
             metrics::counter!("meterhub_requests_accepted_total", "srv" => service.code).increment(1);
@@ -677,7 +693,10 @@ impl Hub {
             Err(e) => return done(ResponseOutcome::Failed, json!({"error": e.to_string()}), vec![]),
         };
         // Checked again at execution: the registry may have moved since submission.
-        let plan = match self.plan(party, &r.srv, device, &body, now).await {
+        // Governed at execution by the MPxN it was planned under (6.20.1 and 8.1.1 plan
+        // from the device and their body instead).
+        let named = if matches!(r.srv.as_str(), "6.20.1" | "8.1.1") { None } else { r.mpxn };
+        let plan = match self.plan(party, &r.srv, device, named, &body, now).await {
             Ok(p) => p,
             Err(e) => {
                 return done(ResponseOutcome::Failed, json!({"error": format!("refused at execution: {e}")}), vec![]);

@@ -574,14 +574,7 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
     }
     let today = domain::time::london_date(hub.now()).to_string();
     let batch = c
-        .expect(
-            "the day's read batch",
-            Method::GET,
-            &format!("/v1/reads/days/{today}"),
-            Some(&acme),
-            None,
-            200,
-        )
+        .expect("the day's read batch", Method::GET, &format!("/v1/reads/days/{today}"), Some(&acme), None, 200)
         .await?;
     let batched: Vec<Value> =
         batch["reads"].as_array().map(|a| a.iter().map(|r| r["response"].clone()).collect()).unwrap_or_default();

@@ -266,6 +266,23 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<(ForwardRecord, ReadRecord)>, StoreError>;
 
+    // Consents and appointments.
+    /// Record a consent or appointment (its `seq` and end fields are ignored).
+    async fn insert_grant(&self, g: GrantRecord) -> Result<GrantRecord, StoreError>;
+    /// End one at `valid_to` (not later than any end it had), once. `Conflict` if already
+    /// ended; `NotFound` if there is no such record of that kind.
+    async fn end_grant(
+        &self,
+        kind: GrantKind,
+        seq: i64,
+        valid_to: Timestamp,
+        at: Timestamp,
+        by: PartyId,
+        reason: String,
+    ) -> Result<GrantRecord, StoreError>;
+    /// Every record of a kind for a metering point, oldest first.
+    async fn grants(&self, kind: GrantKind, mpxn: Mpxn) -> Result<Vec<GrantRecord>, StoreError>;
+
     // Anomaly detection.
     async fn thresholds(&self) -> Result<Vec<ThresholdRecord>, StoreError>;
     /// Set (or replace) a threshold.

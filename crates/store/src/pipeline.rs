@@ -266,3 +266,46 @@ pub struct ForwardRecord {
     pub to: PartyId,
     pub at: Timestamp,
 }
+
+/// A period during which a party stands in a relationship to a metering point that the
+/// registry does not hold: an other user's consumer consent, or an agent's appointment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRecord {
+    pub seq: i64,
+    pub kind: GrantKind,
+    pub mpxn: Mpxn,
+    /// The other user, or the agent.
+    pub party: PartyId,
+    /// For an appointment, the supplier the agent acts for.
+    pub appointer: Option<PartyId>,
+    pub valid_from: Timestamp,
+    /// Exclusive; `None` while open-ended.
+    pub valid_to: Option<Timestamp>,
+    pub recorded_at: Timestamp,
+    pub recorded_by: PartyId,
+    pub ended_at: Option<Timestamp>,
+    pub ended_by: Option<PartyId>,
+    pub end_reason: Option<String>,
+}
+
+impl GrantRecord {
+    /// Whether it holds at `at`.
+    pub fn holds_at(&self, at: Timestamp) -> bool {
+        self.valid_from <= at && self.valid_to.is_none_or(|t| at < t)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantKind {
+    Consent,
+    Appointment,
+}
+
+impl GrantKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantKind::Consent => "consent",
+            GrantKind::Appointment => "appointment",
+        }
+    }
+}

@@ -2,6 +2,7 @@
 
 mod engine;
 mod fleet;
+mod grants;
 mod pipeline;
 mod schedules;
 mod schema;
@@ -817,6 +818,26 @@ impl Store for SqliteStore {
     ) -> Result<Vec<(crate::ForwardRecord, crate::ReadRecord)>, StoreError> {
         let to = to.clone();
         self.engine.read_heavy(move |conn| schedules::forwarded_reads(conn, &to, after_seq, limit)).await
+    }
+
+    async fn insert_grant(&self, g: crate::GrantRecord) -> Result<crate::GrantRecord, StoreError> {
+        self.engine.write(move |conn| grants::insert(conn, &g)).await
+    }
+
+    async fn end_grant(
+        &self,
+        kind: crate::GrantKind,
+        seq: i64,
+        valid_to: Timestamp,
+        at: Timestamp,
+        by: PartyId,
+        reason: String,
+    ) -> Result<crate::GrantRecord, StoreError> {
+        self.engine.write(move |conn| grants::end(conn, kind, seq, valid_to, at, &by, &reason)).await
+    }
+
+    async fn grants(&self, kind: crate::GrantKind, m: Mpxn) -> Result<Vec<crate::GrantRecord>, StoreError> {
+        self.engine.read(move |conn| grants::list(conn, kind, m)).await
     }
 
     async fn request(&self, id: &str) -> Result<Option<(RequestRecord, Option<ResponseRecord>)>, StoreError> {
