@@ -1,7 +1,9 @@
 //! All of meterhub's cryptography in one small module, so the backend (aws-lc-rs) stays
-//! swappable: ECDSA P-256/SHA-256 keys and signatures, SHA-256, PEM encoding of keys.
+//! swappable: ECDSA P-256/SHA-256 keys and signatures, ECDH P-256 key agreement, AES-128-GCM
+//! tags, SHA-256, PEM encoding of keys and reading public keys out of certificates.
 //! Randomness comes in from the caller.
 
+use aws_lc_rs::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::agreement;
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SecureRandom;
@@ -24,6 +26,10 @@ pub enum CryptoError {
     PrivateKey,
     #[error("key generation failed")]
     Generation,
+    #[error("no P-256 public key in the certificate")]
+    Certificate,
+    #[error("key agreement failed (the peer's point is not on P-256)")]
+    Agreement,
 }
 
 /// SHA-256 of `data`.
@@ -133,6 +139,92 @@ pub fn derive_p256_scalar(material: &[u8]) -> [u8; 32] {
         }
     }
     unreachable!("a valid scalar is found within a few tries")
+}
+
+/// The DER prefix of a P-256 SubjectPublicKeyInfo (id-ecPublicKey, prime256v1, a 66-byte
+/// BIT STRING) before the 65-byte uncompressed point. Its encoding is fixed, so a P-256 key
+/// inside an X.509 certificate is found by it without a general certificate parser.
+const P256_SPKI_PREFIX: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce,
+    0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+
+/// The uncompressed P-256 point (65 bytes) in a PEM `CERTIFICATE` (X.509, as GBCS device
+/// and organisation certificates are) or `PUBLIC KEY` (SubjectPublicKeyInfo).
+pub fn p256_point_from_pem(text: &str) -> Result<Vec<u8>, CryptoError> {
+    let block = pem::parse(text).map_err(|e| CryptoError::Pem(e.to_string()))?;
+    let der = block.contents();
+    let at = match block.tag() {
+        "CERTIFICATE" => {
+            // The subject key comes first in a certificate: its issuer's signature follows it.
+            der.windows(P256_SPKI_PREFIX.len()).position(|w| w == P256_SPKI_PREFIX).ok_or(CryptoError::Certificate)?
+        }
+        "PUBLIC KEY" if der.starts_with(&P256_SPKI_PREFIX) => 0,
+        "PUBLIC KEY" => return Err(CryptoError::PublicKey),
+        other => return Err(CryptoError::PemLabel { found: other.to_string(), expected: "CERTIFICATE or PUBLIC KEY" }),
+    };
+    let spki = der.get(at..at + P256_SPKI_PREFIX.len() + 65).ok_or(CryptoError::Certificate)?;
+    // Refuse a point not on the curve now rather than at first use.
+    ParsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, spki).map_err(|_| CryptoError::PublicKey)?;
+    Ok(spki[P256_SPKI_PREFIX.len()..].to_vec())
+}
+
+/// An ECDH P-256 private key (a supplier's prepayment key-agreement key, a device's
+/// key-agreement key).
+pub struct KeyAgreementKey {
+    key: agreement::PrivateKey,
+}
+
+impl KeyAgreementKey {
+    /// From PEM: `PRIVATE KEY` (PKCS#8) or `EC PRIVATE KEY` (RFC 5915).
+    pub fn from_pem(text: &str) -> Result<KeyAgreementKey, CryptoError> {
+        let block = pem::parse(text).map_err(|e| CryptoError::Pem(e.to_string()))?;
+        if block.tag() != "PRIVATE KEY" && block.tag() != "EC PRIVATE KEY" {
+            return Err(CryptoError::PemLabel { found: block.tag().to_string(), expected: "PRIVATE KEY" });
+        }
+        let key = agreement::PrivateKey::from_private_key_der(&agreement::ECDH_P256, block.contents())
+            .map_err(|_| CryptoError::PrivateKey)?;
+        Ok(KeyAgreementKey { key })
+    }
+
+    pub fn from_scalar(scalar: &[u8; 32]) -> Result<KeyAgreementKey, CryptoError> {
+        let key = agreement::PrivateKey::from_private_key(&agreement::ECDH_P256, scalar)
+            .map_err(|_| CryptoError::PrivateKey)?;
+        Ok(KeyAgreementKey { key })
+    }
+
+    /// The uncompressed public point (65 bytes).
+    pub fn public_point(&self) -> Vec<u8> {
+        self.key.compute_public_key().map(|p| p.as_ref().to_vec()).expect("a valid private key has a public key")
+    }
+
+    /// The public key as PEM SubjectPublicKeyInfo.
+    pub fn public_key_pem(&self) -> String {
+        let mut spki = P256_SPKI_PREFIX.to_vec();
+        spki.extend_from_slice(&self.public_point());
+        public_key_pem(&spki)
+    }
+
+    /// The private key as PEM PKCS#8.
+    pub fn private_key_pem(&self) -> Result<String, CryptoError> {
+        let der: aws_lc_rs::encoding::Pkcs8V1Der = self.key.as_der().map_err(|_| CryptoError::PrivateKey)?;
+        Ok(private_key_pem(der.as_ref()))
+    }
+
+    /// The ECDH shared secret Z (the x-coordinate, 32 bytes) with a peer's public point.
+    pub fn shared_secret(&self, peer_point: &[u8]) -> Result<[u8; 32], CryptoError> {
+        let peer = agreement::UnparsedPublicKey::new(&agreement::ECDH_P256, peer_point);
+        agreement::agree(&self.key, peer, CryptoError::Agreement, |z| z.try_into().map_err(|_| CryptoError::Agreement))
+    }
+}
+
+/// The 16-byte AES-128-GCM tag over `aad` with an empty plaintext.
+pub fn aes128_gcm_tag(key: &[u8; 16], iv: &[u8; 12], aad: &[u8]) -> [u8; 16] {
+    let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, key).expect("16 bytes is an AES-128 key"));
+    let tag = key
+        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(*iv), Aad::from(aad), &mut [])
+        .expect("sealing an empty message cannot fail");
+    tag.as_ref().try_into().expect("GCM tags are 16 bytes")
 }
 
 /// Verify an ECDSA P-256/SHA-256 ASN.1 signature over `message` with a SubjectPublicKeyInfo.

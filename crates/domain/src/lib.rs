@@ -9,6 +9,7 @@ pub mod ids;
 pub mod party;
 pub mod registry;
 pub mod time;
+pub mod utrn;
 
 pub use ids::{Eui64, Fuel, FullMpan, IdError, IdRules, Mpan, Mprn, Mpxn};
 pub use party::{Party, PartyId, Role, Roles};
