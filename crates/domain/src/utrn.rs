@@ -87,9 +87,9 @@ pub enum UtrnError {
     CheckDigit,
     #[error("not a UTRN: its digits do not decode to a top-up")]
     Range,
-    #[error("duplicate UTRN: counter {0:#x} was accepted before (alert 0x8F51)")]
+    #[error("duplicate UTRN: counter {0:#x} was accepted before")]
     Duplicate(u64),
-    #[error("UTRN not authentic for this device and supplier (alert 0x8F63)")]
+    #[error("UTRN not authentic for this device and supplier")]
     NotAuthentic,
 }
 
@@ -280,6 +280,11 @@ impl CounterCache {
         };
         let n = q + s;
         (n > 0 && n < (1 << 32)).then_some((n as u64) << 32)
+    }
+
+    /// Record a counter accepted earlier (restoring a device's cache).
+    pub fn remember_accepted(&mut self, counter: u64) {
+        self.remember(counter);
     }
 
     fn remember(&mut self, counter: u64) {

@@ -8,6 +8,7 @@ mod generate;
 mod import;
 mod local;
 mod serve;
+mod utrn;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,6 +55,9 @@ enum Command {
     ///
     /// Example: `meterhub sign --key acme.pem --precommand "$(jq -r .precommand_base64 ack.json)"`
     Sign(SignArgs),
+    /// GBCS UTRNs (prepayment top-up codes): make one as a supplier, check one as a meter.
+    #[command(subcommand)]
+    Utrn(utrn::UtrnCommand),
 }
 
 #[derive(Args)]
@@ -232,6 +236,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(&g, args).await.map(|()| ExitCode::SUCCESS),
         Command::Bench(cmd) => bench::run(&g, cmd).await.map(|()| ExitCode::SUCCESS),
         Command::Sign(a) => sign(a).map(|()| ExitCode::SUCCESS),
+        Command::Utrn(cmd) => utrn::run(cmd).map(|ok| if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }),
     }
 }
 

@@ -408,3 +408,55 @@ fn fleet_generate_enrols_homes() {
     let o = meterhub(Some(&d), &["fleet", "generate", "--meters", "10"]);
     assert!(o.status.success(), "{}", text(&o));
 }
+
+// R-PAY-3, R-PAY-4: the UTRN known answer from the command line with the DCC Boxed test
+// keys, and the device side's refusals with their GBCS alert codes.
+#[test]
+fn utrn_generate_and_verify_with_the_test_keys() {
+    let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/reference/dccboxed-test-keys/");
+    let supplier_key = format!("{keys}90b3d51f30010000-pp-ka.key");
+    let device_cert = format!("{keys}00db1234567890a0-ka.pem");
+    let pair = ["--supplier-key", &supplier_key, "--device-cert", &device_cert];
+    let ids = ["--originator", "90B3D51F30010000", "--target", "00DB1234567890A0"];
+    let generate = |counter: &str, value: &str, class: &str| {
+        let mut args = vec!["utrn", "generate"];
+        args.extend(pair);
+        args.extend(ids);
+        args.extend(["--counter", counter, "--value", value, "--class", class]);
+        meterhub(None, &args)
+    };
+    let o = generate("0x100000000", "100", "pounds");
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "73943333457189043313");
+    let o = generate("4294967296", "100", "pounds");
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "73943333457189043313", "decimal counter");
+
+    let verify = |utrn: &str, target: &str, accepted: &[&str]| {
+        let mut args = vec!["utrn", "verify", utrn];
+        args.extend(pair);
+        args.extend(["--originator", "90B3D51F30010000", "--target", target]);
+        for a in accepted {
+            args.extend(["--accepted", a]);
+        }
+        meterhub(None, &args)
+    };
+    let o = verify("7394 3333 4571 8904 3313", "00DB1234567890A0", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("counter 0x100000000, value 100 pounds (10000 pence)"), "{}", text(&o));
+    for (utrn, target, accepted, why) in [
+        ("73943333457189043313", "00DB1234567890A0", vec!["0x100000000"], "alert 0x8F51"),
+        ("73943333457189043313", "00DB1234567890A1", vec![], "alert 0x8F63"),
+        ("73943333457189043323", "00DB1234567890A0", vec![], "check digit"),
+        ("7394333345718904331", "00DB1234567890A0", vec![], "20 decimal digits"),
+    ] {
+        let o = verify(utrn, target, &accepted);
+        assert_eq!(o.status.code(), Some(1), "{utrn} {target}: {}", text(&o));
+        assert!(text(&o).contains(why), "{utrn} {target}: {}", text(&o));
+    }
+    // Bad input names the argument and exits non-zero.
+    let o = generate("0x100000000", "8192", "pounds");
+    assert!(!o.status.success());
+    assert!(text(&o).contains("outside 0..=8191"), "{}", text(&o));
+    let o = generate("0x100000000", "1", "shillings");
+    assert!(text(&o).contains("--class"), "{}", text(&o));
+}
