@@ -5,6 +5,7 @@
 pub mod calendar;
 pub mod catalogue;
 pub mod crypto;
+pub mod customer;
 pub mod ids;
 pub mod party;
 pub mod registry;

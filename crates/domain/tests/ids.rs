@@ -181,3 +181,55 @@ mod properties {
         }
     }
 }
+
+// R-PAY-1: the customer identifier on cards and keys carries the MPxN and a check digit; a
+// malformed one is refused with the rule it breaks.
+#[test]
+fn customer_identifiers_round_trip_and_refusals_name_the_rule() {
+    use domain::customer::{CustomerId, CustomerIdError};
+    for m in ["1312345678907", "3938424403", "123456"] {
+        let mpxn = Mpxn::parse_with(m, IdRules::RELAXED).unwrap();
+        let id = CustomerId::for_mpxn(mpxn);
+        let printed = id.to_string();
+        assert_eq!(CustomerId::parse_with(&printed, IdRules::RELAXED).unwrap().mpxn(), mpxn, "{printed}");
+        assert_eq!(CustomerId::parse_with(&id.digits(), IdRules::RELAXED).unwrap(), id);
+    }
+    let elec = CustomerId::for_mpxn(Mpxn::parse_with("1312345678907", IdRules::STRICT).unwrap()).digits();
+    assert_eq!(elec.len(), 17);
+    assert!(elec.starts_with("981"));
+    // Every single-digit change is caught by the check digit (or an earlier rule).
+    for pos in 0..elec.len() {
+        for d in b'0'..=b'9' {
+            let mut b = elec.clone().into_bytes();
+            if b[pos] == d {
+                continue;
+            }
+            b[pos] = d;
+            let typo = String::from_utf8(b).unwrap();
+            assert!(CustomerId::parse_with(&typo, IdRules::RELAXED).is_err(), "{typo} accepted");
+        }
+    }
+    let cases: &[(&str, CustomerIdError)] = &[
+        ("98-13x", CustomerIdError::NotDigits),
+        ("", CustomerIdError::NotDigits),
+        ("9713123456789079", CustomerIdError::Prefix { found: "97".into() }),
+        ("9831312345678907", CustomerIdError::Fuel { found: '3' }),
+        ("981131234567890", CustomerIdError::Length { found: 15 }),
+        ("9821234", CustomerIdError::Length { found: 7 }),
+    ];
+    for (text, want) in cases {
+        assert_eq!(CustomerId::parse_with(text, IdRules::RELAXED).unwrap_err(), *want, "{text}");
+    }
+    // A good check digit around an MPAN that fails its own check digit: refused by the MPAN rule.
+    let bad_core = "1312345678111";
+    let body = format!("981{bad_core}");
+    let mut with_check = None;
+    for c in 0..10 {
+        let candidate = format!("{body}{c}");
+        if !matches!(CustomerId::parse_with(&candidate, IdRules::STRICT), Err(CustomerIdError::CheckDigit)) {
+            with_check = Some(candidate);
+        }
+    }
+    let e = CustomerId::parse_with(&with_check.unwrap(), IdRules::STRICT).unwrap_err();
+    assert!(matches!(e, CustomerIdError::Mpxn(ref m) if m.contains("MPAN check-digit")), "{e}");
+}
