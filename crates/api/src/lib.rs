@@ -8,6 +8,7 @@
 pub mod dto;
 pub mod extract;
 pub mod grants;
+pub mod payments;
 pub mod problem;
 pub mod reads;
 pub mod routes;
@@ -90,11 +91,15 @@ pub struct AppState {
         grants::appoint_agent,
         grants::list_appointments,
         grants::end_appointment,
+        payments::get_customer,
+        payments::create_top_up,
+        payments::get_top_up,
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
     tags(
         (name = "requests", description = "Service requests: submit, sign critical ones, follow them to their response (R-SR-1..4)."),
+        (name = "payments", description = "Prepayment: customer identifiers, top-ups with GBCS UTRNs (R-PAY-1..4)."),
         (name = "reads", description = "Reads distribution: per-day batches of your reads, forwarding reads to network operators (R-RD-1, R-RD-2)."),
         (name = "devices", description = "Premises and their devices (the smart metering inventory)."),
         (name = "registry", description = "Metering points and their effective-dated registrations (R-REG-1..4)."),
@@ -159,6 +164,9 @@ const OPERATION_SERVICES: &[(&str, &[&str])] = &[
     ("appoint_agent", &["appointment.manage"]),
     ("list_appointments", &["grants.read"]),
     ("end_appointment", &["grants.read", "grants.manage-any"]),
+    ("get_customer", &["payment.top-up"]),
+    ("create_top_up", &["payment.top-up"]),
+    ("get_top_up", &["payment.top-up"]),
 ];
 
 fn catalogue_markdown() -> String {
@@ -326,6 +334,9 @@ pub fn router_with_limit(hub: hub::Hub, in_flight: usize) -> Router {
         .route("/v1/requests/{request_id}/release", post(routes::release_request))
         .route("/v1/requests/{request_id}/delete", post(routes::delete_request))
         .route("/v1/quarantine", get(routes::list_quarantine))
+        .route("/v1/customers/{customer_id}", get(payments::get_customer))
+        .route("/v1/top-ups", post(payments::create_top_up))
+        .route("/v1/top-ups/{payment_reference}", get(payments::get_top_up))
         .route("/v1/reads/days/{day}", get(reads::read_batch))
         .route("/v1/reads/forwarded", get(reads::forwarded_reads))
         .route("/v1/reads/{request_id}/forward", post(reads::forward_read))

@@ -3,13 +3,15 @@
 //! a command. Pure: state in, command and instant in, state and outcome out.
 
 use domain::catalogue::{self, Critical};
-use domain::crypto::verify_p256;
+use domain::crypto::{KeyAgreementKey, verify_p256};
+use domain::utrn::CounterCache;
 use domain::{Eui64, Fuel, Mpxn};
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::consumption::Consumption;
+use crate::keys::{self, KeyUse};
 use crate::profile::LoadShape;
 use crate::wire::Command;
 
@@ -43,6 +45,28 @@ pub struct TrustAnchor {
     /// ECDSA P-256 SubjectPublicKeyInfo DER (base64 when persisted).
     #[serde(with = "base64_bytes")]
     pub spki: Vec<u8>,
+    /// The supplier's prepayment key-agreement public point (65 bytes), which UTRNs are
+    /// checked with (GBCS 14); `None` if the supplier issues none.
+    #[serde(default, with = "opt_base64_bytes", skip_serializing_if = "Option::is_none")]
+    pub prepayment: Option<Vec<u8>>,
+}
+
+mod opt_base64_bytes {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_str(&STANDARD.encode(b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        let text = <Option<std::borrow::Cow<'de, str>>>::deserialize(d)?;
+        text.map(|t| STANDARD.decode(t.as_bytes()).map_err(serde::de::Error::custom)).transpose()
+    }
 }
 
 mod base64_bytes {
@@ -94,6 +118,18 @@ pub struct Meter {
     /// this meter, R-COS-4).
     pub supplier_data_from: Timestamp,
     pub disabled_alerts: Vec<u16>,
+    /// Prepayment credit and the UTRNs accepted (R-PAY-4, R-PAY-5).
+    #[serde(default)]
+    pub prepay: Prepay,
+}
+
+/// A meter's prepayment register: credit in integer pence and its UTRN anti-replay cache.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prepay {
+    pub balance_pence: i64,
+    /// Everything ever credited by UTRNs, pence.
+    pub credited_pence: u64,
+    pub utrn_cache: CounterCache,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +180,9 @@ pub enum RefusalCode {
     NotSupported,
     InvalidBody,
     HanLogFull,
+    /// A UTRN was refused; the reason names the GBCS alert (0x8F51 duplicate, 0x8F63 not
+    /// authentic).
+    UtrnRejected,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -202,6 +241,7 @@ impl System {
             supply: Supply::Enabled,
             supplier_data_from: i.at,
             disabled_alerts: Vec::new(),
+            prepay: Prepay::default(),
         };
         if let Some(shape) = i.electricity {
             let eui = add(DeviceKind::ElectricityMeter, &mut devices);
@@ -375,6 +415,12 @@ impl System {
                 let Some(m) = self.meter_index(eui) else { return not_here() };
                 Outcome::Done(json!({"supply": self.meters[m].supply}))
             }
+            "2.2" => {
+                let Some(utrn) = body.get("utrn").and_then(Value::as_str) else {
+                    return refused(RefusalCode::InvalidBody, "utrn is required");
+                };
+                self.credit_utrn(eui, utrn)
+            }
             "3.1" => {
                 if self.meter_index(eui).is_none() {
                     return not_here();
@@ -454,6 +500,61 @@ impl System {
                 Outcome::Done(json!({"han_log": self.han_log.iter().map(ToString::to_string).collect::<Vec<_>>()}))
             }
             _ => refused(RefusalCode::NotSupported, format!("SRV {srv} is not supported by this device")),
+        }
+    }
+
+    /// A meter's key-agreement public point (65 bytes), as its certificate carries it.
+    pub fn key_agreement_point(&self, eui: Eui64) -> Option<Vec<u8>> {
+        self.device(eui)?;
+        Some(self.key_agreement_key(eui).public_point())
+    }
+
+    fn key_agreement_key(&self, eui: Eui64) -> KeyAgreementKey {
+        KeyAgreementKey::from_scalar(&keys::device_scalar(self.seed, eui, KeyUse::KeyAgreement))
+            .expect("derived scalars are valid")
+    }
+
+    /// A UTRN typed on the keypad (the meter's or the PPMID's): checked and credited exactly
+    /// as one sent with SRV 2.2.
+    pub fn keypad_entry(&mut self, meter: Eui64, utrn: &str) -> Outcome {
+        if self.meter_index(meter).is_none() {
+            return refused(RefusalCode::UnknownDevice, format!("no meter {meter} here"));
+        }
+        self.credit_utrn(meter, utrn)
+    }
+
+    /// Check a UTRN against the trusted supplier's prepayment key and this meter's key, and
+    /// credit it once (GBCS 14).
+    fn credit_utrn(&mut self, eui: Eui64, utrn: &str) -> Outcome {
+        let Some(m) = self.meter_index(eui) else {
+            return refused(RefusalCode::NotSupported, format!("device {eui} is not a meter"));
+        };
+        let Some(anchor) = self.device(eui).and_then(|d| d.supplier.clone()) else {
+            return refused(RefusalCode::UntrustedOriginator, "this meter trusts no supplier");
+        };
+        let Some(point) = anchor.prepayment else {
+            return refused(RefusalCode::NotSupported, "the trusted supplier has no prepayment key on this meter");
+        };
+        let Ok(z) = self.key_agreement_key(eui).shared_secret(&point) else {
+            return refused(RefusalCode::UtrnRejected, "the supplier's prepayment key is unusable (alert 0x8F63)");
+        };
+        let prepay = &mut self.meters[m].prepay;
+        match prepay.utrn_cache.accept(&z, anchor.originator, eui, utrn) {
+            Ok(a) => {
+                prepay.balance_pence += a.pence() as i64;
+                prepay.credited_pence += a.pence();
+                Outcome::Done(json!({
+                    "credited_pence": a.pence(),
+                    "balance_pence": prepay.balance_pence,
+                    "counter": format!("{:#x}", a.counter),
+                    "value": a.value,
+                    "class": a.class.as_str(),
+                }))
+            }
+            Err(e) => {
+                let alert = e.alert().map(|c| format!(" (alert 0x{c:04X})")).unwrap_or_default();
+                refused(RefusalCode::UtrnRejected, format!("{e}{alert}"))
+            }
         }
     }
 

@@ -35,7 +35,7 @@ fn install() -> Home {
         ihd: true,
         ppmid: false,
         additional: 0,
-        supplier: TrustAnchor { originator: SUPPLIER, spki: key.public_key_spki() },
+        supplier: TrustAnchor { originator: SUPPLIER, spki: key.public_key_spki(), prepayment: None },
     });
     Home { system, key, counter: 0 }
 }

@@ -264,6 +264,12 @@ pub static CATALOGUE: &[Service] = &[
             HUB,
         ],
     ),
+    hub(
+        "payment.top-up",
+        "Look up a customer identifier; take a top-up for it and follow it to the meter (R-PAY-1..3)",
+        false,
+        &[Grant::any(Role::PaymentServiceProvider)],
+    ),
     hub("grants.manage-any", "Read and end any consent or appointment", true, &[HUB]),
     hub(
         "reads.batch",

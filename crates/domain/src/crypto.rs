@@ -187,6 +187,25 @@ impl KeyAgreementKey {
         Ok(KeyAgreementKey { key })
     }
 
+    /// A new random key (the backend's own secure random source).
+    pub fn generate() -> Result<KeyAgreementKey, CryptoError> {
+        let key = agreement::PrivateKey::generate(&agreement::ECDH_P256).map_err(|_| CryptoError::Generation)?;
+        Ok(KeyAgreementKey { key })
+    }
+
+    /// From PKCS#8 DER (as [`KeyAgreementKey::pkcs8_der`] writes it).
+    pub fn from_pkcs8_der(der: &[u8]) -> Result<KeyAgreementKey, CryptoError> {
+        let key = agreement::PrivateKey::from_private_key_der(&agreement::ECDH_P256, der)
+            .map_err(|_| CryptoError::PrivateKey)?;
+        Ok(KeyAgreementKey { key })
+    }
+
+    /// The private key as PKCS#8 DER.
+    pub fn pkcs8_der(&self) -> Result<Vec<u8>, CryptoError> {
+        let der: aws_lc_rs::encoding::Pkcs8V1Der = self.key.as_der().map_err(|_| CryptoError::PrivateKey)?;
+        Ok(der.as_ref().to_vec())
+    }
+
     pub fn from_scalar(scalar: &[u8; 32]) -> Result<KeyAgreementKey, CryptoError> {
         let key = agreement::PrivateKey::from_private_key(&agreement::ECDH_P256, scalar)
             .map_err(|_| CryptoError::PrivateKey)?;
@@ -207,8 +226,7 @@ impl KeyAgreementKey {
 
     /// The private key as PEM PKCS#8.
     pub fn private_key_pem(&self) -> Result<String, CryptoError> {
-        let der: aws_lc_rs::encoding::Pkcs8V1Der = self.key.as_der().map_err(|_| CryptoError::PrivateKey)?;
-        Ok(private_key_pem(der.as_ref()))
+        Ok(private_key_pem(&self.pkcs8_der()?))
     }
 
     /// The ECDH shared secret Z (the x-coordinate, 32 bytes) with a peer's public point.

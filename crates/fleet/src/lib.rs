@@ -148,6 +148,50 @@ impl Fleet {
         Ok(stored.system.ihd_view(self.clock.now()))
     }
 
+    /// The consumer types a UTRN on the meter's keypad (or the PPMID): checked and credited
+    /// as a remote top-up is, and persisted the same way.
+    pub async fn keypad_entry(&self, meter: Eui64, utrn: &str) -> Result<Outcome, TransportError> {
+        self.apply(meter, None, |system| system.keypad_entry(meter, utrn)).await
+    }
+
+    /// Run `f` on the system holding `eui` and persist any change before answering. With a
+    /// request id, the answer is remembered: the same request delivered again gets it back
+    /// and is not run twice.
+    async fn apply(
+        &self,
+        eui: Eui64,
+        request_id: Option<String>,
+        f: impl FnOnce(&mut System) -> Outcome,
+    ) -> Result<Outcome, TransportError> {
+        let id = self.store.system_of(eui).await.map_err(failed)?.ok_or(TransportError::Unreachable(eui))?;
+        let entry = self.entry(id).await?;
+        let mut stored = entry.lock().await;
+        if let Some(rid) = &request_id
+            && let Some((_, answer)) = stored.answered.iter().find(|(r, _)| r == rid)
+        {
+            return Ok(answer.clone());
+        }
+        let before = stored.system.clone();
+        let outcome = f(&mut stored.system);
+        if stored.system != before {
+            let answered_before = stored.answered.clone();
+            if let Some(rid) = request_id {
+                if stored.answered.len() == REMEMBERED_ANSWERS_MAX {
+                    stored.answered.pop_front();
+                }
+                stored.answered.push_back((rid, outcome.clone()));
+            }
+            let text = serde_json::to_string(&*stored).map_err(failed)?;
+            if let Err(e) = self.store.save_system(id, text).await {
+                // Not saved: forget the change, so memory never runs ahead of the database.
+                stored.system = before;
+                stored.answered = answered_before;
+                return Err(failed(e));
+            }
+        }
+        Ok(outcome)
+    }
+
     /// A copy of a system's state, for inspection by tests and tools.
     pub async fn system(&self, eui: Eui64) -> Result<System, TransportError> {
         let id = self.store.system_of(eui).await.map_err(failed)?.ok_or(TransportError::Unreachable(eui))?;
@@ -183,33 +227,12 @@ impl DeviceTransport for Fleet {
     }
 
     async fn send(&self, m: DeviceMessage) -> Result<Outcome, TransportError> {
-        let id = self.store.system_of(m.target).await.map_err(failed)?.ok_or(TransportError::Unreachable(m.target))?;
         let request_id = Command::decode(&m.bytes).map(|c| c.id.to_string()).ok();
-        let entry = self.entry(id).await?;
-        let mut stored = entry.lock().await;
-        if let Some(rid) = &request_id
-            && let Some((_, answer)) = stored.answered.iter().find(|(r, _)| r == rid)
-        {
-            return Ok(answer.clone());
-        }
-        let before = stored.system.clone();
-        let outcome = stored.system.handle(self.clock.now(), &m.bytes, m.signature.as_deref(), m.access);
-        if stored.system != before {
-            let answered_before = stored.answered.clone();
-            if let Some(rid) = request_id {
-                if stored.answered.len() == REMEMBERED_ANSWERS_MAX {
-                    stored.answered.pop_front();
-                }
-                stored.answered.push_back((rid, outcome.clone()));
-            }
-            let text = serde_json::to_string(&*stored).map_err(failed)?;
-            if let Err(e) = self.store.save_system(id, text).await {
-                // Not saved: forget the change, so memory never runs ahead of the database.
-                stored.system = before;
-                stored.answered = answered_before;
-                return Err(failed(e));
-            }
-        }
-        Ok(outcome)
+        let now = self.clock.now();
+        self.apply(m.target, request_id, |system| system.handle(now, &m.bytes, m.signature.as_deref(), m.access)).await
+    }
+
+    async fn key_agreement_point(&self, eui: Eui64) -> Result<Vec<u8>, TransportError> {
+        self.system(eui).await?.key_agreement_point(eui).ok_or(TransportError::Unreachable(eui))
     }
 }

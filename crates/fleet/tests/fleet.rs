@@ -28,7 +28,7 @@ fn order(key: &SigningKey) -> InstallOrder {
         ihd: true,
         ppmid: false,
         additional: 0,
-        supplier: TrustAnchor { originator: SUPPLIER, spki: key.public_key_spki() },
+        supplier: TrustAnchor { originator: SUPPLIER, spki: key.public_key_spki(), prepayment: None },
     }
 }
 

@@ -66,7 +66,11 @@ impl Hub {
             ihd: input.ihd,
             ppmid: input.ppmid,
             additional: input.additional,
-            supplier: TrustAnchor { originator: caller.party.originator, spki },
+            supplier: TrustAnchor {
+                originator: caller.party.originator,
+                spki,
+                prepayment: Some(self.prepayment_point(&caller.party.id).await?),
+            },
         };
         let installed = transport.install(order).await.map_err(|e| HubError::Unavailable(e.to_string()))?;
         let premises = self

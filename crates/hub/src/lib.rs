@@ -10,6 +10,7 @@ pub mod grants;
 pub mod inventory;
 pub mod parties;
 pub mod pipeline;
+pub mod prepayment;
 pub mod registry;
 pub mod schedules;
 pub mod transport;
@@ -28,7 +29,7 @@ pub use error::HubError;
 pub use store::{
     AuditRecord, DeviceRecord, EnrolledHome, ForwardRecord, GrantKind, GrantRecord, ImportSummary, NewPremises,
     PremisesRecord, ReadRecord, RequestRecord, RequestStatus, ResponseRecord, ScheduleRecord, StoreCounts,
-    ThresholdRecord, TokenRecord,
+    ThresholdRecord, TokenRecord, TopUpRecord,
 };
 
 /// Settings that change the hub's rules.

@@ -23,7 +23,7 @@ use crate::{Caller, Hub, HubError};
 
 /// SRVs this hub executes end to end today.
 pub const EXECUTABLE_SRVS: &[&str] =
-    &["8.1.1", "6.20.1", "4.1.1", "4.8.1", "4.17", "5.1", "5.2", "5.3", "7.4", "11.2", "3.1", "6.22", "8.11"];
+    &["8.1.1", "6.20.1", "2.2", "4.1.1", "4.8.1", "4.17", "5.1", "5.2", "5.3", "7.4", "11.2", "3.1", "6.22", "8.11"];
 /// SRVs that read stored data and so carry the requester's data window.
 const WINDOWED_SRVS: &[&str] = &["4.8.1", "4.17"];
 /// Request-id counters reserved from the store at a time.
@@ -110,6 +110,14 @@ pub fn validate_body(srv: &str, body: &Value, rules: domain::IdRules, now: Times
                 }
             }
             return Ok(Value::Object(out));
+        }
+        "2.2" => {
+            let o = object(&body, &["utrn"])?;
+            let u = o.get("utrn").and_then(Value::as_str).ok_or_else(|| invalid("body.utrn", "required, a string"))?;
+            // The hub checks the form; the meter checks the MAC.
+            domain::utrn::decode(u).map_err(|e| invalid("body.utrn", e.to_string()))?;
+            let digits: String = u.chars().filter(char::is_ascii_digit).collect();
+            return Ok(json!({"utrn": digits}));
         }
         "3.1" => {
             let o = object(&body, &["message"])?;

@@ -49,6 +49,9 @@ pub trait DeviceTransport: Send + Sync + 'static {
     /// Deliver a command and wait for the device's answer. Delivering the same command again
     /// (after a crash) returns the first answer and does not run it twice.
     async fn send(&self, message: DeviceMessage) -> Result<Outcome, TransportError>;
+    /// A meter's key-agreement public point (65 bytes), as its certificate in the SMKI
+    /// repository carries it: public, not device state.
+    async fn key_agreement_point(&self, eui: Eui64) -> Result<Vec<u8>, TransportError>;
 }
 
 /// Kebab-case name of a device kind, as stored in the inventory.

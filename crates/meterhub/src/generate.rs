@@ -105,6 +105,11 @@ pub async fn generate(
     anyhow::ensure!(args.gas_percent <= 100, "--gas-percent is 0 to 100");
     let started = Instant::now();
     let suppliers = ensure_parties(hub, data_dir, args.suppliers).await?;
+    // Meters trust their supplier's prepayment key from installation, as they do its signing key.
+    let mut prepayment_points = std::collections::HashMap::new();
+    for s in &suppliers {
+        prepayment_points.insert(s.id.clone(), hub.prepayment_point(&s.id).await?);
+    }
     let operator: PartyId = hub
         .parties_unchecked()
         .await?
@@ -179,6 +184,7 @@ pub async fn generate(
                     supplier: device::TrustAnchor {
                         originator: supplier.originator,
                         spki: supplier.signing_key_spki.clone().expect("checked"),
+                        prepayment: prepayment_points.get(&supplier.id).cloned(),
                     },
                 },
                 electricity_mpxn: Some(Mpxn::parse(mpan).expect("generated MPANs are valid")),

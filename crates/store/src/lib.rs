@@ -283,6 +283,24 @@ pub trait Store: Send + Sync + 'static {
     /// Every record of a kind for a metering point, oldest first.
     async fn grants(&self, kind: GrantKind, mpxn: Mpxn) -> Result<Vec<GrantRecord>, StoreError>;
 
+    // Prepayment.
+    /// A supplier's prepayment key: (PKCS#8 DER, public point).
+    async fn prepayment_key(&self, party: &PartyId) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError>;
+    /// Keep a supplier's prepayment key unless it has one already; returns the one kept.
+    async fn keep_prepayment_key(
+        &self,
+        party: &PartyId,
+        private_key: Vec<u8>,
+        public_point: Vec<u8>,
+        at: Timestamp,
+    ) -> Result<(Vec<u8>, Vec<u8>), StoreError>;
+    /// The next UTRN counter (1, 2, 3 ...) for a supplier and meter; never handed out twice.
+    async fn next_utrn_counter(&self, supplier: &PartyId, meter: Eui64) -> Result<u64, StoreError>;
+    async fn top_up(&self, psp: &PartyId, payment_reference: &str) -> Result<Option<TopUpRecord>, StoreError>;
+    /// Store a top-up and the request that delivers it, atomically. `Conflict` if the
+    /// payment reference is already used.
+    async fn insert_top_up(&self, t: TopUpRecord, request: RequestRecord) -> Result<TopUpRecord, StoreError>;
+
     // Anomaly detection.
     async fn thresholds(&self) -> Result<Vec<ThresholdRecord>, StoreError>;
     /// Set (or replace) a threshold.

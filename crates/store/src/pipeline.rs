@@ -309,3 +309,23 @@ impl GrantKind {
         }
     }
 }
+
+/// A top-up as issued: the UTRN made for it and the SRV 2.2 request carrying it to the meter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopUpRecord {
+    pub seq: i64,
+    /// The payment service provider that took the payment.
+    pub psp: PartyId,
+    /// The provider's own reference; one top-up per reference.
+    pub payment_reference: String,
+    pub customer_id: String,
+    pub mpxn: Mpxn,
+    pub supplier: PartyId,
+    pub meter: Eui64,
+    pub amount_pence: u64,
+    /// The full UTRN counter (a multiple of 2^32).
+    pub counter: u64,
+    pub utrn: String,
+    pub request_id: String,
+    pub at: Timestamp,
+}

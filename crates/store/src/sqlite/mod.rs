@@ -4,6 +4,7 @@ mod engine;
 mod fleet;
 mod grants;
 mod pipeline;
+mod prepayment;
 mod schedules;
 mod schema;
 
@@ -838,6 +839,42 @@ impl Store for SqliteStore {
 
     async fn grants(&self, kind: crate::GrantKind, m: Mpxn) -> Result<Vec<crate::GrantRecord>, StoreError> {
         self.engine.read(move |conn| grants::list(conn, kind, m)).await
+    }
+
+    async fn prepayment_key(&self, party: &PartyId) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let party = party.clone();
+        self.engine.read(move |conn| prepayment::prepayment_key(conn, &party)).await
+    }
+
+    async fn keep_prepayment_key(
+        &self,
+        party: &PartyId,
+        private_key: Vec<u8>,
+        public_point: Vec<u8>,
+        at: Timestamp,
+    ) -> Result<(Vec<u8>, Vec<u8>), StoreError> {
+        let party = party.clone();
+        self.engine
+            .write(move |conn| prepayment::keep_prepayment_key(conn, &party, &private_key, &public_point, at))
+            .await
+    }
+
+    async fn next_utrn_counter(&self, supplier: &PartyId, meter: Eui64) -> Result<u64, StoreError> {
+        let supplier = supplier.clone();
+        self.engine.write(move |conn| prepayment::next_utrn_counter(conn, &supplier, meter)).await
+    }
+
+    async fn top_up(&self, psp: &PartyId, payment_reference: &str) -> Result<Option<crate::TopUpRecord>, StoreError> {
+        let (psp, reference) = (psp.clone(), payment_reference.to_string());
+        self.engine.read(move |conn| prepayment::top_up(conn, &psp, &reference)).await
+    }
+
+    async fn insert_top_up(
+        &self,
+        t: crate::TopUpRecord,
+        request: RequestRecord,
+    ) -> Result<crate::TopUpRecord, StoreError> {
+        self.engine.write(move |conn| prepayment::insert_top_up(conn, &t, &request)).await
     }
 
     async fn request(&self, id: &str) -> Result<Option<(RequestRecord, Option<ResponseRecord>)>, StoreError> {
