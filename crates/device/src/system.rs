@@ -599,7 +599,8 @@ impl System {
             .iter()
             .map(|m| {
                 let r = self.consumption(m).registers_at(now);
-                json!({"fuel": m.fuel.as_str(), "import_wh": r.import_wh, "supply": m.supply})
+                json!({"fuel": m.fuel.as_str(), "import_wh": r.import_wh, "supply": m.supply,
+                       "balance_pence": m.prepay.balance_pence})
             })
             .collect();
         json!({"message": self.display.as_ref().map(|d| &d.text), "meters": meters})

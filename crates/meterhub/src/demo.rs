@@ -619,7 +619,69 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
     )
     .await?;
 
-    step(12, "A critical command with a bad signature is refused by the device (R-SR-2)");
+    step(12, "Prepayment: a top-up by customer identifier, a GBCS UTRN, credited once (R-PAY-1..4)");
+    let psp_body = json!({"id": "paypoint", "name": "PayPoint", "roles": ["PSP"], "originator": "90-B3-D5-1F-30-01-00-20"});
+    c.expect("a payment service provider joins", Method::POST, "/v1/parties", Some(&operator), Some(&psp_body), 201)
+        .await?;
+    let t = c
+        .expect("its API token", Method::POST, "/v1/parties/paypoint/tokens", Some(&operator), Some(&json!({})), 201)
+        .await?;
+    let psp = t["token"].as_str().context("token")?.to_string();
+    let prepay = json!({"effective_from": hub.now().to_string(), "supplier": "acme-energy",
+                        "network_operator": "northern-wires", "meter_type": "smart-compliant", "payment_mode": "prepayment"});
+    c.expect(
+        &format!("{home_mpan} goes over to prepayment now"),
+        Method::POST,
+        &format!("/v1/metering-points/{home_mpan}/registrations"),
+        Some(&reg),
+        Some(&prepay),
+        201,
+    )
+    .await?;
+    let customer = domain::customer::CustomerId::for_mpxn(domain::Mpxn::parse(&home_mpan)?).to_string();
+    let v = c
+        .expect(
+            &format!("the customer's card reads {customer}: whose is it?"),
+            Method::GET,
+            &format!("/v1/customers/{}", customer.replace(' ', "")),
+            Some(&psp),
+            None,
+            200,
+        )
+        .await?;
+    println!("        {} supplied by {}, {}", v["mpxn"], v["supplier"], v["payment_mode"]);
+    let pay = json!({"customer_id": customer, "amount_pence": 1000, "payment_reference": "DEMO-0001"});
+    let t = c.expect("a £10.00 payment at the shop", Method::POST, "/v1/top-ups", Some(&psp), Some(&pay), 201).await?;
+    let utrn = t["utrn"].as_str().unwrap_or_default().to_string();
+    println!("        UTRN {utrn} (counter {}), on its way to the meter with SRV 2.2", t["counter"]);
+    let mut credited = Value::Null;
+    for _ in 0..100 {
+        let (_, v) = c.call(Method::GET, "/v1/top-ups/DEMO-0001", Some(&psp), None).await?;
+        if v["delivery"] == json!("completed") {
+            credited = v["meter_response"].clone();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    println!(
+        "        the meter checked the UTRN and credited {} pence; balance {} pence",
+        credited["body"]["credited_pence"], credited["body"]["balance_pence"]
+    );
+    if credited["outcome"] != json!("done") {
+        bail!("the top-up was not credited: {credited}");
+    }
+    let again = c
+        .expect("the till sends the same payment again", Method::POST, "/v1/top-ups", Some(&psp), Some(&pay), 200)
+        .await?;
+    println!("        the same top-up and UTRN back: {}", again["utrn"].as_str() == Some(utrn.as_str()));
+    let meter = meter_of("electricity-meter").parse()?;
+    let typed = fleet.fleet.keypad_entry(meter, &utrn).await?;
+    println!("  the customer types the UTRN on the meter too: {}", serde_json::to_value(&typed)?["body"]["reason"]);
+    let view = fleet.fleet.ihd_view(meter).await?;
+    let balance = view["meters"].as_array().and_then(|m| m.first()).map(|m| m["balance_pence"].clone());
+    println!("        the in-home display shows a balance of {} pence", balance.unwrap_or_default());
+
+    step(13, "A critical command with a bad signature is refused by the device (R-SR-2)");
     let ack = c
         .expect(
             "8.1.1 again, signed with a key the meter does not trust",
@@ -643,7 +705,7 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
         trail.as_array().map(|a| a.iter().filter_map(|e| e["event"].as_str()).collect()).unwrap_or_default();
     println!("        audit trail: {}", events.join(" -> "));
 
-    step(13, "The API describes itself");
+    step(14, "The API describes itself");
     let doc = c.expect("OpenAPI document", Method::GET, "/openapi.json", None, None, 200).await?;
     println!(
         "        {} paths; the catalogue table is in its description",
