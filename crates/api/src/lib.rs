@@ -94,6 +94,9 @@ pub struct AppState {
         payments::get_customer,
         payments::create_top_up,
         payments::get_top_up,
+        payments::get_payment_endpoint,
+        payments::set_payment_endpoint,
+        payments::remove_payment_endpoint,
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
@@ -167,6 +170,9 @@ const OPERATION_SERVICES: &[(&str, &[&str])] = &[
     ("get_customer", &["payment.top-up"]),
     ("create_top_up", &["payment.top-up"]),
     ("get_top_up", &["payment.top-up"]),
+    ("get_payment_endpoint", &["payment.endpoint-own"]),
+    ("set_payment_endpoint", &["payment.endpoint-own"]),
+    ("remove_payment_endpoint", &["payment.endpoint-own"]),
 ];
 
 fn catalogue_markdown() -> String {
@@ -336,6 +342,12 @@ pub fn router_with_limit(hub: hub::Hub, in_flight: usize) -> Router {
         .route("/v1/quarantine", get(routes::list_quarantine))
         .route("/v1/customers/{customer_id}", get(payments::get_customer))
         .route("/v1/top-ups", post(payments::create_top_up))
+        .route(
+            "/v1/payment-endpoint",
+            get(payments::get_payment_endpoint)
+                .put(payments::set_payment_endpoint)
+                .delete(payments::remove_payment_endpoint),
+        )
         .route("/v1/top-ups/{payment_reference}", get(payments::get_top_up))
         .route("/v1/reads/days/{day}", get(reads::read_batch))
         .route("/v1/reads/forwarded", get(reads::forwarded_reads))

@@ -129,3 +129,59 @@ pub async fn get_top_up(
     let (t, request, response) = st.hub.top_up_status(&caller, &reference).await?;
     Ok(Json(TopUpDto::new(&t, Some((&request, response.as_ref())))))
 }
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentEndpointRequest {
+    /// `http://...`; the hub POSTs each top-up for your metering points here first.
+    pub url: String,
+    /// How long the hub waits for your answer (100 to 30,000 ms, default 5,000); no answer in
+    /// time refuses the top-up.
+    #[serde(default)]
+    pub timeout_ms: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PaymentEndpointDto {
+    pub url: Option<String>,
+    pub timeout_ms: Option<u32>,
+}
+
+fn endpoint_dto(e: Option<(String, u32)>) -> PaymentEndpointDto {
+    PaymentEndpointDto { url: e.as_ref().map(|(u, _)| u.clone()), timeout_ms: e.map(|(_, t)| t) }
+}
+
+/// Your top-up confirmation endpoint (suppliers). The hub sends `POST` JSON `{customer_id,
+/// mpxn, payment_mode, amount_pence, payment_reference, payment_service_provider}` and
+/// expects HTTP 200 with `{"accepted": true}` or `{"accepted": false, "reason": "..."}`.
+/// Without an endpoint the hub's stored rules decide (prepayment mode, at most £250).
+#[utoipa::path(get, path = "/v1/payment-endpoint", tag = "payments", security(("bearer" = [])),
+    responses((status = 200, body = PaymentEndpointDto), (status = 403, body = Problem)))]
+pub async fn get_payment_endpoint(
+    State(st): State<AppState>,
+    Auth(caller): Auth,
+) -> ApiResult<Json<PaymentEndpointDto>> {
+    Ok(Json(endpoint_dto(st.hub.payment_endpoint(&caller).await?)))
+}
+
+/// Register or replace your top-up confirmation endpoint.
+#[utoipa::path(put, path = "/v1/payment-endpoint", tag = "payments", security(("bearer" = [])),
+    request_body = PaymentEndpointRequest,
+    responses((status = 200, body = PaymentEndpointDto), (status = 400, body = Problem), (status = 403, body = Problem)))]
+pub async fn set_payment_endpoint(
+    State(st): State<AppState>,
+    Auth(caller): Auth,
+    ApiJson(body): ApiJson<PaymentEndpointRequest>,
+) -> ApiResult<Json<PaymentEndpointDto>> {
+    Ok(Json(endpoint_dto(st.hub.set_payment_endpoint(&caller, Some((&body.url, body.timeout_ms))).await?)))
+}
+
+/// Remove your endpoint: the hub's stored rules decide again.
+#[utoipa::path(delete, path = "/v1/payment-endpoint", tag = "payments", security(("bearer" = [])),
+    responses((status = 200, body = PaymentEndpointDto), (status = 403, body = Problem)))]
+pub async fn remove_payment_endpoint(
+    State(st): State<AppState>,
+    Auth(caller): Auth,
+) -> ApiResult<Json<PaymentEndpointDto>> {
+    Ok(Json(endpoint_dto(st.hub.set_payment_endpoint(&caller, None).await?)))
+}

@@ -165,3 +165,102 @@ async fn a_crash_between_utrn_issue_and_meter_credit_loses_and_doubles_nothing()
     assert_eq!(meter_balance(&m, meter).await, 2500);
     m.w.close().await;
 }
+
+/// A supplier's confirmation endpoint: a real HTTP server on this machine, answering as
+/// told (accept, refuse with a reason, or too slowly).
+async fn supplier_endpoint() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use axum::routing::post;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let app = axum::Router::new().route(
+        "/confirm",
+        post(move |axum::Json(q): axum::Json<Value>| {
+            let log = log.clone();
+            async move {
+                log.lock().unwrap().push(q.clone());
+                let amount = q["amount_pence"].as_u64().unwrap_or(0);
+                if amount == 666 {
+                    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+                }
+                if amount == 1313 {
+                    return axum::Json(json!({"accepted": false, "reason": "account closed"}));
+                }
+                axum::Json(json!({"accepted": true}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/confirm"), seen)
+}
+
+// R-PAY-2: a supplier with an endpoint decides each top-up over HTTP; a refusal names the
+// supplier's reason; no answer within the timeout refuses the top-up and credits nothing
+// (the same reference can be tried again later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_supplier_confirms_top_ups_over_http_and_a_timeout_credits_nothing() {
+    let (m, psp, home) = prepayment_market().await;
+    let meter = Eui64::parse(device_of(&home, "electricity-meter")).unwrap();
+    let (url, seen) = supplier_endpoint().await;
+    let id = customer(MPAN);
+
+    // Only suppliers register one, over plain http, with a sane timeout.
+    for (body, field) in [
+        (json!({"url": "https://acme.example/confirm"}), "url"),
+        (json!({"url": "not a url"}), "url"),
+        (json!({"url": url, "timeout_ms": 50}), "timeout_ms"),
+    ] {
+        let (s, v) = m.w.call(Method::PUT, "/v1/payment-endpoint", &m.acme, Some(body.clone())).await;
+        assert_eq!((s, v["field"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{body}: {v}");
+    }
+    let (s, _) = m.w.call(Method::PUT, "/v1/payment-endpoint", &psp, Some(json!({"url": url}))).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, v) =
+        m.w.call(Method::PUT, "/v1/payment-endpoint", &m.acme, Some(json!({"url": url, "timeout_ms": 500}))).await;
+    assert_eq!((s, v["timeout_ms"].as_u64()), (StatusCode::OK, Some(500)), "{v}");
+
+    let (s, t) = top_up(&m, &psp, &id, 700, "HTTP-1").await;
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    let asked = seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        (asked["mpxn"].as_str(), asked["amount_pence"].as_u64(), asked["payment_service_provider"].as_str()),
+        (Some(MPAN), Some(700), Some("paypoint"))
+    );
+
+    let (s, v) = top_up(&m, &psp, &id, 1313, "HTTP-2").await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("account closed"), "{v}");
+
+    let (s, v) = top_up(&m, &psp, &id, 666, "HTTP-3").await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("no answer within 500 ms"), "{v}");
+    let (s, _) = m.w.call(Method::GET, "/v1/top-ups/HTTP-3", &psp, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "nothing was stored");
+
+    m.w.hub.dispatch_due().await.unwrap();
+    assert_eq!(meter_balance(&m, meter).await, 700, "only the confirmed top-up is credited");
+    // With the endpoint removed, the hub's stored rules decide again.
+    let (s, _) = m.w.call(Method::DELETE, "/v1/payment-endpoint", &m.acme, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = top_up(&m, &psp, &id, 1313, "HTTP-4").await;
+    assert_eq!(s, StatusCode::CREATED);
+    m.w.close().await;
+}
+
+// Until change of supplier replaces the meter's credentials, a UTRN made with the new
+// supplier's key could not be credited: the hub refuses to take such a payment.
+#[tokio::test]
+async fn a_top_up_for_a_meter_that_trusts_another_supplier_is_refused() {
+    let (m, psp, _home) = prepayment_market().await;
+    let body = json!({"effective_from": "2026-01-05T10:00:00Z", "supplier": "bright", "network_operator": "dno-13",
+        "meter_type": "smart-compliant", "payment_mode": "prepayment"});
+    let (s, v) = m.w.call(Method::POST, &format!("/v1/metering-points/{MPAN}/registrations"), &m.reg, Some(body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = m.w.call(Method::POST, "/v1/clock/advance", &m.w.operator, Some(json!({"by": "PT2H"}))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = top_up(&m, &psp, &customer(MPAN), 500, "COS-1").await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("trusts acme"), "{v}");
+    m.w.close().await;
+}

@@ -283,3 +283,41 @@ async fn suppliers_forward_reads_to_the_network_operator_who_sees_only_those() {
     assert!(acme_batch.iter().all(|r| r["response"]["request_id"] != own["id"]));
     m.w.close().await;
 }
+
+// A run is checked at its time against the meter it goes to: once the meter serves another
+// metering point, the schedule's runs are refused rather than reading someone else's data.
+// The owner can still delete its schedule after losing the supply; another supplier cannot
+// link the meter it does not own.
+#[tokio::test]
+async fn runs_stop_when_the_meter_serves_another_point_and_owners_can_always_delete() {
+    let m = market().await;
+    let home = enrolled_home(&m).await;
+    let id =
+        schedule(&m, &m.acme, MPAN, json!({"srv": "4.1.1", "every": "day", "start": "2026-01-06T01:00:00Z"})).await;
+    let other = "2499999999991";
+    let body = json!({"effective_from": "2025-01-01", "supplier": "acme", "network_operator": "dno-13", "meter_type": "smart-compliant"});
+    let (s, v) =
+        m.w.call(Method::POST, &format!("/v1/metering-points/{other}/registrations"), &m.reg, Some(body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let meter = device_of(&home, "electricity-meter");
+    let r = m.w.run(&m.acme, "6.20.1", json!({"device": meter}), json!({"mpxn": other}), None).await;
+    assert_eq!(r["response"]["outcome"], json!("done"), "{r}");
+
+    advance(&m, "P1D").await;
+    let before = last_seq(&m, &m.acme).await;
+    assert_eq!(run_due(&m).await, 1);
+    let got = responses_after(&m, &m.acme, before).await;
+    assert_eq!(got[0]["outcome"], json!("failed"), "{got:?}");
+    assert!(got[0]["body"]["error"].as_str().unwrap().contains("does not serve"), "{got:?}");
+
+    // MPAN passes to bright today: it cannot link acme's meter, and acme can still delete.
+    let body = json!({"effective_from": "2026-01-06", "supplier": "bright", "network_operator": "dno-13", "meter_type": "smart-compliant"});
+    let (s, v) = m.w.call(Method::POST, &format!("/v1/metering-points/{MPAN}/registrations"), &m.reg, Some(body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = m.w.submit(&m.bright, "6.20.1", json!({"device": meter}), json!({"mpxn": MPAN})).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("trusts acme"), "{v}");
+    let (s, ack) = m.w.submit(&m.acme, "5.3", json!({"device": meter}), json!({"schedule_id": id})).await;
+    assert_eq!((s, ack["status"].as_str()), (StatusCode::ACCEPTED, Some("completed")), "{ack}");
+    m.w.close().await;
+}

@@ -270,6 +270,12 @@ pub static CATALOGUE: &[Service] = &[
         false,
         &[Grant::any(Role::PaymentServiceProvider)],
     ),
+    hub(
+        "payment.endpoint-own",
+        "Register the HTTP endpoint that confirms top-ups for your metering points (R-PAY-2)",
+        false,
+        &[Grant::any(Role::ImportSupplier), Grant::any(Role::GasSupplier)],
+    ),
     hub("grants.manage-any", "Read and end any consent or appointment", true, &[HUB]),
     hub(
         "reads.batch",

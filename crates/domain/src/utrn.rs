@@ -11,8 +11,10 @@
 //!
 //! The device keeps the last [`CACHE_COUNTERS`] counters it accepted and rebuilds a UTRN's
 //! full counter from its 10 bits around the highest of them. A counter in the cache is a
-//! duplicate; so is one below every counter of a full cache (decided here: otherwise a
-//! UTRN that aged out of the cache would credit again).
+//! duplicate; so is one below every counter of a full cache (decided here: the cache keeps
+//! the highest counters, so anything that left it is below all of them, and a UTRN that
+//! left the cache never credits again; the price is that a UTRN more than 100 top-ups older
+//! than the newest, never entered, is refused too).
 
 use std::collections::VecDeque;
 
@@ -251,7 +253,7 @@ impl Accepted {
 /// The device's memory of accepted counters for one supplier (GBCS 14 anti-replay).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CounterCache {
-    /// Most recent last; at most [`CACHE_COUNTERS`].
+    /// The highest counters accepted, in the order accepted; at most [`CACHE_COUNTERS`].
     accepted: VecDeque<u64>,
 }
 
@@ -287,11 +289,15 @@ impl CounterCache {
         self.remember(counter);
     }
 
+    /// Keep the highest [`CACHE_COUNTERS`] counters: whatever leaves the cache is below
+    /// everything in it, so "below every cached counter" covers all that left.
     fn remember(&mut self, counter: u64) {
-        if self.accepted.len() == CACHE_COUNTERS {
-            self.accepted.pop_front();
-        }
         self.accepted.push_back(counter);
+        if self.accepted.len() > CACHE_COUNTERS
+            && let Some(lowest) = self.accepted.iter().enumerate().min_by_key(|(_, c)| **c).map(|(i, _)| i)
+        {
+            self.accepted.remove(lowest);
+        }
     }
 
     /// The device side: check a UTRN (typed or received) and, if genuine and new, remember

@@ -167,3 +167,23 @@ fn the_cache_keeps_the_last_hundred_counters() {
     assert!(matches!(cache.accept(&z, o, t, &all[0]), Err(UtrnError::Duplicate(_))));
     assert_eq!(cache.counters().count(), utrn::CACHE_COUNTERS);
 }
+
+/// Accepted out of order (a later receipt typed before an earlier one arrives), a counter
+/// that leaves the cache is still never accepted again.
+#[test]
+fn out_of_order_acceptance_never_lets_a_counter_credit_twice() {
+    let p = parties(2);
+    let (o, t) = (eui(ORIGINATOR), eui(TARGET));
+    let z = p.supplier.shared_secret(&p.device.public_point()).unwrap();
+    let make = |n: u64| utrn::generate(&z, o, t, n << 32, ValueClass::Pennies, 1).unwrap();
+    let mut cache = CounterCache::new();
+    // 2 before 1, then 99 more: 101 accepted, one has left the cache.
+    cache.accept(&z, o, t, &make(2)).unwrap();
+    cache.accept(&z, o, t, &make(1)).unwrap();
+    for n in 3..=101 {
+        cache.accept(&z, o, t, &make(n)).unwrap();
+    }
+    for n in 1..=101 {
+        assert!(matches!(cache.accept(&z, o, t, &make(n)), Err(UtrnError::Duplicate(_))), "counter {n} credited twice");
+    }
+}

@@ -249,6 +249,21 @@ impl Hub {
         Ok(linked.first().and_then(|d| d.mpxn))
     }
 
+    /// The device still serves `mpxn`: it is the meter linked to it, or a premises-level
+    /// device (comms hub, display) where such a meter is. Checked at execution too, so a
+    /// request or schedule made under one MPxN never reaches a device re-linked to another.
+    async fn check_serves(&self, device: &DeviceRecord, mpxn: Mpxn) -> Result<(), HubError> {
+        let serves = match device.mpxn {
+            Some(m) => m == mpxn,
+            None => self.store().premises_devices(device.premises_id).await?.iter().any(|d| d.mpxn == Some(mpxn)),
+        };
+        if serves {
+            Ok(())
+        } else {
+            Err(HubError::Conflict(format!("device {} does not serve {mpxn} (any more)", device.eui)))
+        }
+    }
+
     /// R-REG-2: the metering point must be smart (by its registration at `at`) and enrolled.
     async fn check_enrolled(
         &self,
@@ -337,6 +352,15 @@ impl Hub {
                 let reg = self.store().registration_at(mpxn, at, None).await?;
                 let rel = Relationships::from_registration(&mpxn, at, reg.as_ref());
                 self.authorize(&caller, srv, Some(&rel.facts()))?;
+                // Only the supplier the device trusts links it: another supplier must not
+                // attach someone else's meter to its own metering point.
+                let trusted = self.trusted_supplier_of(&device).await?;
+                if trusted != party.id {
+                    return Err(HubError::Conflict(format!(
+                        "device {} trusts {trusted}, not {}; only its supplier links it to a metering point",
+                        device.eui, party.id
+                    )));
+                }
                 match reg {
                     Some(r) if r.data.meter_type == MeterType::SmartCompliant => {}
                     Some(r) => {
@@ -359,7 +383,10 @@ impl Hub {
             }
             _ => {
                 let governing = match named {
-                    Some(m) => Some(m),
+                    Some(m) => {
+                        self.check_serves(&device, m).await?;
+                        Some(m)
+                    }
                     None => self.governing_mpxn(&device).await?,
                 };
                 let mpxn = governing.ok_or_else(|| {
@@ -397,6 +424,12 @@ impl Hub {
                 Ok(Plan { device, mpxn: Some(mpxn), access, effect: None })
             }
         }
+    }
+
+    /// The supplier whose keys a device trusts: the installing supplier, until change of
+    /// supplier replaces device credentials (SRV 6.23).
+    pub(crate) async fn trusted_supplier_of(&self, device: &DeviceRecord) -> Result<domain::PartyId, HubError> {
+        self.installer_of(device.premises_id).await
     }
 
     async fn installer_of(&self, premises_id: i64) -> Result<domain::PartyId, HubError> {
@@ -438,7 +471,18 @@ impl Hub {
             Target::Mpxn(m) => Some(self.parse_mpxn("target.mpxn", m)?),
             Target::Device(_) => None,
         };
-        let plan = self.plan(&caller.party, service.code, device, named, &body, execute_at.unwrap_or(now)).await?;
+        let plan = if matches!(service.code, "5.2" | "5.3") {
+            // A party reads and deletes its own schedules whatever its relationship now (the
+            // hub checks ownership): a supplier that has lost the supply can still stop one.
+            let mpxn = match named {
+                Some(m) => Some(m),
+                None => self.governing_mpxn(&device).await?,
+            };
+            let access = Access { requester: Requester::Supplier, from: None, to: None };
+            Plan { device, mpxn, access, effect: None }
+        } else {
+            self.plan(&caller.party, service.code, device, named, &body, execute_at.unwrap_or(now)).await?
+        };
         let counter = self.next_request_counter(caller.party.originator).await?;
         let id = RequestId { originator: caller.party.originator, target: plan.device.eui, counter };
         let body_text = serde_json::to_string(&body).expect("JSON values serialise");

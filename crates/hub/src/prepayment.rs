@@ -13,9 +13,12 @@
 //! - A top-up and its SRV 2.2 request are stored together, once per (provider, payment
 //!   reference): the same reference again returns the same top-up and UTRN, and the meter
 //!   credits a UTRN once whatever is delivered twice.
-//! - Supplier rules (R-PAY-2), kept by the hub for every supplier today: the metering point
-//!   must be registered in prepayment mode, and a top-up is 1p to £250. Up to £81.91 the UTRN
-//!   carries pennies; above that, whole pounds only.
+//! - Supplier confirmation (R-PAY-2): a supplier that registered an endpoint is asked over
+//!   HTTP (`POST` JSON, see [`Hub::set_payment_endpoint`]) and decides; no answer within its
+//!   timeout refuses the top-up and nothing is stored or credited. A supplier without one is
+//!   judged by the hub's stored rules: the metering point must be registered in prepayment
+//!   mode, and a top-up is 1p to £250. Up to £81.91 the UTRN carries pennies; above that,
+//!   whole pounds only (at most £8,191, the UTRN's limit).
 
 use domain::crypto::KeyAgreementKey;
 use domain::customer::CustomerId;
@@ -27,8 +30,13 @@ use store::{RequestRecord, RequestStatus, ResponseRecord, TopUpRecord};
 
 use crate::{Caller, Hub, HubError};
 
-/// Largest top-up the hub's supplier rules accept, pence.
+/// Largest top-up the hub's stored supplier rules accept, pence.
 pub const TOP_UP_PENCE_MAX: u64 = 25_000;
+/// Largest amount a UTRN can carry, pence (8191 pounds).
+pub const UTRN_PENCE_MAX: u64 = 819_100;
+/// A supplier endpoint's answer time: default and bounds, milliseconds.
+pub const CONFIRM_TIMEOUT_MS_DEFAULT: u32 = 5_000;
+pub const CONFIRM_TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u32> = 100..=30_000;
 /// Longest payment reference.
 pub const PAYMENT_REFERENCE_MAX: usize = 64;
 
@@ -120,24 +128,26 @@ impl Hub {
         if let Some(done) = self.store().top_up(&caller.party.id, reference).await? {
             return same_again(done, &view, amount);
         }
-        // The supplier's rules.
         let supplier = view.supplier.clone();
-        if view.payment_mode != Some(PaymentMode::Prepayment) {
-            return Err(HubError::Conflict(format!(
-                "refused by {supplier}: metering point {} is not in prepayment mode",
-                view.mpxn
-            )));
-        }
-        if amount > TOP_UP_PENCE_MAX {
-            return Err(invalid(
-                "amount_pence",
-                format!("{supplier} accepts top-ups of at most {TOP_UP_PENCE_MAX} pence"),
-            ));
+        if amount > UTRN_PENCE_MAX {
+            return Err(invalid("amount_pence", format!("a UTRN carries at most {UTRN_PENCE_MAX} pence")));
         }
         let (class, value) = utrn_value(amount)?;
         let meter = self.store().device_for_mpxn(view.mpxn).await?.ok_or_else(|| {
             HubError::Conflict(format!("metering point {} has no enrolled smart meter (R-REG-2)", view.mpxn))
         })?;
+        // The meter checks UTRNs with the key of the supplier it trusts: a UTRN made with
+        // another's would take the payment and credit nothing.
+        let trusted = self.trusted_supplier_of(&meter).await?;
+        if trusted != supplier {
+            return Err(HubError::Conflict(format!(
+                "the meter of {} trusts {trusted}'s keys, not the registered supplier {supplier}'s (change of supplier \
+                 credentials not done); nothing was issued",
+                view.mpxn
+            )));
+        }
+        // The supplier has the last word (asked once everything the hub can check holds).
+        self.supplier_confirms(&caller.party.id, &view, amount, reference).await?;
         let owner = self.store().party(&supplier).await?.ok_or_else(|| {
             HubError::Conflict(format!("the registered supplier {supplier} is not a party of the hub"))
         })?;
@@ -208,6 +218,109 @@ impl Hub {
             },
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// R-PAY-2: the registered supplier accepts the top-up, over HTTP when it registered an
+    /// endpoint, by the hub's stored rules otherwise.
+    async fn supplier_confirms(
+        &self,
+        psp: &PartyId,
+        view: &CustomerView,
+        amount: u64,
+        reference: &str,
+    ) -> Result<(), HubError> {
+        let supplier = &view.supplier;
+        let Some((url, timeout_ms)) = self.store().payment_endpoint(supplier).await? else {
+            if view.payment_mode != Some(PaymentMode::Prepayment) {
+                return Err(HubError::Conflict(format!(
+                    "refused by {supplier}: metering point {} is not in prepayment mode",
+                    view.mpxn
+                )));
+            }
+            if amount > TOP_UP_PENCE_MAX {
+                return Err(invalid(
+                    "amount_pence",
+                    format!("{supplier} accepts top-ups of at most {TOP_UP_PENCE_MAX} pence"),
+                ));
+            }
+            return Ok(());
+        };
+        static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+        let client = CLIENT.get_or_init(reqwest::Client::new);
+        let question = json!({
+            "customer_id": view.customer_id.digits(),
+            "mpxn": view.mpxn.to_string(),
+            "payment_mode": view.payment_mode.map(|p| p.to_string()),
+            "amount_pence": amount,
+            "payment_reference": reference,
+            "payment_service_provider": psp.as_str(),
+        });
+        let unavailable = |why: String| {
+            tracing::warn!(message = "Supplier did not confirm a top-up.", supplier = %supplier, reason = %why);
+            metrics::counter!("meterhub_top_up_confirmations_failed_total").increment(1);
+            HubError::Unavailable(format!(
+                "{supplier} did not confirm the top-up ({why}); nothing was issued or credited"
+            ))
+        };
+        let answer = client
+            .post(&url)
+            .json(&question)
+            .timeout(std::time::Duration::from_millis(u64::from(timeout_ms)))
+            .send()
+            .await
+            .map_err(|e| {
+                unavailable(if e.is_timeout() { format!("no answer within {timeout_ms} ms") } else { e.to_string() })
+            })?;
+        if !answer.status().is_success() {
+            return Err(unavailable(format!("its endpoint answered HTTP {}", answer.status().as_u16())));
+        }
+        let body: serde_json::Value =
+            answer.json().await.map_err(|e| unavailable(format!("its answer is not JSON: {e}")))?;
+        match body.get("accepted").and_then(serde_json::Value::as_bool) {
+            Some(true) => Ok(()),
+            Some(false) => Err(HubError::Conflict(format!(
+                "refused by {supplier}: {}",
+                body.get("reason").and_then(serde_json::Value::as_str).unwrap_or("no reason given")
+            ))),
+            None => Err(unavailable("its answer has no \"accepted\": true or false".into())),
+        }
+    }
+
+    /// A supplier registers (or with `None` removes) the endpoint that confirms its top-ups.
+    /// The hub `POST`s JSON `{customer_id, mpxn, payment_mode, amount_pence,
+    /// payment_reference, payment_service_provider}` and expects HTTP 200 with
+    /// `{"accepted": true}` or `{"accepted": false, "reason": "..."}`.
+    pub async fn set_payment_endpoint(
+        &self,
+        caller: &Caller,
+        endpoint: Option<(&str, Option<u32>)>,
+    ) -> Result<Option<(String, u32)>, HubError> {
+        self.authorize(caller, "payment.endpoint-own", None)?;
+        let endpoint = match endpoint {
+            None => None,
+            Some((url, timeout)) => {
+                let parsed = reqwest::Url::parse(url).map_err(|e| invalid("url", e.to_string()))?;
+                if parsed.scheme() != "http" {
+                    return Err(invalid(
+                        "url",
+                        "http:// only: this build's client has no TLS; terminate TLS in a proxy on your side of a private link",
+                    ));
+                }
+                let timeout = timeout.unwrap_or(CONFIRM_TIMEOUT_MS_DEFAULT);
+                if !CONFIRM_TIMEOUT_MS_RANGE.contains(&timeout) {
+                    return Err(invalid("timeout_ms", "100 to 30000 milliseconds"));
+                }
+                Some((parsed.to_string(), timeout))
+            }
+        };
+        self.store().set_payment_endpoint(&caller.party.id, endpoint.clone(), self.now()).await?;
+        Ok(endpoint)
+    }
+
+    /// The caller's registered top-up confirmation endpoint.
+    pub async fn payment_endpoint(&self, caller: &Caller) -> Result<Option<(String, u32)>, HubError> {
+        self.authorize(caller, "payment.endpoint-own", None)?;
+        Ok(self.store().payment_endpoint(&caller.party.id).await?)
     }
 
     /// A provider's top-up with the state of its delivery to the meter.

@@ -113,15 +113,23 @@ pub(crate) fn validate_schedule_body(srv: &str, body: &Value, now: Timestamp) ->
     }
 }
 
-/// The run after `run`, one civil day or week later in London; `None` past `end`.
-pub fn next_run(run: Timestamp, every: Every, end: Option<Timestamp>) -> Option<Timestamp> {
-    let next = in_london(run).checked_add(Span::new().days(every.days())).ok()?.timestamp();
+/// Run `k` of a schedule (0 is `first`; -1 the one before it, whose time starts the first
+/// run's period): the first run's London wall-clock time, `k` days or weeks on. Computed
+/// from the first run each time, so a time that does not exist on a spring-forward day
+/// (it moves an hour on, that day only) never shifts the runs after it.
+pub fn run_at(first: Timestamp, every: Every, k: i64) -> Option<Timestamp> {
+    let civil = in_london(first).datetime().checked_add(Span::new().days(every.days().checked_mul(k)?)).ok()?;
+    civil.to_zoned(domain::time::london()).ok().map(|z| z.timestamp())
+}
+
+/// The run after run `k`, or `None` past `end`.
+pub fn next_run(first: Timestamp, every: Every, k: i64, end: Option<Timestamp>) -> Option<Timestamp> {
+    let next = run_at(first, every, k + 1)?;
     if end.is_some_and(|e| next > e) { None } else { Some(next) }
 }
 
-/// The run before `run` (the start of the period a run reads).
-fn previous_run(run: Timestamp, every: Every) -> Timestamp {
-    in_london(run).checked_sub(Span::new().days(every.days())).map(|z| z.timestamp()).unwrap_or(run)
+fn run_at_k(s: &ScheduleRecord, k: i64) -> Option<Timestamp> {
+    run_at(s.first_run, s.every, k)
 }
 
 /// A schedule as callers see it.
@@ -242,7 +250,9 @@ impl Hub {
             return Ok(false);
         };
         let body = if PERIOD_SRVS.contains(&s.srv.as_str()) {
-            json!({"from": previous_run(run_at, s.every).to_string(), "to": run_at.to_string()})
+            // The period since the previous run (run k-1), without gap or overlap.
+            let from = run_at_k(s, s.runs - 1).unwrap_or(run_at);
+            json!({"from": from.to_string(), "to": run_at.to_string()})
         } else {
             json!({})
         };
@@ -269,7 +279,11 @@ impl Hub {
             note: Some(format!("run of schedule {}", s.id)),
             schedule_id: Some(s.id.clone()),
         };
-        match self.store().record_schedule_run(&s.id, run_at, request, next_run(run_at, s.every, s.end)).await {
+        match self
+            .store()
+            .record_schedule_run(&s.id, run_at, request, next_run(s.first_run, s.every, s.runs, s.end))
+            .await
+        {
             Ok(_) => Ok(true),
             // Deleted or already run since it was read: nothing to do.
             Err(store::StoreError::Conflict(_)) => Ok(false),
@@ -366,16 +380,23 @@ mod tests {
 
     /// Runs keep their London wall-clock time across the clock changes.
     #[test]
-    fn daily_runs_keep_local_time_across_clock_changes() {
+    fn runs_keep_local_time_across_clock_changes() {
         // 03:30 London on the Saturday before the October change (BST, UTC+1).
-        let run: Timestamp = "2026-10-24T02:30:00Z".parse().unwrap();
-        let next = next_run(run, Every::Day, None).unwrap();
-        let after = next_run(next, Every::Day, None).unwrap();
-        assert_eq!(next.to_string(), "2026-10-25T03:30:00Z", "03:30 GMT on the change day, 25 hours on");
-        assert_eq!(after.to_string(), "2026-10-26T03:30:00Z");
-        assert_eq!(previous_run(after, Every::Day), next);
-        let weekly = next_run(run, Every::Week, None).unwrap();
-        assert_eq!(weekly.to_string(), "2026-10-31T03:30:00Z");
-        assert_eq!(next_run(run, Every::Day, Some(run + SignedDuration::from_hours(12))), None, "past the end");
+        let first: Timestamp = "2026-10-24T02:30:00Z".parse().unwrap();
+        let runs: Vec<String> = (0..3).map(|k| run_at(first, Every::Day, k).unwrap().to_string()).collect();
+        assert_eq!(
+            runs,
+            ["2026-10-24T02:30:00Z", "2026-10-25T03:30:00Z", "2026-10-26T03:30:00Z"],
+            "25 hours apart once"
+        );
+        assert_eq!(run_at(first, Every::Day, -1).unwrap().to_string(), "2026-10-23T02:30:00Z");
+        assert_eq!(run_at(first, Every::Week, 1).unwrap().to_string(), "2026-10-31T03:30:00Z");
+        assert_eq!(next_run(first, Every::Day, 0, Some(first + SignedDuration::from_hours(12))), None, "past the end");
+
+        // 01:30 daily does not exist on the March change day (29 March 2026): that run is at
+        // 02:30 BST, and the next day's is back at 01:30.
+        let first: Timestamp = "2026-03-28T01:30:00Z".parse().unwrap();
+        let runs: Vec<String> = (0..3).map(|k| run_at(first, Every::Day, k).unwrap().to_string()).collect();
+        assert_eq!(runs, ["2026-03-28T01:30:00Z", "2026-03-29T01:30:00Z", "2026-03-30T00:30:00Z"]);
     }
 }

@@ -620,7 +620,8 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
     .await?;
 
     step(12, "Prepayment: a top-up by customer identifier, a GBCS UTRN, credited once (R-PAY-1..4)");
-    let psp_body = json!({"id": "paypoint", "name": "PayPoint", "roles": ["PSP"], "originator": "90-B3-D5-1F-30-01-00-20"});
+    let psp_body =
+        json!({"id": "paypoint", "name": "PayPoint", "roles": ["PSP"], "originator": "90-B3-D5-1F-30-01-00-20"});
     c.expect("a payment service provider joins", Method::POST, "/v1/parties", Some(&operator), Some(&psp_body), 201)
         .await?;
     let t = c

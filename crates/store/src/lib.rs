@@ -296,6 +296,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(Vec<u8>, Vec<u8>), StoreError>;
     /// The next UTRN counter (1, 2, 3 ...) for a supplier and meter; never handed out twice.
     async fn next_utrn_counter(&self, supplier: &PartyId, meter: Eui64) -> Result<u64, StoreError>;
+    /// A supplier's top-up confirmation endpoint: (URL, timeout in milliseconds).
+    async fn payment_endpoint(&self, party: &PartyId) -> Result<Option<(String, u32)>, StoreError>;
+    /// Set (`Some`) or remove (`None`) a supplier's endpoint.
+    async fn set_payment_endpoint(
+        &self,
+        party: &PartyId,
+        endpoint: Option<(String, u32)>,
+        at: Timestamp,
+    ) -> Result<(), StoreError>;
     async fn top_up(&self, psp: &PartyId, payment_reference: &str) -> Result<Option<TopUpRecord>, StoreError>;
     /// Store a top-up and the request that delivers it, atomically. `Conflict` if the
     /// payment reference is already used.

@@ -864,6 +864,21 @@ impl Store for SqliteStore {
         self.engine.write(move |conn| prepayment::next_utrn_counter(conn, &supplier, meter)).await
     }
 
+    async fn payment_endpoint(&self, party: &PartyId) -> Result<Option<(String, u32)>, StoreError> {
+        let party = party.clone();
+        self.engine.read(move |conn| prepayment::payment_endpoint(conn, &party)).await
+    }
+
+    async fn set_payment_endpoint(
+        &self,
+        party: &PartyId,
+        endpoint: Option<(String, u32)>,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let party = party.clone();
+        self.engine.write(move |conn| prepayment::set_payment_endpoint(conn, &party, endpoint.as_ref(), at)).await
+    }
+
     async fn top_up(&self, psp: &PartyId, payment_reference: &str) -> Result<Option<crate::TopUpRecord>, StoreError> {
         let (psp, reference) = (psp.clone(), payment_reference.to_string());
         self.engine.read(move |conn| prepayment::top_up(conn, &psp, &reference)).await

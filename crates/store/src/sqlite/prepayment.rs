@@ -126,3 +126,32 @@ pub(super) fn insert_top_up(
     })?;
     top_up(conn, &t.psp, &t.payment_reference)?.ok_or_else(|| StoreError::Backend("inserted top-up vanished".into()))
 }
+
+pub(super) fn payment_endpoint(conn: &Connection, party: &PartyId) -> Result<Option<(String, u32)>, StoreError> {
+    conn.prepare_cached("SELECT url, timeout_ms FROM payment_endpoints WHERE party = ?1")
+        .and_then(|mut s| s.query_row([party.as_str()], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .map_err(backend)
+}
+
+pub(super) fn set_payment_endpoint(
+    conn: &Connection,
+    party: &PartyId,
+    endpoint: Option<&(String, u32)>,
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    match endpoint {
+        Some((url, timeout_ms)) => conn
+            .prepare_cached(
+                "INSERT INTO payment_endpoints (party, url, timeout_ms, set_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (party) DO UPDATE SET url = excluded.url, timeout_ms = excluded.timeout_ms, \
+                 set_at = excluded.set_at",
+            )
+            .and_then(|mut s| s.execute(params![party.as_str(), url, timeout_ms, micros(at)]))
+            .map_err(classify)?,
+        None => conn
+            .prepare_cached("DELETE FROM payment_endpoints WHERE party = ?1")
+            .and_then(|mut s| s.execute([party.as_str()]))
+            .map_err(backend)?,
+    };
+    Ok(())
+}

@@ -14,6 +14,7 @@ pub(crate) const HUB: &[(i64, &str)] = &[
     (3, include_str!("../../migrations/0003_schedules_and_reads.sql")),
     (4, include_str!("../../migrations/0004_consents_and_appointments.sql")),
     (5, include_str!("../../migrations/0005_prepayment.sql")),
+    (6, include_str!("../../migrations/0006_payment_endpoints.sql")),
 ];
 
 /// The schema version this build writes.
