@@ -4,6 +4,7 @@
 
 use domain::catalogue::{self, Critical};
 use domain::crypto::{KeyAgreementKey, verify_p256};
+use domain::product::{Change, PRODUCT_SRVS, Product};
 use domain::utrn::CounterCache;
 use domain::{Eui64, Fuel, Mpxn};
 use jiff::{SignedDuration, Timestamp};
@@ -23,6 +24,14 @@ pub const DISPLAY_CHARS_MAX: usize = 160;
 pub const PROFILE_DAYS_MAX: i64 = 92;
 /// Daily log kept by a meter.
 pub const DAILY_LOG_DAYS_MAX: i64 = 396;
+/// Furthest ahead a meter holds a future-dated change (as far as the hub accepts one).
+pub const PENDING_DAYS_MAX: i64 = 400;
+/// Future-dated results a meter keeps.
+pub const ACTIVATIONS_KEPT: usize = 32;
+/// GBCS alert: future-dated execution of a command succeeded.
+pub const ALERT_FUTURE_DATED_OK: u16 = 0x8F66;
+/// GBCS alert: future-dated execution of a command failed.
+pub const ALERT_FUTURE_DATED_FAILED: u16 = 0x8F67;
 /// Alert codes a meter can be told to stop sending.
 pub const DISABLED_ALERTS_MAX: usize = 64;
 
@@ -121,6 +130,38 @@ pub struct Meter {
     /// Prepayment credit and the UTRNs accepted (R-PAY-4, R-PAY-5).
     #[serde(default)]
     pub prepay: Prepay,
+    /// The product (tariff) configuration in force (R-PM-2).
+    #[serde(default)]
+    pub product: Product,
+    /// Future-dated changes the meter holds, one per SRV (R-PM-3).
+    #[serde(default)]
+    pub pending: Vec<PendingChange>,
+    /// What became of future-dated changes, newest last (bounded by [`ACTIVATIONS_KEPT`]).
+    #[serde(default)]
+    pub activations: Vec<Activation>,
+}
+
+/// A product change the meter holds until its time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingChange {
+    pub request_id: String,
+    pub at: Timestamp,
+    pub change: Change,
+}
+
+/// A held change at its time: applied with a register snapshot (R-PM-4), or failed because
+/// the product it would make is inconsistent by then.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activation {
+    pub request_id: String,
+    pub srv: String,
+    pub at: Timestamp,
+    /// GBCS future-dated result alert: 0x8F66 success, 0x8F67 failure.
+    pub alert: u16,
+    pub failure: Option<String>,
+    /// The import register at the activation instant.
+    pub import_wh: u64,
+    pub product: Option<Product>,
 }
 
 /// A meter's prepayment register: credit in integer pence and its UTRN anti-replay cache.
@@ -183,6 +224,8 @@ pub enum RefusalCode {
     /// A UTRN was refused; the reason names the GBCS alert (0x8F51 duplicate, 0x8F63 not
     /// authentic).
     UtrnRejected,
+    /// The product configuration a change would make is inconsistent; nothing was applied.
+    Inconsistent,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -242,6 +285,9 @@ impl System {
             supplier_data_from: i.at,
             disabled_alerts: Vec::new(),
             prepay: Prepay::default(),
+            product: Product::default(),
+            pending: Vec::new(),
+            activations: Vec::new(),
         };
         if let Some(shape) = i.electricity {
             let eui = add(DeviceKind::ElectricityMeter, &mut devices);
@@ -310,6 +356,11 @@ impl System {
             Ok(v) => v,
             Err(e) => return refused(RefusalCode::InvalidBody, format!("body is not JSON: {e}")),
         };
+        // Held changes whose time has come apply first, at their own instants.
+        self.settle(now);
+        if PRODUCT_SRVS.contains(&cmd.srv.as_str()) {
+            return self.product_change(now, index, cmd, &body);
+        }
         self.run(now, index, &cmd.srv, &body, access)
     }
 
@@ -415,6 +466,25 @@ impl System {
                 let Some(m) = self.meter_index(eui) else { return not_here() };
                 Outcome::Done(json!({"supply": self.meters[m].supply}))
             }
+            "6.2" => {
+                let device = &self.devices[index];
+                let mut out = json!({"device": eui.to_string(), "kind": kind, "firmware": device.firmware});
+                // The product is the supplier's business: only its supplier sees it.
+                if let Some(m) = self.meter_index(eui)
+                    && access.requester == Requester::Supplier
+                {
+                    let meter = &self.meters[m];
+                    let pending: Vec<Value> = meter
+                        .pending
+                        .iter()
+                        .map(|p| json!({"request_id": p.request_id, "srv": change_srv(&p.change), "at": p.at.to_string()}))
+                        .collect();
+                    out["product"] = json!(meter.product);
+                    out["pending"] = json!(pending);
+                    out["activations"] = json!(meter.activations);
+                }
+                Outcome::Done(out)
+            }
             "2.2" => {
                 let Some(utrn) = body.get("utrn").and_then(Value::as_str) else {
                     return refused(RefusalCode::InvalidBody, "utrn is required");
@@ -500,6 +570,105 @@ impl System {
                 Outcome::Done(json!({"han_log": self.han_log.iter().map(ToString::to_string).collect::<Vec<_>>()}))
             }
             _ => refused(RefusalCode::NotSupported, format!("SRV {srv} is not supported by this device")),
+        }
+    }
+
+    /// Apply every held product change whose time is at or before `now`, in time order, each
+    /// at its own instant: consistent ones take effect with a register snapshot, others fail
+    /// and change nothing. Both are recorded for the supplier (R-PM-4, R-PM-5).
+    pub fn settle(&mut self, now: Timestamp) {
+        for m in 0..self.meters.len() {
+            loop {
+                let due = self.meters[m]
+                    .pending
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.at <= now)
+                    .min_by_key(|(_, p)| p.at)
+                    .map(|(i, _)| i);
+                let Some(i) = due else { break };
+                let p = self.meters[m].pending.remove(i);
+                let import_wh = self.consumption(&self.meters[m]).registers_at(p.at).import_wh;
+                let meter = &mut self.meters[m];
+                let after = meter.product.with(&p.change);
+                let activation = match after.check() {
+                    Ok(()) => {
+                        meter.product = after.clone();
+                        Activation {
+                            request_id: p.request_id,
+                            srv: change_srv(&p.change),
+                            at: p.at,
+                            alert: ALERT_FUTURE_DATED_OK,
+                            failure: None,
+                            import_wh,
+                            product: Some(after),
+                        }
+                    }
+                    Err(e) => Activation {
+                        request_id: p.request_id,
+                        srv: change_srv(&p.change),
+                        at: p.at,
+                        alert: ALERT_FUTURE_DATED_FAILED,
+                        failure: Some(e.to_string()),
+                        import_wh,
+                        product: None,
+                    },
+                };
+                if meter.activations.len() == ACTIVATIONS_KEPT {
+                    meter.activations.remove(0);
+                }
+                meter.activations.push(activation);
+            }
+        }
+    }
+
+    /// A product change (1.1.1, 1.2.1, 1.6, 2.1): applied now, or held until the command's
+    /// execution time. Either way the meter first checks that the product it would make is
+    /// consistent, and refuses the whole change with the rule if not (R-PM-2).
+    fn product_change(&mut self, now: Timestamp, index: usize, cmd: Command, body: &Value) -> Outcome {
+        let eui = self.devices[index].eui;
+        let Some(m) = self.meter_index(eui) else {
+            return refused(RefusalCode::NotSupported, format!("SRV {} is for a meter", cmd.srv));
+        };
+        let change = match Change::parse(&cmd.srv, body) {
+            Ok(c) => c,
+            Err(e) => return refused(RefusalCode::InvalidBody, e.to_string()),
+        };
+        let meter = &mut self.meters[m];
+        let request_id = cmd.id.to_string();
+        match cmd.execute_at.filter(|at| *at > now) {
+            None => {
+                let after = meter.product.with(&change);
+                if let Err(e) = after.check() {
+                    return refused(RefusalCode::Inconsistent, format!("{e}; nothing was applied"));
+                }
+                meter.product = after.clone();
+                Outcome::Done(json!({"applied_at": now.to_string(), "product": after}))
+            }
+            Some(at) => {
+                if at > now + SignedDuration::from_hours(24 * PENDING_DAYS_MAX) {
+                    return refused(RefusalCode::InvalidBody, format!("at most {PENDING_DAYS_MAX} days ahead"));
+                }
+                // Judged against the product as it will be then: the changes held for
+                // earlier, then this one (which replaces a held change of the same SRV).
+                let mut then = meter.product.clone();
+                let mut earlier: Vec<&PendingChange> =
+                    meter.pending.iter().filter(|p| p.at <= at && change_srv(&p.change) != cmd.srv).collect();
+                earlier.sort_by_key(|p| p.at);
+                for p in earlier {
+                    then = then.with(&p.change);
+                }
+                if let Err(e) = then.with(&change).check() {
+                    return refused(
+                        RefusalCode::Inconsistent,
+                        format!("{e} (as it would be at {at}); nothing was held"),
+                    );
+                }
+                let superseded = meter.pending.iter().position(|p| change_srv(&p.change) == cmd.srv);
+                let superseded = superseded.map(|i| meter.pending.remove(i).request_id);
+                meter.pending.push(PendingChange { request_id, at, change });
+                Outcome::Done(json!({"held_until": at.to_string(), "superseded": superseded}))
+            }
         }
     }
 
@@ -594,16 +763,18 @@ impl System {
 
     /// What the in-home display shows.
     pub fn ihd_view(&self, now: Timestamp) -> Value {
-        let meters: Vec<Value> = self
+        let mut settled = self.clone();
+        settled.settle(now);
+        let meters: Vec<Value> = settled
             .meters
             .iter()
             .map(|m| {
-                let r = self.consumption(m).registers_at(now);
+                let r = settled.consumption(m).registers_at(now);
                 json!({"fuel": m.fuel.as_str(), "import_wh": r.import_wh, "supply": m.supply,
-                       "balance_pence": m.prepay.balance_pence})
+                       "balance_pence": m.prepay.balance_pence, "payment_mode": m.product.payment_mode})
             })
             .collect();
-        json!({"message": self.display.as_ref().map(|d| &d.text), "meters": meters})
+        json!({"message": settled.display.as_ref().map(|d| &d.text), "meters": meters})
     }
 }
 
@@ -611,6 +782,16 @@ fn whole_day_at_or_after(t: Timestamp) -> jiff::civil::Date {
     let d = domain::time::london_date(t);
     let start = domain::time::start_of_london_day(d).expect("day");
     if start == t { d } else { d.tomorrow().expect("in range") }
+}
+
+fn change_srv(c: &Change) -> String {
+    match c {
+        Change::Tariff { .. } => "1.1.1",
+        Change::Prices { .. } => "1.2.1",
+        Change::PaymentMode { .. } => "1.6",
+        Change::Prepay { .. } => "2.1",
+    }
+    .to_string()
 }
 
 /// Gas volume for energy, with the standard calorific value (39.5 MJ/m³) and correction

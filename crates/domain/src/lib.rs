@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod customer;
 pub mod ids;
 pub mod party;
+pub mod product;
 pub mod registry;
 pub mod time;
 pub mod utrn;

@@ -49,8 +49,10 @@ impl FromStr for MeterType {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum PaymentMode {
+    #[default]
     Credit,
     Prepayment,
 }

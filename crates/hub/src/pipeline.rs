@@ -22,8 +22,10 @@ use crate::transport::DeviceMessage;
 use crate::{Caller, Hub, HubError};
 
 /// SRVs this hub executes end to end today.
-pub const EXECUTABLE_SRVS: &[&str] =
-    &["8.1.1", "6.20.1", "2.2", "4.1.1", "4.8.1", "4.17", "5.1", "5.2", "5.3", "7.4", "11.2", "3.1", "6.22", "8.11"];
+pub const EXECUTABLE_SRVS: &[&str] = &[
+    "8.1.1", "6.20.1", "1.1.1", "1.2.1", "1.6", "2.1", "2.2", "4.1.1", "4.8.1", "4.17", "5.1", "5.2", "5.3", "6.2",
+    "7.4", "11.2", "3.1", "6.22", "8.11",
+];
 /// SRVs that read stored data and so carry the requester's data window.
 const WINDOWED_SRVS: &[&str] = &["4.8.1", "4.17"];
 /// Request-id counters reserved from the store at a time.
@@ -89,7 +91,11 @@ pub fn validate_body(srv: &str, body: &Value, rules: domain::IdRules, now: Times
     let body = if body.is_null() { json!({}) } else { body.clone() };
     match srv {
         "5.1" | "5.2" | "5.3" => return crate::schedules::validate_schedule_body(srv, &body, now),
-        "8.1.1" | "4.1.1" | "7.4" | "11.2" => {
+        "1.1.1" | "1.2.1" | "1.6" | "2.1" => {
+            // Form only (R-PM-1): whether the product would be consistent is the meter's call.
+            domain::product::Change::parse(srv, &body).map_err(|e| invalid(&e.field, e.rule))?;
+        }
+        "8.1.1" | "4.1.1" | "6.2" | "7.4" | "11.2" => {
             object(&body, &[])?;
         }
         "6.20.1" => {
@@ -487,6 +493,9 @@ impl Hub {
         let id = RequestId { originator: caller.party.originator, target: plan.device.eui, counter };
         let body_text = serde_json::to_string(&body).expect("JSON values serialise");
         let command = Command { id, srv: service.code.to_string(), execute_at, body: body_text.clone().into_bytes() };
+        // Device-held future dating: the command goes now and the meter keeps it until its
+        // time; hub-held: the hub keeps the request until then.
+        let device_holds = service.future_date == FutureDate::Device && execute_at.is_some();
         let mut record = RequestRecord {
             seq: 0,
             id: id.to_string(),
@@ -498,7 +507,7 @@ impl Hub {
             precommand: command.encode(),
             signature: None,
             submitted_at: now,
-            execute_at,
+            execute_at: if device_holds { None } else { execute_at },
             status: RequestStatus::Queued,
             status_at: now,
             note: None,
@@ -525,7 +534,8 @@ impl Hub {
             tracing::warn!(message = "Request quarantined.", party = %caller.party.id, srv = service.code, reason = note.as_deref().unwrap_or(""));
         }
         record.status = status;
-        record.note = note;
+        record.note =
+            note.or_else(|| execute_at.filter(|_| device_holds).map(|at| format!("held by the device until {at}")));
         let record = self.store().insert_request(record).await?;
         metrics::counter!("meterhub_requests_accepted_total", "srv" => service.code).increment(1);
         self.inner.work.notify_one();

@@ -1,0 +1,182 @@
+//! Product management end to end (R-PM-1..4): the hub checks a change's form and its
+//! sender; the meter checks the product it would make and applies it whole or not at all;
+//! a forward-dated change is held by the meter and takes effect at its instant with a
+//! register snapshot; a later change of the same SRV supersedes a held one.
+
+mod common;
+
+use axum::http::{Method, StatusCode};
+use common::*;
+use serde_json::{Value, json};
+
+const MIDNIGHT: &str = "2026-01-06T00:00:00Z";
+
+fn tou() -> Value {
+    json!({"tariff": {"rates_mp_per_kwh": [28000, 12000],
+                      "switching": [{"at": "00:30", "rate": 1}, {"at": "07:30", "rate": 0}]},
+           "standing_charge_mp_per_day": 55000})
+}
+
+async fn advance(m: &Market, by: &str) {
+    let (s, v) = m.w.call(Method::POST, "/v1/clock/advance", &m.w.operator, Some(json!({"by": by}))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+/// Submit a signed product change, optionally future-dated; returns the request with its
+/// response (or the refusal when the hub refuses it).
+async fn change(m: &Market, srv: &str, body: Value, at: Option<&str>) -> (StatusCode, Value) {
+    let mut req = json!({"srv": srv, "target": {"mpxn": MPAN}, "body": body});
+    if let Some(at) = at {
+        req["execute_at"] = json!(at);
+    }
+    let (s, ack) = m.w.call(Method::POST, "/v1/requests", &m.acme, Some(req)).await;
+    if s != StatusCode::ACCEPTED {
+        return (s, ack);
+    }
+    assert_eq!(ack["status"], json!("awaiting-signature"), "{srv} is critical: {ack}");
+    let (s, v) = m.w.sign(&m.acme, &ack, &m.acme_key).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    (StatusCode::ACCEPTED, m.w.settle(&m.acme, &ack).await)
+}
+
+async fn config(m: &Market) -> Value {
+    let r = m.w.run(&m.acme, "6.2", json!({"mpxn": MPAN}), json!({}), None).await;
+    assert_eq!(r["response"]["outcome"], json!("done"), "{r}");
+    r["response"]["body"].clone()
+}
+
+// R-PM-3, R-PM-4: a time-of-use tariff forward-dated to midnight is held by the meter, then
+// takes effect at midnight exactly, with the import register at that instant.
+#[tokio::test]
+async fn a_tariff_forward_dated_across_midnight_takes_effect_with_a_register_snapshot() {
+    let m = market().await;
+    enrolled_home(&m).await;
+    let r0 = m.w.run(&m.acme, "4.1.1", json!({"mpxn": MPAN}), json!({}), None).await;
+    let (s, r) = change(&m, "1.1.1", tou(), Some(MIDNIGHT)).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{r}");
+    assert_eq!(r["execute_at"], Value::Null, "the hub sends it now: {r}");
+    assert_eq!(r["response"]["body"]["held_until"], json!(MIDNIGHT), "{r}");
+    let before = config(&m).await;
+    assert_eq!(before["product"]["tariff"]["rates_mp_per_kwh"], json!([0]), "not yet: {before}");
+    assert_eq!(before["pending"][0]["srv"], json!("1.1.1"));
+
+    advance(&m, "PT16H").await; // 01:00 on Tuesday.
+    let after = config(&m).await;
+    assert_eq!(
+        after["product"]["tariff"],
+        tou()["tariff"]
+            .as_object()
+            .map(|t| {
+                let mut t = t.clone();
+                t.insert("block_thresholds_kwh".into(), json!([]));
+                t.insert("block_rates_mp_per_kwh".into(), json!([]));
+                Value::Object(t)
+            })
+            .unwrap()
+    );
+    assert_eq!(after["pending"], json!([]));
+    let a = &after["activations"][0];
+    assert_eq!(
+        (a["at"].as_str(), a["alert"].as_u64(), a["failure"].as_null()),
+        (Some(MIDNIGHT), Some(0x8F66), Some(())),
+        "{a}"
+    );
+    // The snapshot is the register at midnight exactly: what was read at 09:00 plus the
+    // half-hours from 09:00 to midnight.
+    let hh = m.w.run(&m.acme, "4.8.1", json!({"mpxn": MPAN}), json!({"from": START, "to": MIDNIGHT}), None).await;
+    let used: u64 =
+        hh["response"]["body"]["half_hours"].as_array().unwrap().iter().map(|p| p[1].as_u64().unwrap()).sum();
+    let at_nine = r0["response"]["body"]["import_wh"].as_u64().unwrap();
+    assert_eq!(a["import_wh"].as_u64().unwrap(), at_nine + used, "{a}");
+    m.w.close().await;
+}
+
+// R-PM-1, R-PM-2: the hub refuses what is malformed (naming the field); the meter refuses a
+// configuration that would be inconsistent, whole, and the product stays as it was.
+#[tokio::test]
+async fn inconsistent_configurations_are_refused_whole() {
+    let m = market().await;
+    enrolled_home(&m).await;
+    // Malformed: the hub says which field.
+    let mut negative = tou();
+    negative["tariff"]["rates_mp_per_kwh"] = json!([-1, 12000]);
+    for (srv, body, field) in [
+        ("1.1.1", negative, "body.tariff.rates_mp_per_kwh[0]"),
+        ("1.6", json!({"payment_mode": "barter"}), "body.payment_mode"),
+        ("2.1", json!({}), "body"),
+        ("2.1", json!({"non_disablement": [{"from": "22:15", "to": "24:00"}]}), "body.non_disablement[0].from"),
+    ] {
+        let (s, v) = change(&m, srv, body.clone(), None).await;
+        assert_eq!((s, v["field"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{srv} {body}: {v}");
+    }
+    let (s, v) = change(&m, "1.1.1", tou(), Some("2026-01-01")).await;
+    assert_eq!((s, v["field"].as_str()), (StatusCode::BAD_REQUEST, Some("execute_at")), "no back-dating: {v}");
+
+    let original = config(&m).await["product"].clone();
+    // Inconsistent: the meter refuses with the rule.
+    let mut overlapping = tou();
+    overlapping["tariff"]["switching"] = json!([{"at": "07:30", "rate": 0}, {"at": "00:30", "rate": 1}]);
+    for (srv, body, rule) in [
+        ("2.1", json!({"emergency_credit": {"limit_pence": 1000, "threshold_pence": 200}}), "credit mode"),
+        ("1.1.1", overlapping, "must not overlap"),
+        ("1.2.1", json!({"rates_mp_per_kwh": [20000, 10000]}), "switching"),
+    ] {
+        let (_, r) = change(&m, srv, body.clone(), None).await;
+        assert_eq!(r["response"]["outcome"], json!("device-refused"), "{srv} {body}: {r}");
+        assert_eq!(r["response"]["body"]["code"], json!("inconsistent"), "{r}");
+        assert!(r["response"]["body"]["reason"].as_str().unwrap().contains(rule), "{srv}: {r}");
+        assert_eq!(config(&m).await["product"], original, "nothing applied after {srv}");
+    }
+    // In prepayment mode emergency credit is fine; leaving it needs the credit cleared first.
+    let (_, r) = change(&m, "1.6", json!({"payment_mode": "prepayment"}), None).await;
+    assert_eq!(r["response"]["outcome"], json!("done"), "{r}");
+    let (_, r) =
+        change(&m, "2.1", json!({"emergency_credit": {"limit_pence": 1000, "threshold_pence": 200}}), None).await;
+    assert_eq!(r["response"]["outcome"], json!("done"), "{r}");
+    let (_, r) = change(&m, "1.6", json!({"payment_mode": "credit"}), None).await;
+    assert_eq!(r["response"]["body"]["code"], json!("inconsistent"), "{r}");
+    let (_, r) = change(&m, "2.1", json!({"emergency_credit": null}), None).await;
+    assert_eq!(r["response"]["outcome"], json!("done"), "{r}");
+    let (_, r) = change(&m, "1.6", json!({"payment_mode": "credit"}), None).await;
+    assert_eq!(r["response"]["outcome"], json!("done"), "{r}");
+    m.w.close().await;
+}
+
+// R-PM-3: held changes are judged against the product as it will be at their time; a later
+// change of the same SRV supersedes a held one; a held change that is inconsistent by its
+// time fails there (alert 0x8F67) and changes nothing.
+#[tokio::test]
+async fn held_changes_supersede_and_fail_by_explicit_rules() {
+    let m = market().await;
+    enrolled_home(&m).await;
+    let one_am = "2026-01-06T01:00:00Z";
+    // Emergency credit at 01:00 is consistent only because prepayment starts at midnight.
+    let (_, r) =
+        change(&m, "2.1", json!({"emergency_credit": {"limit_pence": 500, "threshold_pence": 100}}), Some(one_am))
+            .await;
+    assert_eq!(r["response"]["body"]["code"], json!("inconsistent"), "credit mode at 01:00: {r}");
+    let (_, first) = change(&m, "1.6", json!({"payment_mode": "prepayment"}), Some(MIDNIGHT)).await;
+    assert_eq!(first["response"]["outcome"], json!("done"), "{first}");
+    let (_, ec) =
+        change(&m, "2.1", json!({"emergency_credit": {"limit_pence": 500, "threshold_pence": 100}}), Some(one_am))
+            .await;
+    assert_eq!(ec["response"]["outcome"], json!("done"), "{ec}");
+    // A second 1.6 held for midnight replaces the first.
+    let (_, second) = change(&m, "1.6", json!({"payment_mode": "credit"}), Some(MIDNIGHT)).await;
+    assert_eq!(second["response"]["body"]["superseded"], first["id"], "{second}");
+    assert_eq!(config(&m).await["pending"].as_array().unwrap().len(), 2);
+
+    advance(&m, "PT17H").await; // 02:00
+    let after = config(&m).await;
+    let acts = after["activations"].as_array().unwrap();
+    assert_eq!(acts.len(), 2, "{after}");
+    assert_eq!((acts[0]["request_id"].clone(), acts[0]["alert"].as_u64()), (second["id"].clone(), Some(0x8F66)));
+    assert_eq!((acts[1]["request_id"].clone(), acts[1]["alert"].as_u64()), (ec["id"].clone(), Some(0x8F67)));
+    assert!(acts[1]["failure"].as_str().unwrap().contains("credit mode"), "{after}");
+    assert_eq!(after["product"]["payment_mode"], json!("credit"));
+    assert_eq!(after["product"]["emergency_credit"], Value::Null, "the failed change applied nothing");
+    // Only the supplier sees the product.
+    let r = m.w.run(&m.dno, "6.2", json!({"mpxn": MPAN}), json!({}), None).await;
+    assert_eq!(r["response"]["body"]["product"], Value::Null, "{r}");
+    m.w.close().await;
+}
