@@ -38,7 +38,7 @@ async fn top_up(m: &Market, psp: &str, id: &str, pence: i64, reference: &str) ->
 
 async fn meter_balance(m: &Market, meter: Eui64) -> i64 {
     let system = m.w.fleet.system(meter).await.unwrap();
-    system.meter(meter).unwrap().prepay.balance_pence
+    system.meter(meter).unwrap().prepay.balance_pence()
 }
 
 #[tokio::test]

@@ -180,3 +180,72 @@ async fn held_changes_supersede_and_fail_by_explicit_rules() {
     assert_eq!(r["response"]["body"]["product"], Value::Null, "{r}");
     m.w.close().await;
 }
+
+// R-PAY-5: a prepayment story on the meter. Credit comes in by UTRN; consumption at the
+// tariff's rate and the daily standing charge go out in integer pence; falling below the
+// low-credit threshold raises 0x810D; running out raises 0x8F0F and disables supply (but
+// not inside a non-disablement period); a top-up arms it again.
+#[tokio::test]
+async fn a_prepayment_story_from_top_up_to_disablement_and_back() {
+    let m = market().await;
+    enrolled_home(&m).await;
+    let reg = json!({"effective_from": START, "supplier": "acme", "network_operator": "dno-13",
+        "meter_type": "smart-compliant", "payment_mode": "prepayment"});
+    let (s, v) = m.w.call(Method::POST, &format!("/v1/metering-points/{MPAN}/registrations"), &m.reg, Some(reg)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let psp = m.w.party("paypoint", &["PSP"], 11, None).await;
+    for (srv, body) in [
+        ("1.6", json!({"payment_mode": "prepayment"})),
+        ("1.1.1", json!({"tariff": {"rates_mp_per_kwh": [30000]}, "standing_charge_mp_per_day": 50000})),
+        ("2.1", json!({"low_credit_threshold_pence": 150, "non_disablement": [{"from": "00:00", "to": "07:00"}]})),
+    ] {
+        let (_, r) = change(&m, srv, body, None).await;
+        assert_eq!(r["response"]["outcome"], json!("done"), "{srv}: {r}");
+    }
+    let customer = domain::customer::CustomerId::for_mpxn(domain::Mpxn::parse(MPAN).unwrap()).to_string();
+    let top_up = |pence: i64, reference: &'static str| {
+        let body = json!({"customer_id": customer, "amount_pence": pence, "payment_reference": reference});
+        let (w, psp) = (&m.w, psp.clone());
+        async move {
+            let (s, v) = w.call(Method::POST, "/v1/top-ups", &psp, Some(body)).await;
+            assert_eq!(s, StatusCode::CREATED, "{v}");
+            w.hub.dispatch_due().await.unwrap();
+        }
+    };
+    top_up(300, "STORY-1").await;
+    let c = config(&m).await;
+    assert_eq!(c["balance_pence"], json!(300), "{c}");
+
+    // Time passes in half-day steps until the credit runs out.
+    let mut disabled_at = None;
+    for _ in 0..8 {
+        advance(&m, "PT12H").await;
+        let c = config(&m).await;
+        if let Some(e) = c["events"].as_array().unwrap().iter().find(|e| e["alert"] == json!(0x8F0F)) {
+            disabled_at = Some(e["at"].as_str().unwrap().to_string());
+            break;
+        }
+    }
+    let c = config(&m).await;
+    let events = c["events"].as_array().unwrap();
+    let alerts: Vec<u64> = events.iter().map(|e| e["alert"].as_u64().unwrap()).collect();
+    let low = alerts.iter().position(|a| *a == 0x810D).expect("a low-credit alert");
+    let off = alerts.iter().position(|a| *a == 0x8F0F).expect("a disablement alert");
+    assert!(low < off, "low credit comes first: {events:?}");
+    assert!(c["balance_pence"].as_i64().unwrap() <= 0, "{c}");
+    // Never switched off inside the protected hours (00:00 to 07:00 London, GMT in January).
+    let at: jiff::Timestamp = disabled_at.unwrap().parse().unwrap();
+    let hour = at.to_zoned(jiff::tz::TimeZone::UTC).hour();
+    assert!(!(0..7).contains(&hour), "switched off at {at}, inside the non-disablement period");
+    let r = m.w.run(&m.acme, "7.4", json!({"mpxn": MPAN}), json!({}), None).await;
+    assert_eq!(r["response"]["body"]["supply"], json!("disabled"), "{r}");
+
+    // A top-up brings credit back and arms the supply for the consumer to restore.
+    top_up(1000, "STORY-2").await;
+    let r = m.w.run(&m.acme, "7.4", json!({"mpxn": MPAN}), json!({}), None).await;
+    assert_eq!(r["response"]["body"]["supply"], json!("armed"), "{r}");
+    let c = config(&m).await;
+    assert!(c["balance_pence"].as_i64().unwrap() > 0, "{c}");
+    assert_eq!(c["events"].as_array().unwrap().last().unwrap()["alert"], json!(0x8F32), "{c}");
+    m.w.close().await;
+}

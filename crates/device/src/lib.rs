@@ -3,6 +3,7 @@
 //! seed and the instants passed in; no I/O, no clock reads. A device verifies critical
 //! commands itself against the keys it trusts.
 
+pub mod account;
 pub mod consumption;
 pub mod keys;
 pub mod profile;

@@ -5,12 +5,12 @@
 use domain::catalogue::{self, Critical};
 use domain::crypto::{KeyAgreementKey, verify_p256};
 use domain::product::{Change, PRODUCT_SRVS, Product};
-use domain::utrn::CounterCache;
 use domain::{Eui64, Fuel, Mpxn};
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+pub use crate::account::Prepay;
 use crate::consumption::Consumption;
 use crate::keys::{self, KeyUse};
 use crate::profile::LoadShape;
@@ -162,15 +162,6 @@ pub struct Activation {
     /// The import register at the activation instant.
     pub import_wh: u64,
     pub product: Option<Product>,
-}
-
-/// A meter's prepayment register: credit in integer pence and its UTRN anti-replay cache.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Prepay {
-    pub balance_pence: i64,
-    /// Everything ever credited by UTRNs, pence.
-    pub credited_pence: u64,
-    pub utrn_cache: CounterCache,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -482,6 +473,8 @@ impl System {
                     out["product"] = json!(meter.product);
                     out["pending"] = json!(pending);
                     out["activations"] = json!(meter.activations);
+                    out["balance_pence"] = json!(meter.prepay.balance_pence());
+                    out["events"] = json!(meter.prepay.events);
                 }
                 Outcome::Done(out)
             }
@@ -489,7 +482,7 @@ impl System {
                 let Some(utrn) = body.get("utrn").and_then(Value::as_str) else {
                     return refused(RefusalCode::InvalidBody, "utrn is required");
                 };
-                self.credit_utrn(eui, utrn)
+                self.credit_utrn(now, eui, utrn)
             }
             "3.1" => {
                 if self.meter_index(eui).is_none() {
@@ -588,8 +581,11 @@ impl System {
                     .map(|(i, _)| i);
                 let Some(i) = due else { break };
                 let p = self.meters[m].pending.remove(i);
-                let import_wh = self.consumption(&self.meters[m]).registers_at(p.at).import_wh;
+                let consumption = self.consumption(&self.meters[m]);
+                let import_wh = consumption.registers_at(p.at).import_wh;
                 let meter = &mut self.meters[m];
+                // Charges up to the change are at the old product's prices.
+                meter.prepay.accrue(&consumption, &meter.product, &mut meter.supply, p.at);
                 let after = meter.product.with(&p.change);
                 let activation = match after.check() {
                     Ok(()) => {
@@ -619,6 +615,9 @@ impl System {
                 }
                 meter.activations.push(activation);
             }
+            let consumption = self.consumption(&self.meters[m]);
+            let Meter { prepay, product, supply, .. } = &mut self.meters[m];
+            prepay.accrue(&consumption, product, supply, now);
         }
     }
 
@@ -685,16 +684,17 @@ impl System {
 
     /// A UTRN typed on the keypad (the meter's or the PPMID's): checked and credited exactly
     /// as one sent with SRV 2.2.
-    pub fn keypad_entry(&mut self, meter: Eui64, utrn: &str) -> Outcome {
+    pub fn keypad_entry(&mut self, now: Timestamp, meter: Eui64, utrn: &str) -> Outcome {
         if self.meter_index(meter).is_none() {
             return refused(RefusalCode::UnknownDevice, format!("no meter {meter} here"));
         }
-        self.credit_utrn(meter, utrn)
+        self.settle(now);
+        self.credit_utrn(now, meter, utrn)
     }
 
     /// Check a UTRN against the trusted supplier's prepayment key and this meter's key, and
     /// credit it once (GBCS 14).
-    fn credit_utrn(&mut self, eui: Eui64, utrn: &str) -> Outcome {
+    fn credit_utrn(&mut self, now: Timestamp, eui: Eui64, utrn: &str) -> Outcome {
         let Some(m) = self.meter_index(eui) else {
             return refused(RefusalCode::NotSupported, format!("device {eui} is not a meter"));
         };
@@ -707,14 +707,14 @@ impl System {
         let Ok(z) = self.key_agreement_key(eui).shared_secret(&point) else {
             return refused(RefusalCode::UtrnRejected, "the supplier's prepayment key is unusable (alert 0x8F63)");
         };
-        let prepay = &mut self.meters[m].prepay;
+        let Meter { prepay, supply, product, .. } = &mut self.meters[m];
         match prepay.utrn_cache.accept(&z, anchor.originator, eui, utrn) {
             Ok(a) => {
-                prepay.balance_pence += a.pence() as i64;
-                prepay.credited_pence += a.pence();
+                prepay.credit(now, a.pence(), supply, product);
                 Outcome::Done(json!({
                     "credited_pence": a.pence(),
-                    "balance_pence": prepay.balance_pence,
+                    "balance_pence": prepay.balance_pence(),
+                    "supply": supply,
                     "counter": format!("{:#x}", a.counter),
                     "value": a.value,
                     "class": a.class.as_str(),
@@ -771,7 +771,7 @@ impl System {
             .map(|m| {
                 let r = settled.consumption(m).registers_at(now);
                 json!({"fuel": m.fuel.as_str(), "import_wh": r.import_wh, "supply": m.supply,
-                       "balance_pence": m.prepay.balance_pence, "payment_mode": m.product.payment_mode})
+                       "balance_pence": m.prepay.balance_pence(), "payment_mode": m.product.payment_mode})
             })
             .collect();
         json!({"message": settled.display.as_ref().map(|d| &d.text), "meters": meters})

@@ -151,7 +151,8 @@ impl Fleet {
     /// The consumer types a UTRN on the meter's keypad (or the PPMID): checked and credited
     /// as a remote top-up is, and persisted the same way.
     pub async fn keypad_entry(&self, meter: Eui64, utrn: &str) -> Result<Outcome, TransportError> {
-        self.apply(meter, None, |system| system.keypad_entry(meter, utrn)).await
+        let now = self.clock.now();
+        self.apply(meter, None, |system| system.keypad_entry(now, meter, utrn)).await
     }
 
     /// Run `f` on the system holding `eui` and persist any change before answering. With a

@@ -1,0 +1,159 @@
+//! A meter's prepayment account (R-PAY-5): credit in, charges out, in integer pence with no
+//! drift. Charges are kept exactly, in millionths of a penny (µp): each complete half hour's
+//! energy at the rate in force (time of use by London local time), and each London day's
+//! standing charge at the day's start. The balance is always
+//! `credited − ⌊charged / 10⁶⌋` (partial pennies are never rounded against the customer),
+//! so it never drifts from the sum of its events.
+//!
+//! Thresholds: falling below the low-credit threshold raises 0x810D once (re-armed when a
+//! top-up lifts the balance above it); running out of credit raises 0x8F0F and disables
+//! supply, unless the half hour falls in a non-disablement period (then supply goes off at
+//! the first half hour outside one, if credit is still exhausted). A top-up that restores
+//! credit arms the supply (0x8F32); the consumer restores it. While supply is off no energy
+//! is charged; the standing charge still is.
+//!
+//! Not yet modelled: emergency credit being taken, debt recovery (configured, not charged).
+
+use domain::product::{PaymentMode, Product};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::consumption::Consumption;
+use crate::system::Supply;
+
+/// µp (millionths of a penny) in a penny.
+pub const UNITS_PER_PENNY: i64 = 1_000_000;
+/// Events a meter keeps for its supplier and display.
+pub const EVENTS_KEPT: usize = 64;
+/// GBCS alerts raised by the account.
+pub const ALERT_LOW_CREDIT: u16 = 0x810D;
+pub const ALERT_DISABLEMENT_THRESHOLD: u16 = 0x8F0F;
+pub const ALERT_SUPPLY_ARMED: u16 = 0x8F32;
+pub const ALERT_CREDIT_ADDED: u16 = 0x810E;
+
+const HALF_HOUR_SECS: i64 = 1800;
+
+/// Something the meter noticed, with the GBCS alert it raises.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeterEvent {
+    pub at: Timestamp,
+    pub alert: u16,
+    pub detail: String,
+}
+
+/// A meter's prepayment register: credit, charges, the UTRN anti-replay cache.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prepay {
+    /// Everything ever credited by UTRNs, pence.
+    pub credited_pence: u64,
+    /// Everything ever charged, µp.
+    #[serde(default)]
+    pub charged_units: i64,
+    pub utrn_cache: domain::utrn::CounterCache,
+    /// Charges are settled up to this half-hour boundary.
+    #[serde(default)]
+    pub settled_to: Option<Timestamp>,
+    #[serde(default)]
+    pub low_credit_alerted: bool,
+    #[serde(default)]
+    pub events: Vec<MeterEvent>,
+}
+
+impl Prepay {
+    /// The balance in pence (negative: owed).
+    pub fn balance_pence(&self) -> i64 {
+        self.credited_pence as i64 - self.charged_units.div_euclid(UNITS_PER_PENNY)
+    }
+
+    fn event(&mut self, at: Timestamp, alert: u16, detail: String) {
+        if self.events.len() == EVENTS_KEPT {
+            self.events.remove(0);
+        }
+        self.events.push(MeterEvent { at, alert, detail });
+    }
+
+    /// Add credit; arms a supply disabled for lack of credit once the balance is positive.
+    pub fn credit(&mut self, at: Timestamp, pence: u64, supply: &mut Supply, product: &Product) {
+        self.credited_pence += pence;
+        self.event(at, ALERT_CREDIT_ADDED, format!("{pence} pence added; balance {} pence", self.balance_pence()));
+        if product.low_credit_threshold_pence.is_some_and(|t| self.balance_pence() >= t) {
+            self.low_credit_alerted = false;
+        }
+        if *supply == Supply::Disabled && self.balance_pence() > 0 {
+            *supply = Supply::Armed;
+            self.event(at, ALERT_SUPPLY_ARMED, "credit restored: supply armed, ready to be restored".into());
+        }
+    }
+
+    /// Charge every complete half hour and every London day start in `(settled_to, to]`
+    /// with `product` (the one in force throughout; callers split at product changes).
+    /// A meter in credit mode only moves its settlement point.
+    pub fn accrue(&mut self, consumption: &Consumption, product: &Product, supply: &mut Supply, to: Timestamp) {
+        let to = Timestamp::from_second(to.as_second().div_euclid(HALF_HOUR_SECS) * HALF_HOUR_SECS).unwrap_or(to);
+        let from = match self.settled_to {
+            Some(f) if f < to => f,
+            Some(_) => return,
+            None => {
+                self.settled_to = Some(to);
+                return;
+            }
+        };
+        self.settled_to = Some(to);
+        if product.payment_mode != PaymentMode::Prepayment {
+            return;
+        }
+        for (start, wh) in consumption.half_hours(from, to) {
+            let local = domain::time::in_london(start);
+            let minute = local.hour() as u32 * 60 + local.minute() as u32;
+            if minute == 0 {
+                self.charged_units += product.standing_charge_mp_per_day * 1000;
+            }
+            if *supply == Supply::Enabled {
+                self.charged_units += wh as i64 * rate_at(product, minute);
+            }
+            let end = start + jiff::SignedDuration::from_secs(HALF_HOUR_SECS);
+            let balance = self.balance_pence();
+            if let Some(t) = product.low_credit_threshold_pence
+                && balance < t
+                && !self.low_credit_alerted
+            {
+                self.low_credit_alerted = true;
+                self.event(end, ALERT_LOW_CREDIT, format!("balance {balance} pence is below {t} pence"));
+            }
+            let end_minute = (minute + 30) % (24 * 60);
+            if balance <= 0 && *supply == Supply::Enabled && !protected(product, end_minute) {
+                *supply = Supply::Disabled;
+                self.event(
+                    end,
+                    ALERT_DISABLEMENT_THRESHOLD,
+                    format!("credit exhausted ({balance} pence): supply disabled"),
+                );
+            }
+        }
+    }
+}
+
+/// The price in force at a minute of the local day: the last switching time at or before
+/// it (wrapping to the day's last switch before the first), mp per kWh.
+fn rate_at(product: &Product, minute: u32) -> i64 {
+    let t = &product.tariff;
+    if t.switching.is_empty() {
+        return t.rates_mp_per_kwh.first().copied().unwrap_or(0);
+    }
+    let at = |s: &domain::product::Switch| {
+        let (h, m) = s.at.split_once(':').unwrap_or(("0", "0"));
+        h.parse::<u32>().unwrap_or(0) * 60 + m.parse::<u32>().unwrap_or(0)
+    };
+    let current = t.switching.iter().filter(|s| at(s) <= minute).max_by_key(|s| at(s));
+    let current = current.or_else(|| t.switching.iter().max_by_key(|s| at(s)));
+    current.and_then(|s| t.rates_mp_per_kwh.get(s.rate)).copied().unwrap_or(0)
+}
+
+/// Whether a minute of the local day lies in a non-disablement period.
+fn protected(product: &Product, minute: u32) -> bool {
+    let parse = |s: &str| {
+        let (h, m) = s.split_once(':').unwrap_or(("0", "0"));
+        h.parse::<u32>().unwrap_or(0) * 60 + m.parse::<u32>().unwrap_or(0)
+    };
+    product.non_disablement.iter().any(|p| parse(&p.from) <= minute && minute < parse(&p.to))
+}

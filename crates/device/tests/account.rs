@@ -1,0 +1,108 @@
+//! R-PAY-5: the prepayment account never drifts. However time is cut into settlements, the
+//! charges equal the sum over every complete half hour of its energy at the rate in force
+//! plus a standing charge per London day, and the balance is exactly what was credited
+//! less the whole pence charged.
+
+use device::account::{Prepay, UNITS_PER_PENNY};
+use device::system::Supply;
+use device::{Consumption, LoadShape};
+use domain::product::{Change, PaymentMode, Product, Switch, Tariff};
+use jiff::{SignedDuration, Timestamp};
+use proptest::prelude::*;
+
+fn product(tou: bool, day_rate: i64, night_rate: i64, standing: i64) -> Product {
+    let tariff = if tou {
+        Tariff {
+            rates_mp_per_kwh: vec![day_rate, night_rate],
+            switching: vec![Switch { at: "00:30".into(), rate: 1 }, Switch { at: "07:30".into(), rate: 0 }],
+            block_thresholds_kwh: vec![],
+            block_rates_mp_per_kwh: vec![],
+        }
+    } else {
+        Tariff {
+            rates_mp_per_kwh: vec![day_rate],
+            switching: vec![],
+            block_thresholds_kwh: vec![],
+            block_rates_mp_per_kwh: vec![],
+        }
+    };
+    let p = Product::default()
+        .with(&Change::PaymentMode { payment_mode: PaymentMode::Prepayment })
+        .with(&Change::Tariff { tariff, standing_charge_mp_per_day: standing });
+    p.check().unwrap();
+    p
+}
+
+/// The charges for `[from, to)` computed independently, half hour by half hour.
+fn expected_units(c: &Consumption, p: &Product, from: Timestamp, to: Timestamp) -> i64 {
+    let mut units = 0;
+    for (start, wh) in c.half_hours(from, to) {
+        let local = domain::time::in_london(start);
+        let minute = local.hour() as i64 * 60 + local.minute() as i64;
+        if minute == 0 {
+            units += p.standing_charge_mp_per_day * 1000;
+        }
+        let rate = if p.tariff.rates_mp_per_kwh.len() == 1 || !(30..450).contains(&minute) {
+            p.tariff.rates_mp_per_kwh[0]
+        } else {
+            p.tariff.rates_mp_per_kwh[1]
+        };
+        units += wh as i64 * rate;
+    }
+    units
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn charges_do_not_depend_on_how_time_is_cut(
+        seed in any::<u64>(),
+        tou in any::<bool>(),
+        day_rate in 0i64..60_000,
+        night_rate in 0i64..30_000,
+        standing in 0i64..90_000,
+        start_offset in 0i64..86_400,
+        cuts in prop::collection::vec(1i64..200_000, 1..12),
+        credits in prop::collection::vec(0u64..5_000, 0..5),
+    ) {
+        let origin: Timestamp = "2026-03-20T00:00:00Z".parse().unwrap();
+        let start = origin + SignedDuration::from_secs(start_offset);
+        let c = Consumption::for_meter(LoadShape::Domestic, seed, origin, None);
+        let p = product(tou, day_rate, night_rate, standing);
+        let mut account = Prepay::default();
+        let mut supply = Supply::Enabled;
+        // Plenty of credit, so supply never goes off and every half hour is charged.
+        account.credit(start, 10_000_000, &mut supply, &p);
+        account.accrue(&c, &p, &mut supply, start);
+        let first = account.settled_to.unwrap();
+        let mut t = start;
+        for (i, cut) in cuts.iter().enumerate() {
+            t += SignedDuration::from_secs(*cut);
+            account.accrue(&c, &p, &mut supply, t);
+            if let Some(pence) = credits.get(i) {
+                account.credit(t, *pence, &mut supply, &p);
+            }
+        }
+        let last = account.settled_to.unwrap();
+        prop_assert!(last <= t && t.duration_since(last) < SignedDuration::from_secs(1800), "settled to the last whole half hour");
+        prop_assert_eq!(account.charged_units, expected_units(&c, &p, first, last));
+        let credited: u64 = 10_000_000 + credits.iter().take(cuts.len()).sum::<u64>();
+        prop_assert_eq!(account.credited_pence, credited);
+        prop_assert_eq!(account.balance_pence(), credited as i64 - account.charged_units.div_euclid(UNITS_PER_PENNY));
+        prop_assert_eq!(supply, Supply::Enabled);
+    }
+}
+
+#[test]
+fn a_credit_mode_meter_charges_nothing() {
+    let origin: Timestamp = "2026-03-20T00:00:00Z".parse().unwrap();
+    let c = Consumption::for_meter(LoadShape::Domestic, 7, origin, None);
+    let p = Product::default();
+    let mut account = Prepay::default();
+    let mut supply = Supply::Enabled;
+    account.accrue(&c, &p, &mut supply, origin);
+    account.accrue(&c, &p, &mut supply, origin + SignedDuration::from_hours(24 * 30));
+    assert_eq!(account.charged_units, 0);
+    assert_eq!(account.settled_to, Some(origin + SignedDuration::from_hours(24 * 30)));
+}
