@@ -249,3 +249,91 @@ async fn a_prepayment_story_from_top_up_to_disablement_and_back() {
     assert_eq!(c["events"].as_array().unwrap().last().unwrap()["alert"], json!(0x8F32), "{c}");
     m.w.close().await;
 }
+
+// R-PAY-5: emergency credit and debt recovery on the meter. Below the threshold emergency
+// credit is offered (0x8119); the consumer takes it on the keypad (0x81AB) and supply stays
+// on until it is used up (0x81AA, then 0x8F0F); debt set by SRV 2.3 is recovered at each
+// midnight; a top-up repays the emergency credit and arms the supply.
+#[tokio::test]
+async fn emergency_credit_and_debt_recovery() {
+    let m = market().await;
+    let home = enrolled_home(&m).await;
+    let meter: domain::Eui64 = device_of(&home, "electricity-meter").parse().unwrap();
+    let reg = json!({"effective_from": START, "supplier": "acme", "network_operator": "dno-13",
+        "meter_type": "smart-compliant", "payment_mode": "prepayment"});
+    let (s, v) = m.w.call(Method::POST, &format!("/v1/metering-points/{MPAN}/registrations"), &m.reg, Some(reg)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let psp = m.w.party("paypoint", &["PSP"], 11, None).await;
+    for (srv, body) in [
+        ("1.6", json!({"payment_mode": "prepayment"})),
+        ("1.1.1", json!({"tariff": {"rates_mp_per_kwh": [30000]}, "standing_charge_mp_per_day": 50000})),
+        (
+            "2.1",
+            json!({"emergency_credit": {"limit_pence": 500, "threshold_pence": 100},
+                       "debt_recovery": {"rate_pence_per_day": 20, "cap_pence_per_week": 100}}),
+        ),
+        ("2.3", json!({"debt_pence": 60})),
+    ] {
+        let (_, r) = change(&m, srv, body, None).await;
+        assert_eq!(r["response"]["outcome"], json!("done"), "{srv}: {r}");
+    }
+    let customer = domain::customer::CustomerId::for_mpxn(domain::Mpxn::parse(MPAN).unwrap()).to_string();
+    let pay = |pence: i64, reference: &str| json!({"customer_id": customer, "amount_pence": pence, "payment_reference": reference});
+    let (s, v) = m.w.call(Method::POST, "/v1/top-ups", &psp, Some(pay(300, "EC-1"))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    m.w.hub.dispatch_due().await.unwrap();
+    // With 300 pence, not below the threshold: the supplier cannot force emergency credit on.
+    let (_, r) = change(&m, "2.5", json!({}), None).await;
+    assert_eq!(r["response"]["body"]["code"], json!("inconsistent"), "{r}");
+
+    let alerts =
+        |c: &Value| c["events"].as_array().unwrap().iter().map(|e| e["alert"].as_u64().unwrap()).collect::<Vec<_>>();
+    let mut offered = false;
+    for _ in 0..8 {
+        advance(&m, "PT6H").await;
+        if alerts(&config(&m).await).contains(&0x8119) {
+            offered = true;
+            break;
+        }
+    }
+    assert!(offered, "emergency credit was never offered");
+    let c = config(&m).await;
+    assert!(c["debt_pence"].as_i64().unwrap() < 60, "debt is being recovered: {c}");
+    let taken = m.w.fleet.keypad_emergency_credit(meter).await.unwrap();
+    let taken = serde_json::to_value(&taken).unwrap();
+    assert_eq!(taken["body"]["emergency_credit"], json!("active"), "{taken}");
+    if taken["body"]["supply"] == json!("armed") {
+        // Credit ran out before the consumer took emergency credit: they restore the supply.
+        let restored = m.w.fleet.keypad_restore_supply(meter).await.unwrap();
+        assert_eq!(serde_json::to_value(&restored).unwrap()["body"]["supply"], json!("enabled"));
+    }
+
+    for _ in 0..12 {
+        advance(&m, "PT6H").await;
+        if alerts(&config(&m).await).contains(&0x81AA) {
+            break;
+        }
+    }
+    let c = config(&m).await;
+    let a = alerts(&c);
+    let (ec_on, ec_out, off) = (
+        a.iter().position(|x| *x == 0x81AB).unwrap(),
+        a.iter().position(|x| *x == 0x81AA).unwrap_or_else(|| panic!("emergency credit exhausted: {c}")),
+        a.iter().rposition(|x| *x == 0x8F0F).expect("supply disabled"),
+    );
+    assert!(ec_on < ec_out && ec_out < off, "{a:?}");
+    assert!(c["balance_pence"].as_i64().unwrap() <= -500, "the emergency credit was used: {c}");
+
+    let (s, v) = m.w.call(Method::POST, "/v1/top-ups", &psp, Some(pay(2000, "EC-2"))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    m.w.hub.dispatch_due().await.unwrap();
+    let c = config(&m).await;
+    assert_eq!(c["emergency_credit_active"], json!(false), "repaid: {c}");
+    let r = m.w.run(&m.acme, "7.4", json!({"mpxn": MPAN}), json!({}), None).await;
+    assert_eq!(r["response"]["body"]["supply"], json!("armed"), "{r}");
+    let view = m.w.fleet.ihd_view(meter).await.unwrap();
+    let shown = &view["meters"][0];
+    assert_eq!(shown["balance_pence"], c["balance_pence"], "{view}");
+    assert!(shown["debt_pence"].is_i64(), "the display shows debt: {view}");
+    m.w.close().await;
+}

@@ -5,14 +5,22 @@
 //! `credited − ⌊charged / 10⁶⌋` (partial pennies are never rounded against the customer),
 //! so it never drifts from the sum of its events.
 //!
-//! Thresholds: falling below the low-credit threshold raises 0x810D once (re-armed when a
-//! top-up lifts the balance above it); running out of credit raises 0x8F0F and disables
-//! supply, unless the half hour falls in a non-disablement period (then supply goes off at
-//! the first half hour outside one, if credit is still exhausted). A top-up that restores
-//! credit arms the supply (0x8F32); the consumer restores it. While supply is off no energy
-//! is charged; the standing charge still is.
+//! Emergency credit: when the balance falls below the configured threshold it becomes
+//! available (0x8119); the consumer (keypad) or the supplier (SRV 2.5) activates it
+//! (0x81AB), and supply then stays on until the balance reaches minus the limit (0x81AA
+//! emergency credit exhausted). A top-up that brings the balance above zero repays it and
+//! ends it.
 //!
-//! Not yet modelled: emergency credit being taken, debt recovery (configured, not charged).
+//! Debt (SRV 2.3 sets it) is recovered at each London midnight at the configured daily rate,
+//! at most the weekly cap per week (Monday to Sunday), never more than is owed; recovery is
+//! a charge like any other, so the balance still never drifts (0x81A9 when it is all paid).
+//!
+//! Thresholds: combined credit (balance plus any active emergency credit) falling below the
+//! low-credit threshold raises 0x810D once (again after a top-up lifts it above); running out
+//! raises 0x8F0F and disables supply, unless the half hour ends in a non-disablement period
+//! (then supply goes off at the first half hour outside one, if credit is still exhausted). A
+//! top-up that restores credit arms the supply (0x8F32); the consumer restores it. While
+//! supply is off no energy is charged; the standing charge and debt recovery still are.
 
 use domain::product::{PaymentMode, Product};
 use jiff::Timestamp;
@@ -30,6 +38,10 @@ pub const ALERT_LOW_CREDIT: u16 = 0x810D;
 pub const ALERT_DISABLEMENT_THRESHOLD: u16 = 0x8F0F;
 pub const ALERT_SUPPLY_ARMED: u16 = 0x8F32;
 pub const ALERT_CREDIT_ADDED: u16 = 0x810E;
+pub const ALERT_EMERGENCY_CREDIT_AVAILABLE: u16 = 0x8119;
+pub const ALERT_EMERGENCY_CREDIT_ACTIVATED: u16 = 0x81AB;
+pub const ALERT_EMERGENCY_CREDIT_EXHAUSTED: u16 = 0x81AA;
+pub const ALERT_DEBT_CLEARED: u16 = 0x81A9;
 
 const HALF_HOUR_SECS: i64 = 1800;
 
@@ -55,6 +67,17 @@ pub struct Prepay {
     pub settled_to: Option<Timestamp>,
     #[serde(default)]
     pub low_credit_alerted: bool,
+    /// Emergency credit is in use.
+    #[serde(default)]
+    pub emergency_credit_active: bool,
+    #[serde(default)]
+    pub emergency_credit_offered: bool,
+    /// Debt still to recover, pence.
+    #[serde(default)]
+    pub debt_pence: i64,
+    /// Debt recovered in the current week: (Monday of the week, pence).
+    #[serde(default)]
+    pub recovered_this_week: Option<(jiff::civil::Date, i64)>,
     #[serde(default)]
     pub events: Vec<MeterEvent>,
 }
@@ -63,6 +86,54 @@ impl Prepay {
     /// The balance in pence (negative: owed).
     pub fn balance_pence(&self) -> i64 {
         self.credited_pence as i64 - self.charged_units.div_euclid(UNITS_PER_PENNY)
+    }
+
+    /// Credit the customer can still use: the balance plus any active emergency credit.
+    pub fn combined_credit_pence(&self, product: &Product) -> i64 {
+        let ec = match (self.emergency_credit_active, product.emergency_credit) {
+            (true, Some(ec)) => ec.limit_pence,
+            _ => 0,
+        };
+        self.balance_pence() + ec
+    }
+
+    /// Take emergency credit (the consumer on the keypad, or the supplier with SRV 2.5):
+    /// only in prepayment mode, when configured and the balance is below its threshold.
+    pub fn activate_emergency_credit(
+        &mut self,
+        at: Timestamp,
+        product: &Product,
+        supply: &mut Supply,
+    ) -> Result<i64, String> {
+        let Some(ec) = product.emergency_credit.filter(|_| product.payment_mode == PaymentMode::Prepayment) else {
+            return Err("no emergency credit is configured on this meter".into());
+        };
+        if self.emergency_credit_active {
+            return Err("emergency credit is already in use".into());
+        }
+        let balance = self.balance_pence();
+        if balance >= ec.threshold_pence {
+            return Err(format!(
+                "emergency credit is offered below {} pence; the balance is {balance}",
+                ec.threshold_pence
+            ));
+        }
+        self.emergency_credit_active = true;
+        self.event(
+            at,
+            ALERT_EMERGENCY_CREDIT_ACTIVATED,
+            format!("{} pence of emergency credit in use", ec.limit_pence),
+        );
+        if *supply == Supply::Disabled && self.combined_credit_pence(product) > 0 {
+            *supply = Supply::Armed;
+            self.event(at, ALERT_SUPPLY_ARMED, "emergency credit: supply armed, ready to be restored".into());
+        }
+        Ok(self.combined_credit_pence(product))
+    }
+
+    /// Set the debt to recover (SRV 2.3).
+    pub fn set_debt(&mut self, pence: i64) {
+        self.debt_pence = pence;
     }
 
     fn event(&mut self, at: Timestamp, alert: u16, detail: String) {
@@ -76,10 +147,15 @@ impl Prepay {
     pub fn credit(&mut self, at: Timestamp, pence: u64, supply: &mut Supply, product: &Product) {
         self.credited_pence += pence;
         self.event(at, ALERT_CREDIT_ADDED, format!("{pence} pence added; balance {} pence", self.balance_pence()));
-        if product.low_credit_threshold_pence.is_some_and(|t| self.balance_pence() >= t) {
+        if self.emergency_credit_active && self.balance_pence() > 0 {
+            // Repaid: it ends, and can be offered again next time.
+            self.emergency_credit_active = false;
+            self.emergency_credit_offered = false;
+        }
+        if product.low_credit_threshold_pence.is_some_and(|t| self.combined_credit_pence(product) >= t) {
             self.low_credit_alerted = false;
         }
-        if *supply == Supply::Disabled && self.balance_pence() > 0 {
+        if *supply == Supply::Disabled && self.combined_credit_pence(product) > 0 {
             *supply = Supply::Armed;
             self.event(at, ALERT_SUPPLY_ARMED, "credit restored: supply armed, ready to be restored".into());
         }
@@ -107,28 +183,71 @@ impl Prepay {
             let minute = local.hour() as u32 * 60 + local.minute() as u32;
             if minute == 0 {
                 self.charged_units += product.standing_charge_mp_per_day * 1000;
+                self.recover_debt(start, local.date(), product);
             }
             if *supply == Supply::Enabled {
                 self.charged_units += wh as i64 * rate_at(product, minute);
             }
             let end = start + jiff::SignedDuration::from_secs(HALF_HOUR_SECS);
             let balance = self.balance_pence();
+            if let Some(ec) = product.emergency_credit
+                && !self.emergency_credit_active
+                && !self.emergency_credit_offered
+                && balance < ec.threshold_pence
+            {
+                self.emergency_credit_offered = true;
+                self.event(
+                    end,
+                    ALERT_EMERGENCY_CREDIT_AVAILABLE,
+                    format!("{} pence of emergency credit available", ec.limit_pence),
+                );
+            }
+            let combined = self.combined_credit_pence(product);
             if let Some(t) = product.low_credit_threshold_pence
-                && balance < t
+                && combined < t
                 && !self.low_credit_alerted
             {
                 self.low_credit_alerted = true;
-                self.event(end, ALERT_LOW_CREDIT, format!("balance {balance} pence is below {t} pence"));
+                self.event(end, ALERT_LOW_CREDIT, format!("combined credit {combined} pence is below {t} pence"));
             }
             let end_minute = (minute + 30) % (24 * 60);
-            if balance <= 0 && *supply == Supply::Enabled && !protected(product, end_minute) {
+            if combined <= 0 && *supply == Supply::Enabled && !protected(product, end_minute) {
                 *supply = Supply::Disabled;
+                if self.emergency_credit_active {
+                    self.event(end, ALERT_EMERGENCY_CREDIT_EXHAUSTED, "emergency credit used up".into());
+                }
                 self.event(
                     end,
                     ALERT_DISABLEMENT_THRESHOLD,
                     format!("credit exhausted ({balance} pence): supply disabled"),
                 );
             }
+        }
+    }
+}
+
+impl Prepay {
+    /// At a London midnight: recover debt at the daily rate, within the weekly cap.
+    fn recover_debt(&mut self, at: Timestamp, day: jiff::civil::Date, product: &Product) {
+        let Some(d) = product.debt_recovery else { return };
+        if self.debt_pence <= 0 {
+            return;
+        }
+        let back = i64::from(day.weekday().to_monday_zero_offset());
+        let monday = day.checked_sub(jiff::Span::new().days(back)).unwrap_or(day);
+        let so_far = match self.recovered_this_week {
+            Some((week, pence)) if week == monday => pence,
+            _ => 0,
+        };
+        let take = d.rate_pence_per_day.min(d.cap_pence_per_week - so_far).min(self.debt_pence).max(0);
+        if take == 0 {
+            return;
+        }
+        self.charged_units += take * UNITS_PER_PENNY;
+        self.debt_pence -= take;
+        self.recovered_this_week = Some((monday, so_far + take));
+        if self.debt_pence == 0 {
+            self.event(at, ALERT_DEBT_CLEARED, "debt fully recovered".into());
         }
     }
 }

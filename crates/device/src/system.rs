@@ -474,9 +474,27 @@ impl System {
                     out["pending"] = json!(pending);
                     out["activations"] = json!(meter.activations);
                     out["balance_pence"] = json!(meter.prepay.balance_pence());
+                    out["debt_pence"] = json!(meter.prepay.debt_pence);
+                    out["emergency_credit_active"] = json!(meter.prepay.emergency_credit_active);
                     out["events"] = json!(meter.prepay.events);
                 }
                 Outcome::Done(out)
+            }
+            "2.3" => {
+                let Some(m) = self.meter_index(eui) else { return not_here() };
+                let Some(debt) = body.get("debt_pence").and_then(Value::as_i64).filter(|d| *d >= 0) else {
+                    return refused(RefusalCode::InvalidBody, "debt_pence: a whole number of pence, not negative");
+                };
+                let meter = &mut self.meters[m];
+                if meter.product.payment_mode != domain::product::PaymentMode::Prepayment {
+                    return refused(RefusalCode::Inconsistent, "debt is recovered from credit in prepayment mode only");
+                }
+                meter.prepay.set_debt(debt);
+                Outcome::Done(json!({"debt_pence": debt, "balance_pence": meter.prepay.balance_pence()}))
+            }
+            "2.5" => {
+                let Some(m) = self.meter_index(eui) else { return not_here() };
+                self.emergency_credit(now, m)
             }
             "2.2" => {
                 let Some(utrn) = body.get("utrn").and_then(Value::as_str) else {
@@ -692,6 +710,39 @@ impl System {
         self.credit_utrn(now, meter, utrn)
     }
 
+    /// The consumer takes emergency credit on the keypad (or the PPMID).
+    pub fn keypad_emergency_credit(&mut self, now: Timestamp, meter: Eui64) -> Outcome {
+        let Some(m) = self.meter_index(meter) else {
+            return refused(RefusalCode::UnknownDevice, format!("no meter {meter} here"));
+        };
+        self.settle(now);
+        self.emergency_credit(now, m)
+    }
+
+    /// The consumer presses the button that restores an armed supply.
+    pub fn keypad_restore_supply(&mut self, now: Timestamp, meter: Eui64) -> Outcome {
+        let Some(m) = self.meter_index(meter) else {
+            return refused(RefusalCode::UnknownDevice, format!("no meter {meter} here"));
+        };
+        self.settle(now);
+        let meter = &mut self.meters[m];
+        if meter.supply != Supply::Armed {
+            return refused(RefusalCode::Inconsistent, format!("the supply is {:?}, not armed", meter.supply));
+        }
+        meter.supply = Supply::Enabled;
+        Outcome::Done(json!({"supply": meter.supply}))
+    }
+
+    fn emergency_credit(&mut self, now: Timestamp, m: usize) -> Outcome {
+        let Meter { prepay, product, supply, .. } = &mut self.meters[m];
+        match prepay.activate_emergency_credit(now, product, supply) {
+            Ok(combined) => Outcome::Done(
+                json!({"emergency_credit": "active", "combined_credit_pence": combined, "supply": supply}),
+            ),
+            Err(why) => refused(RefusalCode::Inconsistent, why),
+        }
+    }
+
     /// Check a UTRN against the trusted supplier's prepayment key and this meter's key, and
     /// credit it once (GBCS 14).
     fn credit_utrn(&mut self, now: Timestamp, eui: Eui64, utrn: &str) -> Outcome {
@@ -771,7 +822,9 @@ impl System {
             .map(|m| {
                 let r = settled.consumption(m).registers_at(now);
                 json!({"fuel": m.fuel.as_str(), "import_wh": r.import_wh, "supply": m.supply,
-                       "balance_pence": m.prepay.balance_pence(), "payment_mode": m.product.payment_mode})
+                       "balance_pence": m.prepay.balance_pence(), "payment_mode": m.product.payment_mode,
+                       "debt_pence": m.prepay.debt_pence, "emergency_credit_active": m.prepay.emergency_credit_active,
+                       "combined_credit_pence": m.prepay.combined_credit_pence(&m.product)})
             })
             .collect();
         json!({"message": settled.display.as_ref().map(|d| &d.text), "meters": meters})

@@ -106,3 +106,35 @@ fn a_credit_mode_meter_charges_nothing() {
     assert_eq!(account.charged_units, 0);
     assert_eq!(account.settled_to, Some(origin + SignedDuration::from_hours(24 * 30)));
 }
+
+// Debt is recovered at each London midnight at the daily rate, never more than the weekly
+// cap in a Monday-to-Sunday week, never more than is owed; each penny recovered is charged.
+#[test]
+fn debt_recovery_keeps_to_the_daily_rate_and_the_weekly_cap() {
+    use domain::product::DebtRecovery;
+    // Monday 5 January 2026, midnight London.
+    let monday: Timestamp = "2026-01-05T00:00:00Z".parse().unwrap();
+    let c = Consumption::for_meter(LoadShape::Domestic, 3, monday, None);
+    let p = product(false, 0, 0, 0).with(&Change::Prepay {
+        emergency_credit: None,
+        debt_recovery: Some(Some(DebtRecovery { rate_pence_per_day: 30, cap_pence_per_week: 100 })),
+        low_credit_threshold_pence: None,
+        non_disablement: None,
+    });
+    p.check().unwrap();
+    let mut account = Prepay::default();
+    let mut supply = Supply::Enabled;
+    account.credit(monday, 100_000, &mut supply, &p);
+    account.set_debt(250);
+    account.accrue(&c, &p, &mut supply, monday - SignedDuration::from_secs(1800));
+    let day = |n: i64| monday + SignedDuration::from_hours(24 * n) + SignedDuration::from_secs(1800);
+    let mut owed = Vec::new();
+    for n in 0..15 {
+        account.accrue(&c, &p, &mut supply, day(n));
+        owed.push(account.debt_pence);
+    }
+    // Week 1: 30, 30, 30, then 10 (cap 100), then nothing; week 2 the same; week 3: the last 50.
+    assert_eq!(owed, [220, 190, 160, 150, 150, 150, 150, 120, 90, 60, 50, 50, 50, 50, 20]);
+    assert_eq!(account.charged_units, (250 - 20) * UNITS_PER_PENNY, "prices are zero: only debt was charged");
+    assert_eq!(account.balance_pence(), 100_000 - 230);
+}

@@ -155,6 +155,18 @@ impl Fleet {
         self.apply(meter, None, |system| system.keypad_entry(now, meter, utrn)).await
     }
 
+    /// The consumer takes emergency credit on the meter's keypad (or the PPMID).
+    pub async fn keypad_emergency_credit(&self, meter: Eui64) -> Result<Outcome, TransportError> {
+        let now = self.clock.now();
+        self.apply(meter, None, |system| system.keypad_emergency_credit(now, meter)).await
+    }
+
+    /// The consumer presses the meter's button to restore an armed supply.
+    pub async fn keypad_restore_supply(&self, meter: Eui64) -> Result<Outcome, TransportError> {
+        let now = self.clock.now();
+        self.apply(meter, None, |system| system.keypad_restore_supply(now, meter)).await
+    }
+
     /// Run `f` on the system holding `eui` and persist any change before answering. With a
     /// request id, the answer is remembered: the same request delivered again gets it back
     /// and is not run twice.

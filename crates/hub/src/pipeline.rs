@@ -23,8 +23,8 @@ use crate::{Caller, Hub, HubError};
 
 /// SRVs this hub executes end to end today.
 pub const EXECUTABLE_SRVS: &[&str] = &[
-    "8.1.1", "6.20.1", "1.1.1", "1.2.1", "1.6", "2.1", "2.2", "4.1.1", "4.8.1", "4.17", "5.1", "5.2", "5.3", "6.2",
-    "7.4", "11.2", "3.1", "6.22", "8.11",
+    "8.1.1", "6.20.1", "1.1.1", "1.2.1", "1.6", "2.1", "2.2", "2.3", "2.5", "4.1.1", "4.8.1", "4.17", "5.1", "5.2",
+    "5.3", "6.2", "7.4", "11.2", "3.1", "6.22", "8.11",
 ];
 /// SRVs that read stored data and so carry the requester's data window.
 const WINDOWED_SRVS: &[&str] = &["4.8.1", "4.17"];
@@ -95,7 +95,16 @@ pub fn validate_body(srv: &str, body: &Value, rules: domain::IdRules, now: Times
             // Form only (R-PM-1): whether the product would be consistent is the meter's call.
             domain::product::Change::parse(srv, &body).map_err(|e| invalid(&e.field, e.rule))?;
         }
-        "8.1.1" | "4.1.1" | "6.2" | "7.4" | "11.2" => {
+        "2.3" => {
+            let o = object(&body, &["debt_pence"])?;
+            let d = o
+                .get("debt_pence")
+                .and_then(Value::as_i64)
+                .filter(|d| (0..=10_000_000).contains(d))
+                .ok_or_else(|| invalid("body.debt_pence", "required, 0 to 10,000,000 pence"))?;
+            return Ok(json!({"debt_pence": d}));
+        }
+        "8.1.1" | "2.5" | "4.1.1" | "6.2" | "7.4" | "11.2" => {
             object(&body, &[])?;
         }
         "6.20.1" => {
