@@ -12,6 +12,7 @@ pub mod payments;
 pub mod problem;
 pub mod reads;
 pub mod routes;
+pub mod simulation;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -97,12 +98,15 @@ pub struct AppState {
         payments::get_payment_endpoint,
         payments::set_payment_endpoint,
         payments::remove_payment_endpoint,
+        simulation::display,
+        simulation::keypad,
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
     tags(
         (name = "requests", description = "Service requests: submit, sign critical ones, follow them to their response (R-SR-1..4)."),
         (name = "payments", description = "Prepayment: customer identifiers, top-ups with GBCS UTRNs (R-PAY-1..4)."),
+        (name = "simulation", description = "The simulated homes: in-home displays and consumers at the keypad (hub operator)."),
         (name = "reads", description = "Reads distribution: per-day batches of your reads, forwarding reads to network operators (R-RD-1, R-RD-2)."),
         (name = "devices", description = "Premises and their devices (the smart metering inventory)."),
         (name = "registry", description = "Metering points and their effective-dated registrations (R-REG-1..4)."),
@@ -173,6 +177,8 @@ const OPERATION_SERVICES: &[(&str, &[&str])] = &[
     ("get_payment_endpoint", &["payment.endpoint-own"]),
     ("set_payment_endpoint", &["payment.endpoint-own"]),
     ("remove_payment_endpoint", &["payment.endpoint-own"]),
+    ("display", &["simulation.consumer"]),
+    ("keypad", &["simulation.consumer"]),
 ];
 
 fn catalogue_markdown() -> String {
@@ -341,6 +347,8 @@ pub fn router_with_limit(hub: hub::Hub, in_flight: usize) -> Router {
         .route("/v1/requests/{request_id}/delete", post(routes::delete_request))
         .route("/v1/quarantine", get(routes::list_quarantine))
         .route("/v1/customers/{customer_id}", get(payments::get_customer))
+        .route("/v1/simulation/devices/{eui}/display", get(simulation::display))
+        .route("/v1/simulation/devices/{eui}/keypad", post(simulation::keypad))
         .route("/v1/top-ups", post(payments::create_top_up))
         .route(
             "/v1/payment-endpoint",

@@ -79,10 +79,19 @@ async fn a_top_up_reaches_the_meter_once_with_a_gbcs_utrn() {
     assert_eq!(s, StatusCode::CONFLICT, "another amount under a used reference: {v}");
 
     // Typed on the keypad as well: refused as a duplicate (0x8F51), nothing credited.
-    let typed = m.w.fleet.keypad_entry(meter, &utrn).await.unwrap();
-    let text = serde_json::to_string(&typed).unwrap();
-    assert!(text.contains("utrn-rejected") && text.contains("0x8F51"), "{text}");
+    let keypad = format!("/v1/simulation/devices/{meter}/keypad");
+    let (s, typed) =
+        m.w.call(Method::POST, &keypad, &m.w.operator, Some(json!({"action": "utrn", "utrn": utrn}))).await;
+    assert_eq!(s, StatusCode::OK, "{typed}");
+    assert_eq!(typed["body"]["code"], json!("utrn-rejected"), "{typed}");
+    assert!(typed["body"]["reason"].as_str().unwrap().contains("0x8F51"), "{typed}");
     assert_eq!(meter_balance(&m, meter).await, 1500);
+    // The simulation's window into homes is the hub operator's only.
+    let (s, _) = m.w.call(Method::POST, &keypad, &m.acme, Some(json!({"action": "utrn", "utrn": utrn}))).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, shown) =
+        m.w.call(Method::GET, &format!("/v1/simulation/devices/{meter}/display"), &m.w.operator, None).await;
+    assert_eq!((s, shown["meters"][0]["balance_pence"].as_i64()), (StatusCode::OK, Some(1500)), "{shown}");
 
     // Pounds above £81.91; counters go up per (supplier, meter).
     let (s, t) = top_up(&m, &psp, &id, 10_000, "PP-0002").await;

@@ -276,6 +276,12 @@ pub static CATALOGUE: &[Service] = &[
         false,
         &[Grant::any(Role::ImportSupplier), Grant::any(Role::GasSupplier)],
     ),
+    hub(
+        "simulation.consumer",
+        "Simulation: see a home's in-home display and act as its consumer at the meter's keypad",
+        false,
+        &[HUB],
+    ),
     hub("grants.manage-any", "Read and end any consent or appointment", true, &[HUB]),
     hub(
         "reads.batch",

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use device::{Command, Installation, Outcome, System};
 use domain::Eui64;
 use hub::Clock;
-use hub::transport::{DeviceMessage, DeviceTransport, InstallOrder, Installed, TransportError};
+use hub::transport::{ConsumerAction, DeviceMessage, DeviceTransport, InstallOrder, Installed, TransportError};
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
 use store::FleetStore;
@@ -243,6 +243,18 @@ impl DeviceTransport for Fleet {
         let request_id = Command::decode(&m.bytes).map(|c| c.id.to_string()).ok();
         let now = self.clock.now();
         self.apply(m.target, request_id, |system| system.handle(now, &m.bytes, m.signature.as_deref(), m.access)).await
+    }
+
+    async fn display(&self, eui: Eui64) -> Result<serde_json::Value, TransportError> {
+        self.ihd_view(eui).await
+    }
+
+    async fn consumer(&self, meter: Eui64, action: ConsumerAction) -> Result<Outcome, TransportError> {
+        match action {
+            ConsumerAction::EnterUtrn(utrn) => self.keypad_entry(meter, &utrn).await,
+            ConsumerAction::EmergencyCredit => self.keypad_emergency_credit(meter).await,
+            ConsumerAction::RestoreSupply => self.keypad_restore_supply(meter).await,
+        }
     }
 
     async fn key_agreement_point(&self, eui: Eui64) -> Result<Vec<u8>, TransportError> {

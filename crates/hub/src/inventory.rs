@@ -122,3 +122,32 @@ impl Hub {
         Ok(self.store().enrol_homes(homes).await?)
     }
 }
+
+impl Hub {
+    fn simulation_transport(
+        &self,
+        caller: &Caller,
+    ) -> Result<&std::sync::Arc<dyn crate::transport::DeviceTransport>, HubError> {
+        self.authorize(caller, "simulation.consumer", None)?;
+        self.inner.transport.get().ok_or_else(|| HubError::Unavailable("no device transport is attached".into()))
+    }
+
+    /// Simulation: what the in-home display at a device's premises shows (hub operator).
+    pub async fn simulated_display(&self, caller: &Caller, eui: &str) -> Result<serde_json::Value, HubError> {
+        let transport = self.simulation_transport(caller)?;
+        let eui = domain::Eui64::parse(eui).map_err(|e| HubError::invalid("eui", e.to_string()))?;
+        transport.display(eui).await.map_err(|e| HubError::NotFound(e.to_string()))
+    }
+
+    /// Simulation: the consumer acts on a meter's keypad (hub operator).
+    pub async fn simulated_consumer(
+        &self,
+        caller: &Caller,
+        eui: &str,
+        action: crate::transport::ConsumerAction,
+    ) -> Result<device::Outcome, HubError> {
+        let transport = self.simulation_transport(caller)?;
+        let eui = domain::Eui64::parse(eui).map_err(|e| HubError::invalid("eui", e.to_string()))?;
+        transport.consumer(eui, action).await.map_err(|e| HubError::NotFound(e.to_string()))
+    }
+}

@@ -52,6 +52,21 @@ pub trait DeviceTransport: Send + Sync + 'static {
     /// A meter's key-agreement public point (65 bytes), as its certificate in the SMKI
     /// repository carries it: public, not device state.
     async fn key_agreement_point(&self, eui: Eui64) -> Result<Vec<u8>, TransportError>;
+    /// Simulation only: what the in-home display at the device's premises shows.
+    async fn display(&self, eui: Eui64) -> Result<serde_json::Value, TransportError>;
+    /// Simulation only: the consumer at home acts on a meter's keypad.
+    async fn consumer(&self, meter: Eui64, action: ConsumerAction) -> Result<Outcome, TransportError>;
+}
+
+/// What a consumer can do at the meter (simulation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsumerAction {
+    /// Type a UTRN.
+    EnterUtrn(String),
+    /// Take emergency credit.
+    EmergencyCredit,
+    /// Press the button that restores an armed supply.
+    RestoreSupply,
 }
 
 /// Kebab-case name of a device kind, as stored in the inventory.
