@@ -619,7 +619,64 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
     )
     .await?;
 
-    step(12, "Prepayment: a top-up by customer identifier, a GBCS UTRN, credited once (R-PAY-1..4)");
+    step(12, "Product: a tariff held by the meter until midnight, an inconsistent one refused (R-PM-1..4)");
+    let midnight = domain::time::start_of_london_day(domain::time::london_date(hub.now()).tomorrow()?)
+        .map_err(anyhow::Error::msg)?;
+    let tou = json!({"tariff": {"rates_mp_per_kwh": [27500, 11000],
+                                 "switching": [{"at": "00:30", "rate": 1}, {"at": "07:30", "rate": 0}]},
+                     "standing_charge_mp_per_day": 53000});
+    let mut held = read("1.1.1", tou);
+    held["execute_at"] = json!(midnight.to_string());
+    let ack = c
+        .expect(
+            "1.1.1 an Economy 7 tariff from midnight (signed)",
+            Method::POST,
+            "/v1/requests",
+            Some(&acme),
+            Some(&held),
+            202,
+        )
+        .await?;
+    let r = sign_and_wait(&c, &acme, &ack, &acme_key).await?;
+    println!("        the meter holds it until {}", r["response"]["body"]["held_until"]);
+    let ack = c
+        .expect(
+            "2.1 emergency credit on a credit-mode meter (signed)",
+            Method::POST,
+            "/v1/requests",
+            Some(&acme),
+            Some(&read("2.1", json!({"emergency_credit": {"limit_pence": 500, "threshold_pence": 100}}))),
+            202,
+        )
+        .await?;
+    let r = sign_and_wait(&c, &acme, &ack, &acme_key).await?;
+    println!("        {}: {}", r["response"]["outcome"], r["response"]["body"]["reason"]);
+    if r["response"]["outcome"] != json!("device-refused") {
+        bail!("an inconsistent product was not refused: {r}");
+    }
+    c.expect("a day passes", Method::POST, "/v1/clock/advance", Some(&operator), Some(&json!({"by": "P1D"})), 200)
+        .await?;
+    let ack = c
+        .expect(
+            "6.2 read the meter's configuration",
+            Method::POST,
+            "/v1/requests",
+            Some(&acme),
+            Some(&read("6.2", json!({}))),
+            202,
+        )
+        .await?;
+    let r = wait_done(&c, &acme, &ack).await?;
+    let activation = &r["response"]["body"]["activations"][0];
+    println!(
+        "        in force since {} (alert 0x{:04X}), import register then {} Wh; rates {}",
+        activation["at"],
+        activation["alert"].as_u64().unwrap_or_default(),
+        activation["import_wh"],
+        r["response"]["body"]["product"]["tariff"]["rates_mp_per_kwh"]
+    );
+
+    step(13, "Prepayment: a top-up by customer identifier, a GBCS UTRN, credited once (R-PAY-1..4)");
     let psp_body =
         json!({"id": "paypoint", "name": "PayPoint", "roles": ["PSP"], "originator": "90-B3-D5-1F-30-01-00-20"});
     c.expect("a payment service provider joins", Method::POST, "/v1/parties", Some(&operator), Some(&psp_body), 201)
@@ -682,7 +739,7 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
     let balance = view["meters"].as_array().and_then(|m| m.first()).map(|m| m["balance_pence"].clone());
     println!("        the in-home display shows a balance of {} pence", balance.unwrap_or_default());
 
-    step(13, "A critical command with a bad signature is refused by the device (R-SR-2)");
+    step(14, "A critical command with a bad signature is refused by the device (R-SR-2)");
     let ack = c
         .expect(
             "8.1.1 again, signed with a key the meter does not trust",
@@ -706,7 +763,7 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
         trail.as_array().map(|a| a.iter().filter_map(|e| e["event"].as_str()).collect()).unwrap_or_default();
     println!("        audit trail: {}", events.join(" -> "));
 
-    step(14, "The API describes itself");
+    step(15, "The API describes itself");
     let doc = c.expect("OpenAPI document", Method::GET, "/openapi.json", None, None, 200).await?;
     println!(
         "        {} paths; the catalogue table is in its description",
