@@ -262,6 +262,8 @@ async fn the_supplier_confirms_top_ups_over_http_and_a_timeout_credits_nothing()
 #[tokio::test]
 async fn a_top_up_for_a_meter_that_trusts_another_supplier_is_refused() {
     let (m, psp, _home) = prepayment_market().await;
+    let (s, before) = top_up(&m, &psp, &customer(MPAN), 700, "BEFORE-COS").await;
+    assert_eq!(s, StatusCode::CREATED, "{before}");
     let body = json!({"effective_from": "2026-01-05T10:00:00Z", "supplier": "bright", "network_operator": "dno-13",
         "meter_type": "smart-compliant", "payment_mode": "prepayment"});
     let (s, v) = m.w.call(Method::POST, &format!("/v1/metering-points/{MPAN}/registrations"), &m.reg, Some(body)).await;
@@ -271,5 +273,8 @@ async fn a_top_up_for_a_meter_that_trusts_another_supplier_is_refused() {
     let (s, v) = top_up(&m, &psp, &customer(MPAN), 500, "COS-1").await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     assert!(v["detail"].as_str().unwrap().contains("trusts acme"), "{v}");
+    // A payment taken before the switch is still answered the same afterwards.
+    let (s, again) = top_up(&m, &psp, &customer(MPAN), 700, "BEFORE-COS").await;
+    assert_eq!((s, again["utrn"].clone()), (StatusCode::OK, before["utrn"].clone()), "{again}");
     m.w.close().await;
 }

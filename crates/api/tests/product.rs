@@ -165,6 +165,9 @@ async fn held_changes_supersede_and_fail_by_explicit_rules() {
     let (_, second) = change(&m, "1.6", json!({"payment_mode": "credit"}), Some(MIDNIGHT)).await;
     assert_eq!(second["response"]["body"]["superseded"], first["id"], "{second}");
     assert_eq!(config(&m).await["pending"].as_array().unwrap().len(), 2);
+    // Held changes take effect on half hours only.
+    let (s, v) = change(&m, "1.6", json!({"payment_mode": "prepayment"}), Some("2026-01-06T00:10:00Z")).await;
+    assert_eq!((s, v["field"].as_str()), (StatusCode::BAD_REQUEST, Some("execute_at")), "{v}");
 
     advance(&m, "PT17H").await; // 02:00
     let after = config(&m).await;
@@ -335,5 +338,27 @@ async fn emergency_credit_and_debt_recovery() {
     let shown = &view["meters"][0];
     assert_eq!(shown["balance_pence"], c["balance_pence"], "{view}");
     assert!(shown["debt_pence"].is_i64(), "the display shows debt: {view}");
+    m.w.close().await;
+}
+
+// Changes held for the same instant apply in the order they arrived, and one that supersedes
+// a held change takes its place: resending the earlier of two does not make the later fail.
+#[tokio::test]
+async fn changes_held_for_one_instant_keep_their_order_when_one_is_resent() {
+    let m = market().await;
+    enrolled_home(&m).await;
+    let ec = json!({"emergency_credit": {"limit_pence": 500, "threshold_pence": 100}});
+    for (srv, body) in
+        [("1.6", json!({"payment_mode": "prepayment"})), ("2.1", ec), ("1.6", json!({"payment_mode": "prepayment"}))]
+    {
+        let (_, r) = change(&m, srv, body, Some(MIDNIGHT)).await;
+        assert_eq!(r["response"]["outcome"], json!("done"), "{srv}: {r}");
+    }
+    advance(&m, "PT16H").await;
+    let after = config(&m).await;
+    let alerts: Vec<u64> =
+        after["activations"].as_array().unwrap().iter().map(|a| a["alert"].as_u64().unwrap()).collect();
+    assert_eq!(alerts, [0x8F66, 0x8F66], "{after}");
+    assert_eq!(after["product"]["emergency_credit"]["limit_pence"], json!(500), "{after}");
     m.w.close().await;
 }

@@ -152,6 +152,9 @@ impl Prepay {
             self.emergency_credit_active = false;
             self.emergency_credit_offered = false;
         }
+        if product.emergency_credit.is_some_and(|ec| self.balance_pence() >= ec.threshold_pence) {
+            self.emergency_credit_offered = false;
+        }
         if product.low_credit_threshold_pence.is_some_and(|t| self.combined_credit_pence(product) >= t) {
             self.low_credit_alerted = false;
         }
@@ -159,6 +162,29 @@ impl Prepay {
             *supply = Supply::Armed;
             self.event(at, ALERT_SUPPLY_ARMED, "credit restored: supply armed, ready to be restored".into());
         }
+    }
+
+    /// The product changed: emergency credit that is no longer configured ends; leaving
+    /// prepayment mode arms a supply that was disabled for lack of credit (credit mode never
+    /// disables), and the threshold alerts start afresh.
+    pub fn product_changed(&mut self, at: Timestamp, before: &Product, after: &Product, supply: &mut Supply) {
+        if after.emergency_credit.is_none() {
+            self.emergency_credit_active = false;
+            self.emergency_credit_offered = false;
+        }
+        if before.payment_mode != after.payment_mode {
+            self.low_credit_alerted = false;
+            self.emergency_credit_offered = false;
+            if after.payment_mode == PaymentMode::Credit && *supply == Supply::Disabled {
+                *supply = Supply::Armed;
+                self.event(at, ALERT_SUPPLY_ARMED, "credit mode: supply armed, ready to be restored".into());
+            }
+        }
+    }
+
+    /// Whether the consumer may restore an armed supply now: in credit mode, or with credit.
+    pub fn may_restore(&self, product: &Product) -> bool {
+        product.payment_mode == PaymentMode::Credit || self.combined_credit_pence(product) > 0
     }
 
     /// Charge every complete half hour and every London day start in `(settled_to, to]`
@@ -210,7 +236,9 @@ impl Prepay {
                 self.low_credit_alerted = true;
                 self.event(end, ALERT_LOW_CREDIT, format!("combined credit {combined} pence is below {t} pence"));
             }
-            let end_minute = (minute + 30) % (24 * 60);
+            // The London time the half hour ends (not start + 30 minutes: clocks change).
+            let end_local = domain::time::in_london(end);
+            let end_minute = end_local.hour() as u32 * 60 + end_local.minute() as u32;
             if combined <= 0 && *supply == Supply::Enabled && !protected(product, end_minute) {
                 *supply = Supply::Disabled;
                 if self.emergency_credit_active {
@@ -243,7 +271,7 @@ impl Prepay {
         if take == 0 {
             return;
         }
-        self.charged_units += take * UNITS_PER_PENNY;
+        self.charged_units = self.charged_units.saturating_add(take.saturating_mul(UNITS_PER_PENNY));
         self.debt_pence -= take;
         self.recovered_this_week = Some((monday, so_far + take));
         if self.debt_pence == 0 {

@@ -146,6 +146,10 @@ pub struct Meter {
 pub struct PendingChange {
     pub request_id: String,
     pub at: Timestamp,
+    /// Order among changes held for the same instant: arrival order, and a change that
+    /// supersedes a held one takes its place.
+    #[serde(default)]
+    pub seq: u64,
     pub change: Change,
 }
 
@@ -193,7 +197,10 @@ pub struct Access {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Requester {
+    /// The registered (import or gas) supplier.
     Supplier,
+    /// The registered export supplier.
+    ExportSupplier,
     NetworkOperator,
     OtherUser,
 }
@@ -470,20 +477,27 @@ impl System {
                         .iter()
                         .map(|p| json!({"request_id": p.request_id, "srv": change_srv(&p.change), "at": p.at.to_string()}))
                         .collect();
+                    // Events and results from before the supplier's period are not its own.
+                    let since = access.from.unwrap_or(Timestamp::MIN).max(meter.supplier_data_from);
+                    let activations: Vec<&Activation> = meter.activations.iter().filter(|a| a.at >= since).collect();
+                    let events: Vec<&crate::account::MeterEvent> =
+                        meter.prepay.events.iter().filter(|e| e.at >= since).collect();
                     out["product"] = json!(meter.product);
                     out["pending"] = json!(pending);
-                    out["activations"] = json!(meter.activations);
+                    out["activations"] = json!(activations);
                     out["balance_pence"] = json!(meter.prepay.balance_pence());
                     out["debt_pence"] = json!(meter.prepay.debt_pence);
                     out["emergency_credit_active"] = json!(meter.prepay.emergency_credit_active);
-                    out["events"] = json!(meter.prepay.events);
+                    out["events"] = json!(events);
                 }
                 Outcome::Done(out)
             }
             "2.3" => {
                 let Some(m) = self.meter_index(eui) else { return not_here() };
-                let Some(debt) = body.get("debt_pence").and_then(Value::as_i64).filter(|d| *d >= 0) else {
-                    return refused(RefusalCode::InvalidBody, "debt_pence: a whole number of pence, not negative");
+                let Some(debt) =
+                    body.get("debt_pence").and_then(Value::as_i64).filter(|d| (0..=10_000_000).contains(d))
+                else {
+                    return refused(RefusalCode::InvalidBody, "debt_pence: 0 to 10,000,000 pence");
                 };
                 let meter = &mut self.meters[m];
                 if meter.product.payment_mode != domain::product::PaymentMode::Prepayment {
@@ -595,7 +609,7 @@ impl System {
                     .iter()
                     .enumerate()
                     .filter(|(_, p)| p.at <= now)
-                    .min_by_key(|(_, p)| p.at)
+                    .min_by_key(|(_, p)| (p.at, p.seq))
                     .map(|(i, _)| i);
                 let Some(i) = due else { break };
                 let p = self.meters[m].pending.remove(i);
@@ -607,7 +621,8 @@ impl System {
                 let after = meter.product.with(&p.change);
                 let activation = match after.check() {
                     Ok(()) => {
-                        meter.product = after.clone();
+                        let before = std::mem::replace(&mut meter.product, after.clone());
+                        meter.prepay.product_changed(p.at, &before, &after, &mut meter.supply);
                         Activation {
                             request_id: p.request_id,
                             srv: change_srv(&p.change),
@@ -659,19 +674,36 @@ impl System {
                 if let Err(e) = after.check() {
                     return refused(RefusalCode::Inconsistent, format!("{e}; nothing was applied"));
                 }
-                meter.product = after.clone();
+                let before = std::mem::replace(&mut meter.product, after.clone());
+                meter.prepay.product_changed(now, &before, &after, &mut meter.supply);
                 Outcome::Done(json!({"applied_at": now.to_string(), "product": after}))
             }
             Some(at) => {
                 if at > now + SignedDuration::from_hours(24 * PENDING_DAYS_MAX) {
                     return refused(RefusalCode::InvalidBody, format!("at most {PENDING_DAYS_MAX} days ahead"));
                 }
-                // Judged against the product as it will be then: the changes held for
-                // earlier, then this one (which replaces a held change of the same SRV).
+                if at.as_second().rem_euclid(1800) != 0 {
+                    return refused(
+                        RefusalCode::InvalidBody,
+                        "a held product change takes effect on a half hour (charges are per half hour)",
+                    );
+                }
+                // A change of the same SRV already held is replaced, and its replacement
+                // takes its place among changes held for the same instant.
+                let superseded = meter.pending.iter().position(|p| change_srv(&p.change) == cmd.srv);
+                let seq = match superseded {
+                    Some(i) if meter.pending[i].at == at => meter.pending[i].seq,
+                    _ => meter.pending.iter().map(|p| p.seq + 1).max().unwrap_or(0),
+                };
+                // Judged against the product as it will be then: the changes held to take
+                // effect before it, in order, then this one.
                 let mut then = meter.product.clone();
-                let mut earlier: Vec<&PendingChange> =
-                    meter.pending.iter().filter(|p| p.at <= at && change_srv(&p.change) != cmd.srv).collect();
-                earlier.sort_by_key(|p| p.at);
+                let mut earlier: Vec<&PendingChange> = meter
+                    .pending
+                    .iter()
+                    .filter(|p| (p.at, p.seq) < (at, seq) && change_srv(&p.change) != cmd.srv)
+                    .collect();
+                earlier.sort_by_key(|p| (p.at, p.seq));
                 for p in earlier {
                     then = then.with(&p.change);
                 }
@@ -681,9 +713,8 @@ impl System {
                         format!("{e} (as it would be at {at}); nothing was held"),
                     );
                 }
-                let superseded = meter.pending.iter().position(|p| change_srv(&p.change) == cmd.srv);
                 let superseded = superseded.map(|i| meter.pending.remove(i).request_id);
-                meter.pending.push(PendingChange { request_id, at, change });
+                meter.pending.push(PendingChange { request_id, at, seq, change });
                 Outcome::Done(json!({"held_until": at.to_string(), "superseded": superseded}))
             }
         }
@@ -728,6 +759,9 @@ impl System {
         let meter = &mut self.meters[m];
         if meter.supply != Supply::Armed {
             return refused(RefusalCode::Inconsistent, format!("the supply is {:?}, not armed", meter.supply));
+        }
+        if !meter.prepay.may_restore(&meter.product) {
+            return refused(RefusalCode::Inconsistent, "no credit: top up (or take emergency credit) first");
         }
         meter.supply = Supply::Enabled;
         Outcome::Done(json!({"supply": meter.supply}))

@@ -138,3 +138,57 @@ fn debt_recovery_keeps_to_the_daily_rate_and_the_weekly_cap() {
     assert_eq!(account.charged_units, (250 - 20) * UNITS_PER_PENNY, "prices are zero: only debt was charged");
     assert_eq!(account.balance_pence(), 100_000 - 230);
 }
+
+// Leaving prepayment mode arms a supply that was off for lack of credit; emergency credit
+// that is no longer configured ends; an offer of emergency credit is made again once a
+// top-up has lifted the balance over the threshold; an armed supply is restored only with
+// credit (or in credit mode).
+#[test]
+fn supply_and_emergency_credit_states_never_get_stuck() {
+    use domain::product::EmergencyCredit;
+    let origin: Timestamp = "2026-01-05T00:00:00Z".parse().unwrap();
+    let c = Consumption::for_meter(LoadShape::Domestic, 5, origin, None);
+    let with_ec = product(false, 40_000, 0, 0).with(&Change::Prepay {
+        emergency_credit: Some(Some(EmergencyCredit { limit_pence: 200, threshold_pence: 100 })),
+        debt_recovery: None,
+        low_credit_threshold_pence: None,
+        non_disablement: None,
+    });
+    with_ec.check().unwrap();
+    let mut a = Prepay::default();
+    let mut supply = Supply::Enabled;
+    a.accrue(&c, &with_ec, &mut supply, origin);
+    a.credit(origin, 150, &mut supply, &with_ec);
+    a.accrue(&c, &with_ec, &mut supply, origin + SignedDuration::from_hours(48));
+    assert!(a.emergency_credit_offered, "offered once below the threshold");
+    assert_eq!(supply, Supply::Disabled, "and then out of credit");
+    assert!(!a.may_restore(&with_ec));
+
+    // A top-up over the threshold: armed, and the offer can be made again.
+    a.credit(origin + SignedDuration::from_hours(48), 1_000, &mut supply, &with_ec);
+    assert_eq!(supply, Supply::Armed);
+    assert!(!a.emergency_credit_offered);
+    assert!(a.may_restore(&with_ec));
+
+    // Emergency credit in use, then removed from the product: it ends.
+    let mut b = Prepay::default();
+    let mut supply_b = Supply::Enabled;
+    b.accrue(&c, &with_ec, &mut supply_b, origin);
+    b.activate_emergency_credit(origin, &with_ec, &mut supply_b).unwrap();
+    let without = with_ec.with(&Change::Prepay {
+        emergency_credit: Some(None),
+        debt_recovery: None,
+        low_credit_threshold_pence: None,
+        non_disablement: None,
+    });
+    b.product_changed(origin, &with_ec, &without, &mut supply_b);
+    assert!(!b.emergency_credit_active);
+
+    // Disabled in prepayment mode, then the supplier moves the meter to credit mode: armed.
+    let mut d = Prepay::default();
+    let mut supply_d = Supply::Disabled;
+    let credit = without.with(&Change::PaymentMode { payment_mode: PaymentMode::Credit });
+    d.product_changed(origin, &without, &credit, &mut supply_d);
+    assert_eq!(supply_d, Supply::Armed);
+    assert!(d.may_restore(&credit), "credit mode never needs credit to restore");
+}

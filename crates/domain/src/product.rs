@@ -20,6 +20,8 @@ pub const BLOCKS_MAX: usize = 4;
 pub const NON_DISABLEMENT_MAX: usize = 8;
 /// Largest emergency credit a meter offers, pence.
 pub const EMERGENCY_CREDIT_MAX_PENCE: i64 = 5_000;
+/// Largest debt recovery rate, pence a day.
+pub const DEBT_RATE_MAX_PENCE: i64 = 10_000;
 /// Largest price, mp per kWh (£10 a kWh) or per day.
 pub const PRICE_MAX_MP: i64 = 1_000_000;
 
@@ -106,8 +108,9 @@ impl Default for Product {
     }
 }
 
-/// A change an SRV makes. Fields left out of a prepayment change keep their values; a field
-/// given as `null` clears it.
+/// A change an SRV makes. Fields left out of a prepayment change keep their values;
+/// `emergency_credit`, `debt_recovery` and `low_credit_threshold_pence` given as `null`
+/// are cleared, and `non_disablement: []` clears the periods.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "srv")]
 pub enum Change {
@@ -292,9 +295,16 @@ impl Change {
                     ));
                 }
                 if let Some(Some(d)) = debt_recovery
-                    && (d.rate_pence_per_day < 0 || d.cap_pence_per_week < 0)
+                    && !((0..=DEBT_RATE_MAX_PENCE).contains(&d.rate_pence_per_day)
+                        && (0..=DEBT_RATE_MAX_PENCE * 7).contains(&d.cap_pence_per_week))
                 {
-                    return Err(err("body.debt_recovery", "rate and cap are not negative"));
+                    return Err(err(
+                        "body.debt_recovery",
+                        format!(
+                            "rate 0 to {DEBT_RATE_MAX_PENCE} pence a day, cap 0 to {} a week",
+                            DEBT_RATE_MAX_PENCE * 7
+                        ),
+                    ));
                 }
                 if let Some(Some(t)) = low_credit_threshold_pence
                     && *t < 0
@@ -386,6 +396,10 @@ impl Product {
                     return Err(err("tariff.switching", format!("rate {r} is never in force")));
                 }
             }
+        }
+        if !t.block_thresholds_kwh.is_empty() || !t.block_rates_mp_per_kwh.is_empty() {
+            // Refused rather than accepted and not charged.
+            return Err(err("tariff.block_thresholds_kwh", "this meter model does not support block tariffs yet"));
         }
         if t.block_thresholds_kwh.len() != t.block_rates_mp_per_kwh.len() {
             return Err(err("tariff.block_rates_mp_per_kwh", "one block price per block threshold"));

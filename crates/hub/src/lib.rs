@@ -67,6 +67,8 @@ struct Inner {
     completed: tokio::sync::Notify,
     /// Anomaly detection: thresholds and the counts in their windows.
     anomaly: std::sync::Mutex<anomaly::Detector>,
+    /// Top-ups being taken now, by (provider, payment reference).
+    top_ups_in_flight: std::sync::Mutex<std::collections::HashSet<(domain::PartyId, String)>>,
 }
 
 /// The simulated time a data directory saved, if it runs on a simulated clock.
@@ -112,6 +114,7 @@ impl Hub {
                 work: tokio::sync::Notify::new(),
                 completed: tokio::sync::Notify::new(),
                 anomaly: std::sync::Mutex::new(anomaly::Detector::load(&thresholds)),
+                top_ups_in_flight: Default::default(),
             }),
         })
     }

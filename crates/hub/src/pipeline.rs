@@ -27,7 +27,7 @@ pub const EXECUTABLE_SRVS: &[&str] = &[
     "5.3", "6.2", "7.4", "11.2", "3.1", "6.22", "8.11",
 ];
 /// SRVs that read stored data and so carry the requester's data window.
-const WINDOWED_SRVS: &[&str] = &["4.8.1", "4.17"];
+const WINDOWED_SRVS: &[&str] = &["4.8.1", "4.17", "6.2"];
 /// Request-id counters reserved from the store at a time.
 const COUNTER_BLOCK: u64 = 1000;
 /// Furthest ahead a request may be future-dated.
@@ -268,9 +268,14 @@ impl Hub {
     /// device (comms hub, display) where such a meter is. Checked at execution too, so a
     /// request or schedule made under one MPxN never reaches a device re-linked to another.
     async fn check_serves(&self, device: &DeviceRecord, mpxn: Mpxn) -> Result<(), HubError> {
+        let premises_level = matches!(device.kind.as_str(), "comms-hub" | "in-home-display" | "ppmid");
         let serves = match device.mpxn {
             Some(m) => m == mpxn,
-            None => self.store().premises_devices(device.premises_id).await?.iter().any(|d| d.mpxn == Some(mpxn)),
+            // A meter serves only the point it is linked to; an unlinked one serves none.
+            None if premises_level => {
+                self.store().premises_devices(device.premises_id).await?.iter().any(|d| d.mpxn == Some(mpxn))
+            }
+            None => false,
         };
         if serves {
             Ok(())
@@ -425,7 +430,14 @@ impl Hub {
                         } else {
                             None
                         };
-                        Access { requester: Requester::Supplier, from, to: Some(at) }
+                        // The export supplier is not the import customer's supplier: it does
+                        // not see the product or the prepayment account.
+                        let requester = if grant.relation == Relation::RegisteredSupplier {
+                            Requester::Supplier
+                        } else {
+                            Requester::ExportSupplier
+                        };
+                        Access { requester, from, to: Some(at) }
                     }
                     Relation::NetworkOperator => {
                         Access { requester: Requester::NetworkOperator, from: None, to: Some(at) }
@@ -505,6 +517,15 @@ impl Hub {
         // Device-held future dating: the command goes now and the meter keeps it until its
         // time; hub-held: the hub keeps the request until then.
         let device_holds = service.future_date == FutureDate::Device && execute_at.is_some();
+        if let Some(at) = execute_at
+            && domain::product::PRODUCT_SRVS.contains(&service.code)
+            && at.as_second().rem_euclid(1800) != 0
+        {
+            return Err(invalid(
+                "execute_at",
+                "a product change takes effect on a half hour (charges are per half hour)",
+            ));
+        }
         let mut record = RequestRecord {
             seq: 0,
             id: id.to_string(),

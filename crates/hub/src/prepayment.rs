@@ -37,6 +37,20 @@ pub const UTRN_PENCE_MAX: u64 = 819_100;
 /// A supplier endpoint's answer time: default and bounds, milliseconds.
 pub const CONFIRM_TIMEOUT_MS_DEFAULT: u32 = 5_000;
 pub const CONFIRM_TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u32> = 100..=30_000;
+/// Longest answer read from a supplier's endpoint.
+const ANSWER_BYTES_MAX: usize = 16 * 1024;
+
+/// Takes a payment reference out of the in-flight set when the attempt ends, however it ends.
+struct InFlight<'a> {
+    hub: &'a Hub,
+    key: (PartyId, String),
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.hub.inner.top_ups_in_flight.lock().expect("in-flight set").remove(&self.key);
+    }
+}
 /// Longest payment reference.
 pub const PAYMENT_REFERENCE_MAX: usize = 64;
 
@@ -124,10 +138,21 @@ impl Hub {
             return Err(invalid("amount_pence", "a whole number of pence, at least 1"));
         }
         let amount = input.amount_pence as u64;
-        let view = self.customer(caller, &input.customer_id).await?;
+        // A reference seen before is answered from the record, whatever the registry says now.
+        self.authorize(caller, "payment.top-up", None)?;
+        let asked = self.parse_customer(&input.customer_id)?.mpxn();
         if let Some(done) = self.store().top_up(&caller.party.id, reference).await? {
-            return same_again(done, &view, amount);
+            return same_again(done, asked, amount);
         }
+        // One attempt per reference at a time, so a supplier is never asked twice for one payment.
+        let key = (caller.party.id.clone(), reference.to_string());
+        if !self.inner.top_ups_in_flight.lock().expect("in-flight set").insert(key.clone()) {
+            return Err(HubError::Conflict(format!(
+                "a top-up with reference {reference:?} is being taken right now; ask again for its result"
+            )));
+        }
+        let _release = InFlight { hub: self, key };
+        let view = self.customer(caller, &input.customer_id).await?;
         let supplier = view.supplier.clone();
         if amount > UTRN_PENCE_MAX {
             return Err(invalid("amount_pence", format!("a UTRN carries at most {UTRN_PENCE_MAX} pence")));
@@ -213,7 +238,7 @@ impl Hub {
             }
             // The same reference arrived twice at once: the first one stands.
             Err(store::StoreError::Conflict(m)) => match self.store().top_up(&caller.party.id, reference).await? {
-                Some(done) => same_again(done, &view, amount),
+                Some(done) => same_again(done, view.mpxn, amount),
                 None => Err(HubError::Conflict(m)),
             },
             Err(e) => Err(e.into()),
@@ -246,7 +271,10 @@ impl Hub {
             return Ok(());
         };
         static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-        let client = CLIENT.get_or_init(reqwest::Client::new);
+        // No redirects: the hub asks the endpoint the supplier registered, nowhere else.
+        let client = CLIENT.get_or_init(|| {
+            reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap_or_default()
+        });
         let question = json!({
             "customer_id": view.customer_id.digits(),
             "mpxn": view.mpxn.to_string(),
@@ -274,8 +302,17 @@ impl Hub {
         if !answer.status().is_success() {
             return Err(unavailable(format!("its endpoint answered HTTP {}", answer.status().as_u16())));
         }
+        // Read at most ANSWER_BYTES_MAX of the answer.
+        let mut answer = answer;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = answer.chunk().await.map_err(|e| unavailable(e.to_string()))? {
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() > ANSWER_BYTES_MAX {
+                return Err(unavailable(format!("its answer is longer than {ANSWER_BYTES_MAX} bytes")));
+            }
+        }
         let body: serde_json::Value =
-            answer.json().await.map_err(|e| unavailable(format!("its answer is not JSON: {e}")))?;
+            serde_json::from_slice(&bytes).map_err(|e| unavailable(format!("its answer is not JSON: {e}")))?;
         match body.get("accepted").and_then(serde_json::Value::as_bool) {
             Some(true) => Ok(()),
             Some(false) => Err(HubError::Conflict(format!(
@@ -344,8 +381,8 @@ impl Hub {
 
 /// A payment reference seen before: the same top-up again is answered with the first; a
 /// different one under the same reference is refused.
-fn same_again(done: TopUpRecord, view: &CustomerView, amount: u64) -> Result<(TopUpRecord, bool), HubError> {
-    if done.mpxn == view.mpxn && done.amount_pence == amount {
+fn same_again(done: TopUpRecord, mpxn: Mpxn, amount: u64) -> Result<(TopUpRecord, bool), HubError> {
+    if done.mpxn == mpxn && done.amount_pence == amount {
         Ok((done, false))
     } else {
         Err(HubError::Conflict(format!(
