@@ -42,6 +42,32 @@ fn period(now: Timestamp, from: Option<&str>, to: Option<&str>) -> Result<(Times
     Ok((from, to))
 }
 
+/// A consent or appointment as first recorded by `caller` at `now`.
+fn new_grant(
+    kind: GrantKind,
+    mpxn: Mpxn,
+    party: PartyId,
+    appointer: Option<PartyId>,
+    (valid_from, valid_to): (Timestamp, Option<Timestamp>),
+    now: Timestamp,
+    caller: &Caller,
+) -> GrantRecord {
+    GrantRecord {
+        seq: 0,
+        kind,
+        mpxn,
+        party,
+        appointer,
+        valid_from,
+        valid_to,
+        recorded_at: now,
+        recorded_by: caller.party.id.clone(),
+        ended_at: None,
+        ended_by: None,
+        end_reason: None,
+    }
+}
+
 impl Hub {
     async fn metering_point_exists(&self, mpxn: Mpxn) -> Result<(), HubError> {
         self.store()
@@ -66,20 +92,15 @@ impl Hub {
         self.metering_point_exists(mpxn).await?;
         let g = self
             .store()
-            .insert_grant(GrantRecord {
-                seq: 0,
-                kind: GrantKind::Consent,
+            .insert_grant(new_grant(
+                GrantKind::Consent,
                 mpxn,
-                party: caller.party.id.clone(),
-                appointer: None,
-                valid_from,
-                valid_to,
-                recorded_at: now,
-                recorded_by: caller.party.id.clone(),
-                ended_at: None,
-                ended_by: None,
-                end_reason: None,
-            })
+                caller.party.id.clone(),
+                None,
+                (valid_from, valid_to),
+                now,
+                caller,
+            ))
             .await?;
         tracing::info!(message = "Consent recorded.", mpxn = %mpxn, party = %g.party, from = %g.valid_from);
         Ok(g)
@@ -110,20 +131,15 @@ impl Hub {
         }
         let g = self
             .store()
-            .insert_grant(GrantRecord {
-                seq: 0,
-                kind: GrantKind::Appointment,
+            .insert_grant(new_grant(
+                GrantKind::Appointment,
                 mpxn,
-                party: agent_id,
-                appointer: Some(caller.party.id.clone()),
-                valid_from,
-                valid_to,
-                recorded_at: now,
-                recorded_by: caller.party.id.clone(),
-                ended_at: None,
-                ended_by: None,
-                end_reason: None,
-            })
+                agent_id,
+                Some(caller.party.id.clone()),
+                (valid_from, valid_to),
+                now,
+                caller,
+            ))
             .await?;
         tracing::info!(message = "Agent appointed.", mpxn = %mpxn, agent = %g.party, by = %caller.party.id);
         Ok(g)

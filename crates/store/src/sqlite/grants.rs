@@ -27,19 +27,7 @@ type RawGrant =
     (i64, String, String, Option<String>, i64, Option<i64>, i64, String, Option<i64>, Option<String>, Option<String>);
 
 fn raw_grant(r: &Row<'_>) -> rusqlite::Result<RawGrant> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-        r.get(10)?,
-    ))
+    r.try_into()
 }
 
 fn into_grant(kind: GrantKind, r: RawGrant) -> Result<GrantRecord, StoreError> {

@@ -139,23 +139,7 @@ type RawRequest = (
 );
 
 pub(super) fn raw_request(r: &Row<'_>) -> rusqlite::Result<RawRequest> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-        r.get(10)?,
-        r.get(11)?,
-        r.get(12)?,
-        r.get(13)?,
-        r.get(14)?,
-    ))
+    r.try_into()
 }
 
 pub(super) fn into_request(r: RawRequest) -> Result<RequestRecord, StoreError> {

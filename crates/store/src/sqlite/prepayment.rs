@@ -51,20 +51,7 @@ const TOP_UP_COLS: &str = "seq, psp, payment_reference, customer_id, mpxn, suppl
 type RawTopUp = (i64, String, String, String, String, String, String, i64, i64, String, String, i64);
 
 fn raw_top_up(r: &Row<'_>) -> rusqlite::Result<RawTopUp> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-        r.get(10)?,
-        r.get(11)?,
-    ))
+    r.try_into()
 }
 
 fn into_top_up(r: RawTopUp) -> Result<TopUpRecord, StoreError> {

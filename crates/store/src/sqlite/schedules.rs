@@ -16,20 +16,7 @@ type RawSchedule =
     (String, String, String, String, Option<String>, String, i64, Option<i64>, Option<i64>, i64, i64, Option<i64>);
 
 fn raw_schedule(r: &Row<'_>) -> rusqlite::Result<RawSchedule> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-        r.get(10)?,
-        r.get(11)?,
-    ))
+    r.try_into()
 }
 
 fn into_schedule(r: RawSchedule) -> Result<ScheduleRecord, StoreError> {
