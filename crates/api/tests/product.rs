@@ -39,6 +39,20 @@ async fn change(m: &Market, srv: &str, body: Value, at: Option<&str>) -> (Status
     (StatusCode::ACCEPTED, m.w.settle(&m.acme, &ack).await)
 }
 
+/// The registry and the meter go over to prepayment, with these product changes applied
+/// at once; a payment service provider joins. Returns its token.
+async fn into_prepayment(m: &Market, changes: Vec<(&str, Value)>) -> String {
+    let reg = json!({"effective_from": START, "supplier": "acme", "network_operator": "dno-13",
+        "meter_type": "smart-compliant", "payment_mode": "prepayment"});
+    let (s, v) = m.w.call(Method::POST, &format!("/v1/metering-points/{MPAN}/registrations"), &m.reg, Some(reg)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    for (srv, body) in changes {
+        let (_, r) = change(m, srv, body, None).await;
+        assert_eq!(r["response"]["outcome"], json!("done"), "{srv}: {r}");
+    }
+    m.w.party("paypoint", &["PSP"], 11, None).await
+}
+
 async fn config(m: &Market) -> Value {
     let r = m.w.run(&m.acme, "6.2", json!({"mpxn": MPAN}), json!({}), None).await;
     assert_eq!(r["response"]["outcome"], json!("done"), "{r}");
@@ -192,19 +206,15 @@ async fn held_changes_supersede_and_fail_by_explicit_rules() {
 async fn a_prepayment_story_from_top_up_to_disablement_and_back() {
     let m = market().await;
     enrolled_home(&m).await;
-    let reg = json!({"effective_from": START, "supplier": "acme", "network_operator": "dno-13",
-        "meter_type": "smart-compliant", "payment_mode": "prepayment"});
-    let (s, v) = m.w.call(Method::POST, &format!("/v1/metering-points/{MPAN}/registrations"), &m.reg, Some(reg)).await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let psp = m.w.party("paypoint", &["PSP"], 11, None).await;
-    for (srv, body) in [
-        ("1.6", json!({"payment_mode": "prepayment"})),
-        ("1.1.1", json!({"tariff": {"rates_mp_per_kwh": [30000]}, "standing_charge_mp_per_day": 50000})),
-        ("2.1", json!({"low_credit_threshold_pence": 150, "non_disablement": [{"from": "00:00", "to": "07:00"}]})),
-    ] {
-        let (_, r) = change(&m, srv, body, None).await;
-        assert_eq!(r["response"]["outcome"], json!("done"), "{srv}: {r}");
-    }
+    let psp = into_prepayment(
+        &m,
+        vec![
+            ("1.6", json!({"payment_mode": "prepayment"})),
+            ("1.1.1", json!({"tariff": {"rates_mp_per_kwh": [30000]}, "standing_charge_mp_per_day": 50000})),
+            ("2.1", json!({"low_credit_threshold_pence": 150, "non_disablement": [{"from": "00:00", "to": "07:00"}]})),
+        ],
+    )
+    .await;
     let customer = domain::customer::CustomerId::for_mpxn(domain::Mpxn::parse(MPAN).unwrap()).to_string();
     let top_up = |pence: i64, reference: &'static str| {
         let body = json!({"customer_id": customer, "amount_pence": pence, "payment_reference": reference});
@@ -262,24 +272,20 @@ async fn emergency_credit_and_debt_recovery() {
     let m = market().await;
     let home = enrolled_home(&m).await;
     let meter: domain::Eui64 = device_of(&home, "electricity-meter").parse().unwrap();
-    let reg = json!({"effective_from": START, "supplier": "acme", "network_operator": "dno-13",
-        "meter_type": "smart-compliant", "payment_mode": "prepayment"});
-    let (s, v) = m.w.call(Method::POST, &format!("/v1/metering-points/{MPAN}/registrations"), &m.reg, Some(reg)).await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let psp = m.w.party("paypoint", &["PSP"], 11, None).await;
-    for (srv, body) in [
-        ("1.6", json!({"payment_mode": "prepayment"})),
-        ("1.1.1", json!({"tariff": {"rates_mp_per_kwh": [30000]}, "standing_charge_mp_per_day": 50000})),
-        (
-            "2.1",
-            json!({"emergency_credit": {"limit_pence": 500, "threshold_pence": 100},
+    let psp = into_prepayment(
+        &m,
+        vec![
+            ("1.6", json!({"payment_mode": "prepayment"})),
+            ("1.1.1", json!({"tariff": {"rates_mp_per_kwh": [30000]}, "standing_charge_mp_per_day": 50000})),
+            (
+                "2.1",
+                json!({"emergency_credit": {"limit_pence": 500, "threshold_pence": 100},
                        "debt_recovery": {"rate_pence_per_day": 20, "cap_pence_per_week": 100}}),
-        ),
-        ("2.3", json!({"debt_pence": 60})),
-    ] {
-        let (_, r) = change(&m, srv, body, None).await;
-        assert_eq!(r["response"]["outcome"], json!("done"), "{srv}: {r}");
-    }
+            ),
+            ("2.3", json!({"debt_pence": 60})),
+        ],
+    )
+    .await;
     let customer = domain::customer::CustomerId::for_mpxn(domain::Mpxn::parse(MPAN).unwrap()).to_string();
     let pay = |pence: i64, reference: &str| json!({"customer_id": customer, "amount_pence": pence, "payment_reference": reference});
     let (s, v) = m.w.call(Method::POST, "/v1/top-ups", &psp, Some(pay(300, "EC-1"))).await;
