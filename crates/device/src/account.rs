@@ -175,6 +175,8 @@ impl Prepay {
         if before.payment_mode != after.payment_mode {
             self.low_credit_alerted = false;
             self.emergency_credit_offered = false;
+            // Prepayment charges run from the change on (a credit period is billed otherwise).
+            self.settled_to = Some(half_hour_floor(at));
             if after.payment_mode == PaymentMode::Credit && *supply == Supply::Disabled {
                 *supply = Supply::Armed;
                 self.event(at, ALERT_SUPPLY_ARMED, "credit mode: supply armed, ready to be restored".into());
@@ -191,7 +193,11 @@ impl Prepay {
     /// with `product` (the one in force throughout; callers split at product changes).
     /// A meter in credit mode only moves its settlement point.
     pub fn accrue(&mut self, consumption: &Consumption, product: &Product, supply: &mut Supply, to: Timestamp) {
-        let to = Timestamp::from_second(to.as_second().div_euclid(HALF_HOUR_SECS) * HALF_HOUR_SECS).unwrap_or(to);
+        // A credit-mode meter keeps no account: nothing moves (so a read changes no state).
+        if product.payment_mode != PaymentMode::Prepayment {
+            return;
+        }
+        let to = half_hour_floor(to);
         let from = match self.settled_to {
             Some(f) if f < to => f,
             Some(_) => return,
@@ -201,9 +207,6 @@ impl Prepay {
             }
         };
         self.settled_to = Some(to);
-        if product.payment_mode != PaymentMode::Prepayment {
-            return;
-        }
         for (start, wh) in consumption.half_hours(from, to) {
             let local = domain::time::in_london(start);
             let minute = local.hour() as u32 * 60 + local.minute() as u32;
@@ -278,6 +281,11 @@ impl Prepay {
             self.event(at, ALERT_DEBT_CLEARED, "debt fully recovered".into());
         }
     }
+}
+
+/// The half-hour boundary at or before `t`.
+fn half_hour_floor(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second().div_euclid(HALF_HOUR_SECS) * HALF_HOUR_SECS).unwrap_or(t)
 }
 
 /// The price in force at a minute of the local day: the last switching time at or before

@@ -104,7 +104,7 @@ fn a_credit_mode_meter_charges_nothing() {
     account.accrue(&c, &p, &mut supply, origin);
     account.accrue(&c, &p, &mut supply, origin + SignedDuration::from_hours(24 * 30));
     assert_eq!(account.charged_units, 0);
-    assert_eq!(account.settled_to, Some(origin + SignedDuration::from_hours(24 * 30)));
+    assert_eq!(account.settled_to, None, "no account is kept, so nothing changes");
 }
 
 // Debt is recovered at each London midnight at the daily rate, never more than the weekly
