@@ -233,3 +233,17 @@ fn customer_identifiers_round_trip_and_refusals_name_the_rule() {
     let e = CustomerId::parse_with(&with_check.unwrap(), IdRules::STRICT).unwrap_err();
     assert!(matches!(e, CustomerIdError::Mpxn(ref m) if m.contains("MPAN check-digit")), "{e}");
 }
+
+proptest::proptest! {
+    /// Any digits typed as a customer identifier: an identifier or a named refusal, never a
+    /// panic; every valid MPxN's identifier reads back to it.
+    #[test]
+    fn customer_identifiers_never_panic_and_round_trip(typed in "[0-9 -]{0,24}", core in 1_000_000_000_000u64..2_400_000_000_000) {
+        use domain::customer::CustomerId;
+        let _ = CustomerId::parse_with(&typed, IdRules::RELAXED);
+        if let Ok(m) = Mpxn::parse_with(&core.to_string(), IdRules::RELAXED) {
+            let id = CustomerId::for_mpxn(m);
+            proptest::prop_assert_eq!(CustomerId::parse_with(&id.to_string(), IdRules::RELAXED).unwrap().mpxn(), m);
+        }
+    }
+}

@@ -187,3 +187,20 @@ fn out_of_order_acceptance_never_lets_a_counter_credit_twice() {
         assert!(matches!(cache.accept(&z, o, t, &make(n)), Err(UtrnError::Duplicate(_))), "counter {n} credited twice");
     }
 }
+
+proptest! {
+    /// Whatever is typed on a keypad: a decoded top-up or a refusal, never a panic; and a
+    /// UTRN a supplier made always decodes to the value and class it was made with.
+    #[test]
+    fn anything_typed_is_decoded_or_refused(typed in "[0-9 -]{0,30}") {
+        let _ = utrn::decode(&typed);
+    }
+
+    #[test]
+    fn made_utrns_decode_to_what_they_carry(n in 1u64..1_000_000, value in 0u32..=8191, pounds in any::<bool>()) {
+        let class = if pounds { ValueClass::Pounds } else { ValueClass::Pennies };
+        let u = utrn::generate(&[9u8; 32], eui(ORIGINATOR), eui(TARGET), n << 32, class, value).unwrap();
+        let d = utrn::decode(&u).unwrap();
+        prop_assert_eq!((d.value as u32, d.class, d.counter_bits as u64), (value, class, n & 0x3FF));
+    }
+}
