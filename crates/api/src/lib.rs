@@ -5,6 +5,7 @@
 // A Problem is built once per refused request, on the cold path; boxing it buys nothing.
 #![allow(clippy::result_large_err)]
 
+pub mod alerts;
 pub mod dto;
 pub mod extract;
 pub mod grants;
@@ -100,6 +101,7 @@ pub struct AppState {
         payments::remove_payment_endpoint,
         simulation::display,
         simulation::keypad,
+        alerts::list_alerts,
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
@@ -107,6 +109,7 @@ pub struct AppState {
         (name = "requests", description = "Service requests: submit, sign critical ones, follow them to their response (R-SR-1..4)."),
         (name = "payments", description = "Prepayment: customer identifiers, top-ups with GBCS UTRNs (R-PAY-1..4)."),
         (name = "simulation", description = "The simulated homes: in-home displays and consumers at the keypad (hub operator)."),
+        (name = "alerts", description = "Device alerts addressed to you, in order (R-PM-5 confirmations, prepayment alerts)."),
         (name = "reads", description = "Reads distribution: per-day batches of your reads, forwarding reads to network operators (R-RD-1, R-RD-2)."),
         (name = "devices", description = "Premises and their devices (the smart metering inventory)."),
         (name = "registry", description = "Metering points and their effective-dated registrations (R-REG-1..4)."),
@@ -179,6 +182,7 @@ const OPERATION_SERVICES: &[(&str, &[&str])] = &[
     ("remove_payment_endpoint", &["payment.endpoint-own"]),
     ("display", &["simulation.consumer"]),
     ("keypad", &["simulation.consumer"]),
+    ("list_alerts", &["alert.read-own"]),
 ];
 
 fn catalogue_markdown() -> String {
@@ -346,6 +350,7 @@ pub fn router_with_limit(hub: hub::Hub, in_flight: usize) -> Router {
         .route("/v1/requests/{request_id}/release", post(routes::release_request))
         .route("/v1/requests/{request_id}/delete", post(routes::delete_request))
         .route("/v1/quarantine", get(routes::list_quarantine))
+        .route("/v1/alerts", get(alerts::list_alerts))
         .route("/v1/customers/{customer_id}", get(payments::get_customer))
         .route("/v1/simulation/devices/{eui}/display", get(simulation::display))
         .route("/v1/simulation/devices/{eui}/keypad", post(simulation::keypad))

@@ -102,6 +102,32 @@ async fn a_tariff_forward_dated_across_midnight_takes_effect_with_a_register_sna
         hh["response"]["body"]["half_hours"].as_array().unwrap().iter().map(|p| p[1].as_u64().unwrap()).sum();
     let at_nine = r0["response"]["body"]["import_wh"].as_u64().unwrap();
     assert_eq!(a["import_wh"].as_u64().unwrap(), at_nine + used, "{a}");
+
+    // R-PM-5: the supplier gets the confirmation with the new product and that reading.
+    let (s, alerts) = m.w.call(Method::GET, "/v1/alerts", &m.acme, None).await;
+    assert_eq!(s, StatusCode::OK, "{alerts}");
+    let confirmation =
+        alerts.as_array().unwrap().iter().find(|x| x["code"] == json!("0x8F66")).expect("a confirmation");
+    assert_eq!(confirmation["at"], json!(MIDNIGHT));
+    assert_eq!(confirmation["data"]["request_id"], r["id"], "{confirmation}");
+    assert_eq!(confirmation["data"]["import_wh"], a["import_wh"], "{confirmation}");
+    assert_eq!(confirmation["data"]["product"], after["product"], "{confirmation}");
+    assert!(confirmation["name"].as_str().unwrap().contains("Future"), "{confirmation}");
+    // Delivered again (a transport retrying after a crash): stored once.
+    let again = hub::transport::DeviceAlert {
+        device: confirmation["device"].as_str().unwrap().parse().unwrap(),
+        seq: 1,
+        at: MIDNIGHT.parse().unwrap(),
+        code: 0x8F66,
+        detail: "again".into(),
+        data: None,
+    };
+    m.w.hub.receive_alerts(vec![again.clone(), again]).await.unwrap();
+    let (_, after_retry) = m.w.call(Method::GET, "/v1/alerts", &m.acme, None).await;
+    assert_eq!(after_retry, alerts, "nothing stored twice");
+    // Nobody else sees them.
+    let (_, theirs) = m.w.call(Method::GET, "/v1/alerts", &m.bright, None).await;
+    assert_eq!(theirs, json!([]));
     m.w.close().await;
 }
 
@@ -190,6 +216,9 @@ async fn held_changes_supersede_and_fail_by_explicit_rules() {
     assert_eq!((acts[0]["request_id"].clone(), acts[0]["alert"].as_u64()), (second["id"].clone(), Some(0x8F66)));
     assert_eq!((acts[1]["request_id"].clone(), acts[1]["alert"].as_u64()), (ec["id"].clone(), Some(0x8F67)));
     assert!(acts[1]["failure"].as_str().unwrap().contains("credit mode"), "{after}");
+    let (_, alerts) = m.w.call(Method::GET, "/v1/alerts", &m.acme, None).await;
+    let codes: Vec<&str> = alerts.as_array().unwrap().iter().map(|a| a["code"].as_str().unwrap()).collect();
+    assert_eq!(codes, ["0x8F66", "0x8F67"], "the supplier hears of both, in order: {alerts}");
     assert_eq!(after["product"]["payment_mode"], json!("credit"));
     assert_eq!(after["product"]["emergency_credit"], Value::Null, "the failed change applied nothing");
     // Only the supplier sees the product.
@@ -252,6 +281,12 @@ async fn a_prepayment_story_from_top_up_to_disablement_and_back() {
     assert!(!(0..7).contains(&hour), "switched off at {at}, inside the non-disablement period");
     let r = m.w.run(&m.acme, "7.4", json!({"mpxn": MPAN}), json!({}), None).await;
     assert_eq!(r["response"]["body"]["supply"], json!("disabled"), "{r}");
+    // The supplier heard: low credit, then disablement, in that order.
+    let (_, alerts) = m.w.call(Method::GET, "/v1/alerts?limit=1000", &m.acme, None).await;
+    let codes: Vec<&str> = alerts.as_array().unwrap().iter().map(|a| a["code"].as_str().unwrap()).collect();
+    let (low, off) =
+        (codes.iter().position(|c| *c == "0x810D").unwrap(), codes.iter().position(|c| *c == "0x8F0F").unwrap());
+    assert!(low < off, "{codes:?}");
 
     // A top-up brings credit back and arms the supply for the consumer to restore.
     top_up(1000, "STORY-2").await;

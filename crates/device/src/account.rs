@@ -48,9 +48,15 @@ const HALF_HOUR_SECS: i64 = 1800;
 /// Something the meter noticed, with the GBCS alert it raises.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MeterEvent {
+    /// Numbers the meter's events 1, 2, 3 ...: the order they reach the hub in.
+    #[serde(default)]
+    pub seq: u64,
     pub at: Timestamp,
     pub alert: u16,
     pub detail: String,
+    /// More about it (a held change's result carries its request, reading and product).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
 }
 
 /// A meter's prepayment register: credit, charges, the UTRN anti-replay cache.
@@ -80,6 +86,12 @@ pub struct Prepay {
     pub recovered_this_week: Option<(jiff::civil::Date, i64)>,
     #[serde(default)]
     pub events: Vec<MeterEvent>,
+    /// The last event number given.
+    #[serde(default)]
+    pub event_seq: u64,
+    /// Events up to this number have reached the hub.
+    #[serde(default)]
+    pub delivered_seq: u64,
 }
 
 impl Prepay {
@@ -137,10 +149,21 @@ impl Prepay {
     }
 
     fn event(&mut self, at: Timestamp, alert: u16, detail: String) {
+        self.record(at, alert, detail, None);
+    }
+
+    /// Record an event for the supplier (the meter keeps the last [`EVENTS_KEPT`]).
+    pub fn record(&mut self, at: Timestamp, alert: u16, detail: String, data: Option<serde_json::Value>) {
         if self.events.len() == EVENTS_KEPT {
             self.events.remove(0);
         }
-        self.events.push(MeterEvent { at, alert, detail });
+        self.event_seq += 1;
+        self.events.push(MeterEvent { seq: self.event_seq, at, alert, detail, data });
+    }
+
+    /// Events not yet delivered to the hub, oldest first.
+    pub fn undelivered(&self) -> impl Iterator<Item = &MeterEvent> {
+        self.events.iter().filter(|e| e.seq > self.delivered_seq)
     }
 
     /// Add credit; arms a supply disabled for lack of credit once the balance is positive.

@@ -643,6 +643,14 @@ impl System {
                         product: None,
                     },
                 };
+                // The supplier's confirmation (R-PM-5): the result, the reading, the product.
+                let detail = match &activation.failure {
+                    None => format!("SRV {} held for {} took effect", activation.srv, activation.at),
+                    Some(why) => format!("SRV {} held for {} failed: {why}", activation.srv, activation.at),
+                };
+                let data = json!({"request_id": activation.request_id, "srv": activation.srv,
+                                  "import_wh": activation.import_wh, "product": activation.product});
+                meter.prepay.record(activation.at, activation.alert, detail, Some(data));
                 if meter.activations.len() == ACTIVATIONS_KEPT {
                     meter.activations.remove(0);
                 }
@@ -748,6 +756,18 @@ impl System {
         };
         self.settle(now);
         self.emergency_credit(now, m)
+    }
+
+    /// Events every meter here has not yet delivered to the hub: (meter, event).
+    pub fn undelivered_events(&self) -> Vec<(Eui64, crate::account::MeterEvent)> {
+        self.meters.iter().flat_map(|m| m.prepay.undelivered().map(move |e| (m.eui, e.clone()))).collect()
+    }
+
+    /// The hub has the events up to `seq` of `meter`.
+    pub fn mark_delivered(&mut self, meter: Eui64, seq: u64) {
+        if let Some(m) = self.meters.iter_mut().find(|m| m.eui == meter) {
+            m.prepay.delivered_seq = m.prepay.delivered_seq.max(seq);
+        }
     }
 
     /// The consumer presses the button that restores an armed supply.

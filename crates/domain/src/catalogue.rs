@@ -219,6 +219,7 @@ pub static CATALOGUE: &[Service] = &[
     hub("party.manage", "Create parties, issue and revoke any party's tokens", false, &[HUB]),
     hub("request.read-own", "Read own service requests, their responses and audit trail", false, &EVERY_ROLE),
     hub("request.read", "Read any party's service requests and audit trails", false, &[HUB]),
+    hub("alert.read-own", "Read the device alerts addressed to you, in order", false, &EVERY_ROLE),
     hub(
         "anomaly.configure-own",
         "Set own anomaly-detection thresholds per SRV and window; see the hub-wide ones",

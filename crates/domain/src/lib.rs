@@ -2,6 +2,7 @@
 //! registration data, and the crypto primitives. No I/O, no clock reads, no randomness of
 //! its own (callers pass time and a random source in).
 
+pub mod alerts;
 pub mod calendar;
 pub mod catalogue;
 pub mod crypto;

@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use device::{Command, Installation, Outcome, System};
 use domain::Eui64;
 use hub::Clock;
-use hub::transport::{ConsumerAction, DeviceMessage, DeviceTransport, InstallOrder, Installed, TransportError};
+use hub::transport::{
+    AlertSink, ConsumerAction, DeviceAlert, DeviceMessage, DeviceTransport, InstallOrder, Installed, TransportError,
+};
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
 use store::FleetStore;
@@ -47,6 +49,8 @@ pub struct Fleet {
     seed: u64,
     cache: Mutex<LruCache<i64, Entry>>,
     installing: tokio::sync::Mutex<()>,
+    /// Where devices' alerts go (the hub), once attached.
+    alert_sink: std::sync::OnceLock<Arc<dyn AlertSink>>,
 }
 
 fn failed(e: impl std::fmt::Display) -> TransportError {
@@ -56,7 +60,14 @@ fn failed(e: impl std::fmt::Display) -> TransportError {
 impl Fleet {
     pub fn new(store: Arc<dyn FleetStore>, clock: Arc<dyn Clock>, seed: u64, cache_systems: usize) -> Fleet {
         let cap = NonZeroUsize::new(cache_systems.max(1)).expect("non-zero");
-        Fleet { store, clock, seed, cache: Mutex::new(LruCache::new(cap)), installing: tokio::sync::Mutex::new(()) }
+        Fleet {
+            store,
+            clock,
+            seed,
+            cache: Mutex::new(LruCache::new(cap)),
+            installing: tokio::sync::Mutex::new(()),
+            alert_sink: std::sync::OnceLock::new(),
+        }
     }
 
     /// EUI of the comms hub of system `id`: a 16-bit prefix from the seed, then the slot.
@@ -202,7 +213,46 @@ impl Fleet {
                 return Err(failed(e));
             }
         }
+        self.deliver_alerts(id, &mut stored).await;
         Ok(outcome)
+    }
+
+    /// Hand a system's undelivered alerts to the hub, in order; once the hub has them, note
+    /// it (and persist that), so they are delivered at least once and, as the hub stores each
+    /// once, kept once. A failure is retried at the system's next activity.
+    async fn deliver_alerts(&self, id: i64, stored: &mut Stored) {
+        let Some(sink) = self.alert_sink.get() else { return };
+        let pending = stored.system.undelivered_events();
+        if pending.is_empty() {
+            return;
+        }
+        let alerts: Vec<DeviceAlert> = pending
+            .iter()
+            .map(|(device, e)| DeviceAlert {
+                device: *device,
+                seq: e.seq,
+                at: e.at,
+                code: e.alert,
+                detail: e.detail.clone(),
+                data: e.data.clone(),
+            })
+            .collect();
+        if let Err(e) = sink.deliver(alerts).await {
+            tracing::warn!(message = "Alerts not delivered; will retry.", system = id, error = %e);
+            return;
+        }
+        for (device, e) in &pending {
+            stored.system.mark_delivered(*device, e.seq);
+        }
+        match serde_json::to_string(&*stored) {
+            Ok(text) => {
+                if let Err(e) = self.store.save_system(id, text).await {
+                    // The hub has them; delivering them again later stores nothing twice.
+                    tracing::warn!(message = "Delivery mark not saved.", system = id, error = %e);
+                }
+            }
+            Err(e) => tracing::warn!(message = "Delivery mark not saved.", system = id, error = %e),
+        }
     }
 
     /// A copy of a system's state, for inspection by tests and tools.
@@ -243,6 +293,10 @@ impl DeviceTransport for Fleet {
         let request_id = Command::decode(&m.bytes).map(|c| c.id.to_string()).ok();
         let now = self.clock.now();
         self.apply(m.target, request_id, |system| system.handle(now, &m.bytes, m.signature.as_deref(), m.access)).await
+    }
+
+    fn attach_alert_sink(&self, sink: Arc<dyn AlertSink>) {
+        let _ = self.alert_sink.set(sink);
     }
 
     async fn display(&self, eui: Eui64) -> Result<serde_json::Value, TransportError> {

@@ -2,6 +2,7 @@
 //! processes (one module each). It talks to storage only through [`store::Store`] and reads
 //! time only from its [`Clock`].
 
+pub mod alerts;
 pub mod anomaly;
 pub mod auth;
 pub mod clock;
@@ -27,8 +28,8 @@ pub use auth::{Caller, IssuedToken};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::HubError;
 pub use store::{
-    AuditRecord, DeviceRecord, EnrolledHome, ForwardRecord, GrantKind, GrantRecord, ImportSummary, NewPremises,
-    PremisesRecord, ReadRecord, RequestRecord, RequestStatus, ResponseRecord, ScheduleRecord, StoreCounts,
+    AlertRecord, AuditRecord, DeviceRecord, EnrolledHome, ForwardRecord, GrantKind, GrantRecord, ImportSummary,
+    NewPremises, PremisesRecord, ReadRecord, RequestRecord, RequestStatus, ResponseRecord, ScheduleRecord, StoreCounts,
     ThresholdRecord, TokenRecord, TopUpRecord,
 };
 
@@ -121,6 +122,7 @@ impl Hub {
 
     /// Attach the device transport (once).
     pub fn attach_transport(&self, transport: Arc<dyn transport::DeviceTransport>) {
+        transport.attach_alert_sink(self.alert_sink());
         if self.inner.transport.set(transport).is_err() {
             panic!("a device transport is already attached");
         }

@@ -56,6 +56,26 @@ pub trait DeviceTransport: Send + Sync + 'static {
     async fn display(&self, eui: Eui64) -> Result<serde_json::Value, TransportError>;
     /// Simulation only: the consumer at home acts on a meter's keypad.
     async fn consumer(&self, meter: Eui64, action: ConsumerAction) -> Result<Outcome, TransportError>;
+    /// Where devices' alerts go: given once, when the hub attaches the transport.
+    fn attach_alert_sink(&self, sink: std::sync::Arc<dyn AlertSink>);
+}
+
+/// An alert a device raised, numbered by the device (1, 2, 3 ...).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceAlert {
+    pub device: Eui64,
+    pub seq: u64,
+    pub at: jiff::Timestamp,
+    pub code: u16,
+    pub detail: String,
+    pub data: Option<serde_json::Value>,
+}
+
+/// The hub's side of device alerts. A transport delivers each device's alerts in order and
+/// again until this returns `Ok` (so at least once); the hub stores each once.
+#[async_trait]
+pub trait AlertSink: Send + Sync + 'static {
+    async fn deliver(&self, alerts: Vec<DeviceAlert>) -> Result<(), String>;
 }
 
 /// What a consumer can do at the meter (simulation).

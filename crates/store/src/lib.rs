@@ -310,6 +310,14 @@ pub trait Store: Send + Sync + 'static {
     /// payment reference is already used.
     async fn insert_top_up(&self, t: TopUpRecord, request: RequestRecord) -> Result<TopUpRecord, StoreError>;
 
+    // Alerts.
+    /// Store alerts, each once: one already stored (same device, number, recipient) is
+    /// skipped. Returns how many were new.
+    async fn record_alerts(&self, alerts: Vec<AlertRecord>) -> Result<u64, StoreError>;
+    /// A party's alerts after a sequence number, in order.
+    async fn alerts_after(&self, party: &PartyId, after_seq: i64, limit: usize)
+    -> Result<Vec<AlertRecord>, StoreError>;
+
     // Anomaly detection.
     async fn thresholds(&self) -> Result<Vec<ThresholdRecord>, StoreError>;
     /// Set (or replace) a threshold.

@@ -329,3 +329,20 @@ pub struct TopUpRecord {
     pub request_id: String,
     pub at: Timestamp,
 }
+
+/// A device alert for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertRecord {
+    pub seq: i64,
+    pub party: PartyId,
+    pub device: Eui64,
+    /// The device's own number for it.
+    pub device_seq: u64,
+    pub mpxn: Option<Mpxn>,
+    pub at: Timestamp,
+    pub code: u16,
+    pub detail: String,
+    /// JSON.
+    pub data: Option<String>,
+    pub received_at: Timestamp,
+}

@@ -1,5 +1,6 @@
 //! The embedded store: SQLite in WAL mode under the data directory.
 
+mod alerts;
 mod engine;
 mod fleet;
 mod grants;
@@ -890,6 +891,20 @@ impl Store for SqliteStore {
         request: RequestRecord,
     ) -> Result<crate::TopUpRecord, StoreError> {
         self.engine.write(move |conn| prepayment::insert_top_up(conn, &t, &request)).await
+    }
+
+    async fn record_alerts(&self, alerts: Vec<crate::AlertRecord>) -> Result<u64, StoreError> {
+        self.engine.write(move |conn| alerts::record_alerts(conn, &alerts)).await
+    }
+
+    async fn alerts_after(
+        &self,
+        party: &PartyId,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<crate::AlertRecord>, StoreError> {
+        let party = party.clone();
+        self.engine.read(move |conn| alerts::alerts_after(conn, &party, after_seq, limit)).await
     }
 
     async fn request(&self, id: &str) -> Result<Option<(RequestRecord, Option<ResponseRecord>)>, StoreError> {

@@ -15,6 +15,7 @@ pub(crate) const HUB: &[(i64, &str)] = &[
     (4, include_str!("../../migrations/0004_consents_and_appointments.sql")),
     (5, include_str!("../../migrations/0005_prepayment.sql")),
     (6, include_str!("../../migrations/0006_payment_endpoints.sql")),
+    (7, include_str!("../../migrations/0007_alerts.sql")),
 ];
 
 /// The schema version this build writes.
