@@ -78,6 +78,11 @@ pub struct Prepay {
     pub emergency_credit_active: bool,
     #[serde(default)]
     pub emergency_credit_offered: bool,
+    /// The London calendar month being counted for block prices, and its energy so far.
+    #[serde(default)]
+    pub month: Option<(i16, i8)>,
+    #[serde(default)]
+    pub month_wh: i64,
     /// Debt still to recover, pence.
     #[serde(default)]
     pub debt_pence: i64,
@@ -238,7 +243,8 @@ impl Prepay {
                 self.recover_debt(start, local.date(), product);
             }
             if *supply == Supply::Enabled {
-                self.charged_units += wh as i64 * rate_at(product, minute);
+                let units = self.energy_charge(product, (local.year(), local.month()), minute, wh as i64);
+                self.charged_units = self.charged_units.saturating_add(units);
             }
             let end = start + jiff::SignedDuration::from_secs(HALF_HOUR_SECS);
             let balance = self.balance_pence();
@@ -281,6 +287,32 @@ impl Prepay {
 }
 
 impl Prepay {
+    /// µp for `wh` consumed in a half hour of `month` starting at `minute` local: at the
+    /// time-of-use rate until the month passes a block threshold, then at the block's rate;
+    /// a half hour that crosses a threshold is split exactly.
+    fn energy_charge(&mut self, product: &Product, month: (i16, i8), minute: u32, wh: i64) -> i64 {
+        if self.month != Some(month) {
+            self.month = Some(month);
+            self.month_wh = 0;
+        }
+        let t = &product.tariff;
+        let mut remaining = wh;
+        let mut units = 0i64;
+        while remaining > 0 {
+            let block = t.block_thresholds_kwh.iter().filter(|k| self.month_wh >= **k * 1000).count();
+            let price = match block {
+                0 => rate_at(product, minute),
+                k => t.block_rates_mp_per_kwh.get(k - 1).copied().unwrap_or(0),
+            };
+            let room = t.block_thresholds_kwh.get(block).map_or(i64::MAX, |k| k * 1000 - self.month_wh);
+            let take = remaining.min(room.max(1));
+            units = units.saturating_add(take.saturating_mul(price));
+            self.month_wh += take;
+            remaining -= take;
+        }
+        units
+    }
+
     /// At a London midnight: recover debt at the daily rate, within the weekly cap.
     fn recover_debt(&mut self, at: Timestamp, day: jiff::civil::Date, product: &Product) {
         let Some(d) = product.debt_recovery else { return };

@@ -192,3 +192,53 @@ fn supply_and_emergency_credit_states_never_get_stuck() {
     assert_eq!(supply_d, Supply::Armed);
     assert!(d.may_restore(&credit), "credit mode never needs credit to restore");
 }
+
+// Block prices: once the London month's consumption passes a threshold, the block's rate
+// applies; a half hour that crosses it is split exactly; a new month starts from nothing.
+#[test]
+fn block_prices_follow_the_month_consumption() {
+    let start: Timestamp = "2026-01-28T00:00:00Z".parse().unwrap();
+    let end: Timestamp = "2026-02-03T00:00:00Z".parse().unwrap();
+    let c = Consumption::for_meter(LoadShape::Domestic, 11, start - SignedDuration::from_hours(24), None);
+    let tariff = Tariff {
+        rates_mp_per_kwh: vec![20_000],
+        switching: vec![],
+        block_thresholds_kwh: vec![10, 30],
+        block_rates_mp_per_kwh: vec![25_000, 40_000],
+    };
+    let p = Product::default()
+        .with(&Change::PaymentMode { payment_mode: PaymentMode::Prepayment })
+        .with(&Change::Tariff { tariff, standing_charge_mp_per_day: 0 });
+    p.check().unwrap();
+    let mut account = Prepay::default();
+    let mut supply = Supply::Enabled;
+    account.credit(start, 10_000_000, &mut supply, &p);
+    account.accrue(&c, &p, &mut supply, start);
+    for h in 1..=(6 * 24) {
+        account.accrue(&c, &p, &mut supply, start + SignedDuration::from_hours(h));
+    }
+    // Independently: Wh by Wh.
+    let mut expected = 0i64;
+    let mut month = 1;
+    let mut used = 0i64;
+    for (t, wh) in c.half_hours(start, end) {
+        let m = domain::time::in_london(t).month();
+        if m != month {
+            month = m;
+            used = 0;
+        }
+        for _ in 0..wh {
+            let price = if used >= 30_000 {
+                40_000
+            } else if used >= 10_000 {
+                25_000
+            } else {
+                20_000
+            };
+            expected += price;
+            used += 1;
+        }
+    }
+    assert_eq!(account.charged_units, expected);
+    assert!(expected > 0);
+}

@@ -45,7 +45,8 @@ pub struct Tariff {
     /// When each rate starts, for time of use (empty for a single rate).
     #[serde(default)]
     pub switching: Vec<Switch>,
-    /// Monthly consumption thresholds (kWh) above which block prices apply; optional.
+    /// Optional blocks: once the calendar month's consumption (London months) passes the
+    /// k-th threshold (kWh), energy costs the k-th block rate whatever the time of day.
     #[serde(default)]
     pub block_thresholds_kwh: Vec<i64>,
     #[serde(default)]
@@ -396,10 +397,6 @@ impl Product {
                     return Err(err("tariff.switching", format!("rate {r} is never in force")));
                 }
             }
-        }
-        if !t.block_thresholds_kwh.is_empty() || !t.block_rates_mp_per_kwh.is_empty() {
-            // Refused rather than accepted and not charged.
-            return Err(err("tariff.block_thresholds_kwh", "this meter model does not support block tariffs yet"));
         }
         if t.block_thresholds_kwh.len() != t.block_rates_mp_per_kwh.len() {
             return Err(err("tariff.block_rates_mp_per_kwh", "one block price per block threshold"));

@@ -110,7 +110,19 @@ fn consistency_rules_table() {
             "1.1.1",
             json!({"tariff": {"rates_mp_per_kwh": [20000], "block_thresholds_kwh": [100], "block_rates_mp_per_kwh": [25000]}, "standing_charge_mp_per_day": 0}),
             PaymentMode::Credit,
+            None,
+        ),
+        (
+            "1.1.1",
+            json!({"tariff": {"rates_mp_per_kwh": [20000], "block_thresholds_kwh": [100, 50], "block_rates_mp_per_kwh": [25000, 30000]}, "standing_charge_mp_per_day": 0}),
+            PaymentMode::Credit,
             Some("tariff.block_thresholds_kwh"),
+        ),
+        (
+            "1.1.1",
+            json!({"tariff": {"rates_mp_per_kwh": [20000], "block_thresholds_kwh": [100], "block_rates_mp_per_kwh": []}, "standing_charge_mp_per_day": 0}),
+            PaymentMode::Credit,
+            Some("tariff.block_rates_mp_per_kwh"),
         ),
         (
             "2.1",
