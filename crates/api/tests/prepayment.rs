@@ -138,6 +138,17 @@ async fn a_top_up_reaches_the_meter_once_with_a_gbcs_utrn() {
     let (s, v) = m.w.submit(&m.acme, "2.2", json!({"mpxn": MPAN}), json!({"utrn": "12345"})).await;
     assert_eq!((s, v["field"].as_str()), (StatusCode::BAD_REQUEST, Some("body.utrn")), "{v}");
     assert_eq!(meter_balance(&m, meter).await, 11_500);
+    // The supplier is alerted to each refused UTRN, in order: the duplicate typed on the
+    // keypad (0x8F51), then the forgery (0x8F63).
+    let (_, alerts) = m.w.call(Method::GET, "/v1/alerts", &m.acme, None).await;
+    let refused: Vec<&str> = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["code"].as_str().unwrap())
+        .filter(|c| *c == "0x8F51" || *c == "0x8F63")
+        .collect();
+    assert_eq!(refused, ["0x8F51", "0x8F63"], "{alerts}");
     m.w.close().await;
 }
 

@@ -373,6 +373,16 @@ async fn emergency_credit_and_debt_recovery() {
     m.w.hub.dispatch_due().await.unwrap();
     let c = config(&m).await;
     assert_eq!(c["emergency_credit_active"], json!(false), "repaid: {c}");
+    // SRV 1.5: the supplier adjusts the meter balance (a refund, a correction).
+    let (_, r) = change(&m, "1.5", json!({"adjustment_pence": -100}), None).await;
+    assert_eq!(
+        r["response"]["body"]["balance_pence"].as_i64().unwrap(),
+        c["balance_pence"].as_i64().unwrap() - 100,
+        "{r}"
+    );
+    let (s, v) = change(&m, "1.5", json!({"adjustment_pence": 0}), None).await;
+    assert_eq!((s, v["field"].as_str()), (StatusCode::BAD_REQUEST, Some("body.adjustment_pence")), "{v}");
+    let c = config(&m).await;
     let r = m.w.run(&m.acme, "7.4", json!({"mpxn": MPAN}), json!({}), None).await;
     assert_eq!(r["response"]["body"]["supply"], json!("armed"), "{r}");
     let view = m.w.fleet.ihd_view(meter).await.unwrap();

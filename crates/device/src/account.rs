@@ -148,6 +148,16 @@ impl Prepay {
         Ok(self.combined_credit_pence(product))
     }
 
+    /// Adjust the balance (SRV 1.5): a positive adjustment is a credit (arming a supply off
+    /// for lack of credit), a negative one a charge.
+    pub fn adjust(&mut self, at: Timestamp, pence: i64, supply: &mut Supply, product: &Product) {
+        if pence >= 0 {
+            self.credit(at, pence as u64, supply, product);
+        } else {
+            self.charged_units = self.charged_units.saturating_add(pence.unsigned_abs() as i64 * UNITS_PER_PENNY);
+        }
+    }
+
     /// Set the debt to recover (SRV 2.3).
     pub fn set_debt(&mut self, pence: i64) {
         self.debt_pence = pence;

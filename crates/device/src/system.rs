@@ -506,6 +506,24 @@ impl System {
                 meter.prepay.set_debt(debt);
                 Outcome::Done(json!({"debt_pence": debt, "balance_pence": meter.prepay.balance_pence()}))
             }
+            "1.5" => {
+                let Some(m) = self.meter_index(eui) else { return not_here() };
+                let Some(pence) = body
+                    .get("adjustment_pence")
+                    .and_then(Value::as_i64)
+                    .filter(|p| *p != 0 && (-1_000_000..=1_000_000).contains(p))
+                else {
+                    return refused(RefusalCode::InvalidBody, "adjustment_pence: -1,000,000 to 1,000,000, not 0");
+                };
+                let Meter { prepay, product, supply, .. } = &mut self.meters[m];
+                if product.payment_mode != domain::product::PaymentMode::Prepayment {
+                    return refused(RefusalCode::Inconsistent, "the meter balance is kept in prepayment mode only");
+                }
+                prepay.adjust(now, pence, supply, product);
+                Outcome::Done(
+                    json!({"adjustment_pence": pence, "balance_pence": prepay.balance_pence(), "supply": supply}),
+                )
+            }
             "2.5" => {
                 let Some(m) = self.meter_index(eui) else { return not_here() };
                 self.emergency_credit(now, m)
@@ -827,6 +845,10 @@ impl System {
             }
             Err(e) => {
                 let alert = e.alert().map(|c| format!(" (alert 0x{c:04X})")).unwrap_or_default();
+                // The supplier hears of every refused UTRN (R-PAY-4).
+                if let Some(code) = e.alert() {
+                    prepay.record(now, code, format!("UTRN {utrn} refused: {e}"), None);
+                }
                 refused(RefusalCode::UtrnRejected, format!("{e}{alert}"))
             }
         }

@@ -23,8 +23,8 @@ use crate::{Caller, Hub, HubError};
 
 /// SRVs this hub executes end to end today.
 pub const EXECUTABLE_SRVS: &[&str] = &[
-    "8.1.1", "6.20.1", "1.1.1", "1.2.1", "1.6", "2.1", "2.2", "2.3", "2.5", "4.1.1", "4.8.1", "4.17", "5.1", "5.2",
-    "5.3", "6.2", "7.4", "11.2", "3.1", "6.22", "8.11",
+    "8.1.1", "6.20.1", "1.1.1", "1.2.1", "1.5", "1.6", "2.1", "2.2", "2.3", "2.5", "4.1.1", "4.8.1", "4.17", "5.1",
+    "5.2", "5.3", "6.2", "7.4", "11.2", "3.1", "6.22", "8.11",
 ];
 /// SRVs that read stored data and so carry the requester's data window.
 const WINDOWED_SRVS: &[&str] = &["4.8.1", "4.17", "6.2"];
@@ -94,6 +94,15 @@ pub fn validate_body(srv: &str, body: &Value, rules: domain::IdRules, now: Times
         "1.1.1" | "1.2.1" | "1.6" | "2.1" => {
             // Form only (R-PM-1): whether the product would be consistent is the meter's call.
             domain::product::Change::parse(srv, &body).map_err(|e| invalid(&e.field, e.rule))?;
+        }
+        "1.5" => {
+            let o = object(&body, &["adjustment_pence"])?;
+            let a = o
+                .get("adjustment_pence")
+                .and_then(Value::as_i64)
+                .filter(|a| *a != 0 && (-1_000_000..=1_000_000).contains(a))
+                .ok_or_else(|| invalid("body.adjustment_pence", "required, -1,000,000 to 1,000,000 pence, not 0"))?;
+            return Ok(json!({"adjustment_pence": a}));
         }
         "2.3" => {
             let o = object(&body, &["debt_pence"])?;
