@@ -619,7 +619,10 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
     )
     .await?;
 
-    step(12, "Product: a tariff held by the meter until midnight, an inconsistent one refused (R-PM-1..4)");
+    step(
+        12,
+        "Product: a tariff held by the meter until midnight, confirmed to the supplier; an inconsistent one refused (R-PM-1..5)",
+    );
     let midnight = domain::time::start_of_london_day(domain::time::london_date(hub.now()).tomorrow()?)
         .map_err(anyhow::Error::msg)?;
     let tou = json!({"tariff": {"rates_mp_per_kwh": [27500, 11000],
@@ -675,6 +678,13 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
         activation["import_wh"],
         r["response"]["body"]["product"]["tariff"]["rates_mp_per_kwh"]
     );
+
+    let alerts = c.expect("acme-energy's alerts", Method::GET, "/v1/alerts", Some(&acme), None, 200).await?;
+    let confirmation = alerts.as_array().and_then(|a| a.iter().find(|x| x["code"] == json!("0x8F66"))).cloned();
+    match confirmation {
+        Some(x) => println!("        {} {}: {}", x["code"], x["name"], x["detail"]),
+        None => bail!("no confirmation of the held tariff reached the supplier: {alerts}"),
+    }
 
     step(13, "Prepayment: a top-up by customer identifier, a GBCS UTRN, credited once (R-PAY-1..4)");
     let psp_body =
