@@ -75,6 +75,12 @@ async fn a_tariff_forward_dated_across_midnight_takes_effect_with_a_register_sna
     assert_eq!(before["pending"][0]["srv"], json!("1.1.1"));
 
     advance(&m, "PT16H").await; // 01:00 on Tuesday.
+    // Without any command, the fleet wakes the meter for its held change, and the supplier
+    // has the confirmation.
+    assert_eq!(m.w.fleet.wake_due(100).await.unwrap(), 1);
+    assert_eq!(m.w.fleet.wake_due(100).await.unwrap(), 0, "woken once");
+    let (_, early) = m.w.call(Method::GET, "/v1/alerts", &m.acme, None).await;
+    assert_eq!(early[0]["code"], json!("0x8F66"), "{early}");
     let after = config(&m).await;
     assert_eq!(
         after["product"]["tariff"],
@@ -411,5 +417,52 @@ async fn changes_held_for_one_instant_keep_their_order_when_one_is_resent() {
         after["activations"].as_array().unwrap().iter().map(|a| a["alert"].as_u64().unwrap()).collect();
     assert_eq!(alerts, [0x8F66, 0x8F66], "{after}");
     assert_eq!(after["product"]["emergency_credit"]["limit_pence"], json!(500), "{after}");
+    m.w.close().await;
+}
+
+// Prepayment alerts reach the supplier at their time, with no command to the meter: the
+// fleet wakes a prepayment meter when its account is about to raise one.
+#[tokio::test]
+async fn prepayment_alerts_arrive_on_time_without_any_command() {
+    let m = market().await;
+    enrolled_home(&m).await;
+    let psp = into_prepayment(
+        &m,
+        vec![
+            ("1.6", json!({"payment_mode": "prepayment"})),
+            ("1.1.1", json!({"tariff": {"rates_mp_per_kwh": [30000]}, "standing_charge_mp_per_day": 50000})),
+            ("2.1", json!({"low_credit_threshold_pence": 150})),
+        ],
+    )
+    .await;
+    let customer = domain::customer::CustomerId::for_mpxn(domain::Mpxn::parse(MPAN).unwrap()).to_string();
+    let body = json!({"customer_id": customer, "amount_pence": 300, "payment_reference": "ON-TIME"});
+    let (s, v) = m.w.call(Method::POST, "/v1/top-ups", &psp, Some(body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    m.w.hub.dispatch_due().await.unwrap();
+    // Half an hour at a time, only the fleet's own waking: no request goes to the meter.
+    let mut seen: Vec<(String, jiff::Timestamp)> = Vec::new();
+    for _ in 0..96 {
+        advance(&m, "PT30M").await;
+        m.w.fleet.wake_due(100).await.unwrap();
+        let (_, alerts) = m.w.call(Method::GET, "/v1/alerts?limit=1000", &m.acme, None).await;
+        let now = m.w.hub.now();
+        for a in alerts.as_array().unwrap() {
+            let code = a["code"].as_str().unwrap().to_string();
+            if !seen.iter().any(|(c, _)| *c == code) {
+                let at: jiff::Timestamp = a["at"].as_str().unwrap().parse().unwrap();
+                assert!(
+                    now.duration_since(at) <= jiff::SignedDuration::from_mins(30),
+                    "{code} raised at {at} heard at {now}"
+                );
+                seen.push((code, at));
+            }
+        }
+        if seen.iter().any(|(c, _)| c == "0x8F0F") {
+            break;
+        }
+    }
+    let codes: Vec<&str> = seen.iter().map(|(c, _)| c.as_str()).collect();
+    assert!(codes.contains(&"0x810D") && codes.contains(&"0x8F0F"), "{codes:?}");
     m.w.close().await;
 }

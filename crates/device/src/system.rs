@@ -776,6 +776,37 @@ impl System {
         self.emergency_credit(now, m)
     }
 
+    /// When this system next has something to do by itself after `now`: a held change
+    /// taking effect, or, for a prepayment meter, the first half hour in the next day whose
+    /// charging raises an event (low credit, emergency credit, disablement ...); a quiet
+    /// prepayment meter is looked at again a day on. `None`: nothing until told.
+    pub fn next_wake(&self, now: Timestamp) -> Option<Timestamp> {
+        let mut wake: Option<Timestamp> = None;
+        let mut earliest = |t: Timestamp| wake = Some(wake.map_or(t, |w: Timestamp| w.min(t)));
+        for m in &self.meters {
+            for p in &m.pending {
+                earliest(p.at);
+            }
+            if m.product.payment_mode == domain::product::PaymentMode::Prepayment {
+                let consumption = self.consumption(m);
+                let mut probe = m.prepay.clone();
+                let mut supply = m.supply;
+                let from = probe.settled_to.unwrap_or(now);
+                let mut found = None;
+                for k in 1..=48 {
+                    let t = from + SignedDuration::from_secs(1800 * k);
+                    probe.accrue(&consumption, &m.product, &mut supply, t);
+                    if probe.event_seq > m.prepay.event_seq {
+                        found = Some(t);
+                        break;
+                    }
+                }
+                earliest(found.unwrap_or(from + SignedDuration::from_hours(24)));
+            }
+        }
+        wake
+    }
+
     /// Events every meter here has not yet delivered to the hub: (meter, event).
     pub fn undelivered_events(&self) -> Vec<(Eui64, crate::account::MeterEvent)> {
         self.meters.iter().flat_map(|m| m.prepay.undelivered().map(move |e| (m.eui, e.clone()))).collect()

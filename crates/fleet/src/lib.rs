@@ -22,6 +22,8 @@ use store::FleetStore;
 pub const CACHE_SYSTEMS_DEFAULT: usize = 10_000;
 /// State-changing answers a system remembers, so a command delivered again is not run again.
 pub const REMEMBERED_ANSWERS_MAX: usize = 8;
+/// Systems woken by one round of [`Fleet::wake_due`] in [`Fleet::run_wakeups`].
+pub const WAKE_BATCH_MAX: usize = 512;
 /// EUI-64 slots per system: comms hub, electricity and gas meter, IHD, PPMID, 3 additional.
 const EUIS_PER_SYSTEM: u64 = 8;
 
@@ -188,6 +190,18 @@ impl Fleet {
         f: impl FnOnce(&mut System) -> Outcome,
     ) -> Result<Outcome, TransportError> {
         let id = self.store.system_of(eui).await.map_err(failed)?.ok_or(TransportError::Unreachable(eui))?;
+        self.apply_id(id, request_id, false, f).await
+    }
+
+    /// [`Fleet::apply`] on a system by id. `woken`: the fleet woke it, so its wake time is
+    /// written even when nothing else changed (else it would be woken again at once).
+    async fn apply_id(
+        &self,
+        id: i64,
+        request_id: Option<String>,
+        woken: bool,
+        f: impl FnOnce(&mut System) -> Outcome,
+    ) -> Result<Outcome, TransportError> {
         let entry = self.entry(id).await?;
         let mut stored = entry.lock().await;
         if let Some(rid) = &request_id
@@ -197,7 +211,8 @@ impl Fleet {
         }
         let before = stored.system.clone();
         let outcome = f(&mut stored.system);
-        if stored.system != before {
+        let now = self.clock.now();
+        if stored.system != before || woken {
             let answered_before = stored.answered.clone();
             if let Some(rid) = request_id {
                 if stored.answered.len() == REMEMBERED_ANSWERS_MAX {
@@ -206,21 +221,49 @@ impl Fleet {
                 stored.answered.push_back((rid, outcome.clone()));
             }
             let text = serde_json::to_string(&*stored).map_err(failed)?;
-            if let Err(e) = self.store.save_system(id, text).await {
+            if let Err(e) = self.store.save_system(id, text, stored.system.next_wake(now)).await {
                 // Not saved: forget the change, so memory never runs ahead of the database.
                 stored.system = before;
                 stored.answered = answered_before;
                 return Err(failed(e));
             }
         }
-        self.deliver_alerts(id, &mut stored).await;
+        self.deliver_alerts(id, &mut stored, now).await;
         Ok(outcome)
+    }
+
+    /// Wake the systems whose time has come (a held change due, a prepayment account about
+    /// to cross a threshold): each settles to now and delivers its alerts. Returns how many
+    /// were woken.
+    pub async fn wake_due(&self, limit: usize) -> Result<usize, TransportError> {
+        let now = self.clock.now();
+        let due = self.store.due_wakeups(now, limit).await.map_err(failed)?;
+        for id in &due {
+            self.apply_id(*id, None, true, |system| {
+                system.settle(now);
+                Outcome::Done(serde_json::Value::Null)
+            })
+            .await?;
+        }
+        Ok(due.len())
+    }
+
+    /// Wake due systems until stopped, checking every `tick` (the simulated clock may jump).
+    pub async fn run_wakeups(self: Arc<Self>, tick: std::time::Duration) {
+        loop {
+            match self.wake_due(WAKE_BATCH_MAX).await {
+                Ok(n) if n == WAKE_BATCH_MAX => continue,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(message = "Waking systems failed; retrying.", error = %e),
+            }
+            tokio::time::sleep(tick).await;
+        }
     }
 
     /// Hand a system's undelivered alerts to the hub, in order; once the hub has them, note
     /// it (and persist that), so they are delivered at least once and, as the hub stores each
     /// once, kept once. A failure is retried at the system's next activity.
-    async fn deliver_alerts(&self, id: i64, stored: &mut Stored) {
+    async fn deliver_alerts(&self, id: i64, stored: &mut Stored, now: jiff::Timestamp) {
         let Some(sink) = self.alert_sink.get() else { return };
         let pending = stored.system.undelivered_events();
         if pending.is_empty() {
@@ -246,7 +289,7 @@ impl Fleet {
         }
         match serde_json::to_string(&*stored) {
             Ok(text) => {
-                if let Err(e) = self.store.save_system(id, text).await {
+                if let Err(e) = self.store.save_system(id, text, stored.system.next_wake(now)).await {
                     // The hub has them; delivering them again later stores nothing twice.
                     tracing::warn!(message = "Delivery mark not saved.", system = id, error = %e);
                 }

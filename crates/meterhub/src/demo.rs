@@ -130,6 +130,8 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
     let (hub, store, first) = crate::local::open_hub_quiet(&settings, crate::local::ClockFrom::Settings).await?;
     let fleet = crate::local::attach_fleet(&hub, &settings).await?;
     let dispatcher = tokio::spawn(hub.clone().run_dispatcher(std::time::Duration::from_millis(50)));
+    // Systems with something to do on their own (a held change, a prepayment threshold).
+    let waker = tokio::spawn(fleet.fleet.clone().run_wakeups(std::time::Duration::from_millis(50)));
     let operator = first.context("a fresh data directory creates the hub operator")?.token;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -787,6 +789,7 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
 
     server.abort();
     dispatcher.abort();
+    waker.abort();
     fleet.close().await;
     store.close().await;
     println!("\nEvery step behaved as expected. Run `meterhub serve` and open http://127.0.0.1:8080/docs to explore.");

@@ -18,8 +18,10 @@ pub trait FleetStore: Send + Sync + 'static {
     /// The system a device belongs to.
     async fn system_of(&self, eui: Eui64) -> Result<Option<i64>, StoreError>;
     async fn load_system(&self, id: i64) -> Result<Option<String>, StoreError>;
-    /// Store the new state of a system.
-    async fn save_system(&self, id: i64, state: String) -> Result<(), StoreError>;
+    /// Store the new state of a system and when it next needs waking (`None`: not on its own).
+    async fn save_system(&self, id: i64, state: String, wake_at: Option<jiff::Timestamp>) -> Result<(), StoreError>;
+    /// Systems whose wake time is at or before `now`, soonest first.
+    async fn due_wakeups(&self, now: jiff::Timestamp, limit: usize) -> Result<Vec<i64>, StoreError>;
     async fn fleet_state(&self, key: &str) -> Result<Option<String>, StoreError>;
     async fn set_fleet_state(&self, key: &str, value: String) -> Result<(), StoreError>;
 }

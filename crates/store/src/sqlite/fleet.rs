@@ -91,14 +91,28 @@ impl FleetStore for SqliteFleetStore {
             .await
     }
 
-    async fn save_system(&self, id: i64, state: String) -> Result<(), StoreError> {
+    async fn save_system(&self, id: i64, state: String, wake_at: Option<jiff::Timestamp>) -> Result<(), StoreError> {
         self.engine
             .write(move |c| {
                 let n = c
-                    .prepare_cached("UPDATE systems SET state = ?1 WHERE id = ?2")
-                    .and_then(|mut s| s.execute(params![state, id]))
+                    .prepare_cached("UPDATE systems SET state = ?1, wake_at = ?2 WHERE id = ?3")
+                    .and_then(|mut s| s.execute(params![state, wake_at.map(super::micros), id]))
                     .map_err(backend)?;
                 if n == 1 { Ok(()) } else { Err(StoreError::NotFound(format!("system {id}"))) }
+            })
+            .await
+    }
+
+    async fn due_wakeups(&self, now: jiff::Timestamp, limit: usize) -> Result<Vec<i64>, StoreError> {
+        self.engine
+            .read(move |c| {
+                let mut s = c
+                    .prepare_cached(&format!(
+                        "SELECT id FROM systems WHERE wake_at IS NOT NULL AND wake_at <= ?1 ORDER BY wake_at LIMIT {limit}"
+                    ))
+                    .map_err(backend)?;
+                let rows = s.query_map([super::micros(now)], |r| r.get(0)).map_err(backend)?;
+                rows.collect::<rusqlite::Result<Vec<i64>>>().map_err(backend)
             })
             .await
     }

@@ -22,7 +22,10 @@ pub(crate) const HUB: &[(i64, &str)] = &[
 pub const SCHEMA_VERSION: i64 = HUB[HUB.len() - 1].0;
 
 /// The fleet's own database (device state), separate from the hub's.
-pub(crate) const FLEET: &[(i64, &str)] = &[(1, include_str!("../../migrations/fleet_0001_initial.sql"))];
+pub(crate) const FLEET: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/fleet_0001_initial.sql")),
+    (2, include_str!("../../migrations/fleet_0002_wakeups.sql")),
+];
 
 pub(crate) fn migrate(conn: &mut Connection, migrations: &[(i64, &str)]) -> Result<(), StoreError> {
     let latest = migrations[migrations.len() - 1].0;
