@@ -97,6 +97,10 @@ pub struct Prepay {
     /// Events up to this number have reached the hub.
     #[serde(default)]
     pub delivered_seq: u64,
+    /// Events that had to be dropped before reaching the hub (the log was full of
+    /// undelivered ones).
+    #[serde(default)]
+    pub events_lost: u64,
 }
 
 impl Prepay {
@@ -170,7 +174,17 @@ impl Prepay {
     /// Record an event for the supplier (the meter keeps the last [`EVENTS_KEPT`]).
     pub fn record(&mut self, at: Timestamp, alert: u16, detail: String, data: Option<serde_json::Value>) {
         if self.events.len() == EVENTS_KEPT {
-            self.events.remove(0);
+            // Make room with the oldest event the hub already has; only if none has been
+            // delivered does an undelivered one go, and that is counted.
+            match self.events.iter().position(|e| e.seq <= self.delivered_seq) {
+                Some(i) => {
+                    self.events.remove(i);
+                }
+                None => {
+                    self.events.remove(0);
+                    self.events_lost += 1;
+                }
+            }
         }
         self.event_seq += 1;
         self.events.push(MeterEvent { seq: self.event_seq, at, alert, detail, data });
@@ -309,12 +323,12 @@ impl Prepay {
         let mut remaining = wh;
         let mut units = 0i64;
         while remaining > 0 {
-            let block = t.block_thresholds_kwh.iter().filter(|k| self.month_wh >= **k * 1000).count();
+            let block = t.block_thresholds_kwh.iter().filter(|k| self.month_wh >= k.saturating_mul(1000)).count();
             let price = match block {
                 0 => rate_at(product, minute),
                 k => t.block_rates_mp_per_kwh.get(k - 1).copied().unwrap_or(0),
             };
-            let room = t.block_thresholds_kwh.get(block).map_or(i64::MAX, |k| k * 1000 - self.month_wh);
+            let room = t.block_thresholds_kwh.get(block).map_or(i64::MAX, |k| k.saturating_mul(1000) - self.month_wh);
             let take = remaining.min(room.max(1));
             units = units.saturating_add(take.saturating_mul(price));
             self.month_wh += take;

@@ -489,6 +489,7 @@ impl System {
                     out["debt_pence"] = json!(meter.prepay.debt_pence);
                     out["emergency_credit_active"] = json!(meter.prepay.emergency_credit_active);
                     out["events"] = json!(events);
+                    out["events_lost"] = json!(meter.prepay.events_lost);
                 }
                 Outcome::Done(out)
             }
@@ -783,6 +784,10 @@ impl System {
     pub fn next_wake(&self, now: Timestamp) -> Option<Timestamp> {
         let mut wake: Option<Timestamp> = None;
         let mut earliest = |t: Timestamp| wake = Some(wake.map_or(t, |w: Timestamp| w.min(t)));
+        // Alerts the hub has not taken yet: try again shortly.
+        if self.meters.iter().any(|m| m.prepay.undelivered().next().is_some()) {
+            earliest(now + SignedDuration::from_mins(1));
+        }
         for m in &self.meters {
             for p in &m.pending {
                 earliest(p.at);
@@ -809,7 +814,11 @@ impl System {
 
     /// Events every meter here has not yet delivered to the hub: (meter, event).
     pub fn undelivered_events(&self) -> Vec<(Eui64, crate::account::MeterEvent)> {
-        self.meters.iter().flat_map(|m| m.prepay.undelivered().map(move |e| (m.eui, e.clone()))).collect()
+        let mut all: Vec<(Eui64, crate::account::MeterEvent)> =
+            self.meters.iter().flat_map(|m| m.prepay.undelivered().map(move |e| (m.eui, e.clone()))).collect();
+        // In time order across the meters; each meter's own order is kept (its times rise).
+        all.sort_by_key(|(eui, e)| (e.at, *eui, e.seq));
+        all
     }
 
     /// The hub has the events up to `seq` of `meter`.

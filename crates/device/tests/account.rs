@@ -242,3 +242,24 @@ fn block_prices_follow_the_month_consumption() {
     assert_eq!(account.charged_units, expected);
     assert!(expected > 0);
 }
+
+// The event log keeps what the hub has not taken: delivered events make room first; only
+// a log full of undelivered ones drops the oldest, and says how many.
+#[test]
+fn the_event_log_drops_delivered_events_first_and_counts_losses() {
+    use device::account::EVENTS_KEPT;
+    let at: Timestamp = "2026-01-05T00:00:00Z".parse().unwrap();
+    let mut a = Prepay::default();
+    for i in 0..EVENTS_KEPT as u64 {
+        a.record(at, 0x810E, format!("event {i}"), None);
+    }
+    a.delivered_seq = 10;
+    for i in 0..10 {
+        a.record(at, 0x810E, format!("more {i}"), None);
+    }
+    assert_eq!((a.events.len(), a.events_lost), (EVENTS_KEPT, 0), "the delivered ten made room");
+    assert_eq!(a.undelivered().count(), EVENTS_KEPT);
+    a.record(at, 0x810E, "one too many".into(), None);
+    assert_eq!(a.events_lost, 1);
+    assert_eq!(a.undelivered().next().unwrap().seq, 12, "the oldest undelivered went");
+}

@@ -14,6 +14,8 @@ use serde_json::Value;
 pub const RATES_MAX: usize = 8;
 /// Switching times in a day, at most.
 pub const SWITCHES_MAX: usize = 48;
+/// Largest block threshold, kWh in a month.
+pub const BLOCK_THRESHOLD_MAX_KWH: i64 = 10_000_000;
 /// Block thresholds, at most.
 pub const BLOCKS_MAX: usize = 4;
 /// Non-disablement periods, at most.
@@ -127,11 +129,32 @@ pub enum Change {
     /// SRV 2.1.
     #[serde(rename = "2.1")]
     Prepay {
+        #[serde(default, skip_serializing_if = "Option::is_none", with = "present")]
         emergency_credit: Option<Option<EmergencyCredit>>,
+        #[serde(default, skip_serializing_if = "Option::is_none", with = "present")]
         debt_recovery: Option<Option<DebtRecovery>>,
+        #[serde(default, skip_serializing_if = "Option::is_none", with = "present")]
         low_credit_threshold_pence: Option<Option<i64>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         non_disablement: Option<Vec<Period>>,
     },
+}
+
+/// "Left out" (`None`) and "given as null" (`Some(None)`) mean different things in a
+/// change; stored changes (a meter's held ones) must keep the difference.
+mod present {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<T: Serialize, S: Serializer>(v: &Option<Option<T>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(inner) => inner.serialize(s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+        Option::<T>::deserialize(d).map(Some)
+    }
 }
 
 /// SRVs that change the product.
@@ -272,6 +295,14 @@ impl Change {
                 }
                 if tariff.block_thresholds_kwh.len() > BLOCKS_MAX {
                     return Err(err("body.tariff.block_thresholds_kwh", format!("at most {BLOCKS_MAX} blocks")));
+                }
+                for (i, k) in tariff.block_thresholds_kwh.iter().enumerate() {
+                    if !(1..=BLOCK_THRESHOLD_MAX_KWH).contains(k) {
+                        return Err(err(
+                            format!("body.tariff.block_thresholds_kwh[{i}]"),
+                            format!("1 to {BLOCK_THRESHOLD_MAX_KWH} kWh"),
+                        ));
+                    }
                 }
             }
             Change::Prices { rates_mp_per_kwh, standing_charge_mp_per_day } => {

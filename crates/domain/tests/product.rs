@@ -175,3 +175,18 @@ fn consistency_rules_table() {
         assert_eq!(got.as_deref(), *want, "{srv} {body} in {mode:?}");
     }
 }
+
+/// A held "clear emergency credit" survives being stored and read back (the meter persists
+/// held changes): `null` and "left out" stay different.
+#[test]
+fn cleared_and_left_out_settings_survive_storage() {
+    for body in [
+        json!({"emergency_credit": null}),
+        json!({"low_credit_threshold_pence": 100}),
+        json!({"debt_recovery": null, "non_disablement": []}),
+    ] {
+        let change = Change::parse("2.1", &body).unwrap();
+        let stored = serde_json::to_string(&change).unwrap();
+        assert_eq!(serde_json::from_str::<Change>(&stored).unwrap(), change, "{body} stored as {stored}");
+    }
+}

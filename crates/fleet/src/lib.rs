@@ -239,11 +239,16 @@ impl Fleet {
         let now = self.clock.now();
         let due = self.store.due_wakeups(now, limit).await.map_err(failed)?;
         for id in &due {
-            self.apply_id(*id, None, true, |system| {
-                system.settle(now);
-                Outcome::Done(serde_json::Value::Null)
-            })
-            .await?;
+            // One system that cannot be woken must not hold up the others.
+            if let Err(e) = self
+                .apply_id(*id, None, true, |system| {
+                    system.settle(now);
+                    Outcome::Done(serde_json::Value::Null)
+                })
+                .await
+            {
+                tracing::warn!(message = "A system could not be woken; it will be tried again.", system = id, error = %e);
+            }
         }
         Ok(due.len())
     }

@@ -1,7 +1,7 @@
 //! Device alerts reaching parties (R-PM-5 now; the whole dispatching of issue 6 builds on
 //! it). A transport hands the hub each device's alerts in the device's order, again until
-//! the hub has stored them; the hub stores each once per recipient (the store refuses a
-//! second copy) and each recipient pulls its own in order.
+//! the hub has stored them; the hub stores each (device, number) once, for the recipient
+//! chosen when it first arrived, and each recipient pulls its own in order.
 //!
 //! Recipients today: the registered supplier of the device's metering point at the alert's
 //! instant (for a device not linked to one, the supplier it trusts). The dispatch table of
@@ -40,9 +40,9 @@ impl Hub {
         let now = self.now();
         let mut records = Vec::with_capacity(alerts.len());
         for a in alerts {
+            // Refused whole, so the transport keeps it and delivers it again: never lost.
             let Some(device) = self.store().device(a.device).await? else {
-                tracing::warn!(message = "Alert from a device the hub does not know; dropped.", device = %a.device);
-                continue;
+                return Err(HubError::NotFound(format!("alert from device {}, which the hub does not know", a.device)));
             };
             let recipient = match device.mpxn {
                 Some(m) => match self.store().registration_at(m, a.at, None).await? {

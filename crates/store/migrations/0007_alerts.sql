@@ -1,6 +1,7 @@
--- meterhub schema, version 7: device alerts as delivered to their recipients. A device
--- numbers its alerts; (device, number, recipient) is unique, so an alert delivered twice
--- (the fleet retries until the hub has it) is stored once. Append-only.
+-- meterhub schema, version 7: device alerts as delivered to their recipient. A device
+-- numbers its alerts; (device, number) is unique, so an alert delivered twice (the fleet
+-- retries until the hub has it) is stored once, for the recipient chosen the first time.
+-- Append-only.
 CREATE TABLE alerts (
     seq         INTEGER PRIMARY KEY,
     party       TEXT NOT NULL,            -- the recipient
@@ -12,7 +13,7 @@ CREATE TABLE alerts (
     detail      TEXT NOT NULL,
     data        TEXT,                     -- JSON
     received_at INTEGER NOT NULL,
-    UNIQUE (device, device_seq, party)
+    UNIQUE (device, device_seq)
 ) STRICT;
 CREATE INDEX alerts_by_party ON alerts(party, seq);
 

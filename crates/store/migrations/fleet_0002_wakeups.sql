@@ -3,3 +3,5 @@
 -- rather than wait for a command. NULL: nothing to do until told.
 ALTER TABLE systems ADD COLUMN wake_at INTEGER;
 CREATE INDEX systems_by_wake ON systems(wake_at);
+-- Systems saved before this version are woken once, to work out their own next time.
+UPDATE systems SET wake_at = 0;

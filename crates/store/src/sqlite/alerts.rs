@@ -37,7 +37,7 @@ pub(super) fn record_alerts(conn: &Connection, alerts: &[AlertRecord]) -> Result
     let mut s = conn
         .prepare_cached(
             "INSERT INTO alerts (party, device, device_seq, mpxn, at, code, detail, data, received_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (device, device_seq, party) DO NOTHING",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (device, device_seq) DO NOTHING",
         )
         .map_err(backend)?;
     let mut new = 0;
