@@ -41,18 +41,8 @@ pub async fn list_alerts(
     Auth(caller): Auth,
     ApiQuery(q): ApiQuery<ResponsesQuery>,
 ) -> ApiResult<Json<Vec<AlertDto>>> {
-    let after = q
-        .after
-        .as_deref()
-        .map(str::parse::<i64>)
-        .transpose()
-        .map_err(|_| Problem::bad_request("after", "a whole number"))?;
-    let limit =
-        q.limit.as_deref().map(str::parse::<usize>).transpose().ok().flatten().filter(|l| (1..=1000).contains(l));
-    if q.limit.is_some() && limit.is_none() {
-        return Err(Problem::bad_request("limit", "1 to 1000"));
-    }
-    let list = st.hub.alerts(&caller, after.unwrap_or(0), limit.unwrap_or(100)).await?;
+    let (after, limit) = q.page(100, hub::alerts::ALERTS_PAGE_MAX)?;
+    let list = st.hub.alerts(&caller, after, limit).await?;
     Ok(Json(
         list.iter()
             .map(|a| AlertDto {

@@ -507,6 +507,29 @@ pub struct ResponsesQuery {
     pub limit: Option<String>,
 }
 
+impl ResponsesQuery {
+    /// The cursor and page size asked for: `after` defaults to 0, `limit` to `default` and
+    /// must be 1 to `max`. A malformed one names its field.
+    pub fn page(&self, default: usize, max: usize) -> Result<(i64, usize), crate::problem::Problem> {
+        use crate::problem::Problem;
+        let after = self
+            .after
+            .as_deref()
+            .map(str::parse::<i64>)
+            .transpose()
+            .map_err(|_| Problem::bad_request("after", "a whole number"))?;
+        let limit = match self.limit.as_deref() {
+            None => default,
+            Some(l) => l
+                .parse::<usize>()
+                .ok()
+                .filter(|l| (1..=max).contains(l))
+                .ok_or_else(|| Problem::bad_request("limit", format!("1 to {max}")))?,
+        };
+        Ok((after.unwrap_or(0), limit))
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditDto {
     pub seq: i64,

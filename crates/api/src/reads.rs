@@ -87,27 +87,6 @@ pub struct ForwardedReadDto {
     pub read: ReadDto,
 }
 
-fn page(q: &ResponsesQuery, default: usize) -> Result<(i64, usize), Problem> {
-    let after = q
-        .after
-        .as_deref()
-        .map(str::parse::<i64>)
-        .transpose()
-        .map_err(|_| Problem::bad_request("after", "a whole number"))?;
-    let limit = q
-        .limit
-        .as_deref()
-        .map(str::parse::<usize>)
-        .transpose()
-        .ok()
-        .flatten()
-        .filter(|l| (1..=hub::schedules::READS_PAGE_MAX).contains(l));
-    if q.limit.is_some() && limit.is_none() {
-        return Err(Problem::bad_request("limit", format!("1 to {}", hub::schedules::READS_PAGE_MAX)));
-    }
-    Ok((after.unwrap_or(0), limit.unwrap_or(default)))
-}
-
 /// The caller's reads (responses to 4.1.1, 4.8.1, 4.17, scheduled or on demand) recorded on
 /// one London day: the same records the response stream delivered as they were collected.
 #[utoipa::path(get, path = "/v1/reads/days/{day}", tag = "reads", security(("bearer" = [])),
@@ -119,7 +98,7 @@ pub async fn read_batch(
     Path(day): Path<String>,
     ApiQuery(q): ApiQuery<ResponsesQuery>,
 ) -> ApiResult<Json<ReadBatchDto>> {
-    let (after, limit) = page(&q, hub::schedules::READS_PAGE_MAX)?;
+    let (after, limit) = q.page(hub::schedules::READS_PAGE_MAX, hub::schedules::READS_PAGE_MAX)?;
     let (from, to, reads) = st.hub.read_batch(&caller, &day, after, limit).await?;
     let next_after = if reads.len() == limit { reads.last().map(|r| r.response.seq) } else { None };
     Ok(Json(ReadBatchDto { day, from, to, reads: reads.iter().map(ReadDto::from).collect(), next_after }))
@@ -149,7 +128,7 @@ pub async fn forwarded_reads(
     Auth(caller): Auth,
     ApiQuery(q): ApiQuery<ResponsesQuery>,
 ) -> ApiResult<Json<Vec<ForwardedReadDto>>> {
-    let (after, limit) = page(&q, 100)?;
+    let (after, limit) = q.page(100, hub::schedules::READS_PAGE_MAX)?;
     let list = st.hub.forwarded_reads(&caller, after, limit).await?;
     Ok(Json(
         list.iter().map(|(f, r)| ForwardedReadDto { forward: ForwardDto::from(f), read: ReadDto::from(r) }).collect(),

@@ -397,18 +397,8 @@ pub async fn list_responses(
     Auth(caller): Auth,
     ApiQuery(q): ApiQuery<ResponsesQuery>,
 ) -> ApiResult<Json<Vec<ResponseDto>>> {
-    let after = q
-        .after
-        .as_deref()
-        .map(str::parse::<i64>)
-        .transpose()
-        .map_err(|_| Problem::bad_request("after", "a whole number"))?;
-    let limit =
-        q.limit.as_deref().map(str::parse::<usize>).transpose().ok().flatten().filter(|l| (1..=1000).contains(l));
-    if q.limit.is_some() && limit.is_none() {
-        return Err(Problem::bad_request("limit", "1 to 1000"));
-    }
-    let rs = st.hub.responses(&caller, after.unwrap_or(0), limit.unwrap_or(100)).await?;
+    let (after, limit) = q.page(100, 1000)?;
+    let rs = st.hub.responses(&caller, after, limit).await?;
     Ok(Json(rs.iter().map(ResponseDto::from).collect()))
 }
 
