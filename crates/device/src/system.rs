@@ -784,10 +784,6 @@ impl System {
     pub fn next_wake(&self, now: Timestamp) -> Option<Timestamp> {
         let mut wake: Option<Timestamp> = None;
         let mut earliest = |t: Timestamp| wake = Some(wake.map_or(t, |w: Timestamp| w.min(t)));
-        // Alerts the hub has not taken yet: try again shortly.
-        if self.meters.iter().any(|m| m.prepay.undelivered().next().is_some()) {
-            earliest(now + SignedDuration::from_mins(1));
-        }
         for m in &self.meters {
             for p in &m.pending {
                 earliest(p.at);
@@ -810,6 +806,11 @@ impl System {
             }
         }
         wake
+    }
+
+    /// Whether any meter here holds events the hub has not taken yet.
+    pub fn has_undelivered_events(&self) -> bool {
+        self.meters.iter().any(|m| m.prepay.undelivered().next().is_some())
     }
 
     /// Events every meter here has not yet delivered to the hub: (meter, event).

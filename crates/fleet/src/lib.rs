@@ -55,6 +55,19 @@ pub struct Fleet {
     alert_sink: std::sync::OnceLock<Arc<dyn AlertSink>>,
 }
 
+/// How long undelivered alerts wait before the fleet wakes their system to try again.
+const ALERT_RETRY: jiff::SignedDuration = jiff::SignedDuration::from_mins(1);
+
+/// When to wake a system: when it next acts on its own, or sooner to retry alerts the hub
+/// has not taken yet.
+fn wake_at(activity: Option<jiff::Timestamp>, system: &System, now: jiff::Timestamp) -> Option<jiff::Timestamp> {
+    let retry = system.has_undelivered_events().then(|| now + ALERT_RETRY);
+    match (activity, retry) {
+        (Some(a), Some(r)) => Some(a.min(r)),
+        (a, r) => a.or(r),
+    }
+}
+
 fn failed(e: impl std::fmt::Display) -> TransportError {
     TransportError::Failed(e.to_string())
 }
@@ -212,7 +225,14 @@ impl Fleet {
         let before = stored.system.clone();
         let outcome = f(&mut stored.system);
         let now = self.clock.now();
-        if stored.system != before || woken {
+        let changed = stored.system != before;
+        // When the system next acts on its own: worked out once, and only if it is saved.
+        let activity = if changed || woken || stored.system.has_undelivered_events() {
+            stored.system.next_wake(now)
+        } else {
+            None
+        };
+        if changed || woken {
             let answered_before = stored.answered.clone();
             if let Some(rid) = request_id {
                 if stored.answered.len() == REMEMBERED_ANSWERS_MAX {
@@ -221,14 +241,14 @@ impl Fleet {
                 stored.answered.push_back((rid, outcome.clone()));
             }
             let text = serde_json::to_string(&*stored).map_err(failed)?;
-            if let Err(e) = self.store.save_system(id, text, stored.system.next_wake(now)).await {
+            if let Err(e) = self.store.save_system(id, text, wake_at(activity, &stored.system, now)).await {
                 // Not saved: forget the change, so memory never runs ahead of the database.
                 stored.system = before;
                 stored.answered = answered_before;
                 return Err(failed(e));
             }
         }
-        self.deliver_alerts(id, &mut stored, now).await;
+        self.deliver_alerts(id, &mut stored, now, activity).await;
         Ok(outcome)
     }
 
@@ -268,12 +288,18 @@ impl Fleet {
     /// Hand a system's undelivered alerts to the hub, in order; once the hub has them, note
     /// it (and persist that), so they are delivered at least once and, as the hub stores each
     /// once, kept once. A failure is retried at the system's next activity.
-    async fn deliver_alerts(&self, id: i64, stored: &mut Stored, now: jiff::Timestamp) {
+    async fn deliver_alerts(
+        &self,
+        id: i64,
+        stored: &mut Stored,
+        now: jiff::Timestamp,
+        activity: Option<jiff::Timestamp>,
+    ) {
         let Some(sink) = self.alert_sink.get() else { return };
-        let pending = stored.system.undelivered_events();
-        if pending.is_empty() {
+        if !stored.system.has_undelivered_events() {
             return;
         }
+        let pending = stored.system.undelivered_events();
         let alerts: Vec<DeviceAlert> = pending
             .iter()
             .map(|(device, e)| DeviceAlert {
@@ -294,7 +320,7 @@ impl Fleet {
         }
         match serde_json::to_string(&*stored) {
             Ok(text) => {
-                if let Err(e) = self.store.save_system(id, text, stored.system.next_wake(now)).await {
+                if let Err(e) = self.store.save_system(id, text, wake_at(activity, &stored.system, now)).await {
                     // The hub has them; delivering them again later stores nothing twice.
                     tracing::warn!(message = "Delivery mark not saved.", system = id, error = %e);
                 }
