@@ -21,11 +21,6 @@ use crate::schedules::HUB_ANSWERED_SRVS;
 use crate::transport::DeviceMessage;
 use crate::{Caller, Hub, HubError};
 
-/// SRVs this hub executes end to end today.
-pub const EXECUTABLE_SRVS: &[&str] = &[
-    "8.1.1", "6.20.1", "1.1.1", "1.2.1", "1.5", "1.6", "2.1", "2.2", "2.3", "2.5", "4.1.1", "4.8.1", "4.17", "5.1",
-    "5.2", "5.3", "6.2", "7.4", "11.2", "3.1", "6.22", "8.11",
-];
 /// SRVs that read stored data and so carry the requester's data window.
 const WINDOWED_SRVS: &[&str] = &["4.8.1", "4.17", "6.2"];
 /// Request-id counters reserved from the store at a time.
@@ -334,6 +329,17 @@ impl Hub {
     ) -> Result<Plan, HubError> {
         let caller = Caller { party: party.clone(), token_id: String::new() };
         match srv {
+            "5.2" | "5.3" => {
+                // A party reads and deletes its own schedules whatever its relationship now
+                // (the hub checks ownership): a supplier that has lost the supply can still
+                // stop one.
+                let mpxn = match named {
+                    Some(m) => Some(m),
+                    None => self.governing_mpxn(&device).await?,
+                };
+                let access = Access { requester: Requester::Supplier, from: None, to: None };
+                Ok(Plan { device, mpxn, access, effect: None })
+            }
             "8.1.1" => {
                 // Before its MPxN is linked, a device's supplier is the one that installed it.
                 let premises = self.store().premises_devices(device.premises_id).await?;
@@ -507,18 +513,7 @@ impl Hub {
             Target::Mpxn(m) => Some(self.parse_mpxn("target.mpxn", m)?),
             Target::Device(_) => None,
         };
-        let plan = if matches!(service.code, "5.2" | "5.3") {
-            // A party reads and deletes its own schedules whatever its relationship now (the
-            // hub checks ownership): a supplier that has lost the supply can still stop one.
-            let mpxn = match named {
-                Some(m) => Some(m),
-                None => self.governing_mpxn(&device).await?,
-            };
-            let access = Access { requester: Requester::Supplier, from: None, to: None };
-            Plan { device, mpxn, access, effect: None }
-        } else {
-            self.plan(&caller.party, service.code, device, named, &body, execute_at.unwrap_or(now)).await?
-        };
+        let plan = self.plan(&caller.party, service.code, device, named, &body, execute_at.unwrap_or(now)).await?;
         let counter = self.next_request_counter(caller.party.originator).await?;
         let id = RequestId { originator: caller.party.originator, target: plan.device.eui, counter };
         let body_text = serde_json::to_string(&body).expect("JSON values serialise");

@@ -114,7 +114,10 @@ impl Hub {
     /// registry alone.
     pub async fn customer(&self, caller: &Caller, customer_id: &str) -> Result<CustomerView, HubError> {
         self.authorize(caller, "payment.top-up", None)?;
-        let id = self.parse_customer(customer_id)?;
+        self.lookup_customer(self.parse_customer(customer_id)?).await
+    }
+
+    async fn lookup_customer(&self, id: CustomerId) -> Result<CustomerView, HubError> {
         let mpxn = id.mpxn();
         let reg = self
             .store()
@@ -140,9 +143,9 @@ impl Hub {
         let amount = input.amount_pence as u64;
         // A reference seen before is answered from the record, whatever the registry says now.
         self.authorize(caller, "payment.top-up", None)?;
-        let asked = self.parse_customer(&input.customer_id)?.mpxn();
+        let asked = self.parse_customer(&input.customer_id)?;
         if let Some(done) = self.store().top_up(&caller.party.id, reference).await? {
-            return same_again(done, asked, amount);
+            return same_again(done, asked.mpxn(), amount);
         }
         // One attempt per reference at a time, so a supplier is never asked twice for one payment.
         let key = (caller.party.id.clone(), reference.to_string());
@@ -152,7 +155,7 @@ impl Hub {
             )));
         }
         let _release = InFlight { hub: self, key };
-        let view = self.customer(caller, &input.customer_id).await?;
+        let view = self.lookup_customer(asked).await?;
         let supplier = view.supplier.clone();
         if amount > UTRN_PENCE_MAX {
             return Err(invalid("amount_pence", format!("a UTRN carries at most {UTRN_PENCE_MAX} pence")));
