@@ -53,6 +53,15 @@ async fn into_prepayment(m: &Market, changes: Vec<(&str, Value)>) -> String {
     m.w.party("paypoint", &["PSP"], 11, None).await
 }
 
+/// A payment service provider's top-up for the electricity point, delivered to the meter.
+async fn top_up(m: &Market, psp: &str, pence: i64, reference: &str) {
+    let customer = domain::customer::CustomerId::for_mpxn(domain::Mpxn::parse(MPAN).unwrap()).to_string();
+    let body = json!({"customer_id": customer, "amount_pence": pence, "payment_reference": reference});
+    let (s, v) = m.w.call(Method::POST, "/v1/top-ups", psp, Some(body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    m.w.hub.dispatch_due().await.unwrap();
+}
+
 async fn config(m: &Market) -> Value {
     let r = m.w.run(&m.acme, "6.2", json!({"mpxn": MPAN}), json!({}), None).await;
     assert_eq!(r["response"]["outcome"], json!("done"), "{r}");
@@ -250,17 +259,7 @@ async fn a_prepayment_story_from_top_up_to_disablement_and_back() {
         ],
     )
     .await;
-    let customer = domain::customer::CustomerId::for_mpxn(domain::Mpxn::parse(MPAN).unwrap()).to_string();
-    let top_up = |pence: i64, reference: &'static str| {
-        let body = json!({"customer_id": customer, "amount_pence": pence, "payment_reference": reference});
-        let (w, psp) = (&m.w, psp.clone());
-        async move {
-            let (s, v) = w.call(Method::POST, "/v1/top-ups", &psp, Some(body)).await;
-            assert_eq!(s, StatusCode::CREATED, "{v}");
-            w.hub.dispatch_due().await.unwrap();
-        }
-    };
-    top_up(300, "STORY-1").await;
+    top_up(&m, &psp, 300, "STORY-1").await;
     let c = config(&m).await;
     assert_eq!(c["balance_pence"], json!(300), "{c}");
 
@@ -295,7 +294,7 @@ async fn a_prepayment_story_from_top_up_to_disablement_and_back() {
     assert!(low < off, "{codes:?}");
 
     // A top-up brings credit back and arms the supply for the consumer to restore.
-    top_up(1000, "STORY-2").await;
+    top_up(&m, &psp, 1000, "STORY-2").await;
     let r = m.w.run(&m.acme, "7.4", json!({"mpxn": MPAN}), json!({}), None).await;
     assert_eq!(r["response"]["body"]["supply"], json!("armed"), "{r}");
     let c = config(&m).await;
@@ -327,11 +326,7 @@ async fn emergency_credit_and_debt_recovery() {
         ],
     )
     .await;
-    let customer = domain::customer::CustomerId::for_mpxn(domain::Mpxn::parse(MPAN).unwrap()).to_string();
-    let pay = |pence: i64, reference: &str| json!({"customer_id": customer, "amount_pence": pence, "payment_reference": reference});
-    let (s, v) = m.w.call(Method::POST, "/v1/top-ups", &psp, Some(pay(300, "EC-1"))).await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    m.w.hub.dispatch_due().await.unwrap();
+    top_up(&m, &psp, 300, "EC-1").await;
     // With 300 pence, not below the threshold: the supplier cannot force emergency credit on.
     let (_, r) = change(&m, "2.5", json!({}), None).await;
     assert_eq!(r["response"]["body"]["code"], json!("inconsistent"), "{r}");
@@ -374,9 +369,7 @@ async fn emergency_credit_and_debt_recovery() {
     assert!(ec_on < ec_out && ec_out < off, "{a:?}");
     assert!(c["balance_pence"].as_i64().unwrap() <= -500, "the emergency credit was used: {c}");
 
-    let (s, v) = m.w.call(Method::POST, "/v1/top-ups", &psp, Some(pay(2000, "EC-2"))).await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    m.w.hub.dispatch_due().await.unwrap();
+    top_up(&m, &psp, 2000, "EC-2").await;
     let c = config(&m).await;
     assert_eq!(c["emergency_credit_active"], json!(false), "repaid: {c}");
     // SRV 1.5: the supplier adjusts the meter balance (a refund, a correction).
@@ -435,11 +428,7 @@ async fn prepayment_alerts_arrive_on_time_without_any_command() {
         ],
     )
     .await;
-    let customer = domain::customer::CustomerId::for_mpxn(domain::Mpxn::parse(MPAN).unwrap()).to_string();
-    let body = json!({"customer_id": customer, "amount_pence": 300, "payment_reference": "ON-TIME"});
-    let (s, v) = m.w.call(Method::POST, "/v1/top-ups", &psp, Some(body)).await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    m.w.hub.dispatch_due().await.unwrap();
+    top_up(&m, &psp, 300, "ON-TIME").await;
     // Half an hour at a time, only the fleet's own waking: no request goes to the meter.
     let mut seen: Vec<(String, jiff::Timestamp)> = Vec::new();
     for _ in 0..96 {
