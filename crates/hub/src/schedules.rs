@@ -128,10 +128,6 @@ pub fn next_run(first: Timestamp, every: Every, k: i64, end: Option<Timestamp>) 
     if end.is_some_and(|e| next > e) { None } else { Some(next) }
 }
 
-fn run_at_k(s: &ScheduleRecord, k: i64) -> Option<Timestamp> {
-    run_at(s.first_run, s.every, k)
-}
-
 /// A schedule as callers see it.
 pub fn schedule_json(s: &ScheduleRecord) -> Value {
     json!({
@@ -251,7 +247,7 @@ impl Hub {
         };
         let body = if PERIOD_SRVS.contains(&s.srv.as_str()) {
             // The period since the previous run (run k-1), without gap or overlap.
-            let from = run_at_k(s, s.runs - 1).unwrap_or(run_at);
+            let from = self::run_at(s.first_run, s.every, s.runs - 1).unwrap_or(run_at);
             json!({"from": from.to_string(), "to": run_at.to_string()})
         } else {
             json!({})
