@@ -14,6 +14,7 @@ pub mod problem;
 pub mod reads;
 pub mod routes;
 pub mod simulation;
+pub mod switching;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -102,6 +103,13 @@ pub struct AppState {
         simulation::display,
         simulation::keypad,
         alerts::list_alerts,
+        switching::request_switch,
+        switching::list_switches,
+        switching::get_switch,
+        switching::act_on_switch,
+        switching::notify_tenancy,
+        switching::list_tenancies,
+        switching::list_notices,
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
@@ -109,6 +117,7 @@ pub struct AppState {
         (name = "requests", description = "Service requests: submit, sign critical ones, follow them to their response (R-SR-1..4)."),
         (name = "payments", description = "Prepayment: customer identifiers, top-ups with GBCS UTRNs (R-PAY-1..4)."),
         (name = "simulation", description = "The simulated homes: in-home displays and consumers at the keypad (hub operator)."),
+        (name = "switching", description = "Change of supplier (objection windows, gas confirmation, the switch instant's credentials and definitive reading), change of tenancy, and the hub's notices (R-COS-1..7, R-COT-1..4)."),
         (name = "alerts", description = "Device alerts addressed to you, in order (R-PM-5 confirmations, prepayment alerts)."),
         (name = "reads", description = "Reads distribution: per-day batches of your reads, forwarding reads to network operators (R-RD-1, R-RD-2)."),
         (name = "devices", description = "Premises and their devices (the smart metering inventory)."),
@@ -351,6 +360,12 @@ pub fn router_with_limit(hub: hub::Hub, in_flight: usize) -> Router {
         .route("/v1/requests/{request_id}/delete", post(routes::delete_request))
         .route("/v1/quarantine", get(routes::list_quarantine))
         .route("/v1/alerts", get(alerts::list_alerts))
+        .route("/v1/notices", get(switching::list_notices))
+        .route("/v1/switches", get(switching::list_switches).post(switching::request_switch))
+        .route("/v1/switches/{id}", get(switching::get_switch))
+        .route("/v1/switches/{id}/{action}", post(switching::act_on_switch))
+        .route("/v1/metering-points/{mpxn}/change-of-tenancy", post(switching::notify_tenancy))
+        .route("/v1/metering-points/{mpxn}/tenancies", get(switching::list_tenancies))
         .route("/v1/customers/{customer_id}", get(payments::get_customer))
         .route("/v1/simulation/devices/{eui}/display", get(simulation::display))
         .route("/v1/simulation/devices/{eui}/keypad", post(simulation::keypad))

@@ -34,6 +34,10 @@ pub const ALERT_FUTURE_DATED_OK: u16 = 0x8F66;
 pub const ALERT_FUTURE_DATED_FAILED: u16 = 0x8F67;
 /// Alert codes a meter can be told to stop sending.
 pub const DISABLED_ALERTS_MAX: usize = 64;
+/// Former suppliers' periods a meter remembers (the oldest is forgotten first).
+pub const FORMER_SUPPLIERS_KEPT: usize = 8;
+/// London days of consumption the in-home display shows.
+pub const IHD_DAYS: i64 = 7;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -127,6 +131,13 @@ pub struct Meter {
     /// this meter, R-COS-4).
     pub supplier_data_from: Timestamp,
     pub disabled_alerts: Vec<u16>,
+    /// Earlier suppliers' periods on this meter, oldest first (bounded by
+    /// [`FORMER_SUPPLIERS_KEPT`]): each may still read its own period (R-COS-4).
+    #[serde(default)]
+    pub former_suppliers: Vec<SupplierPeriod>,
+    /// The current tenancy's start, set by SRV 3.2 (R-COT-4).
+    #[serde(default)]
+    pub tenancy: Option<Tenancy>,
     /// Prepayment credit and the UTRNs accepted (R-PAY-4, R-PAY-5).
     #[serde(default)]
     pub prepay: Prepay,
@@ -139,6 +150,29 @@ pub struct Meter {
     /// What became of future-dated changes, newest last (bounded by [`ACTIVATIONS_KEPT`]).
     #[serde(default)]
     pub activations: Vec<Activation>,
+}
+
+/// A supplier's period on a meter: from its credentials' arrival to the next supplier's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SupplierPeriod {
+    pub originator: Eui64,
+    pub from: Timestamp,
+    pub to: Timestamp,
+}
+
+/// The tenancy a meter serves (SRV 3.2): data before `from` is not read by or for this
+/// tenant unless the outgoing tenant agreed to share it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenancy {
+    pub from: Timestamp,
+    pub history_shared: bool,
+}
+
+impl Tenancy {
+    /// The earliest instant this tenant's side may read.
+    pub fn data_from(&self) -> Option<Timestamp> {
+        (!self.history_shared).then_some(self.from)
+    }
 }
 
 /// A product change the meter holds until its time.
@@ -184,6 +218,10 @@ pub struct System {
     /// Devices joined to the comms hub's HAN (bounded by [`HAN_LOG_MAX`]).
     pub han_log: Vec<Eui64>,
     pub display: Option<Displayed>,
+    /// The hub's change-of-supplier key (SubjectPublicKeyInfo DER): SRV 6.23 must verify with
+    /// it. `None` on systems installed before it existed: they refuse 6.23.
+    #[serde(default, with = "opt_base64_bytes", skip_serializing_if = "Option::is_none")]
+    pub cos_key: Option<Vec<u8>>,
 }
 
 /// Who the hub says is asking, and the window of data it is entitled to (the hub's half of
@@ -199,6 +237,8 @@ pub struct Access {
 pub enum Requester {
     /// The registered (import or gas) supplier.
     Supplier,
+    /// A supplier before the current one, reading its own period (R-COS-4).
+    FormerSupplier,
     /// The registered export supplier.
     ExportSupplier,
     NetworkOperator,
@@ -224,6 +264,8 @@ pub enum RefusalCode {
     UtrnRejected,
     /// The product configuration a change would make is inconsistent; nothing was applied.
     Inconsistent,
+    /// The requester holds no period on this meter that the read could fall in.
+    NotEntitled,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -251,6 +293,8 @@ pub struct Installation {
     pub additional: usize,
     /// The installing supplier, whose key the devices trust from the factory.
     pub supplier: TrustAnchor,
+    /// The hub's change-of-supplier key (SubjectPublicKeyInfo DER).
+    pub cos_key: Option<Vec<u8>>,
 }
 
 impl System {
@@ -282,6 +326,8 @@ impl System {
             supply: Supply::Enabled,
             supplier_data_from: i.at,
             disabled_alerts: Vec::new(),
+            former_suppliers: Vec::new(),
+            tenancy: None,
             prepay: Prepay::default(),
             product: Product::default(),
             pending: Vec::new(),
@@ -305,7 +351,7 @@ impl System {
             add(DeviceKind::Additional, &mut devices);
         }
         let han_log = devices.iter().skip(1).map(|d| d.eui).take(HAN_LOG_MAX).collect();
-        System { seed: i.seed, installed_at: i.at, devices, meters, han_log, display: None }
+        System { seed: i.seed, installed_at: i.at, devices, meters, han_log, display: None, cos_key: i.cos_key }
     }
 
     pub fn device(&self, eui: Eui64) -> Option<&Device> {
@@ -345,6 +391,24 @@ impl System {
         if critical && let Err(o) = self.verify(index, &cmd, bytes, signature) {
             return o;
         }
+        // Change of supplier credentials come signed by the hub's change-of-supplier key.
+        if cmd.srv == "6.23" {
+            let Some(key) = &self.cos_key else {
+                return refused(RefusalCode::UntrustedOriginator, "this device holds no change-of-supplier key");
+            };
+            let Some(sig) = signature else {
+                return refused(
+                    RefusalCode::SignatureMissing,
+                    "SRV 6.23 must be signed with the change-of-supplier key",
+                );
+            };
+            if !verify_p256(key, bytes, sig) {
+                return refused(
+                    RefusalCode::SignatureInvalid,
+                    "the signature does not verify with the change-of-supplier key",
+                );
+            }
+        }
         let device = &self.devices[index];
         if !device.commissioned && !matches!(cmd.srv.as_str(), "8.1.1" | "11.2") {
             return refused(RefusalCode::NotCommissioned, format!("device {} is not commissioned", device.eui));
@@ -359,7 +423,7 @@ impl System {
         if PRODUCT_SRVS.contains(&cmd.srv.as_str()) {
             return self.product_change(now, index, cmd, &body);
         }
-        self.run(now, index, &cmd.srv, &body, access)
+        self.run(now, index, &cmd, &body, access)
     }
 
     fn verify(&mut self, index: usize, cmd: &Command, bytes: &[u8], signature: Option<&[u8]>) -> Result<(), Outcome> {
@@ -399,7 +463,9 @@ impl System {
         self.meters.iter().position(|m| m.eui == eui)
     }
 
-    fn run(&mut self, now: Timestamp, index: usize, srv: &str, body: &Value, access: Access) -> Outcome {
+    fn run(&mut self, now: Timestamp, index: usize, cmd: &Command, body: &Value, access: Access) -> Outcome {
+        let srv = cmd.srv.as_str();
+        let originator = cmd.id.originator;
         let eui = self.devices[index].eui;
         let kind = self.devices[index].kind;
         let not_here = || refused(RefusalCode::NotSupported, format!("SRV {srv} does not apply to a {kind:?} device"));
@@ -439,7 +505,7 @@ impl System {
             }
             "4.8.1" => {
                 let Some(m) = self.meter_index(eui) else { return not_here() };
-                let (from, to) = match self.window(m, now, PROFILE_DAYS_MAX, body, access) {
+                let (from, to) = match self.window(m, now, PROFILE_DAYS_MAX, body, access, originator) {
                     Ok(w) => w,
                     Err(o) => return o,
                 };
@@ -449,7 +515,7 @@ impl System {
             }
             "4.17" => {
                 let Some(m) = self.meter_index(eui) else { return not_here() };
-                let (from, to) = match self.window(m, now, DAILY_LOG_DAYS_MAX, body, access) {
+                let (from, to) = match self.window(m, now, DAILY_LOG_DAYS_MAX, body, access, originator) {
                     Ok(w) => w,
                     Err(o) => return o,
                 };
@@ -463,6 +529,23 @@ impl System {
             "7.4" => {
                 let Some(m) = self.meter_index(eui) else { return not_here() };
                 Outcome::Done(json!({"supply": self.meters[m].supply}))
+            }
+            "7.1" | "7.2" | "7.3" => {
+                let Some(m) = self.meter_index(eui) else { return not_here() };
+                let meter = &mut self.meters[m];
+                meter.supply = match srv {
+                    "7.2" => Supply::Disabled,
+                    "7.3" => Supply::Armed,
+                    // Gas cannot be re-enabled remotely: it is armed and the consumer restores it.
+                    _ if meter.fuel == Fuel::Gas => {
+                        return refused(
+                            RefusalCode::NotSupported,
+                            "a gas supply is armed (7.3), never enabled remotely",
+                        );
+                    }
+                    _ => Supply::Enabled,
+                };
+                Outcome::Done(json!({"supply": meter.supply}))
             }
             "6.2" => {
                 let device = &self.devices[index];
@@ -574,6 +657,24 @@ impl System {
                     disabled.push(code);
                 }
                 Outcome::Done(json!({"alert_code": format!("0x{code:04X}"), "enabled": enabled}))
+            }
+            "6.23" => {
+                let Some(m) = self.meter_index(eui) else { return not_here() };
+                self.replace_supplier(now, m, body)
+            }
+            "3.2" => {
+                let Some(m) = self.meter_index(eui) else { return not_here() };
+                let from = body.get("tenancy_from").and_then(Value::as_str).and_then(|s| s.parse::<Timestamp>().ok());
+                let shared = body.get("share_history").and_then(Value::as_bool).unwrap_or(false);
+                let Some(from) = from else {
+                    return refused(RefusalCode::InvalidBody, "tenancy_from (an RFC 3339 instant) is required");
+                };
+                if self.meters[m].tenancy.is_some_and(|t| t.from > from) {
+                    return refused(RefusalCode::InvalidBody, "a tenancy cannot start before the current one");
+                }
+                let tenancy = Tenancy { from, history_shared: shared };
+                self.meters[m].tenancy = Some(tenancy);
+                Outcome::Done(json!({"tenancy_from": from.to_string(), "history_shared": shared}))
             }
             "8.11" => {
                 if kind != DeviceKind::CommsHub {
@@ -856,6 +957,88 @@ impl System {
         }
     }
 
+    /// SRV 6.23 (R-COS-3, R-COS-5): from `effective_at`, the meter, and the devices that
+    /// follow its supplier, hold the incoming supplier's credentials; the outgoing supplier's
+    /// period on the meter ends there and is remembered, so it can still read it. Answers the
+    /// definitive reading at the switch instant. The same credentials at the same instant again
+    /// are answered the same way and change nothing.
+    fn replace_supplier(&mut self, now: Timestamp, m: usize, body: &Value) -> Outcome {
+        let at = body.get("effective_at").and_then(Value::as_str).and_then(|s| s.parse::<Timestamp>().ok());
+        let anchor = body.get("supplier").cloned().map(serde_json::from_value::<TrustAnchor>);
+        let (Some(at), Some(Ok(anchor))) = (at, anchor) else {
+            return refused(
+                RefusalCode::InvalidBody,
+                "give effective_at (RFC 3339) and supplier {originator, spki, prepayment}",
+            );
+        };
+        if at > now {
+            return refused(RefusalCode::InvalidBody, "effective_at is in the future: the hub holds 6.23 until then");
+        }
+        let meter_eui = self.meters[m].eui;
+        let fuel = self.meters[m].fuel;
+        // The premises' other devices follow the electricity supplier, or the gas supplier
+        // where there is no electricity meter.
+        let governs = fuel == Fuel::Electricity || self.meter_for(Fuel::Electricity).is_none();
+        let euis: Vec<Eui64> = self
+            .devices
+            .iter()
+            .filter(|d| {
+                d.eui == meter_eui
+                    || (governs && !matches!(d.kind, DeviceKind::ElectricityMeter | DeviceKind::GasMeter))
+            })
+            .map(|d| d.eui)
+            .collect();
+        let current = self.device(meter_eui).and_then(|d| d.supplier.clone());
+        let meter = &self.meters[m];
+        let repeat = current.as_ref() == Some(&anchor) && meter.supplier_data_from == at;
+        if !repeat {
+            if at <= meter.supplier_data_from {
+                return refused(
+                    RefusalCode::InvalidBody,
+                    format!(
+                        "effective_at must be after the current supplier's start here, {}",
+                        meter.supplier_data_from
+                    ),
+                );
+            }
+            let meter = &mut self.meters[m];
+            if let Some(old) = current {
+                if meter.former_suppliers.len() >= FORMER_SUPPLIERS_KEPT {
+                    meter.former_suppliers.remove(0);
+                }
+                meter.former_suppliers.push(SupplierPeriod {
+                    originator: old.originator,
+                    from: meter.supplier_data_from,
+                    to: at,
+                });
+            }
+            meter.supplier_data_from = at;
+            // The outgoing supplier's held changes and UTRN counters are its own.
+            meter.pending.clear();
+            meter.prepay.utrn_cache = Default::default();
+            for d in self.devices.iter_mut().filter(|d| euis.contains(&d.eui)) {
+                d.supplier = Some(anchor.clone());
+                d.last_counter = 0;
+            }
+        }
+        let meter = &self.meters[m];
+        let r = self.consumption(meter).registers_at(at);
+        let mut reading = json!({"at": at.to_string(), "import_wh": r.import_wh});
+        if let Some(n) = r.night_wh {
+            reading["night_wh"] = json!(n);
+            reading["day_wh"] = json!(r.import_wh - n);
+        }
+        if fuel == Fuel::Gas {
+            reading["volume_litres"] = json!(gas_litres(r.import_wh));
+        }
+        Outcome::Done(json!({
+            "supplier": anchor.originator.to_string(),
+            "effective_at": at.to_string(),
+            "devices": euis.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "definitive_reading": reading,
+        }))
+    }
+
     /// Check a UTRN against the trusted supplier's prepayment key and this meter's key, and
     /// credit it once (GBCS 14).
     fn credit_utrn(&mut self, now: Timestamp, eui: Eui64, utrn: &str) -> Outcome {
@@ -904,6 +1087,7 @@ impl System {
         keep_days: i64,
         body: &Value,
         access: Access,
+        originator: Eui64,
     ) -> Result<(Timestamp, Timestamp), Outcome> {
         let parse = |k: &str| -> Result<Option<Timestamp>, Outcome> {
             match body.get(k).and_then(Value::as_str) {
@@ -923,8 +1107,27 @@ impl System {
         if let Some(t) = access.to {
             to = to.min(t);
         }
-        if access.requester == Requester::Supplier {
-            from = from.max(self.meters[m].supplier_data_from);
+        let meter = &self.meters[m];
+        match access.requester {
+            Requester::Supplier => from = from.max(meter.supplier_data_from),
+            // A former supplier reads only inside its own period here, whatever it asks.
+            Requester::FormerSupplier => {
+                let Some(p) = meter.former_suppliers.iter().rev().find(|p| p.originator == originator) else {
+                    return Err(refused(
+                        RefusalCode::NotEntitled,
+                        format!("originator {originator} held no supply period on this meter that it remembers"),
+                    ));
+                };
+                from = from.max(p.from);
+                to = to.min(p.to);
+            }
+            // Other users serve the tenant: nothing from before the tenancy unless shared.
+            Requester::OtherUser => {
+                if let Some(t) = meter.tenancy.and_then(|t| t.data_from()) {
+                    from = from.max(t);
+                }
+            }
+            Requester::ExportSupplier | Requester::NetworkOperator => {}
         }
         Ok((from, to.max(from)))
     }
@@ -937,8 +1140,21 @@ impl System {
             .meters
             .iter()
             .map(|m| {
-                let r = settled.consumption(m).registers_at(now);
-                json!({"fuel": m.fuel.as_str(), "import_wh": r.import_wh, "supply": m.supply,
+                let consumption = settled.consumption(m);
+                let r = consumption.registers_at(now);
+                // The last days' use, never from before the tenancy unless it was shared.
+                let today = domain::time::london_date(now);
+                let mut first = today.checked_sub(jiff::ToSpan::days(IHD_DAYS)).expect("in range");
+                if let Some(t) = m.tenancy.and_then(|t| t.data_from()) {
+                    first = first.max(whole_day_at_or_after(t));
+                }
+                let last = today.yesterday().expect("in range");
+                let days: Vec<Value> = if first <= last {
+                    consumption.days(first, last).iter().map(|(d, wh)| json!([d.to_string(), wh])).collect()
+                } else {
+                    Vec::new()
+                };
+                json!({"fuel": m.fuel.as_str(), "import_wh": r.import_wh, "supply": m.supply, "days": days,
                        "balance_pence": m.prepay.balance_pence(), "payment_mode": m.product.payment_mode,
                        "debt_pence": m.prepay.debt_pence, "emergency_credit_active": m.prepay.emergency_credit_active,
                        "combined_credit_pence": m.prepay.combined_credit_pence(&m.product)})

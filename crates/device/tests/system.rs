@@ -36,6 +36,7 @@ fn install() -> Home {
         ppmid: false,
         additional: 0,
         supplier: TrustAnchor { originator: SUPPLIER, spki: key.public_key_spki(), prepayment: None },
+        cos_key: None,
     });
     Home { system, key, counter: 0 }
 }

@@ -15,7 +15,8 @@ use crate::ids::Mpan;
 const DATA: &str = include_str!("../../../data/reference/gb-bank-holidays-2012-2028.json");
 
 /// The three bank-holiday divisions of the UK.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Division {
     EnglandAndWales,
     Scotland,

@@ -63,6 +63,12 @@ pub enum Relation {
     ConsentHolder,
     /// An agent appointed by the registered supplier.
     AppointedAgent,
+    /// A supplier of the metering point before the registered one, for its own period
+    /// (R-COS-4).
+    FormerSupplier,
+    /// A supplier of the metering point's fuel that is not its registered supplier (one
+    /// that may ask to take the supply over).
+    ProspectiveSupplier,
 }
 
 impl Relation {
@@ -74,6 +80,8 @@ impl Relation {
             Relation::NetworkOperator => "network operator",
             Relation::ConsentHolder => "other user with the consumer's consent",
             Relation::AppointedAgent => "agent appointed by the registered supplier",
+            Relation::FormerSupplier => "former supplier (for its own period)",
+            Relation::ProspectiveSupplier => "supplier other than the registered one",
         }
     }
 }
@@ -108,6 +116,10 @@ const ED: Grant = Grant { role: Role::ElectricityDistributor, relation: Relation
 const GT: Grant = Grant { role: Role::GasTransporter, relation: Relation::NetworkOperator };
 const OU: Grant = Grant { role: Role::OtherUser, relation: Relation::ConsentHolder };
 const RSA: Grant = Grant { role: Role::RegisteredSupplierAgent, relation: Relation::AppointedAgent };
+const IS_FORMER: Grant = Grant { role: Role::ImportSupplier, relation: Relation::FormerSupplier };
+const GS_FORMER: Grant = Grant { role: Role::GasSupplier, relation: Relation::FormerSupplier };
+const IS_NEW: Grant = Grant { role: Role::ImportSupplier, relation: Relation::ProspectiveSupplier };
+const GS_NEW: Grant = Grant { role: Role::GasSupplier, relation: Relation::ProspectiveSupplier };
 const HUB: Grant = Grant::any(Role::HubOperator);
 const REG: Grant = Grant::any(Role::RegistrationService);
 
@@ -184,8 +196,8 @@ pub static CATALOGUE: &[Service] = &[
     srv("3.1", "Display Message", NC, F::Hub, &[IS, GS]),
     srv("3.2", "Restrict Access For Change Of Tenancy", NC, F::Hub, &[IS, GS]),
     srv("4.1.1", "Read Instantaneous Import Registers", NC, F::Hub, &[IS, GS, ED, GT]),
-    srv("4.8.1", "Read Active Import Profile Data", NC, F::Hub, &[IS, GS, ED, GT, OU]),
-    srv("4.17", "Retrieve Daily Consumption Log", NC, F::Hub, &[IS, GS, ED, GT, OU]),
+    srv("4.8.1", "Read Active Import Profile Data", NC, F::Hub, &[IS, GS, ED, GT, OU, IS_FORMER, GS_FORMER]),
+    srv("4.17", "Retrieve Daily Consumption Log", NC, F::Hub, &[IS, GS, ED, GT, OU, IS_FORMER, GS_FORMER]),
     srv("5.1", "Create Schedule", NC, F::No, &[IS, ES, GS, ED, GT, OU]),
     srv("5.2", "Read Schedule", NC, F::No, &[IS, ES, GS, ED, GT, OU]),
     srv("5.3", "Delete Schedule", NC, F::No, &[IS, ES, GS, ED, GT, OU]),
@@ -309,6 +321,33 @@ pub static CATALOGUE: &[Service] = &[
         false,
         &[Grant::any(Role::ElectricityDistributor), Grant::any(Role::GasTransporter)],
     ),
+    hub(
+        "switch.request",
+        "Ask to take over a metering point's supply (change of supplier); cancel it; accept a gas offer",
+        true,
+        &[IS_NEW, GS_NEW],
+    ),
+    hub(
+        "switch.object",
+        "Object to a switch away from you in its objection window, or withdraw the objection",
+        false,
+        &[Grant::any(Role::ImportSupplier), Grant::any(Role::GasSupplier)],
+    ),
+    hub("switch.register", "Registration system: offer and confirm gas switches (activity 1.20)", false, &[REG]),
+    hub(
+        "switch.read",
+        "Read the switches you are part of, their steps and definitive readings (every one: REG, HUB)",
+        false,
+        &[Grant::any(Role::ImportSupplier), Grant::any(Role::GasSupplier), REG, HUB],
+    ),
+    hub("switch.read-any", "Read every switch", false, &[REG, HUB]),
+    hub(
+        "tenancy.notify",
+        "Notify a change of tenancy at a metering point you supply: ends other users' consents, sets 3.2",
+        true,
+        &[IS, GS],
+    ),
+    hub("notice.read-own", "Read the hub's notices to you (consent ended, switch steps), in order", false, &EVERY_ROLE),
     hub("registry.write", "Create metering points and record registrations", true, &[REG]),
     hub("registry.history", "Read every recorded registration version of a metering point", true, &[REG, HUB]),
     hub(
@@ -339,6 +378,8 @@ pub struct TargetFacts<'a> {
     pub consent_holders: &'a [PartyId],
     /// Agents appointed by the registered supplier at the instant.
     pub appointed_agents: &'a [PartyId],
+    /// Suppliers whose period ended before the instant.
+    pub former_suppliers: &'a [PartyId],
 }
 
 impl TargetFacts<'_> {
@@ -353,6 +394,8 @@ impl TargetFacts<'_> {
             Relation::NetworkOperator => self.network_operator == Some(party),
             Relation::ConsentHolder => self.consent_holders.contains(party),
             Relation::AppointedAgent => self.appointed_agents.contains(party),
+            Relation::FormerSupplier => self.former_suppliers.contains(party),
+            Relation::ProspectiveSupplier => self.registered_supplier.is_some_and(|s| s != party),
         }
     }
 }

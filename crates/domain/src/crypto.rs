@@ -65,7 +65,8 @@ pub fn private_key_pem(pkcs8: &[u8]) -> String {
     pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.to_vec()))
 }
 
-/// An ECDSA P-256 signing key, held by a party (never by the hub).
+/// An ECDSA P-256 signing key: a party's (never held by the hub), or the hub's own
+/// change-of-supplier key.
 pub struct SigningKey {
     pair: EcdsaKeyPair,
     pkcs8: Vec<u8>,

@@ -11,6 +11,7 @@ pub mod ids;
 pub mod party;
 pub mod product;
 pub mod registry;
+pub mod switching;
 pub mod time;
 pub mod utrn;
 

@@ -243,3 +243,38 @@ pub fn supplier_period_start(versions: &[RegistrationVersion], party: &PartyId, 
     }
     start
 }
+
+/// The periods `[from, to)` in which `party` was the registered supplier, as the versions in
+/// force up to `at` show them, oldest first; the last has `to = None` if it still holds at
+/// `at`. A former supplier reads only inside its own period (R-COS-4).
+pub fn supplier_periods(
+    versions: &[RegistrationVersion],
+    party: &PartyId,
+    at: Timestamp,
+) -> Vec<(Timestamp, Option<Timestamp>)> {
+    let mut sorted: Vec<&RegistrationVersion> = versions.iter().filter(|v| v.effective_from <= at).collect();
+    sorted.sort_by_key(|v| (v.effective_from, v.seq));
+    let mut timeline: Vec<&RegistrationVersion> = Vec::new();
+    for v in sorted {
+        if timeline.last().is_some_and(|l| l.effective_from == v.effective_from) {
+            timeline.pop();
+        }
+        timeline.push(v);
+    }
+    let mut out: Vec<(Timestamp, Option<Timestamp>)> = Vec::new();
+    let mut open: Option<Timestamp> = None;
+    for v in &timeline {
+        match (open, v.data.supplier == *party) {
+            (None, true) => open = Some(v.effective_from),
+            (Some(from), false) => {
+                out.push((from, Some(v.effective_from)));
+                open = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(from) = open {
+        out.push((from, None));
+    }
+    out
+}

@@ -131,6 +131,7 @@ fn authorisation_table() {
         network_operator: Some(&dno),
         consent_holders: &consents,
         appointed_agents: &[],
+        former_suppliers: &[],
     };
     let gas = TargetFacts { mpxn: "3938424403", fuel: Fuel::Gas, ..elec };
     let is = Roles::from_iter([Role::ImportSupplier]);
@@ -236,6 +237,7 @@ fn authorisation_matrix_from_the_reference() {
                         network_operator: pick(Relation::NetworkOperator),
                         consent_holders: if holds == Relation::ConsentHolder { &mine } else { &[] },
                         appointed_agents: if holds == Relation::AppointedAgent { &mine } else { &[] },
+                        former_suppliers: if holds == Relation::FormerSupplier { &mine } else { &[] },
                     };
                     let roles = Roles::from_iter([role]);
                     let got = catalogue::authorize(service, &me, roles, Some(&facts)).is_ok();

@@ -143,6 +143,7 @@ impl Fleet {
                 ppmid: home.order.ppmid,
                 additional: usize::from(home.order.additional.min(3)),
                 supplier: home.order.supplier,
+                cos_key: home.order.cos_key,
             });
             system.devices.iter_mut().for_each(|d| d.commissioned = true);
             for meter in &mut system.meters {
@@ -354,6 +355,7 @@ impl DeviceTransport for Fleet {
             ppmid: order.ppmid,
             additional: usize::from(order.additional.min(3)),
             supplier: order.supplier,
+            cos_key: order.cos_key,
         });
         let devices: Vec<_> = system.devices.iter().map(|d| (d.eui, d.kind)).collect();
         let stored = Stored { system, answered: VecDeque::new() };

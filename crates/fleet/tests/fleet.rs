@@ -29,6 +29,7 @@ fn order(key: &SigningKey) -> InstallOrder {
         ppmid: false,
         additional: 0,
         supplier: TrustAnchor { originator: SUPPLIER, spki: key.public_key_spki(), prepayment: None },
+        cos_key: None,
     }
 }
 

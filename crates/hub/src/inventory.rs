@@ -71,6 +71,7 @@ impl Hub {
                 spki,
                 prepayment: Some(self.prepayment_point(&caller.party.id).await?),
             },
+            cos_key: Some(self.cos_public_key()),
         };
         let installed = transport.install(order).await.map_err(|e| HubError::Unavailable(e.to_string()))?;
         let premises = self

@@ -14,6 +14,8 @@ pub mod pipeline;
 pub mod prepayment;
 pub mod registry;
 pub mod schedules;
+pub mod switching;
+pub mod tenancy;
 pub mod transport;
 
 use std::sync::Arc;
@@ -29,8 +31,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::HubError;
 pub use store::{
     AlertRecord, AuditRecord, DeviceRecord, EnrolledHome, ForwardRecord, GrantKind, GrantRecord, ImportSummary,
-    NewPremises, PremisesRecord, ReadRecord, RequestRecord, RequestStatus, ResponseRecord, ScheduleRecord, StoreCounts,
-    ThresholdRecord, TokenRecord, TopUpRecord,
+    NewPremises, Notice, PremisesRecord, ReadRecord, RequestRecord, RequestStatus, ResponseRecord, ScheduleRecord,
+    StoreCounts, SwitchEvent, SwitchRecord, TenancyRecord, ThresholdRecord, TokenRecord, TopUpRecord,
 };
 
 /// Settings that change the hub's rules.
@@ -42,6 +44,8 @@ pub struct HubConfig {
 
 /// Key under which a simulated clock's time is kept across restarts.
 const CLOCK_STATE_KEY: &str = "clock.simulated";
+/// Key under which the hub's change-of-supplier signing key is kept (PKCS#8 PEM).
+const COS_KEY_STATE_KEY: &str = "cos.signing-key";
 /// Longest single advance of the simulated clock.
 pub const CLOCK_ADVANCE_DAYS_MAX: i64 = 3660;
 
@@ -70,6 +74,9 @@ struct Inner {
     anomaly: std::sync::Mutex<anomaly::Detector>,
     /// Top-ups being taken now, by (provider, payment reference).
     top_ups_in_flight: std::sync::Mutex<std::collections::HashSet<(domain::PartyId, String)>>,
+    /// The hub's change-of-supplier signing key (SRV 6.23): the one signing key the hub
+    /// holds, its own. Kept in the store, created on first open.
+    cos_key: domain::crypto::SigningKey,
 }
 
 /// The simulated time a data directory saved, if it runs on a simulated clock.
@@ -103,12 +110,23 @@ impl Hub {
             (None, None) => {}
         }
         let thresholds = store.thresholds().await?;
+        let rng = SystemRandom::new();
+        let cos_key = match store.state(COS_KEY_STATE_KEY).await? {
+            Some(pem) => domain::crypto::SigningKey::from_pem(&pem)
+                .map_err(|e| HubError::Unavailable(format!("the stored change-of-supplier key is unreadable: {e}")))?,
+            None => {
+                let key = domain::crypto::SigningKey::generate(&rng)
+                    .map_err(|e| HubError::Unavailable(format!("cannot make a change-of-supplier key: {e}")))?;
+                store.set_state(COS_KEY_STATE_KEY, key.pkcs8_pem()).await?;
+                key
+            }
+        };
         Ok(Hub {
             inner: Arc::new(Inner {
                 store,
                 clock,
                 config,
-                rng: SystemRandom::new(),
+                rng,
                 clock_lock: tokio::sync::Mutex::new(()),
                 transport: std::sync::OnceLock::new(),
                 counters: tokio::sync::Mutex::new(std::collections::HashMap::new()),
@@ -116,6 +134,7 @@ impl Hub {
                 completed: tokio::sync::Notify::new(),
                 anomaly: std::sync::Mutex::new(anomaly::Detector::load(&thresholds)),
                 top_ups_in_flight: Default::default(),
+                cos_key,
             }),
         })
     }
@@ -126,6 +145,12 @@ impl Hub {
         if self.inner.transport.set(transport).is_err() {
             panic!("a device transport is already attached");
         }
+    }
+
+    /// The public half of the hub's change-of-supplier key (SubjectPublicKeyInfo DER): devices
+    /// are installed trusting it for SRV 6.23.
+    pub fn cos_public_key(&self) -> Vec<u8> {
+        self.inner.cos_key.public_key_spki()
     }
 
     /// The hub's clock, for components driven by the same time (the simulated fleet).

@@ -10,7 +10,7 @@ use std::time::Duration;
 use device::{Access, Command, Outcome, RequestId, Requester};
 use domain::catalogue::{self, Critical, FutureDate, Relation};
 use domain::registry::RegistrationVersion;
-use domain::registry::{MeterType, supplier_period_start};
+use domain::registry::{MeterType, supplier_period_start, supplier_periods};
 use domain::{Eui64, Fuel, Mpxn, Party};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Map, Value, json};
@@ -23,6 +23,8 @@ use crate::{Caller, Hub, HubError};
 
 /// SRVs that read stored data and so carry the requester's data window.
 const WINDOWED_SRVS: &[&str] = &["4.8.1", "4.17", "6.2"];
+/// Reads a former supplier may send for its own period (R-COS-4).
+const FORMER_SUPPLIER_SRVS: &[&str] = &["4.8.1", "4.17"];
 /// Request-id counters reserved from the store at a time.
 const COUNTER_BLOCK: u64 = 1000;
 /// Furthest ahead a request may be future-dated.
@@ -108,7 +110,7 @@ pub fn validate_body(srv: &str, body: &Value, rules: domain::IdRules, now: Times
                 .ok_or_else(|| invalid("body.debt_pence", "required, 0 to 10,000,000 pence"))?;
             return Ok(json!({"debt_pence": d}));
         }
-        "8.1.1" | "2.5" | "4.1.1" | "6.2" | "7.4" | "11.2" => {
+        "8.1.1" | "2.5" | "4.1.1" | "6.2" | "7.1" | "7.2" | "7.3" | "7.4" | "11.2" => {
             object(&body, &[])?;
         }
         "6.20.1" => {
@@ -151,6 +153,24 @@ pub fn validate_body(srv: &str, body: &Value, rules: domain::IdRules, now: Times
                     format!("1 to {} printable characters", device::system::DISPLAY_CHARS_MAX),
                 ));
             }
+        }
+        "3.2" => {
+            // History is shared only through a notified change of tenancy, which records the
+            // outgoing tenant's consent (POST /v1/metering-points/{mpxn}/change-of-tenancy).
+            let o = object(&body, &["tenancy_from"])?;
+            let t = o
+                .get("tenancy_from")
+                .and_then(Value::as_str)
+                .ok_or_else(|| invalid("body.tenancy_from", "required, an instant (RFC 3339) or a date"))?;
+            let t = domain::time::parse_instant(t).map_err(|e| invalid("body.tenancy_from", e))?;
+            return Ok(json!({"tenancy_from": t.to_string(), "share_history": false}));
+        }
+        "6.23" => {
+            return Err(invalid(
+                "srv",
+                "6.23 is sent by the hub's change-of-supplier process at the switch instant, signed with its \
+                 change-of-supplier key; ask for a switch with POST /v1/switches",
+            ));
         }
         "6.22" => {
             let o = object(&body, &["alert_code", "enabled"])?;
@@ -355,6 +375,7 @@ impl Hub {
                     network_operator: None,
                     consent_holders: Vec::new(),
                     appointed_agents: Vec::new(),
+                    former_suppliers: Vec::new(),
                 };
                 self.authorize(&caller, srv, Some(&rel.facts()))?;
                 let effect = Some(Effect::Commissioned { eui: device.eui, at });
@@ -434,6 +455,22 @@ impl Hub {
                 let reg = self.store().registration_at(mpxn, at, None).await?;
                 let mut rel = Relationships::from_registration(&mpxn, at, reg.as_ref());
                 let consent_from = self.add_grants(party, mpxn, &mut rel).await?;
+                // A supplier no longer registered may read its own, ended period.
+                let mut former: Option<(Timestamp, Timestamp)> = None;
+                if FORMER_SUPPLIER_SRVS.contains(&srv)
+                    && rel.registered_supplier.as_ref() != Some(&party.id)
+                    && (party.roles.contains(domain::Role::ImportSupplier)
+                        || party.roles.contains(domain::Role::GasSupplier))
+                {
+                    let history = self.store().registration_history(mpxn).await?;
+                    former = supplier_periods(&history, &party.id, at)
+                        .into_iter()
+                        .rev()
+                        .find_map(|(from, to)| to.map(|to| (from, to)));
+                    if former.is_some() {
+                        rel.former_suppliers.push(party.id.clone());
+                    }
+                }
                 let grant = self.authorize(&caller, srv, Some(&rel.facts()))?;
                 self.check_enrolled(mpxn, at, reg.as_ref()).await?;
                 let access = match grant.relation {
@@ -454,6 +491,10 @@ impl Hub {
                         };
                         Access { requester, from, to: Some(at) }
                     }
+                    Relation::FormerSupplier => {
+                        let (from, to) = former.expect("a former supplier's grant needs its period");
+                        Access { requester: Requester::FormerSupplier, from: Some(from), to: Some(to.min(at)) }
+                    }
                     Relation::NetworkOperator => {
                         Access { requester: Requester::NetworkOperator, from: None, to: Some(at) }
                     }
@@ -468,10 +509,65 @@ impl Hub {
         }
     }
 
-    /// The supplier whose keys a device trusts: the installing supplier, until change of
-    /// supplier replaces device credentials (SRV 6.23).
+    /// The supplier whose keys a device trusts: the installing supplier, until a change of
+    /// supplier replaced the device's credentials (SRV 6.23).
     pub(crate) async fn trusted_supplier_of(&self, device: &DeviceRecord) -> Result<domain::PartyId, HubError> {
-        self.installer_of(device.premises_id).await
+        match &device.trusted_supplier {
+            Some(s) => Ok(s.clone()),
+            None => self.installer_of(device.premises_id).await,
+        }
+    }
+
+    /// A request the hub raises itself on a party's behalf (the switch instant's 6.23, a
+    /// change of tenancy's 3.2): planned and authorised like any other as at `at`, queued to
+    /// run then, not yet stored. `cos_signed` signs the command with the hub's
+    /// change-of-supplier key.
+    #[allow(clippy::too_many_arguments, reason = "a request's whole description, as submit takes it")]
+    pub(crate) async fn hub_request(
+        &self,
+        party: &Party,
+        srv: &str,
+        device: DeviceRecord,
+        mpxn: Mpxn,
+        body: Value,
+        at: Timestamp,
+        cos_signed: bool,
+    ) -> Result<RequestRecord, HubError> {
+        let now = self.now();
+        let plan = self.plan(party, srv, device, Some(mpxn), &body, at).await?;
+        let counter = self.next_request_counter(party.originator).await?;
+        let id = RequestId { originator: party.originator, target: plan.device.eui, counter };
+        let body_text = serde_json::to_string(&body).expect("JSON values serialise");
+        let execute_at = (at > now).then_some(at);
+        let command = Command { id, srv: srv.to_string(), execute_at, body: body_text.clone().into_bytes() };
+        let precommand = command.encode();
+        let signature = if cos_signed {
+            Some(
+                self.inner
+                    .cos_key
+                    .sign(&self.inner.rng, &precommand)
+                    .map_err(|e| HubError::Unavailable(format!("cannot sign with the change-of-supplier key: {e}")))?,
+            )
+        } else {
+            None
+        };
+        Ok(RequestRecord {
+            seq: 0,
+            id: id.to_string(),
+            party: party.id.clone(),
+            srv: srv.to_string(),
+            target: plan.device.eui,
+            mpxn: plan.mpxn,
+            body: body_text,
+            precommand,
+            signature,
+            submitted_at: now,
+            execute_at,
+            status: RequestStatus::Queued,
+            status_at: now,
+            note: Some("raised by the hub".into()),
+            schedule_id: None,
+        })
     }
 
     async fn installer_of(&self, premises_id: i64) -> Result<domain::PartyId, HubError> {
@@ -810,7 +906,19 @@ impl Hub {
         match transport.send(message).await {
             Ok(Outcome::Done(v)) => {
                 metrics::counter!("meterhub_responses_total", "outcome" => "done").increment(1);
-                done(ResponseOutcome::Done, v, plan.effect.into_iter().collect())
+                let mut effects: Vec<Effect> = plan.effect.into_iter().collect();
+                if r.srv == "6.23" {
+                    // The device says which of its premises' devices now hold the credentials.
+                    let devices = v["devices"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(|e| e.as_str().and_then(|e| Eui64::parse(e).ok())).collect())
+                        .unwrap_or_default();
+                    effects.push(Effect::CredentialsMoved(store::CredentialsMoved {
+                        devices,
+                        supplier: party.id.clone(),
+                    }));
+                }
+                done(ResponseOutcome::Done, v, effects)
             }
             Ok(Outcome::Refused { code, reason }) => {
                 metrics::counter!("meterhub_responses_total", "outcome" => "device-refused").increment(1);
@@ -860,8 +968,15 @@ impl Hub {
             if let Err(e) = self.run_schedules_due().await {
                 tracing::error!(message = "Scheduling failed; retrying.", error = %e);
             }
+            let switched = match self.run_switches_due().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(message = "Switching failed; retrying.", error = %e);
+                    0
+                }
+            };
             match self.dispatch_due().await {
-                Ok(n) if n > 0 => continue,
+                Ok(n) if n + switched > 0 => continue,
                 Ok(_) => {}
                 Err(e) => tracing::error!(message = "Dispatch failed; retrying.", error = %e),
             }

@@ -93,6 +93,7 @@ pub struct Relationships {
     pub network_operator: Option<PartyId>,
     pub consent_holders: Vec<PartyId>,
     pub appointed_agents: Vec<PartyId>,
+    pub former_suppliers: Vec<PartyId>,
 }
 
 impl Relationships {
@@ -106,6 +107,7 @@ impl Relationships {
             network_operator: reg.map(|r| r.data.network_operator.clone()),
             consent_holders: Vec::new(),
             appointed_agents: Vec::new(),
+            former_suppliers: Vec::new(),
         }
     }
 
@@ -119,6 +121,7 @@ impl Relationships {
             network_operator: self.network_operator.as_ref(),
             consent_holders: &self.consent_holders,
             appointed_agents: &self.appointed_agents,
+            former_suppliers: &self.former_suppliers,
         }
     }
 }

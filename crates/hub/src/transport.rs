@@ -15,6 +15,9 @@ pub struct InstallOrder {
     pub additional: u8,
     /// The installing supplier, whose key the devices trust from the factory.
     pub supplier: TrustAnchor,
+    /// The hub's change-of-supplier key (SubjectPublicKeyInfo DER), which SRV 6.23 is
+    /// signed with.
+    pub cos_key: Option<Vec<u8>>,
 }
 
 /// Devices fitted, the comms hub first.

@@ -172,6 +172,7 @@ pub async fn generate(
             homes.push((supplier, mpan, mprn));
         }
         import.commit().await?;
+        let cos_key = hub.cos_public_key();
         let orders: Vec<fleet::BulkHome> = homes
             .iter()
             .map(|(supplier, mpan, mprn)| fleet::BulkHome {
@@ -186,6 +187,7 @@ pub async fn generate(
                         spki: supplier.signing_key_spki.clone().expect("checked"),
                         prepayment: prepayment_points.get(&supplier.id).cloned(),
                     },
+                    cos_key: Some(cos_key.clone()),
                 },
                 electricity_mpxn: Some(Mpxn::parse(mpan).expect("generated MPANs are valid")),
                 gas_mpxn: mprn.as_ref().map(|m| Mpxn::parse(m).expect("generated MPRNs are valid")),

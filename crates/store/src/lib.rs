@@ -7,9 +7,11 @@
 pub mod fleet;
 pub mod pipeline;
 pub mod sqlite;
+pub mod switching;
 
 pub use fleet::FleetStore;
 pub use pipeline::*;
+pub use switching::*;
 
 use async_trait::async_trait;
 use domain::registry::{EnrolmentVersion, RegistrationData, RegistrationVersion};
@@ -317,6 +319,34 @@ pub trait Store: Send + Sync + 'static {
     /// A party's alerts after a sequence number, in order.
     async fn alerts_after(&self, party: &PartyId, after_seq: i64, limit: usize)
     -> Result<Vec<AlertRecord>, StoreError>;
+
+    // Change of supplier and of tenancy.
+    /// Store a new switch with its first event. `Conflict` if the metering point has a switch
+    /// in progress.
+    async fn insert_switch(
+        &self,
+        s: SwitchRecord,
+        first: SwitchEvent,
+        notices: Vec<Notice>,
+    ) -> Result<SwitchRecord, StoreError>;
+    async fn switch(&self, seq: i64) -> Result<Option<SwitchRecord>, StoreError>;
+    /// Switches of a metering point, or where a party is incoming or outgoing, newest first.
+    async fn switches(
+        &self,
+        mpxn: Option<Mpxn>,
+        party: Option<&PartyId>,
+        limit: usize,
+    ) -> Result<Vec<SwitchRecord>, StoreError>;
+    /// Switches whose deadline is at or before `now`, earliest first.
+    async fn due_switches(&self, now: Timestamp, limit: usize) -> Result<Vec<SwitchRecord>, StoreError>;
+    /// Apply one step (see [`SwitchUpdate`]). `Conflict` if another step got there first.
+    async fn update_switch(&self, u: SwitchUpdate) -> Result<SwitchRecord, StoreError>;
+    async fn switch_events(&self, seq: i64) -> Result<Vec<SwitchEvent>, StoreError>;
+    /// Record a change of tenancy with its effects.
+    async fn record_tenancy(&self, t: NewTenancy) -> Result<TenancyRecord, StoreError>;
+    async fn tenancies(&self, mpxn: Mpxn) -> Result<Vec<TenancyRecord>, StoreError>;
+    /// A party's notices after a sequence number, in order.
+    async fn notices_after(&self, party: &PartyId, after_seq: i64, limit: usize) -> Result<Vec<Notice>, StoreError>;
 
     // Anomaly detection.
     async fn thresholds(&self) -> Result<Vec<ThresholdRecord>, StoreError>;

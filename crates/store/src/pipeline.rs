@@ -22,6 +22,9 @@ pub struct DeviceRecord {
     pub installed_at: Timestamp,
     pub commissioned_at: Option<Timestamp>,
     pub mpxn: Option<Mpxn>,
+    /// The supplier whose credentials it holds since a change of supplier (SRV 6.23);
+    /// `None` = the installing supplier's.
+    pub trusted_supplier: Option<PartyId>,
 }
 
 /// Devices fitted at a new premises.
@@ -153,6 +156,8 @@ pub enum Effect {
     ScheduleCreated(ScheduleRecord),
     /// A party's live schedule ends (SRV 5.3); `NotFound` if it has no such live schedule.
     ScheduleDeleted { id: String, party: PartyId, at: Timestamp },
+    /// SRV 6.23 succeeded: the devices hold the supplier's credentials.
+    CredentialsMoved(crate::CredentialsMoved),
 }
 
 /// A response to record, with its request's move to `completed`.

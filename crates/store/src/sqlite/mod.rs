@@ -8,6 +8,7 @@ mod pipeline;
 mod prepayment;
 mod schedules;
 mod schema;
+mod switching;
 
 use std::path::Path;
 
@@ -951,6 +952,60 @@ impl Store for SqliteStore {
     ) -> Result<Vec<RequestRecord>, StoreError> {
         let party = party.clone();
         self.engine.read(move |conn| pipeline::requests_in_status(conn, &party, status, limit)).await
+    }
+
+    async fn insert_switch(
+        &self,
+        s: crate::SwitchRecord,
+        first: crate::SwitchEvent,
+        notices: Vec<crate::Notice>,
+    ) -> Result<crate::SwitchRecord, StoreError> {
+        self.engine
+            .write(move |conn| {
+                let s = switching::insert_switch(conn, &s, &first)?;
+                switching::insert_notices(conn, &notices)?;
+                Ok(s)
+            })
+            .await
+    }
+
+    async fn switch(&self, seq: i64) -> Result<Option<crate::SwitchRecord>, StoreError> {
+        self.engine.read(move |conn| switching::switch(conn, seq)).await
+    }
+
+    async fn switches(
+        &self,
+        m: Option<Mpxn>,
+        party: Option<&PartyId>,
+        limit: usize,
+    ) -> Result<Vec<crate::SwitchRecord>, StoreError> {
+        let party = party.cloned();
+        self.engine.read(move |conn| switching::switches(conn, m, party.as_ref(), limit)).await
+    }
+
+    async fn due_switches(&self, now: Timestamp, limit: usize) -> Result<Vec<crate::SwitchRecord>, StoreError> {
+        self.engine.read(move |conn| switching::due_switches(conn, now, limit)).await
+    }
+
+    async fn update_switch(&self, u: crate::SwitchUpdate) -> Result<crate::SwitchRecord, StoreError> {
+        self.engine.write(move |conn| switching::update_switch(conn, &u)).await
+    }
+
+    async fn switch_events(&self, seq: i64) -> Result<Vec<crate::SwitchEvent>, StoreError> {
+        self.engine.read(move |conn| switching::switch_events(conn, seq)).await
+    }
+
+    async fn record_tenancy(&self, t: crate::NewTenancy) -> Result<crate::TenancyRecord, StoreError> {
+        self.engine.write(move |conn| switching::record_tenancy(conn, &t)).await
+    }
+
+    async fn tenancies(&self, m: Mpxn) -> Result<Vec<crate::TenancyRecord>, StoreError> {
+        self.engine.read(move |conn| switching::tenancies(conn, m)).await
+    }
+
+    async fn notices_after(&self, party: &PartyId, after: i64, limit: usize) -> Result<Vec<crate::Notice>, StoreError> {
+        let party = party.clone();
+        self.engine.read(move |conn| switching::notices_after(conn, &party, after, limit)).await
     }
 
     async fn thresholds(&self) -> Result<Vec<ThresholdRecord>, StoreError> {

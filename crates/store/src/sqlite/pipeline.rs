@@ -15,16 +15,16 @@ pub(super) fn eui(s: &str) -> Result<Eui64, StoreError> {
     Eui64::parse(s).map_err(|e| StoreError::Backend(format!("stored EUI-64 is unreadable: {e}")))
 }
 
-pub(super) const DEVICE_COLS: &str = "eui, premises_id, kind, installed_at, commissioned_at, mpxn";
+pub(super) const DEVICE_COLS: &str = "eui, premises_id, kind, installed_at, commissioned_at, mpxn, trusted_supplier";
 
-type RawDevice = (String, i64, String, i64, Option<i64>, Option<String>);
+type RawDevice = (String, i64, String, i64, Option<i64>, Option<String>, Option<String>);
 
 pub(super) fn raw_device(r: &Row<'_>) -> rusqlite::Result<RawDevice> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+    r.try_into()
 }
 
 pub(super) fn into_device(
-    (e, premises_id, kind, installed, commissioned, m): RawDevice,
+    (e, premises_id, kind, installed, commissioned, m, trusted): RawDevice,
 ) -> Result<DeviceRecord, StoreError> {
     Ok(DeviceRecord {
         eui: eui(&e)?,
@@ -33,6 +33,7 @@ pub(super) fn into_device(
         installed_at: ts(installed)?,
         commissioned_at: commissioned.map(ts).transpose()?,
         mpxn: m.as_deref().map(mpxn).transpose()?,
+        trusted_supplier: trusted.map(party_id).transpose()?,
     })
 }
 
@@ -47,7 +48,7 @@ pub(super) fn install_premises(conn: &Connection, p: &NewPremises) -> Result<Pre
     })?;
     let id = conn.last_insert_rowid();
     let mut stmt = conn
-        .prepare_cached(&format!("INSERT INTO devices ({DEVICE_COLS}) VALUES (?1, ?2, ?3, ?4, NULL, NULL)"))
+        .prepare_cached(&format!("INSERT INTO devices ({DEVICE_COLS}) VALUES (?1, ?2, ?3, ?4, NULL, NULL, NULL)"))
         .map_err(backend)?;
     for (e, kind) in &p.devices {
         stmt.execute(params![e.to_plain(), id, kind, micros(p.installed_at)]).map_err(|err| match classify(err) {
@@ -351,6 +352,13 @@ pub(super) fn complete_one(conn: &Connection, c: &Completion) -> Result<(), Stor
             }
             Effect::ScheduleCreated(sc) => super::schedules::insert_schedule(conn, sc)?,
             Effect::ScheduleDeleted { id, party, at } => super::schedules::delete_schedule(conn, id, party, *at)?,
+            Effect::CredentialsMoved(moved) => {
+                let mut s =
+                    conn.prepare_cached("UPDATE devices SET trusted_supplier = ?1 WHERE eui = ?2").map_err(backend)?;
+                for d in &moved.devices {
+                    s.execute(params![moved.supplier.as_str(), d.to_plain()]).map_err(backend)?;
+                }
+            }
         }
     }
     conn.prepare_cached("INSERT INTO responses (request_id, party, at, outcome, body) VALUES (?1, ?2, ?3, ?4, ?5)")

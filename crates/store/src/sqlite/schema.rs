@@ -16,6 +16,7 @@ pub(crate) const HUB: &[(i64, &str)] = &[
     (5, include_str!("../../migrations/0005_prepayment.sql")),
     (6, include_str!("../../migrations/0006_payment_endpoints.sql")),
     (7, include_str!("../../migrations/0007_alerts.sql")),
+    (8, include_str!("../../migrations/0008_switching_and_tenancy.sql")),
 ];
 
 /// The schema version this build writes.
