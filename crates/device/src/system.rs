@@ -1148,9 +1148,8 @@ impl System {
                 if let Some(t) = m.tenancy.and_then(|t| t.data_from()) {
                     first = first.max(whole_day_at_or_after(t));
                 }
-                let last = today.yesterday().expect("in range");
-                let days: Vec<Value> = if first <= last {
-                    consumption.days(first, last).iter().map(|(d, wh)| json!([d.to_string(), wh])).collect()
+                let days: Vec<Value> = if first < today {
+                    consumption.days(first, today).iter().map(|(d, wh)| json!([d.to_string(), wh])).collect()
                 } else {
                     Vec::new()
                 };

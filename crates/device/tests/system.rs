@@ -283,3 +283,83 @@ mod properties {
         }
     }
 }
+
+// R-COS-5: SRV 6.23 is obeyed only when signed with the hub's change-of-supplier key the
+// devices were installed with; afterwards only the new supplier's critical commands run,
+// the old supplier keeps its period, and the same 6.23 again changes nothing.
+#[test]
+fn change_of_supplier_credentials_need_the_hubs_key() {
+    let cos = SigningKey::generate(&SystemRandom::new()).unwrap();
+    let mut h = install();
+    h.system.cos_key = Some(cos.public_key_spki());
+    h.commission_all();
+    let meter = eui(&h, Fuel::Electricity);
+    let incoming = SigningKey::generate(&SystemRandom::new()).unwrap();
+    const INCOMING: Eui64 = Eui64::from_u64(0x90B3_D51F_3001_0009);
+    let body = json!({"effective_at": "2025-07-01T00:00:00Z",
+                      "supplier": {"originator": INCOMING.to_string(), "spki": base64_of(&incoming.public_key_spki())}});
+    let cmd = |counter: u64, body: &Value| {
+        Command {
+            id: RequestId { originator: INCOMING, target: meter, counter },
+            srv: "6.23".into(),
+            execute_at: None,
+            body: serde_json::to_vec(body).unwrap(),
+        }
+        .encode()
+    };
+    let now = t("2025-07-01T08:00:00Z");
+    let bytes = cmd(1, &body);
+    // Unsigned, signed by the old supplier, signed by the incoming supplier: all refused.
+    assert_eq!(code(&h.system.handle(now, &bytes, None, SUPPLIER_ACCESS)), Some(RefusalCode::SignatureMissing));
+    for key in [&h.key, &incoming] {
+        let sig = key.sign(&SystemRandom::new(), &bytes).unwrap();
+        assert_eq!(
+            code(&h.system.handle(now, &bytes, Some(&sig), SUPPLIER_ACCESS)),
+            Some(RefusalCode::SignatureInvalid)
+        );
+    }
+    // Not ahead of the meter's clock.
+    let future = json!({"effective_at": "2025-07-02T00:00:00Z", "supplier": body["supplier"]});
+    let b = cmd(2, &future);
+    let sig = cos.sign(&SystemRandom::new(), &b).unwrap();
+    assert_eq!(code(&h.system.handle(now, &b, Some(&sig), SUPPLIER_ACCESS)), Some(RefusalCode::InvalidBody));
+
+    let sig = cos.sign(&SystemRandom::new(), &bytes).unwrap();
+    let first = done(h.system.handle(now, &bytes, Some(&sig), SUPPLIER_ACCESS));
+    assert_eq!(first["definitive_reading"]["at"], json!("2025-07-01T00:00:00Z"), "{first}");
+    assert_eq!(
+        done(h.system.handle(now, &bytes, Some(&sig), SUPPLIER_ACCESS)),
+        first,
+        "the same again changes nothing"
+    );
+    let m = h.system.meter(meter).unwrap();
+    assert_eq!(m.supplier_data_from, t("2025-07-01T00:00:00Z"));
+    assert_eq!(m.former_suppliers[0].originator, SUPPLIER);
+    // Moving the period back is refused.
+    let back = json!({"effective_at": "2025-06-20T00:00:00Z", "supplier": {"originator": SUPPLIER.to_string(), "spki": base64_of(&h.key.public_key_spki())}});
+    let b = cmd(3, &back);
+    let sig = cos.sign(&SystemRandom::new(), &b).unwrap();
+    assert_eq!(code(&h.system.handle(now, &b, Some(&sig), SUPPLIER_ACCESS)), Some(RefusalCode::InvalidBody));
+    // The old supplier's signed commands are refused now.
+    assert_eq!(
+        code(&h.signed("7.2", meter, json!({}), "2025-07-01T09:00:00Z")),
+        Some(RefusalCode::UntrustedOriginator)
+    );
+    // A tenancy restriction applies to other users, not to the supplier.
+    let b = Command {
+        id: RequestId { originator: INCOMING, target: meter, counter: 10 },
+        srv: "3.2".into(),
+        execute_at: None,
+        body: serde_json::to_vec(&json!({"tenancy_from": "2025-07-01T06:00:00Z"})).unwrap(),
+    }
+    .encode();
+    done(h.system.handle(now, &b, None, SUPPLIER_ACCESS));
+    let other = Access { requester: Requester::OtherUser, from: None, to: None };
+    let read = done(h.plain("4.8.1", meter, json!({}), "2025-07-01T09:00:00Z", other));
+    assert_eq!(read["from"], json!("2025-07-01T06:00:00Z"), "{read}");
+}
+
+fn base64_of(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
