@@ -333,6 +333,13 @@ async fn windows_follow_the_bank_holidays_of_the_division() {
         assert_eq!(s, StatusCode::CREATED, "{sw}");
         assert_eq!(sw["deadline"], json!(deadline), "{mpxn}: {sw}");
     }
+    // The window has closed though the scheduler has not run: the switch is irrevocable.
+    m.w.clock.advance_to(t("2026-04-14T00:00:00Z"));
+    let (_, list) = m.w.call(Method::GET, "/v1/switches", &nova.token, None).await;
+    let id = list.as_array().unwrap().iter().find(|s| s["mpxn"] == json!(MPAN)).unwrap()["id"].as_i64().unwrap();
+    let (s, v) = act(&m.w, &nova.token, id, "cancel").await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert_eq!(stage(&m.w, &nova.token, id).await, "confirmed");
     advance(&m.w, "2026-04-20T01:00:00Z").await;
     let (_, list) = m.w.call(Method::GET, "/v1/switches", &nova.token, None).await;
     for sw in list.as_array().unwrap() {
@@ -469,6 +476,10 @@ async fn change_of_tenancy_revokes_escos_and_restricts_history() {
     let (s, v) = m.w.call(Method::POST, &path, &m.acme, Some(json!({"tenancy_from": "2026-01-12"}))).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["consents_ended_for"], json!(["esco"]), "{v}");
+    // A consent recorded after the notification still ends at the tenancy date.
+    let late = m.w.party("esco-late", &["OU"], 13, None).await;
+    let (s, v) = m.w.call(Method::POST, &format!("/v1/metering-points/{MPAN}/consents"), &late, Some(json!({}))).await;
+    assert_eq!((s, v["to"].as_str()), (StatusCode::CREATED, Some("2026-01-12T00:00:00Z")), "{v}");
     let told = notices(&m.w, &esco).await;
     assert_eq!(told[0]["code"], json!("change-of-tenancy"), "{told:?}");
     // The ESCO reads until the date, not after.

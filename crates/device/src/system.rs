@@ -153,11 +153,18 @@ pub struct Meter {
 }
 
 /// A supplier's period on a meter: from its credentials' arrival to the next supplier's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SupplierPeriod {
     pub originator: Eui64,
     pub from: Timestamp,
     pub to: Timestamp,
+    /// The UTRN counters this supplier had used here and the last command counter each
+    /// device accepted from it: restored if it supplies again, so nothing of its is
+    /// accepted twice.
+    #[serde(default)]
+    pub utrn_cache: domain::utrn::CounterCache,
+    #[serde(default)]
+    pub last_counters: Vec<(Eui64, u64)>,
 }
 
 /// The tenancy a meter serves (SRV 3.2): data before `from` is not read by or for this
@@ -1001,7 +1008,16 @@ impl System {
                     ),
                 );
             }
+            let last_counters: Vec<(Eui64, u64)> =
+                self.devices.iter().filter(|d| euis.contains(&d.eui)).map(|d| (d.eui, d.last_counter)).collect();
             let meter = &mut self.meters[m];
+            // A supplier coming back finds its own counters again; a new one starts afresh.
+            let returning = meter.former_suppliers.iter().rev().find(|p| p.originator == anchor.originator);
+            let (utrn_cache, counters) =
+                returning.map_or((Default::default(), Vec::new()), |p| (p.utrn_cache.clone(), p.last_counters.clone()));
+            if current.is_none() {
+                meter.prepay.utrn_cache = utrn_cache.clone();
+            }
             if let Some(old) = current {
                 if meter.former_suppliers.len() >= FORMER_SUPPLIERS_KEPT {
                     meter.former_suppliers.remove(0);
@@ -1010,15 +1026,16 @@ impl System {
                     originator: old.originator,
                     from: meter.supplier_data_from,
                     to: at,
+                    utrn_cache: std::mem::replace(&mut meter.prepay.utrn_cache, utrn_cache),
+                    last_counters,
                 });
             }
             meter.supplier_data_from = at;
-            // The outgoing supplier's held changes and UTRN counters are its own.
+            // The outgoing supplier's held changes are its own.
             meter.pending.clear();
-            meter.prepay.utrn_cache = Default::default();
             for d in self.devices.iter_mut().filter(|d| euis.contains(&d.eui)) {
                 d.supplier = Some(anchor.clone());
-                d.last_counter = 0;
+                d.last_counter = counters.iter().find(|(e, _)| *e == d.eui).map_or(0, |(_, c)| *c);
             }
         }
         let meter = &self.meters[m];

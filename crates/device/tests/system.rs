@@ -345,6 +345,23 @@ fn change_of_supplier_credentials_need_the_hubs_key() {
         code(&h.signed("7.2", meter, json!({}), "2025-07-01T09:00:00Z")),
         Some(RefusalCode::UntrustedOriginator)
     );
+    // The old supplier wins the customer back: what it sent before is still a replay, and
+    // its new commands run.
+    let back = json!({"effective_at": "2025-07-01T07:00:00Z",
+                      "supplier": {"originator": SUPPLIER.to_string(), "spki": base64_of(&h.key.public_key_spki())}});
+    let b = cmd(4, &back);
+    let sig = cos.sign(&SystemRandom::new(), &b).unwrap();
+    done(h.system.handle(now, &b, Some(&sig), SUPPLIER_ACCESS));
+    let stale = Command {
+        id: RequestId { originator: SUPPLIER, target: meter, counter: 1 },
+        srv: "7.3".into(),
+        execute_at: None,
+        body: b"{}".to_vec(),
+    }
+    .encode();
+    let stale_sig = h.key.sign(&SystemRandom::new(), &stale).unwrap();
+    assert_eq!(code(&h.system.handle(now, &stale, Some(&stale_sig), SUPPLIER_ACCESS)), Some(RefusalCode::Replay));
+    assert!(matches!(h.signed("7.3", meter, json!({}), "2025-07-01T09:00:00Z"), Outcome::Done(_)));
     // A tenancy restriction applies to other users, not to the supplier.
     let b = Command {
         id: RequestId { originator: INCOMING, target: meter, counter: 10 },

@@ -353,7 +353,13 @@ impl Switch {
             (Action::Offer, Stage::Nominated) => {
                 self.stage = Stage::Offered;
             }
-            (Action::Offer, Stage::Offered) => return Ok(None),
+            // The registration system repeating its offer, however late: already answered.
+            (Action::Offer, Stage::Offered | Stage::AwaitingConfirmation)
+            | (Action::Offer, Stage::Confirmed | Stage::Completing | Stage::Completed)
+                if self.process == Process::GasLarge =>
+            {
+                return Ok(None);
+            }
             (Action::Offer, _) if self.process == Process::GasLarge => {
                 return Err(wrong("the offer answers a nomination"));
             }

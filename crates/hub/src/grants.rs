@@ -88,8 +88,15 @@ impl Hub {
         self.authorize(caller, "consent.record-own", None)?;
         let mpxn = self.parse_mpxn("mpxn", mpxn)?;
         let now = self.now();
-        let (valid_from, valid_to) = period(now, from, to)?;
+        let (valid_from, mut valid_to) = period(now, from, to)?;
         self.metering_point_exists(mpxn).await?;
+        // A consent is the current tenant's: it ends where a notified change of tenancy
+        // begins (R-COT-1).
+        let next_tenancy =
+            self.store().tenancies(mpxn).await?.into_iter().map(|t| t.tenancy_from).filter(|t| *t > valid_from).min();
+        if let Some(t) = next_tenancy {
+            valid_to = Some(valid_to.map_or(t, |v| v.min(t)));
+        }
         let g = self
             .store()
             .insert_grant(new_grant(

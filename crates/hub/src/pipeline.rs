@@ -155,15 +155,11 @@ pub fn validate_body(srv: &str, body: &Value, rules: domain::IdRules, now: Times
             }
         }
         "3.2" => {
-            // History is shared only through a notified change of tenancy, which records the
-            // outgoing tenant's consent (POST /v1/metering-points/{mpxn}/change-of-tenancy).
-            let o = object(&body, &["tenancy_from"])?;
-            let t = o
-                .get("tenancy_from")
-                .and_then(Value::as_str)
-                .ok_or_else(|| invalid("body.tenancy_from", "required, an instant (RFC 3339) or a date"))?;
-            let t = domain::time::parse_instant(t).map_err(|e| invalid("body.tenancy_from", e))?;
-            return Ok(json!({"tenancy_from": t.to_string(), "share_history": false}));
+            return Err(invalid(
+                "srv",
+                "3.2 is sent by the hub when the supplier notifies a change of tenancy, which records it (and \
+                 the outgoing tenant's consent to share history): POST /v1/metering-points/{mpxn}/change-of-tenancy",
+            ));
         }
         "6.23" => {
             return Err(invalid(

@@ -36,10 +36,12 @@ use crate::{Caller, Hub, HubError};
 
 /// Switches moved on by one scheduler pass.
 pub const SWITCH_BATCH_MAX: usize = 256;
-/// Deliveries of the credential replacement (6.23) tried before the switch completes without it.
-pub const CREDENTIAL_ATTEMPTS_MAX: u32 = 6;
-/// First wait before trying 6.23 again; doubled each time.
+/// Deliveries of the credential replacement (6.23) tried before the switch completes without
+/// it (about 9 days of tries with the backoff below); both suppliers are then told.
+pub const CREDENTIAL_ATTEMPTS_MAX: u32 = 16;
+/// First wait before trying 6.23 again; doubled each time up to [`CREDENTIAL_RETRY_MAX`].
 const CREDENTIAL_RETRY_FIRST: SignedDuration = SignedDuration::from_mins(1);
+const CREDENTIAL_RETRY_MAX: SignedDuration = SignedDuration::from_hours(24);
 /// Most switches listed at once.
 pub const SWITCHES_PAGE_MAX: usize = 500;
 
@@ -203,7 +205,11 @@ impl Hub {
             detail: detail.clone(),
         };
         let data = json!({"process": process.as_str(), "stage": state.stage.as_str(), "deadline": state.deadline.map(|d| d.to_string())});
-        let notices = vec![notice(&reg.data.supplier, "switch-requested", mpxn, now, detail, data)];
+        let mut notices = vec![notice(&reg.data.supplier, "switch-requested", mpxn, now, detail.clone(), data.clone())];
+        if supplier.id != caller.party.id {
+            // A shipper named another supplier: it learns of it at once.
+            notices.push(notice(&supplier.id, "switch-requested", mpxn, now, detail, data));
+        }
         let s = self.store().insert_switch(record, first, notices).await?;
         tracing::info!(message = "Switch requested.", switch = s.seq, mpxn = %mpxn, incoming = %s.incoming, outgoing = %s.outgoing, process = process.as_str());
         metrics::counter!("meterhub_switches_total", "step" => "requested").increment(1);
@@ -246,7 +252,15 @@ impl Hub {
             ));
         }
         let now = self.now();
+        // The clock acts first: a window that has closed is closed, whether or not the
+        // scheduler has got to it yet.
+        let mut rec = rec;
         let mut state = rec.state.clone();
+        let due = state.tick(now);
+        if !due.is_empty() {
+            rec = self.apply_steps(&rec, state, due, Actor::Hub, None, "clock", now).await?;
+            state = rec.state.clone();
+        }
         match state.act(action, now) {
             Err(r) => Err(HubError::Conflict(format!("switch {seq}: {}", r.rule))),
             Ok(None) => Ok((rec, false)),
@@ -329,17 +343,23 @@ impl Hub {
         }
         if state.stage == Stage::Completing {
             let switch_at = state.switch_at.expect("a completing switch has its instant");
-            let (requests, credentials) = match self.credential_requests(rec, switch_at).await {
-                Ok(r) => (r, "pending".to_string()),
-                Err(why) => (Vec::new(), format!("none: {why}")),
+            let (requests, credentials, registry_only) = match self.credential_requests(rec, switch_at).await {
+                Ok(Some(r)) => (vec![r], "pending".to_string(), false),
+                Ok(None) => (Vec::new(), "none: no smart metering system is linked to the metering point".into(), true),
+                // Built again on the retry.
+                Err(why) => {
+                    tracing::warn!(message = "Cannot build the switch's 6.23 now.", switch = rec.seq, error = %why);
+                    (Vec::new(), "pending".to_string(), false)
+                }
             };
             let work = Work {
-                attempts: u32::from(!requests.is_empty()),
+                attempts: 1,
                 requests: requests.iter().map(|r| r.id.clone()).collect(),
                 credentials,
                 reading: None,
             };
-            if requests.is_empty() {
+            u.work = Some(serde_json::to_string(&work).expect("work serialises"));
+            if registry_only {
                 // Nothing to wait for: the switch is a registry change only.
                 let done = state.complete(now).map_err(|r| HubError::Conflict(r.rule))?;
                 self.completion(rec, &mut u, done, now);
@@ -348,7 +368,6 @@ impl Hub {
                 state.deadline = Some(now);
             }
             u.requests = requests;
-            u.work = Some(serde_json::to_string(&work).expect("work serialises"));
         }
         u.state = state;
         let s = self.store().update_switch(u).await?;
@@ -390,15 +409,16 @@ impl Hub {
     }
 
     /// SRV 6.23 to the metering point's meter, as the incoming supplier, effective at the
-    /// switch instant. `Err` says why there is none to send.
+    /// switch instant; `None` when no smart metering system is linked (a registry-only
+    /// switch); `Err` says why it cannot be built now.
     async fn credential_requests(
         &self,
         rec: &SwitchRecord,
         switch_at: Timestamp,
-    ) -> Result<Vec<RequestRecord>, String> {
+    ) -> Result<Option<RequestRecord>, String> {
         let meter = match self.store().device_for_mpxn(rec.mpxn).await {
             Ok(Some(d)) => d,
-            Ok(None) => return Err("no smart metering system is linked to the metering point".into()),
+            Ok(None) => return Ok(None),
             Err(e) => return Err(e.to_string()),
         };
         let party: Party = match self.store().party(&rec.incoming).await {
@@ -413,7 +433,7 @@ impl Hub {
             .hub_request(&party, "6.23", meter, rec.mpxn, body, switch_at, true)
             .await
             .map_err(|e| e.to_string())?;
-        Ok(vec![r])
+        Ok(Some(r))
     }
 
     /// The completion's notices (the same definitive reading to both suppliers) and the
@@ -452,8 +472,9 @@ impl Hub {
     pub async fn run_switches_due(&self) -> Result<usize, HubError> {
         let now = self.now();
         let due = self.store().due_switches(now, SWITCH_BATCH_MAX).await?;
-        let mut moved = 0;
-        for rec in due {
+        // Switches are independent (one per metering point): they move side by side, so their
+        // writes share commits.
+        let results = futures::future::join_all(due.into_iter().map(|rec| async move {
             let result = if rec.state.stage == Stage::Completing {
                 self.check_credentials(&rec, now).await
             } else {
@@ -461,14 +482,20 @@ impl Hub {
                 let steps = state.tick(now);
                 self.apply_steps(&rec, state, steps, Actor::Hub, None, "clock", now).await.map(|_| true)
             };
+            (rec.seq, result)
+        }))
+        .await;
+        let mut moved = 0;
+        for (seq, result) in results {
             match result {
                 Ok(true) => moved += 1,
                 Ok(false) => {}
                 // Another step got there first; it is read again next time.
                 Err(HubError::Conflict(m)) => {
-                    tracing::debug!(message = "Switch moved meanwhile.", switch = rec.seq, detail = %m)
+                    tracing::debug!(message = "Switch moved meanwhile.", switch = seq, detail = %m)
                 }
-                Err(e) => return Err(e),
+                // One switch failing does not hold the others up; it is tried again next pass.
+                Err(e) => tracing::error!(message = "Switch step failed; retrying.", switch = seq, error = %e),
             }
         }
         Ok(moved)
@@ -478,7 +505,7 @@ impl Hub {
     /// definitive reading, or try again later.
     async fn check_credentials(&self, rec: &SwitchRecord, now: Timestamp) -> Result<bool, HubError> {
         let mut work: Work = rec.work.as_deref().and_then(|w| serde_json::from_str(w).ok()).unwrap_or_default();
-        let mut failure = None;
+        let mut failure = work.requests.is_empty().then(|| "no 6.23 request could be built".to_string());
         let mut reading = None;
         for id in &work.requests {
             let Some((r, resp)) = self.store().request(id).await? else {
@@ -516,9 +543,17 @@ impl Hub {
         match failure {
             Some(why) if work.attempts < CREDENTIAL_ATTEMPTS_MAX => {
                 let switch_at = state.switch_at.expect("completing");
-                let wait = CREDENTIAL_RETRY_FIRST * 2_i32.pow(work.attempts.saturating_sub(1));
+                let wait = (CREDENTIAL_RETRY_FIRST * 2_i32.pow(work.attempts.saturating_sub(1).min(20)))
+                    .min(CREDENTIAL_RETRY_MAX);
                 let retry_at = now + wait;
-                let requests = self.credential_requests(rec, switch_at).await.unwrap_or_default();
+                // A request that cannot be built now counts as a failed attempt next time.
+                let requests = match self.credential_requests(rec, switch_at).await {
+                    Ok(r) => r.into_iter().collect(),
+                    Err(e) => {
+                        tracing::warn!(message = "Cannot build the switch's 6.23 now.", switch = rec.seq, error = %e);
+                        Vec::new()
+                    }
+                };
                 work.attempts += 1;
                 work.requests = requests.iter().map(|r| r.id.clone()).collect();
                 // Held by the hub until the retry instant.
