@@ -751,31 +751,211 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
     let balance = view["meters"].as_array().and_then(|m| m.first()).map(|m| m["balance_pence"].clone());
     println!("        the in-home display shows a balance of {} pence", balance.unwrap_or_default());
 
-    step(14, "A critical command with a bad signature is refused by the device (R-SR-2)");
+    step(14, "Change of supplier: objection window, objection withdrawn, switch instant (R-COS-1..6)");
+    let nova_key = crypto::SigningKey::generate(&crypto::SystemRandom::new())?;
+    let nova_body = json!({"id": "nova-energy", "name": "Nova Energy", "roles": ["IS", "GS"], "originator": "90-B3-D5-1F-30-01-00-21",
+                           "signing_key_pem": crypto::public_key_pem(&nova_key.public_key_spki())});
+    c.expect(
+        "nova-energy (IS,GS), the incoming supplier",
+        Method::POST,
+        "/v1/parties",
+        Some(&operator),
+        Some(&nova_body),
+        201,
+    )
+    .await?;
+    let t = c
+        .expect("its token", Method::POST, "/v1/parties/nova-energy/tokens", Some(&operator), Some(&json!({})), 201)
+        .await?;
+    let nova = t["token"].as_str().context("token")?.to_string();
+    // The earliest supply start: the day the 5 working-day objection window closes (this
+    // metering point is in Scotland: its bank holidays count).
+    let mpan: domain::Mpan = home_mpan.parse().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let closes = domain::switching::window_end(domain::calendar::Division::of_mpan(mpan), hub.now(), 5);
+    let supply_start = domain::time::london_date(closes).to_string();
+    let sw = c
+        .expect(
+            &format!("nova asks to supply {home_mpan} from {supply_start}"),
+            Method::POST,
+            "/v1/switches",
+            Some(&nova),
+            Some(&json!({"mpxn": home_mpan, "supply_start": supply_start})),
+            201,
+        )
+        .await?;
+    let id = sw["id"].as_i64().context("switch id")?;
+    println!("        stage {}, objections until {}", sw["stage"], sw["deadline"]);
+    let v =
+        c.expect("acme objects", Method::POST, &format!("/v1/switches/{id}/object"), Some(&acme), None, 200).await?;
+    println!("        resolve or unpick by {}", v["switch"]["deadline"]);
+    c.expect("a day passes", Method::POST, "/v1/clock/advance", Some(&operator), Some(&json!({"by": "P1D"})), 200)
+        .await?;
+    let v = c
+        .expect(
+            "acme withdraws its objection",
+            Method::POST,
+            &format!("/v1/switches/{id}/withdraw-objection"),
+            Some(&acme),
+            None,
+            200,
+        )
+        .await?;
+    let switch_at = v["switch"]["switch_at"].as_str().context("switch instant")?.to_string();
+    println!("        {}: nova supplies from {switch_at}; it is irrevocable now", v["switch"]["stage"]);
+    let after: jiff::Timestamp = switch_at.parse()?;
+    let to = (after + jiff::SignedDuration::from_hours(2)).to_string();
+    c.expect(
+        &format!("time moves to {to}"),
+        Method::POST,
+        "/v1/clock/advance",
+        Some(&operator),
+        Some(&json!({"to": to})),
+        200,
+    )
+    .await?;
+    let mut done = Value::Null;
+    for _ in 0..200 {
+        let (_, v) = c.call(Method::GET, &format!("/v1/switches/{id}"), Some(&nova), None).await?;
+        if v["switch"]["stage"] == json!("completed") {
+            done = v;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    if done.is_null() {
+        bail!("the switch did not complete");
+    }
+    let steps: Vec<&str> =
+        done["events"].as_array().map(|e| e.iter().filter_map(|e| e["to"].as_str()).collect()).unwrap_or_default();
+    println!("        steps: {}", steps.join(" -> "));
+    println!(
+        "        credentials {}; definitive reading {}",
+        done["switch"]["credentials"], done["switch"]["definitive_reading"]
+    );
+    let (_, acme_view) = c.call(Method::GET, &format!("/v1/switches/{id}"), Some(&acme), None).await?;
+    println!(
+        "        acme sees the same reading: {}",
+        acme_view["switch"]["definitive_reading"] == done["switch"]["definitive_reading"]
+    );
+    c.expect(
+        "acme's disable-supply (7.2) now",
+        Method::POST,
+        "/v1/requests",
+        Some(&acme),
+        Some(&json!({"srv": "7.2", "target": {"mpxn": home_mpan}})),
+        403,
+    )
+    .await?;
+    let meter: domain::Eui64 = meter_of("electricity-meter").parse()?;
+    let bytes = device::Command {
+        id: device::RequestId { originator: "90-B3-D5-1F-30-01-00-02".parse()?, target: meter, counter: 1 << 40 },
+        srv: "7.2".into(),
+        execute_at: None,
+        body: b"{}".to_vec(),
+    }
+    .encode();
+    let signature = acme_key.sign(&crypto::SystemRandom::new(), &bytes)?;
+    let access = device::Access { requester: device::Requester::Supplier, from: None, to: None };
+    let o = hub::transport::DeviceTransport::send(
+        fleet.fleet.as_ref(),
+        hub::transport::DeviceMessage { target: meter, bytes, signature: Some(signature), access },
+    )
+    .await?;
+    println!(
+        "  the same, signed by acme and sent straight to the meter: {}",
+        serde_json::to_value(&o)?["body"]["code"]
+    );
+    let r = c
+        .expect(
+            "acme reads its own period's daily log (4.17)",
+            Method::POST,
+            "/v1/requests",
+            Some(&acme),
+            Some(&json!({"srv": "4.17", "target": {"mpxn": home_mpan}})),
+            202,
+        )
+        .await?;
+    let r = wait_done(&c, &acme, &r).await?;
+    println!("        {} .. {}: ends at the switch", r["response"]["body"]["from"], r["response"]["body"]["to"]);
+
+    step(15, "Change of tenancy: the ESCO's consent ends, the new tenant sees nothing earlier (R-COT-1, R-COT-4)");
+    let esco = tok("warmhomes-esco");
+    c.expect(
+        "WarmHomes records its customer's consent",
+        Method::POST,
+        &format!("/v1/metering-points/{home_mpan}/consents"),
+        Some(&esco),
+        Some(&json!({})),
+        201,
+    )
+    .await?;
+    let tomorrow = domain::time::london_date(hub.now()).tomorrow()?.to_string();
+    let v = c
+        .expect(
+            &format!("nova notifies a change of tenancy from {tomorrow}"),
+            Method::POST,
+            &format!("/v1/metering-points/{home_mpan}/change-of-tenancy"),
+            Some(&nova),
+            Some(&json!({"tenancy_from": tomorrow})),
+            201,
+        )
+        .await?;
+    println!("        consents ending: {}; SRV 3.2 held until then: {}", v["consents_ended_for"], v["restriction"]);
+    let (_, n) = c.call(Method::GET, "/v1/notices", Some(&esco), None).await?;
+    println!("        WarmHomes is told: {}", n[0]["detail"]);
+    c.expect("two days pass", Method::POST, "/v1/clock/advance", Some(&operator), Some(&json!({"by": "P2D"})), 200)
+        .await?;
+    let mut days = Value::Null;
+    for _ in 0..200 {
+        let view = fleet.fleet.ihd_view(meter).await?;
+        let e = view["meters"].as_array().and_then(|m| m.iter().find(|m| m["fuel"] == json!("electricity")).cloned());
+        if let Some(e) = e
+            && e["days"].as_array().is_some_and(|d| d.len() == 1)
+        {
+            days = e["days"].clone();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    if days.is_null() {
+        bail!("the display still shows the earlier tenant's days");
+    }
+    println!("  the new tenant's display shows only its own days: {days}");
+    c.expect(
+        "WarmHomes reads the profile now",
+        Method::POST,
+        "/v1/requests",
+        Some(&esco),
+        Some(&json!({"srv": "4.8.1", "target": {"mpxn": home_mpan}})),
+        403,
+    )
+    .await?;
+
+    step(16, "A critical command with a bad signature is refused by the device (R-SR-2)");
     let ack = c
         .expect(
             "8.1.1 again, signed with a key the meter does not trust",
             Method::POST,
             "/v1/requests",
-            Some(&acme),
+            Some(&nova),
             Some(&json!({"srv": "8.1.1", "target": {"device": meter_of("electricity-meter")}})),
             202,
         )
         .await?;
     let stranger = crypto::SigningKey::generate(&crypto::SystemRandom::new())?;
-    let r = sign_and_wait(&c, &acme, &ack, &stranger).await?;
+    let r = sign_and_wait(&c, &nova, &ack, &stranger).await?;
     println!("        {}: {}", r["response"]["outcome"], r["response"]["body"]["reason"]);
     if r["response"]["outcome"] != json!("device-refused") {
         bail!("a forged signature was not refused: {r}");
     }
     let (_, trail) = c
-        .call(Method::GET, &format!("/v1/requests/{}/audit", ack["id"].as_str().unwrap_or("")), Some(&acme), None)
+        .call(Method::GET, &format!("/v1/requests/{}/audit", ack["id"].as_str().unwrap_or("")), Some(&nova), None)
         .await?;
     let events: Vec<&str> =
         trail.as_array().map(|a| a.iter().filter_map(|e| e["event"].as_str()).collect()).unwrap_or_default();
     println!("        audit trail: {}", events.join(" -> "));
 
-    step(15, "The API describes itself");
+    step(17, "The API describes itself");
     let doc = c.expect("OpenAPI document", Method::GET, "/openapi.json", None, None, 200).await?;
     println!(
         "        {} paths; the catalogue table is in its description",
