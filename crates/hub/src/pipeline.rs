@@ -357,9 +357,10 @@ impl Hub {
                 Ok(Plan { device, mpxn, access, effect: None })
             }
             "8.1.1" => {
-                // Before its MPxN is linked, a device's supplier is the one that installed it.
+                // A device is commissioned by the supplier whose credentials it holds: the
+                // installer, until a change of supplier moved them.
                 let premises = self.store().premises_devices(device.premises_id).await?;
-                let installer = self.installer_of(device.premises_id).await?;
+                let installer = self.trusted_supplier_of(&device).await?;
                 let fuel =
                     if premises.iter().any(|d| d.kind == "electricity-meter") { Fuel::Electricity } else { Fuel::Gas };
                 let rel = Relationships {
