@@ -78,6 +78,22 @@ fn notice(party: &PartyId, code: &str, mpxn: Mpxn, at: Timestamp, detail: String
     }
 }
 
+/// An empty step of `rec` to `state` at `now`, taken only if `rec` is still current.
+fn next_step(rec: &SwitchRecord, state: &Switch, now: Timestamp) -> SwitchUpdate {
+    SwitchUpdate {
+        seq: rec.seq,
+        expected_version: rec.version,
+        state: state.clone(),
+        work: rec.work.clone(),
+        at: now,
+        events: Vec::new(),
+        registration: None,
+        requests: Vec::new(),
+        grant_ends: Vec::new(),
+        notices: Vec::new(),
+    }
+}
+
 /// Every party a switch concerns.
 fn parties_of(s: &SwitchRecord) -> Vec<PartyId> {
     let mut out = vec![s.incoming.clone(), s.outgoing.clone()];
@@ -285,18 +301,7 @@ impl Hub {
         event: &str,
         now: Timestamp,
     ) -> Result<SwitchRecord, HubError> {
-        let mut u = SwitchUpdate {
-            seq: rec.seq,
-            expected_version: rec.version,
-            state: state.clone(),
-            work: rec.work.clone(),
-            at: now,
-            events: Vec::new(),
-            registration: None,
-            requests: Vec::new(),
-            grant_ends: Vec::new(),
-            notices: Vec::new(),
-        };
+        let mut u = next_step(rec, &state, now);
         for step in &steps {
             let detail = match step.to {
                 Stage::Confirmed => format!(
@@ -528,18 +533,8 @@ impl Hub {
             }
         }
         let mut state = rec.state.clone();
-        let mut u = SwitchUpdate {
-            seq: rec.seq,
-            expected_version: rec.version,
-            state: state.clone(),
-            work: None,
-            at: now,
-            events: Vec::new(),
-            registration: None,
-            requests: Vec::new(),
-            grant_ends: Vec::new(),
-            notices: Vec::new(),
-        };
+        let mut u = next_step(rec, &state, now);
+        u.work = None;
         match failure {
             Some(why) if work.attempts < CREDENTIAL_ATTEMPTS_MAX => {
                 let switch_at = state.switch_at.expect("completing");

@@ -282,13 +282,7 @@ async fn bench_pipeline(
     std::hint::black_box(acc);
 
     // Callers: the simulated suppliers, authenticated as the API would.
-    let mut callers = Vec::new();
-    for i in 1..=5 {
-        let id: domain::PartyId = format!("sim-supplier-{i}").parse()?;
-        let t = hub.issue_token_unchecked(&id, "bench").await?;
-        callers.push(hub.authenticate(&t.token).await?);
-    }
-    let callers = Arc::new(callers);
+    let callers = Arc::new(sim_suppliers(&hub).await?);
     let dispatcher = tokio::spawn(hub.clone().run_dispatcher(std::time::Duration::from_millis(5)));
     let next = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
@@ -400,13 +394,7 @@ async fn bench_switching(g: &GlobalArgs, switches: u64, concurrency: usize, seed
     }
     let base_rate = n_base as f64 / started.elapsed().as_secs_f64();
 
-    let mut callers = Vec::new();
-    for i in 1..=5 {
-        let id: domain::PartyId = format!("sim-supplier-{i}").parse()?;
-        let t = hub.issue_token_unchecked(&id, "bench").await?;
-        callers.push(hub.authenticate(&t.token).await?);
-    }
-    let callers = Arc::new(callers);
+    let callers = Arc::new(sim_suppliers(&hub).await?);
     let homes = generated.homes;
     let first_home = fleet.fleet.next_system_id().await? as u64 - homes;
     let next = Arc::new(AtomicU64::new(0));
@@ -488,6 +476,17 @@ async fn bench_switching(g: &GlobalArgs, switches: u64, concurrency: usize, seed
     );
     println!("  baseline, same run: the pure state machine alone (open, windows, complete) = {base_rate:.0}/s");
     Ok(())
+}
+
+/// The generated fleet's five simulated suppliers, authenticated as the API would.
+async fn sim_suppliers(hub: &Hub) -> anyhow::Result<Vec<hub::Caller>> {
+    let mut callers = Vec::new();
+    for i in 1..=5 {
+        let id: domain::PartyId = format!("sim-supplier-{i}").parse()?;
+        let t = hub.issue_token_unchecked(&id, "bench").await?;
+        callers.push(hub.authenticate(&t.token).await?);
+    }
+    Ok(callers)
 }
 
 /// Run switching and dispatch until neither has anything left; returns the switch steps.
