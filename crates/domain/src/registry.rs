@@ -224,24 +224,7 @@ pub fn in_force_at(versions: &[RegistrationVersion], at: Timestamp) -> Option<&R
 /// names it. `None` if it is not the supplier at `at`. A supplier's data entitlement begins
 /// there (R-COS-4).
 pub fn supplier_period_start(versions: &[RegistrationVersion], party: &PartyId, at: Timestamp) -> Option<Timestamp> {
-    // The versions in force over time: per effective date, the last recorded.
-    let mut timeline: Vec<&RegistrationVersion> = Vec::new();
-    let mut sorted: Vec<&RegistrationVersion> = versions.iter().filter(|v| v.effective_from <= at).collect();
-    sorted.sort_by_key(|v| (v.effective_from, v.seq));
-    for v in sorted {
-        if timeline.last().is_some_and(|l| l.effective_from == v.effective_from) {
-            timeline.pop();
-        }
-        timeline.push(v);
-    }
-    let mut start = None;
-    for v in timeline.iter().rev() {
-        if v.data.supplier != *party {
-            break;
-        }
-        start = Some(v.effective_from);
-    }
-    start
+    supplier_periods(versions, party, at).last().filter(|(_, to)| to.is_none()).map(|(from, _)| *from)
 }
 
 /// The periods `[from, to)` in which `party` was the registered supplier, as the versions in

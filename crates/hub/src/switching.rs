@@ -65,6 +65,13 @@ struct Work {
     reading: Option<Value>,
 }
 
+impl Work {
+    /// The work kept with a switch (none yet: the default).
+    fn of(stored: Option<&str>) -> Work {
+        stored.and_then(|w| serde_json::from_str(w).ok()).unwrap_or_default()
+    }
+}
+
 fn notice(party: &PartyId, code: &str, mpxn: Mpxn, at: Timestamp, detail: String, data: Value) -> Notice {
     Notice {
         seq: 0,
@@ -444,7 +451,7 @@ impl Hub {
     /// The completion's notices (the same definitive reading to both suppliers) and the
     /// outgoing supplier's appointments it ends.
     fn completion(&self, rec: &SwitchRecord, u: &mut SwitchUpdate, step: Step, now: Timestamp) {
-        let work: Work = u.work.as_deref().and_then(|w| serde_json::from_str(w).ok()).unwrap_or_default();
+        let work: Work = Work::of(u.work.as_deref());
         let detail = match &work.reading {
             Some(r) => format!(
                 "{} supplies {} from {}; definitive reading {}",
@@ -509,7 +516,7 @@ impl Hub {
     /// A completing switch: once its credential requests have answers, complete it with the
     /// definitive reading, or try again later.
     async fn check_credentials(&self, rec: &SwitchRecord, now: Timestamp) -> Result<bool, HubError> {
-        let mut work: Work = rec.work.as_deref().and_then(|w| serde_json::from_str(w).ok()).unwrap_or_default();
+        let mut work: Work = Work::of(rec.work.as_deref());
         let mut failure = work.requests.is_empty().then(|| "no 6.23 request could be built".to_string());
         let mut reading = None;
         for id in &work.requests {

@@ -85,6 +85,7 @@ impl Hub {
             .collect();
         let told: Vec<PartyId> = {
             let mut t: Vec<PartyId> = ending.iter().map(|g| g.party.clone()).collect();
+            t.sort_unstable();
             t.dedup();
             t
         };
