@@ -176,11 +176,44 @@ pub struct TenancyDto {
     pub consent_note: Option<String>,
     pub notified_by: String,
     pub recorded_at: Timestamp,
+    /// SRV 3.2 to the meter: the hub holds it until the tenancy date and tries again until
+    /// the meter has it (empty when no meter is linked).
+    pub restriction: Vec<DeliveryDto>,
 }
 
-impl From<&hub::TenancyRecord> for TenancyDto {
-    fn from(t: &hub::TenancyRecord) -> Self {
+/// A command the hub gets to a device on a party's behalf, trying again until it is answered.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryDto {
+    pub srv: String,
+    pub device: String,
+    /// `pending`, `delivered`, `refused` (by the device: final) or `failed` (given up).
+    pub state: String,
+    pub attempts: u32,
+    /// The current (or last) try: follow it at `/v1/requests/{id}`.
+    pub request_id: String,
+    pub detail: Option<String>,
+    /// When the hub looks at it next (while pending).
+    pub next_look_at: Option<Timestamp>,
+}
+
+impl From<&hub::DeliveryRecord> for DeliveryDto {
+    fn from(d: &hub::DeliveryRecord) -> Self {
+        DeliveryDto {
+            srv: d.srv.clone(),
+            device: d.target.to_string(),
+            state: d.state.as_str().into(),
+            attempts: d.attempts,
+            request_id: d.request_id.clone(),
+            detail: d.detail.clone(),
+            next_look_at: d.due_at,
+        }
+    }
+}
+
+impl TenancyDto {
+    fn of(t: &hub::TenancyRecord, deliveries: &[hub::DeliveryRecord]) -> Self {
         TenancyDto {
+            restriction: deliveries.iter().map(DeliveryDto::from).collect(),
             seq: t.seq,
             mpxn: t.mpxn.to_string(),
             tenancy_from: t.tenancy_from,
@@ -216,13 +249,13 @@ pub async fn notify_tenancy(
         share_history: body.share_history,
         consent_note: body.consent_note,
     };
-    let (t, told, restriction) = st.hub.notify_change_of_tenancy(&caller, &mpxn, &input).await?;
+    let n = st.hub.notify_change_of_tenancy(&caller, &mpxn, &input).await?;
     Ok((
         StatusCode::CREATED,
         Json(TenancyNotified {
-            tenancy: TenancyDto::from(&t),
-            consents_ended_for: told.iter().map(ToString::to_string).collect(),
-            restriction,
+            tenancy: TenancyDto::of(&n.tenancy, &n.deliveries),
+            consents_ended_for: n.consents_ended_for.iter().map(ToString::to_string).collect(),
+            restriction: n.restriction,
         }),
     ))
 }
@@ -237,7 +270,7 @@ pub async fn list_tenancies(
     Path(mpxn): Path<String>,
 ) -> ApiResult<Json<Vec<TenancyDto>>> {
     let list = st.hub.tenancies(&caller, &mpxn).await?;
-    Ok(Json(list.iter().map(TenancyDto::from).collect()))
+    Ok(Json(list.iter().map(|(t, d)| TenancyDto::of(t, d)).collect()))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

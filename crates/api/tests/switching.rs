@@ -39,7 +39,8 @@ async fn tick(w: &World) {
     loop {
         let moved = w.hub.run_switches_due().await.unwrap();
         let ran = w.hub.dispatch_due().await.unwrap();
-        if moved + ran == 0 {
+        let followed = w.hub.run_deliveries_due().await.unwrap();
+        if moved + followed + ran == 0 {
             return;
         }
     }
@@ -521,5 +522,96 @@ async fn change_of_tenancy_revokes_escos_and_restricts_history() {
     );
     let (s, _) = m.w.call(Method::GET, &format!("/v1/metering-points/{MPRN}/tenancies"), &esco, None).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
+    m.w.close().await;
+}
+
+// R-COS-5, R-COS-7: the meter is unreachable at the switch instant (a WAN outage): 6.23 is
+// tried again with backoff until it gets through, and the definitive reading is still the
+// one at the instant.
+#[tokio::test]
+async fn switch_credentials_reach_a_meter_cut_off_at_the_instant() {
+    let m = market().await;
+    let home = enrolled_home(&m).await;
+    let nova = nova(&m).await;
+    let meter: Eui64 = device_of(&home, "electricity-meter").parse().unwrap();
+    let (s, sw) = request(&m.w, &nova.token, json!({"mpxn": MPAN, "supply_start": "2026-01-14"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{sw}");
+    let id = sw["id"].as_i64().unwrap();
+    m.w.fleet.cut_off(meter, t("2026-01-14T05:00:00Z")).await.unwrap();
+    advance(&m.w, "2026-01-14T00:30:00Z").await;
+    let v = view(&m.w, &nova.token, id).await;
+    assert_eq!(v["switch"]["stage"], json!("completing"), "{v}");
+    let retries: Vec<&Value> =
+        v["events"].as_array().unwrap().iter().filter(|e| e["event"] == json!("credentials-retry")).collect();
+    assert!(!retries.is_empty() && retries[0]["detail"].as_str().unwrap().contains("reachable"), "{v}");
+    // The old supplier is still the meter's until 6.23 arrives.
+    let system = m.w.fleet.system(meter).await.unwrap();
+    assert_eq!(system.device(meter).unwrap().supplier.as_ref().unwrap().originator, ACME);
+
+    advance(&m.w, "2026-01-14T06:00:00Z").await;
+    let v = view(&m.w, &nova.token, id).await;
+    assert_eq!((&v["switch"]["stage"], &v["switch"]["credentials"]), (&json!("completed"), &json!("replaced")), "{v}");
+    let system = m.w.fleet.system(meter).await.unwrap();
+    assert_eq!(system.device(meter).unwrap().supplier.as_ref().unwrap().originator, NOVA);
+    let registers = system.consumption(system.meter(meter).unwrap()).registers_at(t("2026-01-14T00:00:00Z"));
+    assert_eq!(v["switch"]["definitive_reading"]["at"], json!("2026-01-14T00:00:00Z"), "{v}");
+    assert_eq!(v["switch"]["definitive_reading"]["import_wh"], json!(registers.import_wh), "{v}");
+    m.w.close().await;
+}
+
+async fn tenancies(w: &World, token: &str, mpxn: &str) -> Vec<Value> {
+    let (s, v) = w.call(Method::GET, &format!("/v1/metering-points/{mpxn}/tenancies"), token, None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v.as_array().unwrap().clone()
+}
+
+// R-COT-4: SRV 3.2 reaches a meter that is unreachable at the tenancy date by trying again
+// with backoff; a meter unreachable for weeks is given up after a bounded number of tries,
+// and the supplier is told.
+#[tokio::test]
+async fn tenancy_restriction_is_retried_until_the_meter_has_it() {
+    let m = market().await;
+    let home = enrolled_home(&m).await;
+    let meter: Eui64 = device_of(&home, "electricity-meter").parse().unwrap();
+    let gas: Eui64 = device_of(&home, "gas-meter").parse().unwrap();
+    advance(&m.w, "2026-01-10T10:00:00Z").await;
+    let path = format!("/v1/metering-points/{MPAN}/change-of-tenancy");
+    let (s, v) = m.w.call(Method::POST, &path, &m.acme, Some(json!({"tenancy_from": "2026-01-12"}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["tenancy"]["restriction"][0]["state"], json!("pending"), "{v}");
+    m.w.fleet.cut_off(meter, t("2026-01-12T03:00:00Z")).await.unwrap();
+
+    advance(&m.w, "2026-01-12T00:10:00Z").await;
+    let r = tenancies(&m.w, &m.acme, MPAN).await[0]["restriction"][0].clone();
+    assert_eq!((r["state"].as_str(), r["attempts"].as_u64()), (Some("pending"), Some(2)), "{r}");
+    assert!(r["detail"].as_str().unwrap().contains("reachable"), "{r}");
+    assert_eq!(m.w.fleet.system(meter).await.unwrap().meter(meter).unwrap().tenancy, None);
+
+    advance(&m.w, "2026-01-12T04:00:00Z").await;
+    let r = tenancies(&m.w, &m.acme, MPAN).await[0]["restriction"][0].clone();
+    assert_eq!(r["state"], json!("delivered"), "{r}");
+    let tenancy = m.w.fleet.system(meter).await.unwrap().meter(meter).unwrap().tenancy.unwrap();
+    assert_eq!(tenancy.from, t("2026-01-12T00:00:00Z"));
+    let (_, status) =
+        m.w.call(Method::GET, &format!("/v1/requests/{}", r["request_id"].as_str().unwrap()), &m.acme, None).await;
+    assert_eq!(status["response"]["outcome"], json!("done"), "{status}");
+
+    // The gas meter is cut off for two months: given up after 16 tries, five and a half days.
+    let path = format!("/v1/metering-points/{MPRN}/change-of-tenancy");
+    let (s, v) = m.w.call(Method::POST, &path, &m.acme, Some(json!({"tenancy_from": "2026-01-13"}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    m.w.fleet.cut_off(gas, t("2026-03-13T00:00:00Z")).await.unwrap();
+    let mut day = t("2026-01-13T00:00:00Z");
+    for _ in 0..20 {
+        day += jiff::SignedDuration::from_hours(24);
+        m.w.clock.advance_to(day);
+        tick(&m.w).await;
+    }
+    let r = tenancies(&m.w, &m.acme, MPRN).await[0]["restriction"][0].clone();
+    assert_eq!((r["state"].as_str(), r["attempts"].as_u64()), (Some("failed"), Some(16)), "{r}");
+    let told = notices(&m.w, &m.acme).await;
+    let failed = told.iter().find(|n| n["code"] == json!("delivery-failed")).expect("the supplier is told");
+    assert_eq!(failed["data"]["srv"], json!("3.2"), "{failed}");
+    assert_eq!(m.w.fleet.system(gas).await.unwrap().meter(gas).unwrap().tenancy, None);
     m.w.close().await;
 }

@@ -1127,9 +1127,11 @@ impl System {
         let meter = &self.meters[m];
         match access.requester {
             Requester::Supplier => from = from.max(meter.supplier_data_from),
-            // A former supplier reads only inside its own period here, whatever it asks.
+            // A former supplier reads only inside its own period here, whatever it asks: the
+            // latest of its periods that begins before the end of what it asks.
             Requester::FormerSupplier => {
-                let Some(p) = meter.former_suppliers.iter().rev().find(|p| p.originator == originator) else {
+                let own = || meter.former_suppliers.iter().rev().filter(|p| p.originator == originator);
+                let Some(p) = own().find(|p| p.from < to).or_else(|| own().next()) else {
                     return Err(refused(
                         RefusalCode::NotEntitled,
                         format!("originator {originator} held no supply period on this meter that it remembers"),

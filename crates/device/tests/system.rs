@@ -374,6 +374,46 @@ fn change_of_supplier_credentials_need_the_hubs_key() {
     let other = Access { requester: Requester::OtherUser, from: None, to: None };
     let read = done(h.plain("4.8.1", meter, json!({}), "2025-07-01T09:00:00Z", other));
     assert_eq!(read["from"], json!("2025-07-01T06:00:00Z"), "{read}");
+
+    // R-COS-4: the incoming supplier wins the customer again (A→B→A→B): the old supplier now
+    // has two ended periods here and reads either, each alone, by the window it asks for.
+    let again = json!({"effective_at": "2025-07-01T08:30:00Z", "supplier": body["supplier"]});
+    let b = cmd(11, &again);
+    let sig = cos.sign(&SystemRandom::new(), &b).unwrap();
+    done(h.system.handle(t("2025-07-01T09:00:00Z"), &b, Some(&sig), SUPPLIER_ACCESS));
+    let former = Access { requester: Requester::FormerSupplier, from: None, to: None };
+    for (asked, from, to) in [
+        (json!({}), "2025-07-01T07:00:00Z", "2025-07-01T08:30:00Z"),
+        (json!({"to": "2025-07-01T08:00:00Z"}), "2025-07-01T07:00:00Z", "2025-07-01T08:00:00Z"),
+        (json!({"to": "2025-06-30T12:00:00Z"}), "2025-06-01T10:00:00Z", "2025-06-30T12:00:00Z"),
+        // Spanning both: only the later one, never the other supplier's period between.
+        (
+            json!({"from": "2025-06-30T00:00:00Z", "to": "2025-07-01T09:00:00Z"}),
+            "2025-07-01T07:00:00Z",
+            "2025-07-01T08:30:00Z",
+        ),
+        (
+            json!({"from": "2025-06-30T00:00:00Z", "to": "2025-07-01T03:00:00Z"}),
+            "2025-06-30T00:00:00Z",
+            "2025-07-01T00:00:00Z",
+        ),
+    ] {
+        let read = done(h.plain("4.8.1", meter, asked.clone(), "2025-07-01T10:00:00Z", former));
+        assert_eq!((read["from"].as_str(), read["to"].as_str()), (Some(from), Some(to)), "{asked}: {read}");
+    }
+    // The incoming supplier, asked as a former one of its first period, gets that period.
+    let b = Command {
+        id: RequestId { originator: INCOMING, target: meter, counter: 12 },
+        srv: "4.8.1".into(),
+        execute_at: None,
+        body: serde_json::to_vec(&json!({"to": "2025-07-01T05:00:00Z"})).unwrap(),
+    }
+    .encode();
+    let read = done(h.system.handle(t("2025-07-01T10:00:00Z"), &b, None, former));
+    assert_eq!(
+        (read["from"].as_str(), read["to"].as_str()),
+        (Some("2025-07-01T00:00:00Z"), Some("2025-07-01T05:00:00Z"))
+    );
 }
 
 fn base64_of(b: &[u8]) -> String {

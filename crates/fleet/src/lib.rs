@@ -53,6 +53,9 @@ pub struct Fleet {
     installing: tokio::sync::Mutex<()>,
     /// Where devices' alerts go (the hub), once attached.
     alert_sink: std::sync::OnceLock<Arc<dyn AlertSink>>,
+    /// Injected WAN outages: a system is unreachable by the hub until the instant (a
+    /// simulation control, kept in memory only).
+    outages: Mutex<std::collections::HashMap<i64, jiff::Timestamp>>,
 }
 
 /// How long undelivered alerts wait before the fleet wakes their system to try again.
@@ -82,6 +85,27 @@ impl Fleet {
             cache: Mutex::new(LruCache::new(cap)),
             installing: tokio::sync::Mutex::new(()),
             alert_sink: std::sync::OnceLock::new(),
+            outages: Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Cut the system holding `eui` off from the hub until `until` (a simulated WAN outage):
+    /// commands to any of its devices fail as unreachable, and are not run, until then.
+    pub async fn cut_off(&self, eui: Eui64, until: jiff::Timestamp) -> Result<(), TransportError> {
+        let id = self.store.system_of(eui).await.map_err(failed)?.ok_or(TransportError::Unreachable(eui))?;
+        self.outages.lock().expect("outages").insert(id, until);
+        Ok(())
+    }
+
+    fn reachable(&self, id: i64, now: jiff::Timestamp) -> bool {
+        let mut outages = self.outages.lock().expect("outages");
+        match outages.get(&id) {
+            Some(until) if *until > now => false,
+            Some(_) => {
+                outages.remove(&id);
+                true
+            }
+            None => true,
         }
     }
 
@@ -368,7 +392,12 @@ impl DeviceTransport for Fleet {
     async fn send(&self, m: DeviceMessage) -> Result<Outcome, TransportError> {
         let request_id = Command::decode(&m.bytes).map(|c| c.id.to_string()).ok();
         let now = self.clock.now();
-        self.apply(m.target, request_id, |system| system.handle(now, &m.bytes, m.signature.as_deref(), m.access)).await
+        let id = self.store.system_of(m.target).await.map_err(failed)?.ok_or(TransportError::Unreachable(m.target))?;
+        if !self.reachable(id, now) {
+            return Err(TransportError::Unreachable(m.target));
+        }
+        self.apply_id(id, request_id, false, |system| system.handle(now, &m.bytes, m.signature.as_deref(), m.access))
+            .await
     }
 
     fn attach_alert_sink(&self, sink: Arc<dyn AlertSink>) {

@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod anomaly;
 pub mod auth;
 pub mod clock;
+pub mod delivery;
 pub mod error;
 pub mod grants;
 pub mod inventory;
@@ -30,9 +31,9 @@ pub use auth::{Caller, IssuedToken};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::HubError;
 pub use store::{
-    AlertRecord, AuditRecord, DeviceRecord, EnrolledHome, ForwardRecord, GrantKind, GrantRecord, ImportSummary,
-    NewPremises, Notice, PremisesRecord, ReadRecord, RequestRecord, RequestStatus, ResponseRecord, ScheduleRecord,
-    StoreCounts, SwitchEvent, SwitchRecord, TenancyRecord, ThresholdRecord, TokenRecord, TopUpRecord,
+    AlertRecord, AuditRecord, DeliveryRecord, DeviceRecord, EnrolledHome, ForwardRecord, GrantKind, GrantRecord,
+    ImportSummary, NewPremises, Notice, PremisesRecord, ReadRecord, RequestRecord, RequestStatus, ResponseRecord,
+    ScheduleRecord, StoreCounts, SwitchEvent, SwitchRecord, TenancyRecord, ThresholdRecord, TokenRecord, TopUpRecord,
 };
 
 /// Settings that change the hub's rules.

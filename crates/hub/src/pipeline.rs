@@ -460,10 +460,18 @@ impl Hub {
                         || party.roles.contains(domain::Role::GasSupplier))
                 {
                     let history = self.store().registration_history(mpxn).await?;
-                    former = supplier_periods(&history, &party.id, at)
+                    // Its latest ended period that begins before the end of what it asks (the
+                    // device picks the same).
+                    let asked_to = body
+                        .get("to")
+                        .and_then(Value::as_str)
+                        .and_then(|s| s.parse::<Timestamp>().ok())
+                        .map_or(at, |t| t.min(at));
+                    let ended: Vec<(Timestamp, Timestamp)> = supplier_periods(&history, &party.id, at)
                         .into_iter()
-                        .rev()
-                        .find_map(|(from, to)| to.map(|to| (from, to)));
+                        .filter_map(|(from, to)| to.map(|to| (from, to)))
+                        .collect();
+                    former = ended.iter().rev().find(|(from, _)| *from < asked_to).or(ended.last()).copied();
                     if former.is_some() {
                         rel.former_suppliers.push(party.id.clone());
                     }
@@ -972,10 +980,23 @@ impl Hub {
                     0
                 }
             };
-            match self.dispatch_due().await {
-                Ok(n) if n + switched > 0 => continue,
-                Ok(_) => {}
-                Err(e) => tracing::error!(message = "Dispatch failed; retrying.", error = %e),
+            let ran = match self.dispatch_due().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(message = "Dispatch failed; retrying.", error = %e);
+                    0
+                }
+            };
+            // After the dispatch, so a try that just ran is followed at once.
+            let followed = match self.run_deliveries_due().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(message = "Following deliveries failed; retrying.", error = %e);
+                    0
+                }
+            };
+            if ran + switched + followed > 0 {
+                continue;
             }
             let _ = tokio::time::timeout(tick, self.inner.work.notified()).await;
         }

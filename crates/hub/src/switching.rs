@@ -24,7 +24,7 @@ use domain::calendar::Division;
 use domain::registry::is_large_gas_supply_point;
 use domain::switching::{Action, Actor, Process, Stage, Step, Switch};
 use domain::{Mpxn, Party, PartyId};
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use serde_json::{Value, json};
 use store::{
     GrantEnd, GrantKind, NewRegistration, Notice, RequestRecord, RequestStatus, ResponseOutcome, SwitchEvent,
@@ -37,11 +37,9 @@ use crate::{Caller, Hub, HubError};
 /// Switches moved on by one scheduler pass.
 pub const SWITCH_BATCH_MAX: usize = 256;
 /// Deliveries of the credential replacement (6.23) tried before the switch completes without
-/// it (about 9 days of tries with the backoff below); both suppliers are then told.
+/// it (five and a half days of tries, with the backoff of [`crate::delivery::retry_wait`]);
+/// both suppliers are then told.
 pub const CREDENTIAL_ATTEMPTS_MAX: u32 = 16;
-/// First wait before trying 6.23 again; doubled each time up to [`CREDENTIAL_RETRY_MAX`].
-const CREDENTIAL_RETRY_FIRST: SignedDuration = SignedDuration::from_mins(1);
-const CREDENTIAL_RETRY_MAX: SignedDuration = SignedDuration::from_hours(24);
 /// Most switches listed at once.
 pub const SWITCHES_PAGE_MAX: usize = 500;
 
@@ -517,7 +515,26 @@ impl Hub {
     /// definitive reading, or try again later.
     async fn check_credentials(&self, rec: &SwitchRecord, now: Timestamp) -> Result<bool, HubError> {
         let mut work: Work = Work::of(rec.work.as_deref());
-        let mut failure = work.requests.is_empty().then(|| "no 6.23 request could be built".to_string());
+        let mut failure = None;
+        if work.requests.is_empty() {
+            // Not built when the switch reached its instant (in the same step as its
+            // confirmation, the registry did not name the incoming supplier yet): built now,
+            // and not counted as a try.
+            let switch_at = rec.state.switch_at.expect("completing");
+            match self.credential_requests(rec, switch_at).await {
+                Ok(Some(r)) => {
+                    work.requests = vec![r.id.clone()];
+                    let mut u = next_step(rec, &rec.state, now);
+                    u.work = Some(serde_json::to_string(&work).expect("work serialises"));
+                    u.requests = vec![r];
+                    u.state.deadline = Some(now);
+                    self.store().update_switch(u).await?;
+                    return Ok(true);
+                }
+                Ok(None) => failure = Some("no smart meter is linked to the metering point now".to_string()),
+                Err(why) => failure = Some(why),
+            }
+        }
         let mut reading = None;
         for id in &work.requests {
             let Some((r, resp)) = self.store().request(id).await? else {
@@ -545,9 +562,7 @@ impl Hub {
         match failure {
             Some(why) if work.attempts < CREDENTIAL_ATTEMPTS_MAX => {
                 let switch_at = state.switch_at.expect("completing");
-                let wait = (CREDENTIAL_RETRY_FIRST * 2_i32.pow(work.attempts.saturating_sub(1).min(20)))
-                    .min(CREDENTIAL_RETRY_MAX);
-                let retry_at = now + wait;
+                let retry_at = now + crate::delivery::retry_wait(work.attempts);
                 // A request that cannot be built now counts as a failed attempt next time.
                 let requests = match self.credential_requests(rec, switch_at).await {
                     Ok(r) => r.into_iter().collect(),

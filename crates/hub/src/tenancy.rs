@@ -8,7 +8,7 @@
 
 use domain::PartyId;
 use serde_json::json;
-use store::{GrantEnd, GrantKind, NewTenancy, Notice, TenancyRecord};
+use store::{DeliveryRecord, DeliveryState, GrantEnd, GrantKind, NewDelivery, NewTenancy, Notice, TenancyRecord};
 
 use crate::registry::Relationships;
 use crate::{Caller, Hub, HubError};
@@ -24,6 +24,18 @@ pub struct TenancyInput {
     pub consent_note: Option<String>,
 }
 
+/// A change of tenancy as recorded, with what it did.
+#[derive(Debug, Clone)]
+pub struct Notified {
+    pub tenancy: TenancyRecord,
+    /// SRV 3.2 to the meter, followed until delivered.
+    pub deliveries: Vec<DeliveryRecord>,
+    /// The other users whose consent ends at the tenancy date; each got a notice.
+    pub consents_ended_for: Vec<PartyId>,
+    /// The SRV 3.2 request the hub holds until the tenancy date, or why there is none.
+    pub restriction: Option<String>,
+}
+
 impl Hub {
     /// The registered supplier notifies a change of tenancy at one of its metering points.
     pub async fn notify_change_of_tenancy(
@@ -31,7 +43,7 @@ impl Hub {
         caller: &Caller,
         mpxn: &str,
         input: &TenancyInput,
-    ) -> Result<(TenancyRecord, Vec<PartyId>, Option<String>), HubError> {
+    ) -> Result<Notified, HubError> {
         self.check_role(caller, "tenancy.notify")?;
         let mpxn = self.parse_mpxn("mpxn", mpxn)?;
         let now = self.now();
@@ -102,17 +114,37 @@ impl Hub {
                 recorded_at: now,
             })
             .collect();
-        // SRV 3.2 to the meter, held by the hub until the tenancy date.
-        let mut requests = Vec::new();
+        // SRV 3.2 to the meter, held by the hub until the tenancy date and followed until the
+        // meter has it.
+        let mut deliveries = Vec::new();
         let mut no_meter = None;
         match self.store().device_for_mpxn(mpxn).await? {
             Some(meter) => {
                 let body = json!({"tenancy_from": from.to_string(), "share_history": input.share_history});
-                requests.push(self.hub_request(&caller.party, "3.2", meter, mpxn, body, from, false).await?);
+                let request = self.hub_request(&caller.party, "3.2", meter, mpxn, body, from, false).await?;
+                let delivery = DeliveryRecord {
+                    seq: 0,
+                    purpose: "tenancy".into(),
+                    subject: 0,
+                    party: caller.party.id.clone(),
+                    srv: request.srv.clone(),
+                    target: request.target,
+                    mpxn,
+                    body: request.body.clone(),
+                    run_at: from,
+                    request_id: request.id.clone(),
+                    attempts: 1,
+                    state: DeliveryState::Pending,
+                    detail: None,
+                    due_at: Some(from),
+                    version: 1,
+                    updated_at: now,
+                };
+                deliveries.push(NewDelivery { delivery, request });
             }
             None => no_meter = Some(format!("{mpxn} has no smart meter linked: no 3.2 was sent")),
         }
-        let request_id = requests.first().map(|r| r.id.clone());
+        let request_id = deliveries.first().map(|d| d.request.id.clone());
         let tenancy = TenancyRecord {
             seq: 0,
             mpxn,
@@ -122,20 +154,31 @@ impl Hub {
             notified_by: caller.party.id.clone(),
             recorded_at: now,
         };
-        let t = self.store().record_tenancy(NewTenancy { tenancy, grant_ends, notices, requests }).await?;
+        let t = self.store().record_tenancy(NewTenancy { tenancy, grant_ends, notices, deliveries }).await?;
         self.inner.work.notify_one();
         tracing::info!(message = "Change of tenancy notified.", mpxn = %mpxn, from = %from, consents_ended = told.len(), history_shared = input.share_history);
-        Ok((t, told, request_id.or(no_meter)))
+        let deliveries = self.store().deliveries("tenancy", t.seq).await?;
+        Ok(Notified { tenancy: t, deliveries, consents_ended_for: told, restriction: request_id.or(no_meter) })
     }
 
-    /// A metering point's changes of tenancy (its registered supplier, or the hub operator).
-    pub async fn tenancies(&self, caller: &Caller, mpxn: &str) -> Result<Vec<TenancyRecord>, HubError> {
+    /// A metering point's changes of tenancy (its registered supplier, or the hub operator),
+    /// each with the delivery of its SRV 3.2 to the meter.
+    pub async fn tenancies(
+        &self,
+        caller: &Caller,
+        mpxn: &str,
+    ) -> Result<Vec<(TenancyRecord, Vec<DeliveryRecord>)>, HubError> {
         self.check_role(caller, "tenancy.notify").or_else(|_| self.check_role(caller, "grants.manage-any"))?;
         let mpxn = self.parse_mpxn("mpxn", mpxn)?;
         if !self.may(caller, "grants.manage-any") {
             let rel = self.relationships_at(&mpxn, self.now()).await?;
             self.authorize(caller, "tenancy.notify", Some(&rel.facts()))?;
         }
-        Ok(self.store().tenancies(mpxn).await?)
+        let mut out = Vec::new();
+        for t in self.store().tenancies(mpxn).await? {
+            let d = self.store().deliveries("tenancy", t.seq).await?;
+            out.push((t, d));
+        }
+        Ok(out)
     }
 }

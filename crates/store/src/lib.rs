@@ -4,11 +4,13 @@
 //! ([`sqlite::SqliteStore`]): one writer thread with batched commits, a bounded pool of
 //! readers, versioned migrations.
 
+pub mod delivery;
 pub mod fleet;
 pub mod pipeline;
 pub mod sqlite;
 pub mod switching;
 
+pub use delivery::*;
 pub use fleet::FleetStore;
 pub use pipeline::*;
 pub use switching::*;
@@ -346,6 +348,12 @@ pub trait Store: Send + Sync + 'static {
     async fn record_tenancy(&self, t: NewTenancy) -> Result<TenancyRecord, StoreError>;
     async fn tenancies(&self, mpxn: Mpxn) -> Result<Vec<TenancyRecord>, StoreError>;
     /// A party's notices after a sequence number, in order.
+    /// Deliveries whose next look is due, soonest first.
+    async fn due_deliveries(&self, now: Timestamp, limit: usize) -> Result<Vec<DeliveryRecord>, StoreError>;
+    /// Move a delivery on (conflict if its version moved), with its next try and notices.
+    async fn update_delivery(&self, u: DeliveryUpdate) -> Result<DeliveryRecord, StoreError>;
+    /// The deliveries serving one thing (`purpose`, `subject`), oldest first.
+    async fn deliveries(&self, purpose: &str, subject: i64) -> Result<Vec<DeliveryRecord>, StoreError>;
     async fn notices_after(&self, party: &PartyId, after_seq: i64, limit: usize) -> Result<Vec<Notice>, StoreError>;
 
     // Anomaly detection.

@@ -102,8 +102,9 @@ pub struct NewTenancy {
     pub tenancy: TenancyRecord,
     pub grant_ends: Vec<GrantEnd>,
     pub notices: Vec<Notice>,
-    /// SRV 3.2 to the meter(s), held by the hub until the tenancy date.
-    pub requests: Vec<RequestRecord>,
+    /// SRV 3.2 to the meter(s), held by the hub until the tenancy date and followed until
+    /// delivered (their subject is this tenancy).
+    pub deliveries: Vec<crate::NewDelivery>,
 }
 
 /// A device's credentials moved to a new supplier (SRV 6.23 done).

@@ -1,6 +1,7 @@
 //! The embedded store: SQLite in WAL mode under the data directory.
 
 mod alerts;
+mod delivery;
 mod engine;
 mod fleet;
 mod grants;
@@ -1001,6 +1002,19 @@ impl Store for SqliteStore {
 
     async fn tenancies(&self, m: Mpxn) -> Result<Vec<crate::TenancyRecord>, StoreError> {
         self.engine.read(move |conn| switching::tenancies(conn, m)).await
+    }
+
+    async fn due_deliveries(&self, now: Timestamp, limit: usize) -> Result<Vec<crate::DeliveryRecord>, StoreError> {
+        self.engine.read(move |conn| delivery::due(conn, now, limit)).await
+    }
+
+    async fn update_delivery(&self, u: crate::DeliveryUpdate) -> Result<crate::DeliveryRecord, StoreError> {
+        self.engine.write(move |conn| delivery::update(conn, &u)).await
+    }
+
+    async fn deliveries(&self, purpose: &str, subject: i64) -> Result<Vec<crate::DeliveryRecord>, StoreError> {
+        let purpose = purpose.to_string();
+        self.engine.read(move |conn| delivery::of_subject(conn, &purpose, subject)).await
     }
 
     async fn notices_after(&self, party: &PartyId, after: i64, limit: usize) -> Result<Vec<crate::Notice>, StoreError> {

@@ -17,6 +17,7 @@ pub(crate) const HUB: &[(i64, &str)] = &[
     (6, include_str!("../../migrations/0006_payment_endpoints.sql")),
     (7, include_str!("../../migrations/0007_alerts.sql")),
     (8, include_str!("../../migrations/0008_switching_and_tenancy.sql")),
+    (9, include_str!("../../migrations/0009_deliveries.sql")),
 ];
 
 /// The schema version this build writes.

@@ -266,9 +266,7 @@ pub(super) fn record_tenancy(conn: &Connection, t: &NewTenancy) -> Result<Tenanc
     let seq = conn.last_insert_rowid();
     end_grants(conn, &t.grant_ends, r.recorded_at)?;
     insert_notices(conn, &t.notices)?;
-    for q in &t.requests {
-        super::pipeline::insert_request(conn, q)?;
-    }
+    super::delivery::insert(conn, seq, &t.deliveries)?;
     Ok(TenancyRecord { seq, ..r.clone() })
 }
 
