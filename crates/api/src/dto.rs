@@ -359,6 +359,10 @@ pub struct DeviceDto {
     pub installed_at: Timestamp,
     pub commissioned_at: Option<Timestamp>,
     pub mpxn: Option<String>,
+    /// On the comms hub's HAN device log (SRV 8.11).
+    pub on_han: bool,
+    /// The meters it is joined to (SRV 8.7): a display shows only these.
+    pub joined_to: Vec<String>,
 }
 
 impl From<&hub::DeviceRecord> for DeviceDto {
@@ -369,6 +373,8 @@ impl From<&hub::DeviceRecord> for DeviceDto {
             installed_at: d.installed_at,
             commissioned_at: d.commissioned_at,
             mpxn: d.mpxn.map(|m| m.to_string()),
+            on_han: d.on_han,
+            joined_to: d.joined_to.iter().map(ToString::to_string).collect(),
         }
     }
 }

@@ -72,6 +72,7 @@ pub struct AppState {
         routes::get_history,
         routes::install_premises,
         routes::get_premises,
+        routes::fit_device,
         routes::submit_request,
         routes::get_request,
         routes::sign_request,
@@ -162,6 +163,7 @@ const OPERATION_SERVICES: &[(&str, &[&str])] = &[
     ("get_history", &["registry.history"]),
     ("install_premises", &["premises.install"]),
     ("get_premises", &["premises.read"]),
+    ("fit_device", &["premises.install"]),
     ("get_request", &["request.read-own", "request.read"]),
     ("sign_request", &["request.read-own"]),
     ("cancel_request", &["request.read-own"]),
@@ -349,6 +351,7 @@ pub fn router_with_limit(hub: hub::Hub, in_flight: usize) -> Router {
         .route("/v1/metering-points/{mpxn}/appointments/{seq}/end", post(grants::end_appointment))
         .route("/v1/premises", post(routes::install_premises))
         .route("/v1/premises/{premises_id}", get(routes::get_premises))
+        .route("/v1/premises/{premises_id}/devices", post(routes::fit_device))
         .route("/v1/requests", post(routes::submit_request))
         .route("/v1/requests/{request_id}", get(routes::get_request))
         .route("/v1/requests/{request_id}/signature", post(routes::sign_request))

@@ -291,6 +291,32 @@ pub async fn get_premises(
     Ok(Json(PremisesDto::new(&p, &devices)))
 }
 
+/// A device to fit at an installed premises.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FitRequest {
+    /// `in-home-display`, `ppmid` or `additional` (e.g. a generation meter).
+    pub kind: String,
+}
+
+/// Fit one more device at a premises (an installer's visit: a replacement in-home display, a
+/// generation meter). It is on no HAN until you add it to the comms hub's log (SRV 8.11) and
+/// join it to a meter (SRV 8.7.1 for a PPMID or additional device, 8.7.2 for a display).
+#[utoipa::path(post, path = "/v1/premises/{premises_id}/devices", tag = "devices", security(("bearer" = [])),
+    params(("premises_id" = i64, Path)), request_body = FitRequest,
+    responses((status = 201, body = DeviceDto), (status = 400, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem)))]
+pub async fn fit_device(
+    State(st): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<FitRequest>,
+) -> ApiResult<(StatusCode, Json<DeviceDto>)> {
+    let id: i64 = id.parse().map_err(|_| Problem::bad_request("premises_id", "a whole number"))?;
+    let d = st.hub.fit_device(&caller, id, &req.kind).await?;
+    Ok((StatusCode::CREATED, Json(DeviceDto::from(&d))))
+}
+
 /// Submit a service request. The answer is an acknowledgement with the request id; the
 /// device's response follows (fetch it, wait for it, or pull the response list). A critical
 /// SRV waits in `awaiting-signature` until you sign `precommand_base64`.

@@ -18,6 +18,10 @@ use crate::wire::Command;
 
 /// Devices a comms hub's HAN device log can hold.
 pub const HAN_LOG_MAX: usize = 16;
+/// Devices one meter can be joined to (SRV 8.7): our bound, documented in the README.
+pub const JOINED_MAX: usize = 5;
+/// Devices an installer can fit at a premises after installation, over its life.
+pub const FITTED_MAX: u64 = 64;
 /// Longest message an IHD shows.
 pub const DISPLAY_CHARS_MAX: usize = 160;
 /// Half-hourly profile kept by a meter.
@@ -150,6 +154,11 @@ pub struct Meter {
     /// What became of future-dated changes, newest last (bounded by [`ACTIVATIONS_KEPT`]).
     #[serde(default)]
     pub activations: Vec<Activation>,
+    /// The devices joined to this meter (SRV 8.7, bounded by [`JOINED_MAX`]): an in-home
+    /// display shows, a PPMID serves, only the meters it is joined to. `None` on systems
+    /// stored before joins were kept: every device of the premises on the HAN log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined: Option<Vec<Eui64>>,
 }
 
 /// A supplier's period on a meter: from its credentials' arrival to the next supplier's.
@@ -339,6 +348,7 @@ impl System {
             product: Product::default(),
             pending: Vec::new(),
             activations: Vec::new(),
+            joined: Some(Vec::new()),
         };
         if let Some(shape) = i.electricity {
             let eui = add(DeviceKind::ElectricityMeter, &mut devices);
@@ -357,8 +367,57 @@ impl System {
         for _ in 0..i.additional {
             add(DeviceKind::Additional, &mut devices);
         }
-        let han_log = devices.iter().skip(1).map(|d| d.eui).take(HAN_LOG_MAX).collect();
+        let han_log: Vec<Eui64> = devices.iter().skip(1).map(|d| d.eui).take(HAN_LOG_MAX).collect();
+        // The installer joins the displays, PPMID and additional devices to every meter.
+        let others: Vec<Eui64> = devices
+            .iter()
+            .filter(|d| !matches!(d.kind, DeviceKind::CommsHub | DeviceKind::ElectricityMeter | DeviceKind::GasMeter))
+            .map(|d| d.eui)
+            .take(JOINED_MAX)
+            .collect();
+        for m in &mut meters {
+            m.joined = Some(others.clone());
+        }
         System { seed: i.seed, installed_at: i.at, devices, meters, han_log, display: None, cos_key: i.cos_key }
+    }
+
+    /// The devices joined to a meter.
+    pub fn joined(&self, meter: &Meter) -> Vec<Eui64> {
+        match &meter.joined {
+            Some(j) => j.clone(),
+            None => self
+                .devices
+                .iter()
+                .filter(|d| {
+                    !matches!(d.kind, DeviceKind::CommsHub | DeviceKind::ElectricityMeter | DeviceKind::GasMeter)
+                        && self.han_log.contains(&d.eui)
+                })
+                .map(|d| d.eui)
+                .collect(),
+        }
+    }
+
+    /// An installer fits one more device at the premises (a replacement in-home display, a
+    /// generation meter): it trusts the supplier the comms hub trusts, and is on no HAN yet
+    /// (8.11 puts it on the comms hub's log, 8.7 joins it to a meter). `eui` comes from the
+    /// fleet, which keeps EUIs unique.
+    pub fn fit(&mut self, eui: Eui64, kind: DeviceKind) -> Result<(), String> {
+        if matches!(kind, DeviceKind::CommsHub | DeviceKind::ElectricityMeter | DeviceKind::GasMeter) {
+            return Err("only in-home displays, PPMIDs and additional devices are fitted to a running system".into());
+        }
+        if self.devices.iter().any(|d| d.eui == eui) {
+            return Err(format!("device {eui} is already here"));
+        }
+        let supplier = self.devices[0].supplier.clone();
+        self.devices.push(Device {
+            eui,
+            kind,
+            firmware: "1.0.0".into(),
+            commissioned: true,
+            supplier,
+            last_counter: 0,
+        });
+        Ok(())
     }
 
     pub fn device(&self, eui: Eui64) -> Option<&Device> {
@@ -683,6 +742,54 @@ impl System {
                 self.meters[m].tenancy = Some(tenancy);
                 Outcome::Done(json!({"tenancy_from": from.to_string(), "history_shared": shared}))
             }
+            "8.7.1" | "8.7.2" | "8.8.1" | "8.8.2" => {
+                let Some(m) = self.meter_index(eui) else { return not_here() };
+                let Some(target) = body.get("device").and_then(Value::as_str).and_then(|s| Eui64::parse(s).ok()) else {
+                    return refused(RefusalCode::InvalidBody, "device (an EUI-64) is required");
+                };
+                let Some(other) = self.device(target) else {
+                    return refused(RefusalCode::UnknownDevice, format!("no device {target} at this premises"));
+                };
+                // Type 1 devices (PPMID, additional equipment) join by critical command, type
+                // 2 devices (in-home displays) by non-critical.
+                let type2 = other.kind == DeviceKind::InHomeDisplay;
+                let critical = srv.ends_with(".1");
+                if matches!(other.kind, DeviceKind::CommsHub | DeviceKind::ElectricityMeter | DeviceKind::GasMeter) {
+                    return refused(RefusalCode::NotSupported, format!("a {:?} is not joined to a meter", other.kind));
+                }
+                if critical == type2 {
+                    let (n, what) = if type2 { (2, "non-critical") } else { (1, "critical") };
+                    let wanted = format!("{}.{n}", &srv[..3]);
+                    return refused(
+                        RefusalCode::NotSupported,
+                        format!("{target} is a {:?}: use {wanted} ({what})", other.kind),
+                    );
+                }
+                let mut joined = self.joined(&self.meters[m]);
+                if srv.starts_with("8.7") {
+                    if !self.han_log.contains(&target) {
+                        return refused(
+                            RefusalCode::InvalidBody,
+                            format!("{target} is not on the comms hub's HAN device log: add it with 8.11 first"),
+                        );
+                    }
+                    if !joined.contains(&target) {
+                        if joined.len() >= JOINED_MAX {
+                            return refused(
+                                RefusalCode::HanLogFull,
+                                format!("a meter is joined to at most {JOINED_MAX} devices: unjoin one with 8.8 first"),
+                            );
+                        }
+                        joined.push(target);
+                    }
+                } else {
+                    joined.retain(|e| *e != target);
+                }
+                self.meters[m].joined = Some(joined.clone());
+                Outcome::Done(
+                    json!({"meter": eui.to_string(), "joined": joined.iter().map(ToString::to_string).collect::<Vec<_>>()}),
+                )
+            }
             "8.11" => {
                 if kind != DeviceKind::CommsHub {
                     return not_here();
@@ -718,8 +825,23 @@ impl System {
                         format!("the HAN device log holds at most {HAN_LOG_MAX} devices"),
                     );
                 }
+                // A device off the HAN is joined to no meter.
+                for i in 0..self.meters.len() {
+                    let mut joined = self.joined(&self.meters[i]);
+                    if joined.iter().any(|e| !log.contains(e)) {
+                        joined.retain(|e| log.contains(e));
+                        self.meters[i].joined = Some(joined);
+                    }
+                }
                 self.han_log = log;
-                Outcome::Done(json!({"han_log": self.han_log.iter().map(ToString::to_string).collect::<Vec<_>>()}))
+                let joins: Vec<Value> = self
+                    .meters
+                    .iter()
+                    .map(|m| json!({"meter": m.eui.to_string(), "joined": self.joined(m).iter().map(ToString::to_string).collect::<Vec<_>>()}))
+                    .collect();
+                Outcome::Done(
+                    json!({"han_log": self.han_log.iter().map(ToString::to_string).collect::<Vec<_>>(), "joins": joins}),
+                )
             }
             _ => refused(RefusalCode::NotSupported, format!("SRV {srv} is not supported by this device")),
         }
@@ -1153,11 +1275,23 @@ impl System {
 
     /// What the in-home display shows.
     pub fn ihd_view(&self, now: Timestamp) -> Value {
+        self.view(now, None)
+    }
+
+    /// What one display (in-home display or PPMID) shows: only the meters it is joined to,
+    /// nothing when it is off the HAN. Any other device shows every meter (the premises).
+    pub fn display_view(&self, now: Timestamp, eui: Eui64) -> Value {
+        let display = self.device(eui).is_some_and(|d| matches!(d.kind, DeviceKind::InHomeDisplay | DeviceKind::Ppmid));
+        self.view(now, display.then_some(eui))
+    }
+
+    fn view(&self, now: Timestamp, display: Option<Eui64>) -> Value {
         let mut settled = self.clone();
         settled.settle(now);
         let meters: Vec<Value> = settled
             .meters
             .iter()
+            .filter(|m| display.is_none_or(|d| settled.han_log.contains(&d) && settled.joined(m).contains(&d)))
             .map(|m| {
                 let consumption = settled.consumption(m);
                 let r = consumption.registers_at(now);

@@ -196,7 +196,7 @@ impl Fleet {
         let id = self.store.system_of(eui).await.map_err(failed)?.ok_or(TransportError::Unreachable(eui))?;
         let entry = self.entry(id).await?;
         let stored = entry.lock().await;
-        Ok(stored.system.ihd_view(self.clock.now()))
+        Ok(stored.system.display_view(self.clock.now(), eui))
     }
 
     /// The consumer types a UTRN on the meter's keypad (or the PPMID): checked and credited
@@ -387,6 +387,31 @@ impl DeviceTransport for Fleet {
         self.store.add_system(id, comms_hub, devices.iter().map(|(e, _)| *e).collect(), text).await.map_err(failed)?;
         tracing::debug!(message = "System installed.", system = id, comms_hub = %comms_hub);
         Ok(Installed { comms_hub, devices })
+    }
+
+    async fn fit(&self, at: Eui64, kind: device::DeviceKind) -> Result<Eui64, TransportError> {
+        let id = self.store.system_of(at).await.map_err(failed)?.ok_or(TransportError::Unreachable(at))?;
+        let entry = self.entry(id).await?;
+        let mut stored = entry.lock().await;
+        // Fitted devices' EUIs: the comms hub's prefix, bit 47 set, then the system's own range.
+        let base = (self.comms_hub_eui(id).as_u64() & !0xFFFF_FFFF_FFFF)
+            | (1 << 47)
+            | (id as u64 * device::system::FITTED_MAX);
+        let fitted = stored.system.devices.iter().filter(|d| d.eui.as_u64() & (1 << 47) != 0).count() as u64;
+        if fitted >= device::system::FITTED_MAX {
+            return Err(failed(format!(
+                "at most {} devices are fitted to a premises after installation",
+                device::system::FITTED_MAX
+            )));
+        }
+        let eui = Eui64::from_u64(base + fitted);
+        let mut next = stored.clone();
+        next.system.fit(eui, kind).map_err(failed)?;
+        let text = serde_json::to_string(&next).map_err(failed)?;
+        self.store.add_device(id, eui, text).await.map_err(failed)?;
+        *stored = next;
+        tracing::debug!(message = "Device fitted.", system = id, device = %eui, kind = ?kind);
+        Ok(eui)
     }
 
     async fn send(&self, m: DeviceMessage) -> Result<Outcome, TransportError> {

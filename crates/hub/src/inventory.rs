@@ -2,7 +2,7 @@
 //! commissioned when, linked to which MPxN. Installing is the simulation's stand-in for an
 //! installer's visit: the fleet fits the devices, trusting the installing supplier's key.
 
-use device::{LoadShape, TrustAnchor};
+use device::{DeviceKind, LoadShape, TrustAnchor};
 use store::{DeviceRecord, EnrolledHome, NewPremises, PremisesRecord};
 
 use crate::transport::{InstallOrder, kind_name};
@@ -112,6 +112,32 @@ impl Hub {
             return Err(not_found());
         }
         Ok((premises, devices))
+    }
+}
+
+impl Hub {
+    /// An installer working for the premises' supplier fits one more device (a replacement
+    /// in-home display, a generation meter): the device is on no HAN until the supplier adds
+    /// it to the comms hub's log (8.11) and joins it to a meter (8.7).
+    pub async fn fit_device(&self, caller: &Caller, premises_id: i64, kind: &str) -> Result<DeviceRecord, HubError> {
+        self.authorize(caller, "premises.install", None)?;
+        let kind = match kind {
+            "in-home-display" => DeviceKind::InHomeDisplay,
+            "ppmid" => DeviceKind::Ppmid,
+            "additional" => DeviceKind::Additional,
+            _ => return Err(HubError::invalid("kind", "\"in-home-display\", \"ppmid\" or \"additional\"")),
+        };
+        // The same parties that may see the premises may fit to it.
+        let (premises, _) = self.premises_view(caller, premises_id).await?;
+        let transport = self
+            .inner
+            .transport
+            .get()
+            .ok_or_else(|| HubError::Unavailable("no device transport is attached".into()))?;
+        let eui = transport.fit(premises.comms_hub, kind).await.map_err(|e| HubError::Unavailable(e.to_string()))?;
+        let d = self.store().add_device(premises_id, eui, kind_name(kind), self.now()).await?;
+        tracing::info!(message = "Device fitted.", premises = premises_id, device = %eui, kind = kind_name(kind), by = %caller.party.id);
+        Ok(d)
     }
 }
 

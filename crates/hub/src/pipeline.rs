@@ -183,6 +183,15 @@ pub fn validate_body(srv: &str, body: &Value, rules: domain::IdRules, now: Times
                 .ok_or_else(|| invalid("body.enabled", "required, true or false"))?;
             return Ok(json!({"alert_code": format!("0x{code:04X}"), "enabled": enabled}));
         }
+        "8.7.1" | "8.7.2" | "8.8.1" | "8.8.2" => {
+            let o = object(&body, &["device"])?;
+            let d = o
+                .get("device")
+                .and_then(Value::as_str)
+                .ok_or_else(|| invalid("body.device", "required, the EUI-64 of the device to join or unjoin"))?;
+            let eui = Eui64::parse(d).map_err(|e| invalid("body.device", e.to_string()))?;
+            return Ok(json!({"device": eui.to_string()}));
+        }
         "8.11" => {
             let o = object(&body, &["add", "remove"])?;
             let mut out = Map::new();
@@ -922,6 +931,37 @@ impl Hub {
                         devices,
                         supplier: party.id.clone(),
                     }));
+                }
+                // The hub's view of the premises' HAN follows what the devices say.
+                let euis = |v: &Value| -> Vec<Eui64> {
+                    v.as_array()
+                        .map(|a| a.iter().filter_map(|e| e.as_str().and_then(|e| Eui64::parse(e).ok())).collect())
+                        .unwrap_or_default()
+                };
+                let joins = |v: &Value| -> Vec<(Eui64, Vec<Eui64>)> {
+                    v.as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|j| {
+                                    let m = j["meter"].as_str().and_then(|e| Eui64::parse(e).ok())?;
+                                    Some((m, euis(&j["joined"])))
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
+                match r.srv.as_str() {
+                    "8.11" => effects.push(Effect::Han(store::HanChange {
+                        premises_id: plan.device.premises_id,
+                        han_log: Some(euis(&v["han_log"])),
+                        joins: joins(&v["joins"]),
+                    })),
+                    "8.7.1" | "8.7.2" | "8.8.1" | "8.8.2" => effects.push(Effect::Han(store::HanChange {
+                        premises_id: plan.device.premises_id,
+                        han_log: None,
+                        joins: joins(&json!([v])),
+                    })),
+                    _ => {}
                 }
                 done(ResponseOutcome::Done, v, effects)
             }

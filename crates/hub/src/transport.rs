@@ -49,6 +49,9 @@ pub enum TransportError {
 pub trait DeviceTransport: Send + Sync + 'static {
     /// Fit devices at a new premises.
     async fn install(&self, order: InstallOrder) -> Result<Installed, TransportError>;
+    /// An installer fits one more device at the premises of `at` (any of its devices): the
+    /// new device's EUI. Not on the HAN until 8.11 and 8.7 put it there.
+    async fn fit(&self, at: Eui64, kind: DeviceKind) -> Result<Eui64, TransportError>;
     /// Deliver a command and wait for the device's answer. Delivering the same command again
     /// (after a crash) returns the first answer and does not run it twice.
     async fn send(&self, message: DeviceMessage) -> Result<Outcome, TransportError>;

@@ -20,6 +20,8 @@ pub trait FleetStore: Send + Sync + 'static {
     async fn load_system(&self, id: i64) -> Result<Option<String>, StoreError>;
     /// Store the new state of a system and when it next needs waking (`None`: not on its own).
     async fn save_system(&self, id: i64, state: String, wake_at: Option<jiff::Timestamp>) -> Result<(), StoreError>;
+    /// A device fitted to a running system: indexed, with the system's new state, at once.
+    async fn add_device(&self, id: i64, eui: Eui64, state: String) -> Result<(), StoreError>;
     /// Systems whose wake time is at or before `now`, soonest first.
     async fn due_wakeups(&self, now: jiff::Timestamp, limit: usize) -> Result<Vec<i64>, StoreError>;
     async fn fleet_state(&self, key: &str) -> Result<Option<String>, StoreError>;

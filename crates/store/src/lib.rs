@@ -175,6 +175,14 @@ pub trait Store: Send + Sync + 'static {
     /// bulk path of fleet generation (the metering points must be registered).
     async fn enrol_homes(&self, homes: Vec<EnrolledHome>) -> Result<(), StoreError>;
     async fn device(&self, eui: Eui64) -> Result<Option<DeviceRecord>, StoreError>;
+    /// A device fitted at an installed premises (on no HAN yet).
+    async fn add_device(
+        &self,
+        premises_id: i64,
+        eui: Eui64,
+        kind: &str,
+        at: Timestamp,
+    ) -> Result<DeviceRecord, StoreError>;
     async fn premises_devices(&self, premises_id: i64) -> Result<Vec<DeviceRecord>, StoreError>;
     /// The meter linked to an MPxN.
     async fn device_for_mpxn(&self, mpxn: Mpxn) -> Result<Option<DeviceRecord>, StoreError>;

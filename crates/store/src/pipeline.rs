@@ -25,6 +25,20 @@ pub struct DeviceRecord {
     /// The supplier whose credentials it holds since a change of supplier (SRV 6.23);
     /// `None` = the installing supplier's.
     pub trusted_supplier: Option<PartyId>,
+    /// On the comms hub's HAN device log (SRV 8.11; the comms hub itself: always).
+    pub on_han: bool,
+    /// The meters this device is joined to (SRV 8.7; empty for meters and the comms hub).
+    pub joined_to: Vec<Eui64>,
+}
+
+/// What a premises' HAN looks like after an 8.11 or 8.7/8.8, as the devices said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HanChange {
+    pub premises_id: i64,
+    /// The comms hub's whole HAN device log (8.11).
+    pub han_log: Option<Vec<Eui64>>,
+    /// Each meter named, with every device joined to it now.
+    pub joins: Vec<(Eui64, Vec<Eui64>)>,
 }
 
 /// Devices fitted at a new premises.
@@ -158,6 +172,8 @@ pub enum Effect {
     ScheduleDeleted { id: String, party: PartyId, at: Timestamp },
     /// SRV 6.23 succeeded: the devices hold the supplier's credentials.
     CredentialsMoved(crate::CredentialsMoved),
+    /// SRV 8.11 or 8.7/8.8 succeeded: the premises' HAN changed.
+    Han(HanChange),
 }
 
 /// A response to record, with its request's move to `completed`.

@@ -103,6 +103,21 @@ impl FleetStore for SqliteFleetStore {
             .await
     }
 
+    async fn add_device(&self, id: i64, eui: Eui64, state: String) -> Result<(), StoreError> {
+        self.engine
+            .write(move |c| {
+                c.prepare_cached("INSERT INTO device_index (eui, system_id) VALUES (?1, ?2)")
+                    .and_then(|mut s| s.execute(params![eui.to_plain(), id]))
+                    .map_err(classify)?;
+                let n = c
+                    .prepare_cached("UPDATE systems SET state = ?1 WHERE id = ?2")
+                    .and_then(|mut s| s.execute(params![state, id]))
+                    .map_err(backend)?;
+                if n == 1 { Ok(()) } else { Err(StoreError::NotFound(format!("system {id}"))) }
+            })
+            .await
+    }
+
     async fn due_wakeups(&self, now: jiff::Timestamp, limit: usize) -> Result<Vec<i64>, StoreError> {
         self.engine
             .read(move |c| {

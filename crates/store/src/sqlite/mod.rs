@@ -712,6 +712,17 @@ impl Store for SqliteStore {
         self.engine.read(move |conn| pipeline::device(conn, eui)).await
     }
 
+    async fn add_device(
+        &self,
+        premises_id: i64,
+        e: Eui64,
+        kind: &str,
+        at: Timestamp,
+    ) -> Result<DeviceRecord, StoreError> {
+        let kind = kind.to_string();
+        self.engine.write(move |conn| pipeline::add_device(conn, premises_id, e, &kind, at)).await
+    }
+
     async fn premises_devices(&self, premises_id: i64) -> Result<Vec<DeviceRecord>, StoreError> {
         self.engine.read(move |conn| pipeline::premises_devices(conn, premises_id)).await
     }

@@ -15,16 +15,27 @@ pub(super) fn eui(s: &str) -> Result<Eui64, StoreError> {
     Eui64::parse(s).map_err(|e| StoreError::Backend(format!("stored EUI-64 is unreadable: {e}")))
 }
 
-pub(super) const DEVICE_COLS: &str = "eui, premises_id, kind, installed_at, commissioned_at, mpxn, trusted_supplier";
+pub(super) const DEVICE_COLS: &str =
+    "eui, premises_id, kind, installed_at, commissioned_at, mpxn, trusted_supplier, on_han, joined_to";
 
-type RawDevice = (String, i64, String, i64, Option<i64>, Option<String>, Option<String>);
+type RawDevice = (String, i64, String, i64, Option<i64>, Option<String>, Option<String>, bool, String);
 
 pub(super) fn raw_device(r: &Row<'_>) -> rusqlite::Result<RawDevice> {
     r.try_into()
 }
 
+fn eui_list(text: &str) -> Result<Vec<Eui64>, StoreError> {
+    let list: Vec<String> = serde_json::from_str(text)
+        .map_err(|e| StoreError::Backend(format!("stored list of EUI-64s is unreadable: {e}")))?;
+    list.iter().map(|e| eui(e)).collect()
+}
+
+fn eui_list_text(list: &[Eui64]) -> String {
+    serde_json::to_string(&list.iter().map(|e| e.to_plain()).collect::<Vec<_>>()).expect("strings serialise")
+}
+
 pub(super) fn into_device(
-    (e, premises_id, kind, installed, commissioned, m, trusted): RawDevice,
+    (e, premises_id, kind, installed, commissioned, m, trusted, on_han, joined): RawDevice,
 ) -> Result<DeviceRecord, StoreError> {
     Ok(DeviceRecord {
         eui: eui(&e)?,
@@ -34,7 +45,75 @@ pub(super) fn into_device(
         commissioned_at: commissioned.map(ts).transpose()?,
         mpxn: m.as_deref().map(mpxn).transpose()?,
         trusted_supplier: trusted.map(party_id).transpose()?,
+        on_han,
+        joined_to: eui_list(&joined)?,
     })
+}
+
+/// Join a premises' displays, PPMID and additional devices to every one of its meters, as
+/// the installer does.
+fn join_as_installed(conn: &Connection, premises_id: i64) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE devices SET joined_to = (SELECT json_group_array(m.eui) FROM devices m \
+         WHERE m.premises_id = devices.premises_id AND m.kind IN ('electricity-meter', 'gas-meter')) \
+         WHERE premises_id = ?1 AND kind IN ('in-home-display', 'ppmid', 'additional')",
+    )
+    .and_then(|mut s| s.execute([premises_id]))
+    .map_err(backend)?;
+    Ok(())
+}
+
+/// A device fitted at a premises after installation: on no HAN yet.
+pub(super) fn add_device(
+    conn: &Connection,
+    premises_id: i64,
+    e: Eui64,
+    kind: &str,
+    at: Timestamp,
+) -> Result<DeviceRecord, StoreError> {
+    conn.prepare_cached(&format!(
+        "INSERT INTO devices ({DEVICE_COLS}) VALUES (?1, ?2, ?3, ?4, ?4, NULL, NULL, 0, '[]')"
+    ))
+    .and_then(|mut s| s.execute(params![e.to_plain(), premises_id, kind, micros(at)]))
+    .map_err(|err| match classify(err) {
+        StoreError::Conflict(_) => StoreError::Conflict(format!("device {e} is already installed")),
+        other => other,
+    })?;
+    device(conn, e)?.ok_or_else(|| StoreError::NotFound(format!("device {e}")))
+}
+
+/// The premises' HAN as the devices said after 8.11 or 8.7/8.8.
+fn apply_han(conn: &Connection, h: &crate::HanChange) -> Result<(), StoreError> {
+    if let Some(log) = &h.han_log {
+        let mut s = conn
+            .prepare_cached(
+                "UPDATE devices SET on_han = (kind = 'comms-hub' OR eui IN (SELECT value FROM json_each(?1))) \
+                             WHERE premises_id = ?2",
+            )
+            .map_err(backend)?;
+        s.execute(params![eui_list_text(log), h.premises_id]).map_err(backend)?;
+    }
+    if h.joins.is_empty() {
+        return Ok(());
+    }
+    for d in premises_devices(conn, h.premises_id)? {
+        if matches!(d.kind.as_str(), "comms-hub" | "electricity-meter" | "gas-meter") {
+            continue;
+        }
+        let mut joined = d.joined_to.clone();
+        for (meter, list) in &h.joins {
+            joined.retain(|m| m != meter);
+            if list.contains(&d.eui) {
+                joined.push(*meter);
+            }
+        }
+        if joined != d.joined_to {
+            conn.prepare_cached("UPDATE devices SET joined_to = ?1 WHERE eui = ?2")
+                .and_then(|mut s| s.execute(params![eui_list_text(&joined), d.eui.to_plain()]))
+                .map_err(backend)?;
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn install_premises(conn: &Connection, p: &NewPremises) -> Result<PremisesRecord, StoreError> {
@@ -48,7 +127,9 @@ pub(super) fn install_premises(conn: &Connection, p: &NewPremises) -> Result<Pre
     })?;
     let id = conn.last_insert_rowid();
     let mut stmt = conn
-        .prepare_cached(&format!("INSERT INTO devices ({DEVICE_COLS}) VALUES (?1, ?2, ?3, ?4, NULL, NULL, NULL)"))
+        .prepare_cached(&format!(
+            "INSERT INTO devices ({DEVICE_COLS}) VALUES (?1, ?2, ?3, ?4, NULL, NULL, NULL, 1, '[]')"
+        ))
         .map_err(backend)?;
     for (e, kind) in &p.devices {
         stmt.execute(params![e.to_plain(), id, kind, micros(p.installed_at)]).map_err(|err| match classify(err) {
@@ -56,6 +137,7 @@ pub(super) fn install_premises(conn: &Connection, p: &NewPremises) -> Result<Pre
             other => other,
         })?;
     }
+    join_as_installed(conn, id)?;
     Ok(PremisesRecord {
         id,
         comms_hub: p.comms_hub,
@@ -352,6 +434,7 @@ pub(super) fn complete_one(conn: &Connection, c: &Completion) -> Result<(), Stor
             }
             Effect::ScheduleCreated(sc) => super::schedules::insert_schedule(conn, sc)?,
             Effect::ScheduleDeleted { id, party, at } => super::schedules::delete_schedule(conn, id, party, *at)?,
+            Effect::Han(h) => apply_han(conn, h)?,
             Effect::CredentialsMoved(moved) => {
                 let mut s =
                     conn.prepare_cached("UPDATE devices SET trusted_supplier = ?1 WHERE eui = ?2").map_err(backend)?;

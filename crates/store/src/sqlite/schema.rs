@@ -18,6 +18,7 @@ pub(crate) const HUB: &[(i64, &str)] = &[
     (7, include_str!("../../migrations/0007_alerts.sql")),
     (8, include_str!("../../migrations/0008_switching_and_tenancy.sql")),
     (9, include_str!("../../migrations/0009_deliveries.sql")),
+    (10, include_str!("../../migrations/0010_han.sql")),
 ];
 
 /// The schema version this build writes.
