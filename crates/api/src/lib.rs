@@ -104,6 +104,14 @@ pub struct AppState {
         simulation::display,
         simulation::keypad,
         alerts::list_alerts,
+        alerts::ack_alerts,
+        alerts::stream_alerts,
+        alerts::dead_letters,
+        alerts::set_webhook,
+        alerts::get_webhook,
+        alerts::delete_webhook,
+        alerts::list_routes,
+        alerts::set_route,
         switching::request_switch,
         switching::list_switches,
         switching::get_switch,
@@ -119,7 +127,7 @@ pub struct AppState {
         (name = "payments", description = "Prepayment: customer identifiers, top-ups with GBCS UTRNs (R-PAY-1..4)."),
         (name = "simulation", description = "The simulated homes: in-home displays and consumers at the keypad (hub operator)."),
         (name = "switching", description = "Change of supplier (objection windows, gas confirmation, the switch instant's credentials and definitive reading), change of tenancy, and the hub's notices (R-COS-1..7, R-COT-1..4)."),
-        (name = "alerts", description = "Device alerts addressed to you, in order (R-PM-5 confirmations, prepayment alerts)."),
+        (name = "alerts", description = "Alerts addressed to you, in order: device alerts as the dispatch table routes them, and the hub's own (quarantine, delivery failures). Pull, stream, acknowledge, or have them pushed to your webhook (R-FLT-2)."),
         (name = "reads", description = "Reads distribution: per-day batches of your reads, forwarding reads to network operators (R-RD-1, R-RD-2)."),
         (name = "devices", description = "Premises and their devices (the smart metering inventory)."),
         (name = "registry", description = "Metering points and their effective-dated registrations (R-REG-1..4)."),
@@ -194,6 +202,14 @@ const OPERATION_SERVICES: &[(&str, &[&str])] = &[
     ("display", &["simulation.consumer"]),
     ("keypad", &["simulation.consumer"]),
     ("list_alerts", &["alert.read-own"]),
+    ("ack_alerts", &["alert.read-own"]),
+    ("stream_alerts", &["alert.read-own"]),
+    ("dead_letters", &["alert.read-own"]),
+    ("set_webhook", &["alert.read-own"]),
+    ("get_webhook", &["alert.read-own"]),
+    ("delete_webhook", &["alert.read-own"]),
+    ("list_routes", &["alert.dispatch-manage"]),
+    ("set_route", &["alert.dispatch-manage"]),
 ];
 
 fn catalogue_markdown() -> String {
@@ -363,6 +379,12 @@ pub fn router_with_limit(hub: hub::Hub, in_flight: usize) -> Router {
         .route("/v1/requests/{request_id}/delete", post(routes::delete_request))
         .route("/v1/quarantine", get(routes::list_quarantine))
         .route("/v1/alerts", get(alerts::list_alerts))
+        .route("/v1/alerts/ack", post(alerts::ack_alerts))
+        .route("/v1/alerts/stream", get(alerts::stream_alerts))
+        .route("/v1/alerts/dead-letters", get(alerts::dead_letters))
+        .route("/v1/webhook", get(alerts::get_webhook).put(alerts::set_webhook).delete(alerts::delete_webhook))
+        .route("/v1/alert-routes", get(alerts::list_routes))
+        .route("/v1/alert-routes/{code}", axum::routing::put(alerts::set_route))
         .route("/v1/notices", get(switching::list_notices))
         .route("/v1/switches", get(switching::list_switches).post(switching::request_switch))
         .route("/v1/switches/{id}", get(switching::get_switch))

@@ -231,7 +231,13 @@ pub static CATALOGUE: &[Service] = &[
     hub("party.manage", "Create parties, issue and revoke any party's tokens", false, &[HUB]),
     hub("request.read-own", "Read own service requests, their responses and audit trail", false, &EVERY_ROLE),
     hub("request.read", "Read any party's service requests and audit trails", false, &[HUB]),
-    hub("alert.read-own", "Read the device alerts addressed to you, in order", false, &EVERY_ROLE),
+    hub(
+        "alert.read-own",
+        "Read, stream and acknowledge the alerts addressed to you, in order; set your webhook",
+        false,
+        &EVERY_ROLE,
+    ),
+    hub("alert.dispatch-manage", "Read and edit the alert dispatch table (who gets which alert)", false, &[HUB]),
     hub(
         "anomaly.configure-own",
         "Set own anomaly-detection thresholds per SRV and window; see the hub-wide ones",

@@ -40,6 +40,22 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 
 /// Validate an ECDSA P-256 public key given as DER SubjectPublicKeyInfo (or an uncompressed
 /// point) and return its canonical SubjectPublicKeyInfo DER.
+/// HMAC-SHA256 of `message` under `key` (webhook signatures).
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key);
+    let tag = aws_lc_rs::hmac::sign(&key, message);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(tag.as_ref());
+    out
+}
+
+/// Random bytes from the system's secure source.
+pub fn random_bytes<const N: usize>(rng: &dyn SecureRandom) -> Result<[u8; N], CryptoError> {
+    let mut out = [0u8; N];
+    rng.fill(&mut out).map_err(|_| CryptoError::Generation)?;
+    Ok(out)
+}
+
 pub fn p256_public_key_spki(der: &[u8]) -> Result<Vec<u8>, CryptoError> {
     let key = ParsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, der).map_err(|_| CryptoError::PublicKey)?;
     let spki = key.as_der().map_err(|_| CryptoError::PublicKey)?;

@@ -21,22 +21,48 @@ pub const WINDOW_DAYS_MAX: i64 = 31;
 /// Largest count a threshold may allow (its window keeps up to this many instants).
 pub const MAX_REQUESTS_MAX: i64 = 1_000_000;
 
+/// Conservative defaults for the supply SRV that can harm a home at scale (R-FLT-1): each
+/// party's SRV 7.2 (disable supply) at most `per_party` per window, whatever it sets for
+/// itself (its own threshold is checked as well, so it can only be stricter), and all parties
+/// together at most `hub_wide` unless the hub operator sets a hub-wide threshold for it.
+/// (SRV, window seconds, per party, hub-wide.)
+pub const DEFAULT_LIMITS: &[(&str, i64, usize, usize)] = &[("7.2", 3600, 100, 1000)];
+
 /// Who a threshold counts.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Scope {
     Party(PartyId),
+    /// The hub's default ceiling for one party.
+    Ceiling(PartyId),
     Hub,
+}
+
+/// A request beyond a threshold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Quarantined {
+    pub(crate) reason: String,
+    /// The first beyond this threshold in its window: the party and the hub operator are
+    /// alerted once per window, not once per request.
+    pub(crate) alert: bool,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct Detector {
     limits: HashMap<(Scope, String), (SignedDuration, usize)>,
     windows: HashMap<(Scope, String), VecDeque<Timestamp>>,
+    alerted: HashMap<(Scope, String), Timestamp>,
+}
+
+fn default_of(srv: &str) -> Option<(SignedDuration, usize, usize)> {
+    DEFAULT_LIMITS.iter().find(|d| d.0 == srv).map(|d| (SignedDuration::from_secs(d.1), d.2, d.3))
 }
 
 impl Detector {
     pub(crate) fn load(records: &[ThresholdRecord]) -> Detector {
         let mut d = Detector::default();
+        for (srv, ..) in DEFAULT_LIMITS {
+            d.remove(None, srv);
+        }
         for r in records {
             d.set(r);
         }
@@ -53,31 +79,59 @@ impl Detector {
         self.windows.remove(&key);
     }
 
+    /// Remove a threshold; a hub-wide one with a default falls back to it.
     pub(crate) fn remove(&mut self, party: Option<&PartyId>, srv: &str) {
         let key = Self::key(party, srv);
         self.limits.remove(&key);
         self.windows.remove(&key);
+        if party.is_none()
+            && let Some((window, _, hub_wide)) = default_of(srv)
+        {
+            self.limits.insert(key, (window, hub_wide));
+        }
+    }
+
+    fn limit(&self, key: &(Scope, String)) -> Option<(SignedDuration, usize)> {
+        match &key.0 {
+            Scope::Ceiling(_) => default_of(&key.1).map(|(w, per_party, _)| (w, per_party)),
+            _ => self.limits.get(key).copied(),
+        }
     }
 
     /// Count a request unless it would pass a limit; then say which.
-    pub(crate) fn admit(&mut self, party: &PartyId, srv: &str, now: Timestamp) -> Result<(), String> {
-        let keys = [Self::key(Some(party), srv), Self::key(None, srv)];
+    pub(crate) fn admit(&mut self, party: &PartyId, srv: &str, now: Timestamp) -> Result<(), Quarantined> {
+        let keys = [
+            Self::key(Some(party), srv),
+            (Scope::Ceiling(party.clone()), srv.to_string()),
+            Self::key(None, srv),
+        ];
         for key in &keys {
-            let Some((window, max)) = self.limits.get(key) else { continue };
+            let Some((window, max)) = self.limit(key) else { continue };
             let q = self.windows.entry(key.clone()).or_default();
-            while q.front().is_some_and(|t| *t <= now - *window) {
+            while q.front().is_some_and(|t| *t <= now - window) {
                 q.pop_front();
             }
-            if q.len() >= *max {
+            if q.len() >= max {
                 let who = match &key.0 {
                     Scope::Party(p) => format!("party {p}'s own threshold"),
+                    Scope::Ceiling(p) => format!("the hub's default threshold for each party ({p})"),
                     Scope::Hub => "the hub-wide threshold".to_string(),
                 };
-                return Err(format!("quarantined: {who} for SRV {srv} is {max} requests per {} s", window.as_secs()));
+                let alert = match self.alerted.get(key) {
+                    Some(last) if *last > now - window => false,
+                    _ => {
+                        self.alerted.insert(key.clone(), now);
+                        true
+                    }
+                };
+                return Err(Quarantined {
+                    reason: format!("quarantined: {who} for SRV {srv} is {max} requests per {} s", window.as_secs()),
+                    alert,
+                });
             }
         }
         for key in keys {
-            if self.limits.contains_key(&key) {
+            if self.limit(&key).is_some() {
                 self.windows.entry(key).or_default().push_back(now);
             }
         }

@@ -128,7 +128,19 @@ impl Hub {
                 recorded_at: now,
             });
         }
+        let given_up = matches!(u.state, DeliveryState::Refused | DeliveryState::Failed).then(|| u.detail.clone());
         self.store().update_delivery(u).await?;
+        if let Some(detail) = given_up {
+            self.raise(
+                domain::alerts::HubAlert::DeliveryFailed,
+                Some(&d.party),
+                Some(d.mpxn),
+                Some(d.target),
+                format!("SRV {} for {} {}: {}", d.srv, d.purpose, d.subject, detail.unwrap_or_default()),
+                json!({"srv": d.srv, "purpose": d.purpose, "subject": d.subject, "request_id": d.request_id}),
+            )
+            .await;
+        }
         self.inner.work.notify_one();
         Ok(true)
     }

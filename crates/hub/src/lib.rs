@@ -31,7 +31,7 @@ pub use auth::{Caller, IssuedToken};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::HubError;
 pub use store::{
-    AlertRecord, AuditRecord, DeliveryRecord, DeviceRecord, EnrolledHome, ForwardRecord, GrantKind, GrantRecord,
+    AlertRecord, AuditRecord, DeadLetter, Webhook, DeliveryRecord, DeviceRecord, EnrolledHome, ForwardRecord, GrantKind, GrantRecord,
     ImportSummary, NewPremises, Notice, PremisesRecord, ReadRecord, RequestRecord, RequestStatus, ResponseRecord,
     ScheduleRecord, StoreCounts, SwitchEvent, SwitchRecord, TenancyRecord, ThresholdRecord, TokenRecord, TopUpRecord,
 };
@@ -78,6 +78,12 @@ struct Inner {
     /// The hub's change-of-supplier signing key (SRV 6.23): the one signing key the hub
     /// holds, its own. Kept in the store, created on first open.
     cos_key: domain::crypto::SigningKey,
+    /// The alert dispatch table, as stored.
+    routes: std::sync::RwLock<Arc<alerts::Routes>>,
+    /// Wakes streams and webhook pushes: alerts arrived.
+    alerted: tokio::sync::Notify,
+    /// For webhook pushes: no redirects, a bounded time per push.
+    http: reqwest::Client,
 }
 
 /// The simulated time a data directory saved, if it runs on a simulated clock.
@@ -111,6 +117,7 @@ impl Hub {
             (None, None) => {}
         }
         let thresholds = store.thresholds().await?;
+        let routes = store.alert_routes().await?;
         let rng = SystemRandom::new();
         let cos_key = match store.state(COS_KEY_STATE_KEY).await? {
             Some(pem) => domain::crypto::SigningKey::from_pem(&pem)
@@ -136,6 +143,13 @@ impl Hub {
                 anomaly: std::sync::Mutex::new(anomaly::Detector::load(&thresholds)),
                 top_ups_in_flight: Default::default(),
                 cos_key,
+                routes: std::sync::RwLock::new(Arc::new(alerts::Routes::from_rows(routes))),
+                alerted: tokio::sync::Notify::new(),
+                http: reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .timeout(alerts::WEBHOOK_TIMEOUT)
+                    .build()
+                    .map_err(|e| HubError::Unavailable(format!("cannot make the webhook client: {e}")))?,
             }),
         })
     }

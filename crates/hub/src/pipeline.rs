@@ -667,12 +667,12 @@ impl Hub {
             metrics::counter!("meterhub_requests_accepted_total", "srv" => service.code).increment(1);
             return Ok(record);
         }
-        let (status, note) =
-            match self.inner.anomaly.lock().expect("detector").admit(&caller.party.id, service.code, now) {
-                Err(reason) => (RequestStatus::Quarantined, Some(reason)),
-                Ok(()) if service.critical == Critical::Yes => (RequestStatus::AwaitingSignature, None),
-                Ok(()) => (RequestStatus::Queued, None),
-            };
+        let admitted = self.inner.anomaly.lock().expect("detector").admit(&caller.party.id, service.code, now);
+        let (status, note, alert) = match admitted {
+            Err(q) => (RequestStatus::Quarantined, Some(q.reason), q.alert),
+            Ok(()) if service.critical == Critical::Yes => (RequestStatus::AwaitingSignature, None, false),
+            Ok(()) => (RequestStatus::Queued, None, false),
+        };
         if status == RequestStatus::Quarantined {
             metrics::counter!("meterhub_requests_quarantined_total", "srv" => service.code).increment(1);
             tracing::warn!(message = "Request quarantined.", party = %caller.party.id, srv = service.code, reason = note.as_deref().unwrap_or(""));
@@ -681,6 +681,24 @@ impl Hub {
         record.note =
             note.or_else(|| execute_at.filter(|_| device_holds).map(|at| format!("held by the device until {at}")));
         let record = self.store().insert_request(record).await?;
+        if alert {
+            // Once per threshold and window: the party and the hub operator (R-SR-5, R-FLT-1).
+            self.raise(
+                domain::alerts::HubAlert::Quarantine,
+                Some(&caller.party.id),
+                record.mpxn,
+                Some(record.target),
+                format!(
+                    "{} is sending SRV {} beyond a threshold; first quarantined: {} ({})",
+                    caller.party.id,
+                    service.code,
+                    record.id,
+                    record.note.as_deref().unwrap_or("")
+                ),
+                json!({"party": caller.party.id.as_str(), "srv": service.code, "request_id": record.id}),
+            )
+            .await;
+        }
         metrics::counter!("meterhub_requests_accepted_total", "srv" => service.code).increment(1);
         self.inner.work.notify_one();
         Ok(record)
@@ -873,8 +891,26 @@ impl Hub {
         });
         let completions: Vec<Completion> = futures::future::join_all(runs).await.into_iter().flatten().collect();
         let n = completions.len();
+        let failed: Vec<(String, domain::PartyId, String)> = completions
+            .iter()
+            .filter(|c| c.outcome == ResponseOutcome::Failed)
+            .map(|c| (c.request_id.clone(), c.party.clone(), c.body.clone()))
+            .collect();
         self.store().complete_requests(completions).await?;
         self.inner.completed.notify_waiters();
+        // The sender hears of a request that did not run, as an alert too.
+        for (id, party, why) in failed {
+            let r = due.iter().find(|r| r.id == id);
+            self.raise(
+                domain::alerts::HubAlert::CommandFailed,
+                Some(&party),
+                r.and_then(|r| r.mpxn),
+                r.map(|r| r.target),
+                format!("request {id} did not run: {why}"),
+                json!({"request_id": id, "srv": r.map(|r| r.srv.as_str())}),
+            )
+            .await;
+        }
         Ok(n)
     }
 

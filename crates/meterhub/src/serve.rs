@@ -9,6 +9,8 @@ pub async fn run(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     let (hub, store) = crate::local::open_hub(&settings, crate::local::ClockFrom::Settings).await?;
     let fleet = crate::local::attach_fleet(&hub, &settings).await?;
     let dispatcher = tokio::spawn(hub.clone().run_dispatcher(std::time::Duration::from_millis(200)));
+    // Alerts pushed to the webhooks parties set.
+    let webhooks = tokio::spawn(hub.clone().run_webhooks(std::time::Duration::from_secs(1)));
     // Systems with something to do on their own (a held change, a prepayment threshold).
     let waker = tokio::spawn(fleet.fleet.clone().run_wakeups(std::time::Duration::from_millis(200)));
     let listener = tokio::net::TcpListener::bind(settings.listen)
@@ -26,6 +28,7 @@ pub async fn run(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     let app = api::router(hub);
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("server failed")?;
     dispatcher.abort();
+    webhooks.abort();
     waker.abort();
     fleet.close().await;
     store.close().await;

@@ -329,6 +329,22 @@ pub trait Store: Send + Sync + 'static {
     /// A party's alerts after a sequence number, in order.
     async fn alerts_after(&self, party: &PartyId, after_seq: i64, limit: usize)
     -> Result<Vec<AlertRecord>, StoreError>;
+    /// The dispatch table: (code, recipient) rows, `*` for every code not listed.
+    async fn alert_routes(&self) -> Result<Vec<(String, String)>, StoreError>;
+    /// Replace one code's recipients (none: the code falls back to `*`).
+    async fn set_alert_routes(&self, code: String, recipients: Vec<String>) -> Result<(), StoreError>;
+    /// Acknowledge a party's alerts up to `up_to` (never backwards); returns the position.
+    async fn ack_alerts(&self, party: &PartyId, up_to: i64, at: Timestamp) -> Result<i64, StoreError>;
+    /// How far a party has acknowledged (0: nothing yet).
+    async fn alert_ack(&self, party: &PartyId) -> Result<i64, StoreError>;
+    async fn set_webhook(&self, w: Webhook) -> Result<(), StoreError>;
+    async fn webhook(&self, party: &PartyId) -> Result<Option<Webhook>, StoreError>;
+    async fn delete_webhook(&self, party: &PartyId) -> Result<bool, StoreError>;
+    /// Webhooks with unacknowledged alerts whose backoff has passed.
+    async fn due_webhooks(&self, now: Timestamp, limit: usize) -> Result<Vec<Webhook>, StoreError>;
+    /// Record what came of a push (acknowledging, backing off or dead-lettering).
+    async fn push_result(&self, party: &PartyId, result: PushResult, at: Timestamp) -> Result<(), StoreError>;
+    async fn dead_letters(&self, party: &PartyId, after_seq: i64, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
 
     // Change of supplier and of tenancy.
     /// Store a new switch with its first event. `Conflict` if the metering point has a switch

@@ -355,15 +355,57 @@ pub struct TopUpRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlertRecord {
     pub seq: i64,
+    /// The recipient.
     pub party: PartyId,
-    pub device: Eui64,
-    /// The device's own number for it.
-    pub device_seq: u64,
+    /// Why it gets it: `registered-supplier`, `network-operator`, `consent-holder`,
+    /// `hub-operator`, `party-concerned`.
+    pub recipient_as: String,
+    /// The device that raised it (a hub alert may concern one, or none).
+    pub device: Option<Eui64>,
+    /// The device's own number for it; `None` for hub alerts.
+    pub device_seq: Option<u64>,
     pub mpxn: Option<Mpxn>,
     pub at: Timestamp,
+    /// GBCS alert code (0x8000 up), or a hub alert's (`domain::alerts::HubAlert`).
     pub code: u16,
     pub detail: String,
     /// JSON.
     pub data: Option<String>,
     pub received_at: Timestamp,
+}
+
+/// A party's webhook for its alerts, with the state of the push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    pub party: PartyId,
+    pub url: String,
+    /// The shared secret the pushes are signed with (HMAC-SHA256).
+    pub secret: String,
+    pub set_at: Timestamp,
+    /// Failed tries of the batch at the head of the queue.
+    pub attempts: u32,
+    /// Not pushed again before this (backoff).
+    pub next_at: Option<Timestamp>,
+    pub last_error: Option<String>,
+}
+
+/// What came of one push to a webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushResult {
+    /// Accepted: the party's alerts are acknowledged up to this sequence number.
+    Delivered { up_to: i64 },
+    /// Failed: tried again no sooner than `next_at`.
+    Failed { attempts: u32, next_at: Timestamp, error: String },
+    /// Failed every try: these alerts are dead-lettered and acknowledged, and the push moves on.
+    DeadLettered { seqs: Vec<i64>, attempts: u32, reason: String },
+}
+
+/// An alert a webhook could not take, set aside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub alert_seq: i64,
+    pub party: PartyId,
+    pub at: Timestamp,
+    pub attempts: u32,
+    pub reason: String,
 }

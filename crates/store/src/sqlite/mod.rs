@@ -920,6 +920,57 @@ impl Store for SqliteStore {
         self.engine.read(move |conn| alerts::alerts_after(conn, &party, after_seq, limit)).await
     }
 
+    async fn alert_routes(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.engine.read(alerts::routes).await
+    }
+
+    async fn set_alert_routes(&self, code: String, recipients: Vec<String>) -> Result<(), StoreError> {
+        self.engine.write(move |conn| alerts::set_routes(conn, &code, &recipients)).await
+    }
+
+    async fn ack_alerts(&self, party: &PartyId, up_to: i64, at: Timestamp) -> Result<i64, StoreError> {
+        let party = party.clone();
+        self.engine.write(move |conn| alerts::ack(conn, &party, up_to, at)).await
+    }
+
+    async fn alert_ack(&self, party: &PartyId) -> Result<i64, StoreError> {
+        let party = party.clone();
+        self.engine.read(move |conn| alerts::acked(conn, &party)).await
+    }
+
+    async fn set_webhook(&self, w: crate::Webhook) -> Result<(), StoreError> {
+        self.engine.write(move |conn| alerts::set_webhook(conn, &w)).await
+    }
+
+    async fn webhook(&self, party: &PartyId) -> Result<Option<crate::Webhook>, StoreError> {
+        let party = party.clone();
+        self.engine.read(move |conn| alerts::webhook(conn, &party)).await
+    }
+
+    async fn delete_webhook(&self, party: &PartyId) -> Result<bool, StoreError> {
+        let party = party.clone();
+        self.engine.write(move |conn| alerts::delete_webhook(conn, &party)).await
+    }
+
+    async fn due_webhooks(&self, now: Timestamp, limit: usize) -> Result<Vec<crate::Webhook>, StoreError> {
+        self.engine.read(move |conn| alerts::due_webhooks(conn, now, limit)).await
+    }
+
+    async fn push_result(&self, party: &PartyId, result: crate::PushResult, at: Timestamp) -> Result<(), StoreError> {
+        let party = party.clone();
+        self.engine.write(move |conn| alerts::push_result(conn, &party, &result, at)).await
+    }
+
+    async fn dead_letters(
+        &self,
+        party: &PartyId,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<crate::DeadLetter>, StoreError> {
+        let party = party.clone();
+        self.engine.read(move |conn| alerts::dead_letters(conn, &party, after_seq, limit)).await
+    }
+
     async fn request(&self, id: &str) -> Result<Option<(RequestRecord, Option<ResponseRecord>)>, StoreError> {
         let id = id.to_string();
         self.engine.read(move |conn| pipeline::request(conn, &id)).await

@@ -19,6 +19,7 @@ pub(crate) const HUB: &[(i64, &str)] = &[
     (8, include_str!("../../migrations/0008_switching_and_tenancy.sql")),
     (9, include_str!("../../migrations/0009_deliveries.sql")),
     (10, include_str!("../../migrations/0010_han.sql")),
+    (11, include_str!("../../migrations/0011_alert_dispatch.sql")),
 ];
 
 /// The schema version this build writes.
