@@ -23,6 +23,9 @@ pub struct AlertDto {
     /// `device` (a GBCS alert) or `hub` (the hub's own: quarantine, delivery failure ...).
     pub source: String,
     pub device: Option<String>,
+    /// The device's own number for it (1, 2, 3 ... per device): with `device`, what a
+    /// receiver deduplicates by, as delivery is at least once.
+    pub device_seq: Option<u64>,
     pub mpxn: Option<String>,
     /// GBCS alert code (`0x8F66`) or hub alert (`hub.quarantine`).
     pub code: String,
@@ -249,7 +252,8 @@ pub async fn list_routes(State(st): State<AppState>, Auth(caller): Auth) -> ApiR
         match out.last_mut() {
             Some(last) if last.code == code => last.recipients.push(recipient),
             _ => {
-                let name = domain::alerts::parse_code(&code).ok().and_then(domain::alerts::any_name).map(str::to_string);
+                let name =
+                    domain::alerts::parse_code(&code).ok().and_then(domain::alerts::any_name).map(str::to_string);
                 out.push(AlertRouteDto { code, name, recipients: vec![recipient] });
             }
         }

@@ -238,7 +238,30 @@ pub struct System {
     /// it. `None` on systems installed before it existed: they refuse 6.23.
     #[serde(default, with = "opt_base64_bytes", skip_serializing_if = "Option::is_none")]
     pub cos_key: Option<Vec<u8>>,
+    /// The premises has no mains power since this instant (a simulated outage): nothing
+    /// reaches the hub but the comms hub's report of the loss once it has lasted
+    /// [`OUTAGE_REPORT_AFTER`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outage: Option<Outage>,
 }
+
+/// A power outage at the premises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outage {
+    pub since: Timestamp,
+    /// The comms hub reported it (after [`OUTAGE_REPORT_AFTER`]).
+    pub reported: bool,
+}
+
+/// How long power must be lost before the comms hub reports it (GBCS: 3 minutes); shorter
+/// losses are only reported, as short, when power returns.
+pub const OUTAGE_REPORT_AFTER: SignedDuration = SignedDuration::from_mins(3);
+/// GBCS alerts of supply interruption and restoration.
+pub const ALERT_SUPPLY_INTERRUPTED: u16 = 0x8F57;
+pub const ALERT_OUTAGE_RESTORED: u16 = 0x8F35;
+pub const ALERT_OUTAGE_RESTORED_LONG: u16 = 0x8F36;
+/// Physical tamper alerts a meter can raise (GBCS "Unauthorised Physical Access").
+pub const TAMPER_ALERTS: [u16; 6] = [0x8F3F, 0x8F73, 0x8F74, 0x8F75, 0x8F76, 0x8F78];
 
 /// Who the hub says is asking, and the window of data it is entitled to (the hub's half of
 /// the data-window rule; the device applies its own as well).
@@ -378,7 +401,16 @@ impl System {
         for m in &mut meters {
             m.joined = Some(others.clone());
         }
-        System { seed: i.seed, installed_at: i.at, devices, meters, han_log, display: None, cos_key: i.cos_key }
+        System {
+            seed: i.seed,
+            installed_at: i.at,
+            devices,
+            meters,
+            han_log,
+            display: None,
+            cos_key: i.cos_key,
+            outage: None,
+        }
     }
 
     /// The devices joined to a meter.
@@ -851,6 +883,7 @@ impl System {
     /// at its own instant: consistent ones take effect with a register snapshot, others fail
     /// and change nothing. Both are recorded for the supplier (R-PM-4, R-PM-5).
     pub fn settle(&mut self, now: Timestamp) {
+        self.report_outage(now);
         for m in 0..self.meters.len() {
             loop {
                 let due = self.meters[m]
@@ -1014,6 +1047,9 @@ impl System {
     pub fn next_wake(&self, now: Timestamp) -> Option<Timestamp> {
         let mut wake: Option<Timestamp> = None;
         let mut earliest = |t: Timestamp| wake = Some(wake.map_or(t, |w: Timestamp| w.min(t)));
+        if let Some(o) = self.outage.filter(|o| !o.reported) {
+            earliest(o.since + OUTAGE_REPORT_AFTER);
+        }
         for m in &self.meters {
             for p in &m.pending {
                 earliest(p.at);
@@ -1040,13 +1076,22 @@ impl System {
 
     /// Whether any meter here holds events the hub has not taken yet.
     pub fn has_undelivered_events(&self) -> bool {
-        self.meters.iter().any(|m| m.prepay.undelivered().next().is_some())
+        self.meters.iter().any(|m| m.prepay.undelivered().any(|e| !m.disabled_alerts.contains(&e.alert)))
     }
 
     /// Events every meter here has not yet delivered to the hub: (meter, event).
     pub fn undelivered_events(&self) -> Vec<(Eui64, crate::account::MeterEvent)> {
-        let mut all: Vec<(Eui64, crate::account::MeterEvent)> =
-            self.meters.iter().flat_map(|m| m.prepay.undelivered().map(move |e| (m.eui, e.clone()))).collect();
+        // An alert the meter was told not to send (6.22) stays in its log only.
+        let mut all: Vec<(Eui64, crate::account::MeterEvent)> = self
+            .meters
+            .iter()
+            .flat_map(|m| {
+                m.prepay
+                    .undelivered()
+                    .filter(|e| !m.disabled_alerts.contains(&e.alert))
+                    .map(move |e| (m.eui, e.clone()))
+            })
+            .collect();
         // In time order across the meters; each meter's own order is kept (its times rise).
         all.sort_by_key(|(eui, e)| (e.at, *eui, e.seq));
         all
@@ -1057,6 +1102,70 @@ impl System {
         if let Some(m) = self.meters.iter_mut().find(|m| m.eui == meter) {
             m.prepay.delivered_seq = m.prepay.delivered_seq.max(seq);
         }
+    }
+
+    /// The meter that speaks for the premises' power: the electricity meter, else the first.
+    fn power_meter(&self) -> usize {
+        self.meters.iter().position(|m| m.fuel == Fuel::Electricity).unwrap_or(0)
+    }
+
+    /// The comms hub reports an outage that has lasted [`OUTAGE_REPORT_AFTER`], once.
+    fn report_outage(&mut self, now: Timestamp) {
+        let Some(o) = self.outage.filter(|o| !o.reported && o.since + OUTAGE_REPORT_AFTER <= now) else { return };
+        if self.meters.is_empty() {
+            return;
+        }
+        let m = self.power_meter();
+        let at = o.since + OUTAGE_REPORT_AFTER;
+        self.meters[m].prepay.record(
+            at,
+            ALERT_SUPPLY_INTERRUPTED,
+            format!("power lost at {} (over 3 minutes)", o.since),
+            Some(json!({"since": o.since.to_string()})),
+        );
+        self.outage = Some(Outage { reported: true, ..o });
+    }
+
+    /// Simulation: the premises loses mains power.
+    pub fn power_off(&mut self, now: Timestamp) {
+        self.settle(now);
+        if self.outage.is_none() {
+            self.outage = Some(Outage { since: now, reported: false });
+        }
+    }
+
+    /// Simulation: power returns. The meter reports the restoration, as a long outage (3
+    /// minutes or more) or a short one.
+    pub fn power_on(&mut self, now: Timestamp) {
+        self.settle(now);
+        let Some(o) = self.outage.take() else { return };
+        if self.meters.is_empty() {
+            return;
+        }
+        let lasted = now.duration_since(o.since);
+        let long = lasted >= OUTAGE_REPORT_AFTER;
+        let code = if long { ALERT_OUTAGE_RESTORED_LONG } else { ALERT_OUTAGE_RESTORED };
+        let m = self.power_meter();
+        self.meters[m].prepay.record(
+            now,
+            code,
+            format!("power restored after {} s", lasted.as_secs()),
+            Some(json!({"since": o.since.to_string(), "seconds": lasted.as_secs()})),
+        );
+    }
+
+    /// Simulation: someone tampers with a meter (one of [`TAMPER_ALERTS`]).
+    pub fn tamper(&mut self, now: Timestamp, meter: Eui64, code: u16) -> Outcome {
+        let Some(m) = self.meter_index(meter) else {
+            return refused(RefusalCode::UnknownDevice, format!("no meter {meter} here"));
+        };
+        if !TAMPER_ALERTS.contains(&code) {
+            return refused(RefusalCode::InvalidBody, format!("0x{code:04X} is not a tamper alert"));
+        }
+        self.settle(now);
+        let name = domain::alerts::name(code).unwrap_or("tamper");
+        self.meters[m].prepay.record(now, code, name.to_string(), None);
+        Outcome::Done(json!({"meter": meter.to_string(), "alert": format!("0x{code:04X}")}))
     }
 
     /// The consumer presses the button that restores an armed supply.

@@ -97,6 +97,35 @@ impl Fleet {
         Ok(())
     }
 
+    /// Simulation: the premises of `eui` loses mains power. Commands fail as unreachable
+    /// until it returns; the comms hub reports the loss once it has lasted 3 minutes.
+    pub async fn power_off(&self, eui: Eui64) -> Result<(), TransportError> {
+        let now = self.clock.now();
+        self.apply(eui, None, |s| {
+            s.power_off(now);
+            Outcome::Done(serde_json::Value::Null)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Simulation: power returns at the premises of `eui`; the meter reports the restoration.
+    pub async fn power_on(&self, eui: Eui64) -> Result<(), TransportError> {
+        let now = self.clock.now();
+        self.apply(eui, None, |s| {
+            s.power_on(now);
+            Outcome::Done(serde_json::Value::Null)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Simulation: someone tampers with a meter (a GBCS physical-access alert code).
+    pub async fn tamper(&self, meter: Eui64, code: u16) -> Result<Outcome, TransportError> {
+        let now = self.clock.now();
+        self.apply(meter, None, |s| s.tamper(now, meter, code)).await
+    }
+
     fn reachable(&self, id: i64, now: jiff::Timestamp) -> bool {
         let mut outages = self.outages.lock().expect("outages");
         match outages.get(&id) {
@@ -419,6 +448,10 @@ impl DeviceTransport for Fleet {
         let now = self.clock.now();
         let id = self.store.system_of(m.target).await.map_err(failed)?.ok_or(TransportError::Unreachable(m.target))?;
         if !self.reachable(id, now) {
+            return Err(TransportError::Unreachable(m.target));
+        }
+        // Without power nothing answers.
+        if self.entry(id).await?.lock().await.system.outage.is_some() {
             return Err(TransportError::Unreachable(m.target));
         }
         self.apply_id(id, request_id, false, |system| system.handle(now, &m.bytes, m.signature.as_deref(), m.access))

@@ -57,11 +57,7 @@ impl Routes {
     }
 
     fn for_code(&self, code: u16) -> &[String] {
-        self.0
-            .get(&domain::alerts::code_text(code))
-            .or_else(|| self.0.get("*"))
-            .map(Vec::as_slice)
-            .unwrap_or_default()
+        self.0.get(&domain::alerts::code_text(code)).or_else(|| self.0.get("*")).map(Vec::as_slice).unwrap_or_default()
     }
 }
 
@@ -73,7 +69,7 @@ pub(crate) struct Sink(pub(crate) Weak<Inner>);
 impl AlertSink for Sink {
     async fn deliver(&self, alerts: Vec<DeviceAlert>) -> Result<(), String> {
         let inner = self.0.upgrade().ok_or("the hub has stopped")?;
-        Hub { inner }.receive_alerts(alerts).await.map_err(|e| e.to_string())
+        Hub { inner }.receive_alerts(alerts).await.map(|_| ()).map_err(|e| e.to_string())
     }
 }
 
@@ -84,6 +80,7 @@ pub fn alert_json(a: &AlertRecord) -> Value {
         "at": a.at.to_string(),
         "source": if HubAlert::of_code(a.code).is_some() { "hub" } else { "device" },
         "device": a.device.map(|d| d.to_string()),
+        "device_seq": a.device_seq,
         "mpxn": a.mpxn.map(|m| m.to_string()),
         "code": domain::alerts::code_text(a.code),
         "name": domain::alerts::any_name(a.code),
@@ -113,7 +110,14 @@ impl Hub {
     }
 
     async fn hub_operators(&self) -> Result<Vec<PartyId>, HubError> {
-        Ok(self.store().parties().await?.into_iter().filter(|p| p.roles.contains(Role::HubOperator)).map(|p| p.id).collect())
+        Ok(self
+            .store()
+            .parties()
+            .await?
+            .into_iter()
+            .filter(|p| p.roles.contains(Role::HubOperator))
+            .map(|p| p.id)
+            .collect())
     }
 
     /// The recipients of one alert, each once, with why.
@@ -171,24 +175,27 @@ impl Hub {
         Ok(out)
     }
 
-    /// Store device alerts for their recipients.
-    pub async fn receive_alerts(&self, alerts: Vec<DeviceAlert>) -> Result<(), HubError> {
+    /// Store device alerts for their recipients. Returns how many recipient rows were new.
+    pub async fn receive_alerts(&self, alerts: Vec<DeviceAlert>) -> Result<u64, HubError> {
         let now = self.now();
         let operators = self.hub_operators().await?;
         let mut records = Vec::with_capacity(alerts.len());
         let mut devices: HashMap<Eui64, store::DeviceRecord> = HashMap::new();
         for a in alerts {
-            if !devices.contains_key(&a.device) {
-                // Refused whole, so the transport keeps it and delivers it again: never lost.
-                let Some(d) = self.store().device(a.device).await? else {
-                    return Err(HubError::NotFound(format!(
-                        "alert from device {}, which the hub does not know",
-                        a.device
-                    )));
-                };
-                devices.insert(a.device, d);
-            }
-            let device = &devices[&a.device];
+            let device = match devices.entry(a.device) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    // Refused whole, so the transport keeps it and delivers it again: never lost.
+                    let Some(d) = self.store().device(a.device).await? else {
+                        return Err(HubError::NotFound(format!(
+                            "alert from device {}, which the hub does not know",
+                            a.device
+                        )));
+                    };
+                    e.insert(d)
+                }
+            };
+            let device = &*device;
             let about = About { code: a.code, mpxn: device.mpxn, device: Some(device), concerned: None, at: a.at };
             let data = a.data.map(|d| d.to_string());
             for (party, why) in self.recipients(&about, &operators).await? {
@@ -210,7 +217,7 @@ impl Hub {
         let new = self.store().record_alerts(records).await?;
         metrics::counter!("meterhub_alerts_stored_total").increment(new);
         self.inner.alerted.notify_waiters();
-        Ok(())
+        Ok(new)
     }
 
     /// Raise one of the hub's own alerts. Logged, never failing its caller: the cause is
@@ -266,7 +273,12 @@ impl Hub {
 
     /// The caller's alerts after a sequence number (default: after what it acknowledged), in
     /// order.
-    pub async fn alerts(&self, caller: &Caller, after: Option<i64>, limit: usize) -> Result<Vec<AlertRecord>, HubError> {
+    pub async fn alerts(
+        &self,
+        caller: &Caller,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<AlertRecord>, HubError> {
         self.authorize(caller, "alert.read-own", None)?;
         let after = match after {
             Some(a) => a,
@@ -329,7 +341,10 @@ impl Hub {
             return Err(HubError::invalid("recipients", "\"none\" filters the code: give it alone"));
         }
         if code == "*" && recipients.is_empty() {
-            return Err(HubError::invalid("recipients", "the default row (*) needs at least one recipient or \"none\""));
+            return Err(HubError::invalid(
+                "recipients",
+                "the default row (*) needs at least one recipient or \"none\"",
+            ));
         }
         let mut list = recipients.to_vec();
         list.sort();

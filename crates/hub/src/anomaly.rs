@@ -100,11 +100,8 @@ impl Detector {
 
     /// Count a request unless it would pass a limit; then say which.
     pub(crate) fn admit(&mut self, party: &PartyId, srv: &str, now: Timestamp) -> Result<(), Quarantined> {
-        let keys = [
-            Self::key(Some(party), srv),
-            (Scope::Ceiling(party.clone()), srv.to_string()),
-            Self::key(None, srv),
-        ];
+        let keys =
+            [Self::key(Some(party), srv), (Scope::Ceiling(party.clone()), srv.to_string()), Self::key(None, srv)];
         for key in &keys {
             let Some((window, max)) = self.limit(key) else { continue };
             let q = self.windows.entry(key.clone()).or_default();

@@ -31,9 +31,10 @@ pub use auth::{Caller, IssuedToken};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::HubError;
 pub use store::{
-    AlertRecord, AuditRecord, DeadLetter, Webhook, DeliveryRecord, DeviceRecord, EnrolledHome, ForwardRecord, GrantKind, GrantRecord,
-    ImportSummary, NewPremises, Notice, PremisesRecord, ReadRecord, RequestRecord, RequestStatus, ResponseRecord,
-    ScheduleRecord, StoreCounts, SwitchEvent, SwitchRecord, TenancyRecord, ThresholdRecord, TokenRecord, TopUpRecord,
+    AlertRecord, AuditRecord, DeadLetter, DeliveryRecord, DeviceRecord, EnrolledHome, ForwardRecord, GrantKind,
+    GrantRecord, ImportSummary, NewPremises, Notice, PremisesRecord, ReadRecord, RequestRecord, RequestStatus,
+    ResponseRecord, ScheduleRecord, StoreCounts, SwitchEvent, SwitchRecord, TenancyRecord, ThresholdRecord,
+    TokenRecord, TopUpRecord, Webhook,
 };
 
 /// Settings that change the hub's rules.

@@ -80,7 +80,8 @@ pub(super) fn alerts_after(
 }
 
 pub(super) fn routes(conn: &Connection) -> Result<Vec<(String, String)>, StoreError> {
-    let mut s = conn.prepare_cached("SELECT code, recipient FROM alert_routes ORDER BY code, recipient").map_err(backend)?;
+    let mut s =
+        conn.prepare_cached("SELECT code, recipient FROM alert_routes ORDER BY code, recipient").map_err(backend)?;
     let rows = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(backend)?;
     rows.map(|r| r.map_err(backend)).collect()
 }
