@@ -98,6 +98,8 @@ struct About<'a> {
     device: Option<&'a store::DeviceRecord>,
     concerned: Option<&'a PartyId>,
     at: Timestamp,
+    /// The registration in force at `at`, when already read (a batch reads them together).
+    registration: Option<Option<domain::registry::RegistrationVersion>>,
 }
 
 impl Hub {
@@ -129,8 +131,9 @@ impl Hub {
                 out.push((p, why.to_string()));
             }
         }
-        let reg = match a.mpxn {
-            Some(m) if kinds.iter().any(|k| k == "registered-supplier" || k == "network-operator") => {
+        let reg = match (a.mpxn, &a.registration) {
+            (_, Some(known)) => known.clone(),
+            (Some(m), None) if kinds.iter().any(|k| k == "registered-supplier" || k == "network-operator") => {
                 self.store().registration_at(m, a.at, None).await?
             }
             _ => None,
@@ -181,22 +184,33 @@ impl Hub {
         let operators = self.hub_operators().await?;
         let mut records = Vec::with_capacity(alerts.len());
         let mut devices: HashMap<Eui64, store::DeviceRecord> = HashMap::new();
+        for a in &alerts {
+            if let std::collections::hash_map::Entry::Vacant(e) = devices.entry(a.device) {
+                // Refused whole, so the transport keeps it and delivers it again: never lost.
+                let Some(d) = self.store().device(a.device).await? else {
+                    return Err(HubError::NotFound(format!(
+                        "alert from device {}, which the hub does not know",
+                        a.device
+                    )));
+                };
+                e.insert(d);
+            }
+        }
+        // The registrations in force at each alert's instant, in one read.
+        let keys: Vec<(Mpxn, Timestamp)> =
+            alerts.iter().filter_map(|a| devices[&a.device].mpxn.map(|m| (m, a.at))).collect();
+        let mut regs = self.store().registrations_at(keys).await?.into_iter();
         for a in alerts {
-            let device = match devices.entry(a.device) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    // Refused whole, so the transport keeps it and delivers it again: never lost.
-                    let Some(d) = self.store().device(a.device).await? else {
-                        return Err(HubError::NotFound(format!(
-                            "alert from device {}, which the hub does not know",
-                            a.device
-                        )));
-                    };
-                    e.insert(d)
-                }
+            let device = &devices[&a.device];
+            let registration = device.mpxn.map(|_| regs.next().flatten());
+            let about = About {
+                code: a.code,
+                mpxn: device.mpxn,
+                device: Some(device),
+                concerned: None,
+                at: a.at,
+                registration,
             };
-            let device = &*device;
-            let about = About { code: a.code, mpxn: device.mpxn, device: Some(device), concerned: None, at: a.at };
             let data = a.data.map(|d| d.to_string());
             for (party, why) in self.recipients(&about, &operators).await? {
                 records.push(AlertRecord {
@@ -238,7 +252,8 @@ impl Hub {
                 Some(d) => self.store().device(d).await?,
                 None => None,
             };
-            let about = About { code: alert.code(), mpxn, device: record.as_ref(), concerned, at: now };
+            let about =
+                About { code: alert.code(), mpxn, device: record.as_ref(), concerned, at: now, registration: None };
             let data = data.to_string();
             let records: Vec<AlertRecord> = self
                 .recipients(&about, &operators)

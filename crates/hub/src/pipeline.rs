@@ -675,7 +675,12 @@ impl Hub {
         };
         if status == RequestStatus::Quarantined {
             metrics::counter!("meterhub_requests_quarantined_total", "srv" => service.code).increment(1);
-            tracing::warn!(message = "Request quarantined.", party = %caller.party.id, srv = service.code, reason = note.as_deref().unwrap_or(""));
+            // Once per threshold and window at warning level: an attack must not flood the log.
+            if alert {
+                tracing::warn!(message = "Requests quarantined; more are logged at debug level.", party = %caller.party.id, srv = service.code, reason = note.as_deref().unwrap_or(""));
+            } else {
+                tracing::debug!(message = "Request quarantined.", party = %caller.party.id, srv = service.code, reason = note.as_deref().unwrap_or(""));
+            }
         }
         record.status = status;
         record.note =

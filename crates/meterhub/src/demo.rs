@@ -955,7 +955,206 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
         trail.as_array().map(|a| a.iter().filter_map(|e| e["event"].as_str()).collect()).unwrap_or_default();
     println!("        audit trail: {}", events.join(" -> "));
 
-    step(17, "The API describes itself");
+    step(17, "A new in-home display for the new tenant: unjoin, HAN log, join (R-COT-2)");
+    let premises_id = p["id"].as_i64().context("premises id")?;
+    let old_ihd = meter_of("in-home-display");
+    let chf = meter_of("comms-hub");
+    let run = |srv: &'static str, target: Value, body: Value| {
+        let (c, nova) = (&c, &nova);
+        async move {
+            let ack = c
+                .expect(
+                    &format!("SRV {srv} {body}"),
+                    Method::POST,
+                    "/v1/requests",
+                    Some(nova),
+                    Some(&json!({"srv": srv, "target": target, "body": body})),
+                    202,
+                )
+                .await?;
+            let r = wait_done(c, nova, &ack).await?;
+            if r["response"]["outcome"] != json!("done") {
+                bail!("SRV {srv} failed: {r}");
+            }
+            anyhow::Ok(r)
+        }
+    };
+    run("8.8.2", json!({"mpxn": home_mpan}), json!({"device": old_ihd})).await?;
+    let new = c
+        .expect(
+            "nova's installer fits a new display",
+            Method::POST,
+            &format!("/v1/premises/{premises_id}/devices"),
+            Some(&nova),
+            Some(&json!({"kind": "in-home-display"})),
+            201,
+        )
+        .await?;
+    let new_ihd = new["eui"].as_str().context("eui")?.to_string();
+    let r = run("8.11", json!({"device": chf}), json!({"remove": [old_ihd], "add": [new_ihd]})).await?;
+    println!("        the comms hub's HAN log now: {}", r["response"]["body"]["han_log"]);
+    run("8.7.2", json!({"mpxn": home_mpan}), json!({"device": new_ihd})).await?;
+    let (_, premises) = c.call(Method::GET, &format!("/v1/premises/{premises_id}"), Some(&nova), None).await?;
+    for d in premises["devices"].as_array().into_iter().flatten().filter(|d| d["kind"] == json!("in-home-display")) {
+        println!("        display {}: on the HAN {}, joined to {}", d["eui"], d["on_han"], d["joined_to"]);
+    }
+    let shows = |v: Value| v["meters"].as_array().map(|m| m.iter().map(|m| m["fuel"].clone()).collect::<Vec<_>>());
+    println!(
+        "        the old display shows {:?}; the new one {:?}",
+        shows(fleet.fleet.ihd_view(old_ihd.parse()?).await?).unwrap_or_default(),
+        shows(fleet.fleet.ihd_view(new_ihd.parse()?).await?).unwrap_or_default()
+    );
+
+    step(18, "Alerts: the dispatch table, a power cut, tamper, a signed webhook (R-FLT-2)");
+    let webhooks = tokio::spawn(hub.clone().run_webhooks(std::time::Duration::from_millis(50)));
+    let routes = c.expect("the dispatch table", Method::GET, "/v1/alert-routes", Some(&operator), None, 200).await?;
+    for r in routes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| ["*", "0x8F36", "0x8F74", "hub.quarantine"].contains(&r["code"].as_str().unwrap_or("")))
+    {
+        println!("        {:<15} -> {}", r["code"].as_str().unwrap_or(""), r["recipients"]);
+    }
+    // nova's alert receiver: checks every push's signature.
+    let received: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
+    let secret: std::sync::Arc<std::sync::Mutex<String>> = Default::default();
+    let hook_app = {
+        let (received, secret) = (received.clone(), secret.clone());
+        axum::Router::new().route(
+            "/alerts",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+                let (received, secret) = (received.clone(), secret.clone());
+                async move {
+                    let sig = headers.get("x-meterhub-signature").and_then(|v| v.to_str().ok()).unwrap_or("");
+                    let (t, v1) = sig.split_once(',').unwrap_or(("", ""));
+                    let t = t.trim_start_matches("t=");
+                    let key = secret.lock().expect("secret").clone();
+                    let mac = crypto::hmac_sha256(key.as_bytes(), format!("{t}.{body}").as_bytes());
+                    let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+                    if v1.trim_start_matches("v1=") != hex {
+                        return axum::http::StatusCode::UNAUTHORIZED;
+                    }
+                    if let Ok(v) = serde_json::from_str::<Value>(&body) {
+                        received.lock().expect("received").extend(v["alerts"].as_array().cloned().unwrap_or_default());
+                    }
+                    axum::http::StatusCode::OK
+                }
+            }),
+        )
+    };
+    let hook_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let hook_addr = hook_listener.local_addr()?;
+    let hook_server = tokio::spawn(axum::serve(hook_listener, hook_app).into_future());
+    // What nova had before is acknowledged; the webhook carries what comes next.
+    let (_, old) = c.call(Method::GET, "/v1/alerts?limit=1000", Some(&nova), None).await?;
+    if let Some(last) = old.as_array().and_then(|a| a.last()) {
+        c.expect(
+            "nova acknowledges its alerts so far",
+            Method::POST,
+            "/v1/alerts/ack",
+            Some(&nova),
+            Some(&json!({"up_to": last["seq"]})),
+            200,
+        )
+        .await?;
+    }
+    let w = c
+        .expect(
+            "nova sets its webhook",
+            Method::PUT,
+            "/v1/webhook",
+            Some(&nova),
+            Some(&json!({"url": format!("http://{hook_addr}/alerts")})),
+            200,
+        )
+        .await?;
+    *secret.lock().expect("secret") = w["secret"].as_str().unwrap_or_default().to_string();
+    println!("  a power cut at the home");
+    fleet.fleet.power_off(meter).await?;
+    c.expect(
+        "five minutes pass",
+        Method::POST,
+        "/v1/clock/advance",
+        Some(&operator),
+        Some(&json!({"by": "PT5M"})),
+        200,
+    )
+    .await?;
+    let wires = tok("northern-wires");
+    let mut seen = Value::Null;
+    for _ in 0..200 {
+        let (_, v) = c.call(Method::GET, "/v1/alerts", Some(&wires), None).await?;
+        if v.as_array().is_some_and(|a| !a.is_empty()) {
+            seen = v;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let first = seen.as_array().and_then(|a| a.first()).context("the comms hub did not report the outage")?;
+    println!("        Northern Wires: {} {} ({})", first["code"], first["name"], first["detail"]);
+    fleet.fleet.power_on(meter).await?;
+    fleet.fleet.tamper(meter, 0x8F74).await?;
+    let (_, v) = c.call(Method::GET, "/v1/alerts", Some(&wires), None).await?;
+    println!("        Northern Wires, after power returns: {}", v.as_array().map_or(0, Vec::len));
+    let mut pushed = Vec::new();
+    for _ in 0..200 {
+        pushed = received.lock().expect("received").clone();
+        if pushed.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    if pushed.len() < 3 {
+        bail!("nova's webhook got {} alerts, not 3: {pushed:?}", pushed.len());
+    }
+    for a in &pushed {
+        println!("        pushed to nova, signature checked: {} {}", a["code"], a["name"]);
+    }
+    let (_, op) = c.call(Method::GET, "/v1/alerts", Some(&operator), None).await?;
+    println!(
+        "        the hub operator: {}",
+        op.as_array()
+            .map(|a| a.iter().map(|a| a["code"].clone()).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    step(19, "A stolen credential tries a mass disconnect (R-FLT-1, R-SR-5)");
+    let mut statuses: std::collections::BTreeMap<String, usize> = Default::default();
+    for _ in 0..300 {
+        let (status, ack) = c
+            .call(
+                Method::POST,
+                "/v1/requests",
+                Some(&nova),
+                Some(&json!({"srv": "7.2", "target": {"mpxn": home_mpan}})),
+            )
+            .await?;
+        if status != 202 {
+            bail!("7.2 submission answered {status}: {ack}");
+        }
+        *statuses.entry(ack["status"].as_str().unwrap_or("?").to_string()).or_default() += 1;
+    }
+    println!("        300 disable-supply requests with nova's token: {statuses:?}");
+    if statuses.get("awaiting-signature") != Some(&100) || statuses.get("quarantined") != Some(&200) {
+        bail!("the default threshold did not hold: {statuses:?}");
+    }
+    let (_, q) = c.call(Method::GET, "/v1/quarantine", Some(&nova), None).await?;
+    println!("        held in quarantine, for nova to release or delete: {}", q.as_array().map_or(0, Vec::len));
+    let (_, op) = c.call(Method::GET, "/v1/alerts", Some(&operator), None).await?;
+    if let Some(a) = op.as_array().and_then(|a| a.iter().find(|a| a["code"] == json!("hub.quarantine"))) {
+        println!("        the hub operator is alerted once: {}", a["detail"]);
+    } else {
+        bail!("the hub operator was not alerted");
+    }
+    hook_server.abort();
+    webhooks.abort();
+
+    step(20, "The API describes itself");
     let doc = c.expect("OpenAPI document", Method::GET, "/openapi.json", None, None, 200).await?;
     println!(
         "        {} paths; the catalogue table is in its description",

@@ -139,6 +139,11 @@ pub trait Store: Send + Sync + 'static {
     async fn append_enrolment(&self, e: NewEnrolment) -> Result<EnrolmentVersion, StoreError>;
     async fn metering_point(&self, mpxn: Mpxn) -> Result<Option<MeteringPoint>, StoreError>;
     /// The registration in force at `at`, as known at `known_at` (all recordings if `None`).
+    /// [`Store::registration_at`] for many (MPxN, instant) pairs in one read, in order.
+    async fn registrations_at(
+        &self,
+        keys: Vec<(Mpxn, Timestamp)>,
+    ) -> Result<Vec<Option<RegistrationVersion>>, StoreError>;
     async fn registration_at(
         &self,
         mpxn: Mpxn,

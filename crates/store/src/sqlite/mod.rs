@@ -558,6 +558,24 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn registrations_at(
+        &self,
+        keys: Vec<(Mpxn, Timestamp)>,
+    ) -> Result<Vec<Option<RegistrationVersion>>, StoreError> {
+        self.engine
+            .read(move |conn| {
+                let sql = format!("{REG_COLS} FROM registrations");
+                keys.iter()
+                    .map(|(m, at)| {
+                        in_force(conn, &sql, *m, *at, None, raw_registration)?
+                            .map(RawRegistration::into_version)
+                            .transpose()
+                    })
+                    .collect()
+            })
+            .await
+    }
+
     async fn registration_at(
         &self,
         m: Mpxn,
