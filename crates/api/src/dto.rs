@@ -345,6 +345,10 @@ pub struct InstallRequest {
     /// Additional devices, e.g. a generation meter (0 to 3).
     #[serde(default)]
     pub additional: u8,
+    /// The manufacturer party whose signed firmware the devices accept (default: none, and
+    /// the devices refuse every firmware image).
+    #[serde(default)]
+    pub manufacturer: Option<String>,
 }
 
 fn yes() -> bool {

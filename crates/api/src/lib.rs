@@ -8,6 +8,7 @@
 pub mod alerts;
 pub mod dto;
 pub mod extract;
+pub mod firmware;
 pub mod grants;
 pub mod payments;
 pub mod problem;
@@ -112,6 +113,11 @@ pub struct AppState {
         alerts::delete_webhook,
         alerts::list_routes,
         alerts::set_route,
+        firmware::upload,
+        firmware::list,
+        firmware::start_campaign,
+        firmware::list_campaigns,
+        firmware::get_campaign,
         switching::request_switch,
         switching::list_switches,
         switching::get_switch,
@@ -127,6 +133,7 @@ pub struct AppState {
         (name = "payments", description = "Prepayment: customer identifiers, top-ups with GBCS UTRNs (R-PAY-1..4)."),
         (name = "simulation", description = "The simulated homes: in-home displays and consumers at the keypad (hub operator)."),
         (name = "switching", description = "Change of supplier (objection windows, gas confirmation, the switch instant's credentials and definitive reading), change of tenancy, and the hub's notices (R-COS-1..7, R-COT-1..4)."),
+        (name = "firmware", description = "Firmware images signed by manufacturers; campaigns that distribute them (SRV 11.1) in waves, security patches first; activation is your signed SRV 11.3 (R-FLT-3, R-FLT-4)."),
         (name = "alerts", description = "Alerts addressed to you, in order: device alerts as the dispatch table routes them, and the hub's own (quarantine, delivery failures). Pull, stream, acknowledge, or have them pushed to your webhook (R-FLT-2)."),
         (name = "reads", description = "Reads distribution: per-day batches of your reads, forwarding reads to network operators (R-RD-1, R-RD-2)."),
         (name = "devices", description = "Premises and their devices (the smart metering inventory)."),
@@ -209,6 +216,11 @@ const OPERATION_SERVICES: &[(&str, &[&str])] = &[
     ("get_webhook", &["alert.read-own"]),
     ("delete_webhook", &["alert.read-own"]),
     ("list_routes", &["alert.dispatch-manage"]),
+    ("upload", &["firmware.upload"]),
+    ("list", &["firmware.read"]),
+    ("start_campaign", &["firmware.distribute"]),
+    ("list_campaigns", &["firmware.distribute"]),
+    ("get_campaign", &["firmware.distribute"]),
     ("set_route", &["alert.dispatch-manage"]),
 ];
 
@@ -384,6 +396,12 @@ pub fn router_with_limit(hub: hub::Hub, in_flight: usize) -> Router {
         .route("/v1/alerts/dead-letters", get(alerts::dead_letters))
         .route("/v1/webhook", get(alerts::get_webhook).put(alerts::set_webhook).delete(alerts::delete_webhook))
         .route("/v1/alert-routes", get(alerts::list_routes))
+        .route(
+            "/v1/firmware",
+            get(firmware::list).post(firmware::upload).layer(DefaultBodyLimit::max(firmware::FIRMWARE_BODY_MAX)),
+        )
+        .route("/v1/firmware/campaigns", get(firmware::list_campaigns).post(firmware::start_campaign))
+        .route("/v1/firmware/campaigns/{id}", get(firmware::get_campaign))
         .route("/v1/alert-routes/{code}", axum::routing::put(alerts::set_route))
         .route("/v1/notices", get(switching::list_notices))
         .route("/v1/switches", get(switching::list_switches).post(switching::request_switch))

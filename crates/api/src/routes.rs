@@ -267,6 +267,7 @@ pub async fn install_premises(
         ihd: req.ihd,
         ppmid: req.ppmid,
         additional: req.additional,
+        manufacturer: req.manufacturer,
     };
     let (p, devices) = st.hub.install_premises(&caller, &input).await?;
     Ok((

@@ -180,7 +180,10 @@ async fn a_crash_between_utrn_issue_and_meter_credit_loses_and_doubles_nothing()
     };
     let access = device::Access { requester: device::Requester::Supplier, from: None, to: None };
     let again =
-        m.w.fleet.send(DeviceMessage { target: meter, bytes: precommand, signature: None, access }).await.unwrap();
+        m.w.fleet
+            .send(DeviceMessage { target: meter, bytes: precommand, signature: None, access, image: None })
+            .await
+            .unwrap();
     assert_eq!(serde_json::to_value(&again).unwrap()["body"], done["response"]["body"], "the first answer, again");
     assert_eq!(meter_balance(&m, meter).await, 2500);
     m.w.close().await;

@@ -91,7 +91,7 @@ async fn direct(w: &World, originator: Eui64, target: Eui64, srv: &str, key: &Si
     }
     .encode();
     let signature = key.sign(&SystemRandom::new(), &bytes).unwrap();
-    w.fleet.send(DeviceMessage { target, bytes, signature: Some(signature), access }).await.unwrap()
+    w.fleet.send(DeviceMessage { target, bytes, signature: Some(signature), access, image: None }).await.unwrap()
 }
 
 const ACME: Eui64 = Eui64::from_u64(0x90B3_D51F_3001_0001);

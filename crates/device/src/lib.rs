@@ -5,6 +5,7 @@
 
 pub mod account;
 pub mod consumption;
+pub mod firmware;
 pub mod keys;
 pub mod profile;
 pub mod system;

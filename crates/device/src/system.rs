@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 pub use crate::account::Prepay;
 use crate::consumption::Consumption;
+use crate::firmware::{self as fwm, Firmware, Layer, Manifest, PendingActivation};
 use crate::keys::{self, KeyUse};
 use crate::profile::LoadShape;
 use crate::wire::Command;
@@ -111,6 +112,13 @@ pub struct Device {
     pub supplier: Option<TrustAnchor>,
     /// Highest counter accepted from the supplier (replay protection).
     pub last_counter: u64,
+    /// The manufacturer whose firmware signatures it accepts (built in at the factory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manufacturer: Option<TrustAnchor>,
+    /// Firmware beyond the core version: the application layer, held images, a pending
+    /// activation.
+    #[serde(default)]
+    pub fw: Firmware,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -334,6 +342,8 @@ pub struct Installation {
     pub supplier: TrustAnchor,
     /// The hub's change-of-supplier key (SubjectPublicKeyInfo DER).
     pub cos_key: Option<Vec<u8>>,
+    /// The manufacturer whose firmware the devices accept.
+    pub manufacturer: Option<TrustAnchor>,
 }
 
 impl System {
@@ -352,6 +362,8 @@ impl System {
                 commissioned: false,
                 supplier: Some(i.supplier.clone()),
                 last_counter: 0,
+                manufacturer: i.manufacturer.clone(),
+                fw: Firmware::default(),
             });
             eui
         };
@@ -441,6 +453,7 @@ impl System {
             return Err(format!("device {eui} is already here"));
         }
         let supplier = self.devices[0].supplier.clone();
+        let manufacturer = self.devices[0].manufacturer.clone();
         self.devices.push(Device {
             eui,
             kind,
@@ -448,6 +461,8 @@ impl System {
             commissioned: true,
             supplier,
             last_counter: 0,
+            manufacturer,
+            fw: Firmware::default(),
         });
         Ok(())
     }
@@ -477,6 +492,19 @@ impl System {
 
     /// Handle a command: decode it, verify it if it is critical, check the target, run it.
     pub fn handle(&mut self, now: Timestamp, bytes: &[u8], signature: Option<&[u8]>, access: Access) -> Outcome {
+        self.handle_with_image(now, bytes, signature, access, None)
+    }
+
+    /// [`System::handle`] with a firmware image downloaded alongside the command (SRV 11.1:
+    /// the comms hub's download, as received, possibly damaged on the way).
+    pub fn handle_with_image(
+        &mut self,
+        now: Timestamp,
+        bytes: &[u8],
+        signature: Option<&[u8]>,
+        access: Access,
+        image: Option<&[u8]>,
+    ) -> Outcome {
         let cmd = match Command::decode(bytes) {
             Ok(c) => c,
             Err(e) => return refused(RefusalCode::Malformed, e.to_string()),
@@ -520,6 +548,12 @@ impl System {
         self.settle(now);
         if PRODUCT_SRVS.contains(&cmd.srv.as_str()) {
             return self.product_change(now, index, cmd, &body);
+        }
+        if cmd.srv == "11.1" {
+            return self.receive_image(now, index, &body, image);
+        }
+        if cmd.srv == "11.3" {
+            return self.activate(now, index, &cmd, &body);
         }
         self.run(now, index, &cmd, &body, access)
     }
@@ -572,7 +606,17 @@ impl System {
                 self.devices[index].commissioned = true;
                 Outcome::Done(json!({"commissioned": eui.to_string()}))
             }
-            "11.2" => Outcome::Done(json!({"device": eui.to_string(), "firmware": self.devices[index].firmware})),
+            "11.2" => {
+                let d = &self.devices[index];
+                let held: Vec<Value> =
+                    d.fw.held
+                        .iter()
+                        .map(|m| json!({"layer": m.layer, "version": m.version, "image_hash": m.image_hash}))
+                        .collect();
+                Outcome::Done(json!({"device": eui.to_string(), "firmware": d.firmware, "core_hash": d.fw.core_hash,
+                                     "application": d.fw.application, "held": held,
+                                     "pending_activation": d.fw.pending}))
+            }
             "6.20.1" => {
                 let Some(m) = self.meter_index(eui) else { return not_here() };
                 let Some(text) = body.get("mpxn").and_then(Value::as_str) else {
@@ -884,6 +928,18 @@ impl System {
     /// and change nothing. Both are recorded for the supplier (R-PM-4, R-PM-5).
     pub fn settle(&mut self, now: Timestamp) {
         self.report_outage(now);
+        for i in 0..self.devices.len() {
+            if let Some(p) = self.devices[i].fw.pending.clone().filter(|p| p.at <= now) {
+                self.devices[i].fw.pending = None;
+                let result = self.switch_image(i, p.at, &p.image_hash);
+                let (code, detail) = match &result {
+                    Ok(_) => (ALERT_FUTURE_DATED_OK, format!("firmware {} activated at {}", p.image_hash, p.at)),
+                    Err(why) => (ALERT_FUTURE_DATED_FAILED, format!("firmware activation failed: {why}")),
+                };
+                let data = json!({"request_id": p.request_id, "image_hash": p.image_hash});
+                self.device_alert(i, p.at, code, detail, Some(data));
+            }
+        }
         for m in 0..self.meters.len() {
             loop {
                 let due = self.meters[m]
@@ -1050,6 +1106,11 @@ impl System {
         if let Some(o) = self.outage.filter(|o| !o.reported) {
             earliest(o.since + OUTAGE_REPORT_AFTER);
         }
+        for d in &self.devices {
+            if let Some(p) = &d.fw.pending {
+                earliest(p.at);
+            }
+        }
         for m in &self.meters {
             for p in &m.pending {
                 earliest(p.at);
@@ -1102,6 +1163,147 @@ impl System {
         if let Some(m) = self.meters.iter_mut().find(|m| m.eui == meter) {
             m.prepay.delivered_seq = m.prepay.delivered_seq.max(seq);
         }
+    }
+
+    /// An alert about device `index`: recorded by the device if it is a meter, else by the
+    /// premises' power meter on its behalf (the data names the device).
+    fn device_alert(&mut self, index: usize, at: Timestamp, code: u16, detail: String, data: Option<Value>) {
+        let eui = self.devices[index].eui;
+        let m = match self.meter_index(eui) {
+            Some(m) => m,
+            None if !self.meters.is_empty() => self.power_meter(),
+            None => return,
+        };
+        let mut data = data.unwrap_or_else(|| json!({}));
+        data["device"] = json!(eui.to_string());
+        self.meters[m].prepay.record(at, code, detail, Some(data));
+    }
+
+    /// SRV 11.1 at the device: check the image it received against the manufacturer's
+    /// signed manifest and hold it for activation (alert 0x8F72), or refuse it (0x8F1C).
+    fn receive_image(&mut self, now: Timestamp, index: usize, body: &Value, image: Option<&[u8]>) -> Outcome {
+        use base64::Engine as _;
+        let manifest = body.get("manifest").cloned().map(serde_json::from_value::<Manifest>);
+        let signature = body
+            .get("signature")
+            .and_then(Value::as_str)
+            .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok());
+        let (Some(Ok(manifest)), Some(signature), Some(image)) = (manifest, signature, image) else {
+            return refused(RefusalCode::InvalidBody, "give manifest, signature (base64) and the image");
+        };
+        let device = &self.devices[index];
+        let kind = kind_text(device.kind);
+        let failure = if let Err((field, rule)) = manifest.check() {
+            Some((RefusalCode::InvalidBody, format!("manifest {field}: {rule}")))
+        } else if manifest.device_kind != kind {
+            Some((RefusalCode::NotSupported, format!("the image is for a {}, this is a {kind}", manifest.device_kind)))
+        } else if let Some(anchor) = device.manufacturer.as_ref() {
+            if !verify_p256(&anchor.spki, &manifest.signed_bytes(), &signature) {
+                Some((
+                    RefusalCode::SignatureInvalid,
+                    "the manifest's signature does not verify with the manufacturer's key".to_string(),
+                ))
+            } else if fwm::hex(&domain::crypto::sha256(image)) != manifest.image_hash {
+                Some((
+                    RefusalCode::SignatureInvalid,
+                    "the image received does not hash to the signed manifest's hash".to_string(),
+                ))
+            } else if manifest.layer == Layer::Application
+                && manifest.supplier != device.supplier.as_ref().map(|s| s.originator)
+            {
+                Some((RefusalCode::NotEntitled, "the application layer belongs to another supplier".to_string()))
+            } else {
+                None
+            }
+        } else {
+            Some((RefusalCode::UntrustedOriginator, "this device holds no manufacturer key".to_string()))
+        };
+        if let Some((code, why)) = failure {
+            self.device_alert(
+                index,
+                now,
+                fwm::ALERT_FIRMWARE_VERIFICATION_FAILED,
+                format!("firmware {} {} refused: {why}", manifest.layer.as_str(), manifest.version),
+                Some(json!({"image_hash": manifest.image_hash})),
+            );
+            return refused(code, format!("{why} (alert 0x8F1C); the running image is kept"));
+        }
+        let d = &mut self.devices[index];
+        d.fw.held.retain(|m| m.layer != manifest.layer);
+        d.fw.held.push(manifest.clone());
+        self.device_alert(
+            index,
+            now,
+            fwm::ALERT_FIRMWARE_VERIFIED,
+            format!("firmware {} {} verified and held", manifest.layer.as_str(), manifest.version),
+            Some(json!({"image_hash": manifest.image_hash})),
+        );
+        Outcome::Done(json!({"image_hash": manifest.image_hash, "layer": manifest.layer,
+                             "version": manifest.version, "held": true}))
+    }
+
+    /// SRV 11.3: activate a held image now, or hold the activation until `execute_at`.
+    fn activate(&mut self, now: Timestamp, index: usize, cmd: &Command, body: &Value) -> Outcome {
+        let Some(hash) = body.get("image_hash").and_then(Value::as_str).map(str::to_string) else {
+            return refused(RefusalCode::InvalidBody, "image_hash is required");
+        };
+        if !self.devices[index].fw.held.iter().any(|m| m.image_hash == hash) {
+            return refused(
+                RefusalCode::InvalidBody,
+                format!("no image {hash} is held (distribute it with 11.1 first); the running image is kept"),
+            );
+        }
+        match cmd.execute_at.filter(|at| *at > now) {
+            Some(at) => {
+                let request_id = cmd.id.to_string();
+                self.devices[index].fw.pending = Some(PendingActivation { request_id, at, image_hash: hash.clone() });
+                Outcome::Done(json!({"image_hash": hash, "activates_at": at.to_string()}))
+            }
+            None => match self.switch_image(index, now, &hash) {
+                Ok(v) => Outcome::Done(v),
+                Err(why) => refused(RefusalCode::InvalidBody, format!("{why}; the running image is kept")),
+            },
+        }
+    }
+
+    /// Make a held image the running one. 0x8F43 only when the running version changes.
+    fn switch_image(&mut self, index: usize, at: Timestamp, hash: &str) -> Result<Value, String> {
+        let d = &mut self.devices[index];
+        let Some(pos) = d.fw.held.iter().position(|m| m.image_hash == hash) else {
+            return Err(format!("no image {hash} is held"));
+        };
+        let m = d.fw.held[pos].clone();
+        let before = match m.layer {
+            Layer::Core => d.firmware.clone(),
+            Layer::Application => d.fw.application.as_ref().map(|a| a.version.clone()).unwrap_or_default(),
+        };
+        match (m.layer, m.supplier) {
+            (Layer::Core, _) => {
+                d.firmware = m.version.clone();
+                d.fw.core_hash = Some(m.image_hash.clone());
+            }
+            (Layer::Application, Some(supplier)) => {
+                d.fw.application = Some(fwm::Application {
+                    version: m.version.clone(),
+                    image_hash: m.image_hash.clone(),
+                    supplier,
+                    enabled: true,
+                });
+            }
+            (Layer::Application, None) => return Err("an application layer names its supplier".into()),
+        }
+        d.fw.held.remove(pos);
+        let changed = before != m.version;
+        if changed {
+            self.device_alert(
+                index,
+                at,
+                fwm::ALERT_FIRMWARE_CHANGED,
+                format!("{} firmware {before} -> {}", m.layer.as_str(), m.version),
+                Some(json!({"layer": m.layer, "from": before, "to": m.version, "image_hash": m.image_hash})),
+            );
+        }
+        Ok(json!({"layer": m.layer, "running": m.version, "image_hash": m.image_hash, "changed": changed}))
     }
 
     /// The meter that speaks for the premises' power: the electricity meter, else the first.
@@ -1265,6 +1467,12 @@ impl System {
             // The outgoing supplier's held changes are its own.
             meter.pending.clear();
             for d in self.devices.iter_mut().filter(|d| euis.contains(&d.eui)) {
+                // The outgoing supplier's application layer stops until the new supplier
+                // installs its own; its held application images go.
+                if let Some(app) = d.fw.application.as_mut() {
+                    app.enabled = app.supplier == anchor.originator;
+                }
+                d.fw.held.retain(|m| m.layer == Layer::Core);
                 d.supplier = Some(anchor.clone());
                 d.last_counter = counters.iter().find(|(e, _)| *e == d.eui).map_or(0, |(_, c)| *c);
             }
@@ -1450,4 +1658,16 @@ pub fn gas_litres(wh: u64) -> u64 {
 
 fn parse_alert_code(s: &str) -> Option<u16> {
     u16::from_str_radix(s.trim_start_matches("0x").trim_start_matches("0X"), 16).ok()
+}
+
+/// A device kind as the hub and manifests write it.
+pub fn kind_text(kind: DeviceKind) -> &'static str {
+    match kind {
+        DeviceKind::CommsHub => "comms-hub",
+        DeviceKind::ElectricityMeter => "electricity-meter",
+        DeviceKind::GasMeter => "gas-meter",
+        DeviceKind::InHomeDisplay => "in-home-display",
+        DeviceKind::Ppmid => "ppmid",
+        DeviceKind::Additional => "additional",
+    }
 }

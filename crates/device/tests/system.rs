@@ -37,6 +37,7 @@ fn install() -> Home {
         additional: 0,
         supplier: TrustAnchor { originator: SUPPLIER, spki: key.public_key_spki(), prepayment: None },
         cos_key: None,
+        manufacturer: None,
     });
     Home { system, key, counter: 0 }
 }
@@ -419,4 +420,89 @@ fn change_of_supplier_credentials_need_the_hubs_key() {
 fn base64_of(b: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// An image signed by `key` for an electricity meter, with its manifest body for 11.1.
+fn firmware(key: &SigningKey, layer: &str, version: &str, supplier: Option<Eui64>) -> (Value, Vec<u8>, String) {
+    let bytes: Vec<u8> = format!("{layer} {version} ").bytes().cycle().take(2048).collect();
+    let hash: String = domain::crypto::sha256(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    let manifest = device::firmware::Manifest {
+        image_hash: hash.clone(),
+        layer: if layer == "core" { device::firmware::Layer::Core } else { device::firmware::Layer::Application },
+        version: version.into(),
+        device_kind: "electricity-meter".into(),
+        supplier,
+        urgency: device::firmware::Urgency::Routine,
+    };
+    let sig = key.sign(&SystemRandom::new(), &manifest.signed_bytes()).unwrap();
+    (json!({"manifest": manifest, "signature": base64_of(&sig)}), bytes, hash)
+}
+
+// R-FLT-3: the supplier-specific application layer belongs to its supplier: it runs while the
+// device trusts that supplier, stops at a change of supplier, and another supplier's image is
+// refused; the manufacturer's core layer is everyone's.
+#[test]
+fn a_suppliers_application_layer_stops_at_a_change_of_supplier() {
+    let cos = SigningKey::generate(&SystemRandom::new()).unwrap();
+    let maker = SigningKey::generate(&SystemRandom::new()).unwrap();
+    let mut h = install();
+    h.system.cos_key = Some(cos.public_key_spki());
+    for d in &mut h.system.devices {
+        d.manufacturer =
+            Some(TrustAnchor { originator: Eui64::from_u64(0xAA), spki: maker.public_key_spki(), prepayment: None });
+    }
+    h.commission_all();
+    let meter = eui(&h, Fuel::Electricity);
+    const INCOMING: Eui64 = Eui64::from_u64(0x90B3_D51F_3001_0009);
+    let now = "2025-06-10T10:00:00Z";
+    let send = |h: &mut Home, body: &Value, image: &[u8]| {
+        let bytes = h.command("11.1", meter, body.clone());
+        h.system.handle_with_image(t(now), &bytes, None, SUPPLIER_ACCESS, Some(image))
+    };
+    // Its own application, held then activated.
+    let (body, image, hash) = firmware(&maker, "application", "app-1", Some(SUPPLIER));
+    done(send(&mut h, &body, &image));
+    done(h.signed("11.3", meter, json!({"image_hash": hash}), now));
+    let app = h.system.device(meter).unwrap().fw.application.clone().unwrap();
+    assert_eq!((app.version.as_str(), app.enabled), ("app-1", true));
+    // Another supplier's application is not for this device while it trusts this one.
+    let (body, image, _) = firmware(&maker, "application", "app-x", Some(INCOMING));
+    assert_eq!(code(&send(&mut h, &body, &image)), Some(RefusalCode::NotEntitled));
+    // A core image signed by someone else, or damaged, is refused; the running one is kept.
+    let stranger = SigningKey::generate(&SystemRandom::new()).unwrap();
+    let (body, image, _) = firmware(&stranger, "core", "9.9.9", None);
+    assert_eq!(code(&send(&mut h, &body, &image)), Some(RefusalCode::SignatureInvalid));
+    let (body, mut image, _) = firmware(&maker, "core", "1.1.0", None);
+    image[0] ^= 1;
+    assert_eq!(code(&send(&mut h, &body, &image)), Some(RefusalCode::SignatureInvalid));
+    assert_eq!(h.system.device(meter).unwrap().firmware, "1.0.0");
+
+    // The change of supplier: the application stops.
+    let body = json!({"effective_at": "2025-06-10T09:00:00Z",
+                      "supplier": {"originator": INCOMING.to_string(), "spki": base64_of(&maker.public_key_spki())}});
+    let bytes = Command {
+        id: RequestId { originator: INCOMING, target: meter, counter: 1 },
+        srv: "6.23".into(),
+        execute_at: None,
+        body: serde_json::to_vec(&body).unwrap(),
+    }
+    .encode();
+    let sig = cos.sign(&SystemRandom::new(), &bytes).unwrap();
+    done(h.system.handle(t(now), &bytes, Some(&sig), SUPPLIER_ACCESS));
+    let app = h.system.device(meter).unwrap().fw.application.clone().unwrap();
+    assert_eq!(
+        (app.version.as_str(), app.enabled),
+        ("app-1", false),
+        "disabled until the new supplier installs its own"
+    );
+    // The new supplier's own application is accepted now.
+    let (body, image, _) = firmware(&maker, "application", "app-x", Some(INCOMING));
+    let bytes = Command {
+        id: RequestId { originator: INCOMING, target: meter, counter: 2 },
+        srv: "11.1".into(),
+        execute_at: None,
+        body: serde_json::to_vec(&body).unwrap(),
+    }
+    .encode();
+    done(h.system.handle_with_image(t(now), &bytes, None, SUPPLIER_ACCESS, Some(&image)));
 }

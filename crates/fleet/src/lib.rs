@@ -56,6 +56,8 @@ pub struct Fleet {
     /// Injected WAN outages: a system is unreachable by the hub until the instant (a
     /// simulation control, kept in memory only).
     outages: Mutex<std::collections::HashMap<i64, jiff::Timestamp>>,
+    /// Injected download damage: the next n firmware images to a system arrive corrupted.
+    damaged_downloads: Mutex<std::collections::HashMap<i64, u32>>,
 }
 
 /// How long undelivered alerts wait before the fleet wakes their system to try again.
@@ -86,6 +88,7 @@ impl Fleet {
             installing: tokio::sync::Mutex::new(()),
             alert_sink: std::sync::OnceLock::new(),
             outages: Mutex::new(std::collections::HashMap::new()),
+            damaged_downloads: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -124,6 +127,27 @@ impl Fleet {
     pub async fn tamper(&self, meter: Eui64, code: u16) -> Result<Outcome, TransportError> {
         let now = self.clock.now();
         self.apply(meter, None, |s| s.tamper(now, meter, code)).await
+    }
+
+    /// Damage the next `n` firmware downloads to the system holding `eui` (one byte of the
+    /// image flipped on the way, as a failed comms hub download would leave it): the device
+    /// finds the hash wrong and refuses the image.
+    pub async fn damage_downloads(&self, eui: Eui64, n: u32) -> Result<(), TransportError> {
+        let id = self.store.system_of(eui).await.map_err(failed)?.ok_or(TransportError::Unreachable(eui))?;
+        self.damaged_downloads.lock().expect("damaged").insert(id, n);
+        Ok(())
+    }
+
+    /// Whether the next download to system `id` arrives damaged (counting it).
+    fn damaged(&self, id: i64) -> bool {
+        let mut d = self.damaged_downloads.lock().expect("damaged");
+        match d.get_mut(&id) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
     }
 
     fn reachable(&self, id: i64, now: jiff::Timestamp) -> bool {
@@ -197,6 +221,7 @@ impl Fleet {
                 additional: usize::from(home.order.additional.min(3)),
                 supplier: home.order.supplier,
                 cos_key: home.order.cos_key,
+                manufacturer: home.order.manufacturer,
             });
             system.devices.iter_mut().for_each(|d| d.commissioned = true);
             for meter in &mut system.meters {
@@ -409,6 +434,7 @@ impl DeviceTransport for Fleet {
             additional: usize::from(order.additional.min(3)),
             supplier: order.supplier,
             cos_key: order.cos_key,
+            manufacturer: order.manufacturer,
         });
         let devices: Vec<_> = system.devices.iter().map(|d| (d.eui, d.kind)).collect();
         let stored = Stored { system, answered: VecDeque::new() };
@@ -454,8 +480,21 @@ impl DeviceTransport for Fleet {
         if self.entry(id).await?.lock().await.system.outage.is_some() {
             return Err(TransportError::Unreachable(m.target));
         }
-        self.apply_id(id, request_id, false, |system| system.handle(now, &m.bytes, m.signature.as_deref(), m.access))
-            .await
+        let image: Option<std::borrow::Cow<'_, [u8]>> = m.image.as_deref().map(|bytes| {
+            if self.damaged(id) {
+                let mut copy = bytes.clone();
+                if let Some(b) = copy.get_mut(bytes.len() / 2) {
+                    *b ^= 0x5A;
+                }
+                std::borrow::Cow::Owned(copy)
+            } else {
+                std::borrow::Cow::Borrowed(bytes.as_slice())
+            }
+        });
+        self.apply_id(id, request_id, false, |system| {
+            system.handle_with_image(now, &m.bytes, m.signature.as_deref(), m.access, image.as_deref())
+        })
+        .await
     }
 
     fn attach_alert_sink(&self, sink: Arc<dyn AlertSink>) {

@@ -30,6 +30,7 @@ fn order(key: &SigningKey) -> InstallOrder {
         additional: 0,
         supplier: TrustAnchor { originator: SUPPLIER, spki: key.public_key_spki(), prepayment: None },
         cos_key: None,
+        manufacturer: None,
     }
 }
 
@@ -49,7 +50,13 @@ fn message(
     }
     .encode();
     let signature = sign.then(|| key.sign(&SystemRandom::new(), &bytes).unwrap());
-    DeviceMessage { target, bytes, signature, access: Access { requester: Requester::Supplier, from: None, to: None } }
+    DeviceMessage {
+        target,
+        bytes,
+        signature,
+        access: Access { requester: Requester::Supplier, from: None, to: None },
+        image: None,
+    }
 }
 
 #[tokio::test]

@@ -153,6 +153,6 @@ impl Hub {
         let device =
             self.store().device(d.target).await?.ok_or_else(|| HubError::NotFound(format!("device {}", d.target)))?;
         let body: Value = serde_json::from_str(&d.body).unwrap_or(Value::Null);
-        self.hub_request(&party, &d.srv, device, d.mpxn, body, at, false).await
+        self.hub_request(&party, &d.srv, device, Some(d.mpxn), body, at, false).await
     }
 }

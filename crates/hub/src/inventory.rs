@@ -21,6 +21,9 @@ pub struct InstallInput {
     pub ihd: bool,
     pub ppmid: bool,
     pub additional: u8,
+    /// The manufacturer party whose signed firmware the devices accept (its registered
+    /// signing key is built in); absent = devices accept no firmware.
+    pub manufacturer: Option<String>,
 }
 
 impl Hub {
@@ -55,6 +58,22 @@ impl Hub {
                 "the installing supplier needs a registered signing key: devices will trust it for critical commands",
             ));
         };
+        let manufacturer = match input.manufacturer.as_deref() {
+            None => None,
+            Some(id) => {
+                let id: domain::PartyId = id.parse().map_err(|e| HubError::invalid("manufacturer", format!("{e}")))?;
+                let m = self
+                    .store()
+                    .party(&id)
+                    .await?
+                    .filter(|p| p.roles.contains(domain::Role::Manufacturer))
+                    .ok_or_else(|| HubError::invalid("manufacturer", format!("{id} is not a manufacturer party")))?;
+                let spki = m.signing_key_spki.clone().ok_or_else(|| {
+                    HubError::invalid("manufacturer", format!("{id} has no registered signing key to sign firmware"))
+                })?;
+                Some(TrustAnchor { originator: m.originator, spki, prepayment: None })
+            }
+        };
         let transport = self
             .inner
             .transport
@@ -72,6 +91,7 @@ impl Hub {
                 prepayment: Some(self.prepayment_point(&caller.party.id).await?),
             },
             cos_key: Some(self.cos_public_key()),
+            manufacturer,
         };
         let installed = transport.install(order).await.map_err(|e| HubError::Unavailable(e.to_string()))?;
         let premises = self

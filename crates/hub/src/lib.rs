@@ -8,6 +8,7 @@ pub mod auth;
 pub mod clock;
 pub mod delivery;
 pub mod error;
+pub mod firmware;
 pub mod grants;
 pub mod inventory;
 pub mod parties;
@@ -31,10 +32,10 @@ pub use auth::{Caller, IssuedToken};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::HubError;
 pub use store::{
-    AlertRecord, AuditRecord, DeadLetter, DeliveryRecord, DeviceRecord, EnrolledHome, ForwardRecord, GrantKind,
-    GrantRecord, ImportSummary, NewPremises, Notice, PremisesRecord, ReadRecord, RequestRecord, RequestStatus,
-    ResponseRecord, ScheduleRecord, StoreCounts, SwitchEvent, SwitchRecord, TenancyRecord, ThresholdRecord,
-    TokenRecord, TopUpRecord, Webhook,
+    AlertRecord, AuditRecord, CampaignDevice, CampaignRecord, DeadLetter, DeliveryRecord, DeviceRecord, EnrolledHome,
+    FirmwareImage, ForwardRecord, GrantKind, GrantRecord, ImportSummary, NewPremises, Notice, PremisesRecord,
+    ReadRecord, RequestRecord, RequestStatus, ResponseRecord, ScheduleRecord, StoreCounts, SwitchEvent, SwitchRecord,
+    TenancyRecord, ThresholdRecord, TokenRecord, TopUpRecord, Webhook,
 };
 
 /// Settings that change the hub's rules.

@@ -52,7 +52,7 @@ pub struct SubmitInput {
 }
 
 /// Everything decided about a request before it goes out.
-struct Plan {
+pub(crate) struct Plan {
     device: DeviceRecord,
     mpxn: Option<Mpxn>,
     access: Access,
@@ -160,6 +160,22 @@ pub fn validate_body(srv: &str, body: &Value, rules: domain::IdRules, now: Times
                 "3.2 is sent by the hub when the supplier notifies a change of tenancy, which records it (and \
                  the outgoing tenant's consent to share history): POST /v1/metering-points/{mpxn}/change-of-tenancy",
             ));
+        }
+        "11.1" => {
+            return Err(invalid(
+                "srv",
+                "11.1 is sent by the hub's firmware distribution, which attaches the manufacturer's signed image: \
+                 POST /v1/firmware/campaigns",
+            ));
+        }
+        "11.3" => {
+            let o = object(&body, &["image_hash"])?;
+            let h = o
+                .get("image_hash")
+                .and_then(Value::as_str)
+                .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+                .ok_or_else(|| invalid("body.image_hash", "required: the image's SHA-256, 64 hex digits"))?;
+            return Ok(json!({"image_hash": h.to_ascii_lowercase()}));
         }
         "6.23" => {
             return Err(invalid(
@@ -343,7 +359,7 @@ impl Hub {
     /// relationship, the data window. Run at submission and again at execution. `named` is
     /// the MPxN the sender addressed, whose relationships govern a premises-level device
     /// (the comms hub); otherwise the device's own (or its premises' linked meter's) do.
-    async fn plan(
+    pub(crate) async fn plan(
         &self,
         party: &Party,
         srv: &str,
@@ -542,13 +558,13 @@ impl Hub {
         party: &Party,
         srv: &str,
         device: DeviceRecord,
-        mpxn: Mpxn,
+        mpxn: Option<Mpxn>,
         body: Value,
         at: Timestamp,
         cos_signed: bool,
     ) -> Result<RequestRecord, HubError> {
         let now = self.now();
-        let plan = self.plan(party, srv, device, Some(mpxn), &body, at).await?;
+        let plan = self.plan(party, srv, device, mpxn, &body, at).await?;
         let counter = self.next_request_counter(party.originator).await?;
         let id = RequestId { originator: party.originator, target: plan.device.eui, counter };
         let body_text = serde_json::to_string(&body).expect("JSON values serialise");
@@ -949,11 +965,25 @@ impl Hub {
                 return done(ResponseOutcome::Failed, json!({"error": format!("refused at execution: {e}")}), vec![]);
             }
         };
+        // A firmware distribution carries its image, as the comms hub downloads it.
+        let image = if r.srv == "11.1" {
+            let hash = body["manifest"]["image_hash"].as_str().unwrap_or_default();
+            match self.store().firmware_image_bytes(hash).await {
+                Ok(Some(bytes)) => Some(std::sync::Arc::new(bytes)),
+                Ok(None) => {
+                    return done(ResponseOutcome::Failed, json!({"error": format!("image {hash} is gone")}), vec![]);
+                }
+                Err(e) => return done(ResponseOutcome::Failed, json!({"error": e.to_string()}), vec![]),
+            }
+        } else {
+            None
+        };
         let message = DeviceMessage {
             target: r.target,
             bytes: r.precommand.clone(),
             signature: r.signature.clone(),
             access: plan.access,
+            image,
         };
         let Some(transport) = self.inner.transport.get() else {
             return done(ResponseOutcome::Failed, json!({"error": "no device transport is attached"}), vec![]);
@@ -1068,6 +1098,13 @@ impl Hub {
                     0
                 }
             };
+            let waved = match self.run_campaigns_due().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(message = "Firmware campaigns failed; retrying.", error = %e);
+                    0
+                }
+            };
             // After the dispatch, so a try that just ran is followed at once.
             let followed = match self.run_deliveries_due().await {
                 Ok(n) => n,
@@ -1076,7 +1113,7 @@ impl Hub {
                     0
                 }
             };
-            if ran + switched + followed > 0 {
+            if ran + switched + followed + waved > 0 {
                 continue;
             }
             let _ = tokio::time::timeout(tick, self.inner.work.notified()).await;

@@ -440,7 +440,7 @@ impl Hub {
         let anchor = TrustAnchor { originator: party.originator, spki, prepayment: Some(prepayment) };
         let body = json!({"effective_at": switch_at.to_string(), "supplier": anchor});
         let r = self
-            .hub_request(&party, "6.23", meter, rec.mpxn, body, switch_at, true)
+            .hub_request(&party, "6.23", meter, Some(rec.mpxn), body, switch_at, true)
             .await
             .map_err(|e| e.to_string())?;
         Ok(Some(r))

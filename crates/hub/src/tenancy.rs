@@ -121,7 +121,7 @@ impl Hub {
         match self.store().device_for_mpxn(mpxn).await? {
             Some(meter) => {
                 let body = json!({"tenancy_from": from.to_string(), "share_history": input.share_history});
-                let request = self.hub_request(&caller.party, "3.2", meter, mpxn, body, from, false).await?;
+                let request = self.hub_request(&caller.party, "3.2", meter, Some(mpxn), body, from, false).await?;
                 let delivery = DeliveryRecord {
                     seq: 0,
                     purpose: "tenancy".into(),

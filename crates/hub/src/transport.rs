@@ -18,6 +18,8 @@ pub struct InstallOrder {
     /// The hub's change-of-supplier key (SubjectPublicKeyInfo DER), which SRV 6.23 is
     /// signed with.
     pub cos_key: Option<Vec<u8>>,
+    /// The manufacturer whose signed firmware the devices accept.
+    pub manufacturer: Option<TrustAnchor>,
 }
 
 /// Devices fitted, the comms hub first.
@@ -35,6 +37,8 @@ pub struct DeviceMessage {
     pub bytes: Vec<u8>,
     pub signature: Option<Vec<u8>>,
     pub access: Access,
+    /// A firmware image downloaded with the command (SRV 11.1).
+    pub image: Option<std::sync::Arc<Vec<u8>>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -97,12 +101,5 @@ pub enum ConsumerAction {
 
 /// Kebab-case name of a device kind, as stored in the inventory.
 pub fn kind_name(kind: DeviceKind) -> &'static str {
-    match kind {
-        DeviceKind::CommsHub => "comms-hub",
-        DeviceKind::ElectricityMeter => "electricity-meter",
-        DeviceKind::GasMeter => "gas-meter",
-        DeviceKind::InHomeDisplay => "in-home-display",
-        DeviceKind::Ppmid => "ppmid",
-        DeviceKind::Additional => "additional",
-    }
+    device::system::kind_text(kind)
 }

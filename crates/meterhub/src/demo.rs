@@ -858,7 +858,7 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
     let access = device::Access { requester: device::Requester::Supplier, from: None, to: None };
     let o = hub::transport::DeviceTransport::send(
         fleet.fleet.as_ref(),
-        hub::transport::DeviceMessage { target: meter, bytes, signature: Some(signature), access },
+        hub::transport::DeviceMessage { target: meter, bytes, signature: Some(signature), access, image: None },
     )
     .await?;
     println!(

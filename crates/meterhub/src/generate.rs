@@ -188,6 +188,7 @@ pub async fn generate(
                         prepayment: prepayment_points.get(&supplier.id).cloned(),
                     },
                     cos_key: Some(cos_key.clone()),
+                    manufacturer: None,
                 },
                 electricity_mpxn: Some(Mpxn::parse(mpan).expect("generated MPANs are valid")),
                 gas_mpxn: mprn.as_ref().map(|m| Mpxn::parse(m).expect("generated MPRNs are valid")),

@@ -5,12 +5,14 @@
 //! readers, versioned migrations.
 
 pub mod delivery;
+pub mod firmware;
 pub mod fleet;
 pub mod pipeline;
 pub mod sqlite;
 pub mod switching;
 
 pub use delivery::*;
+pub use firmware::*;
 pub use fleet::FleetStore;
 pub use pipeline::*;
 pub use switching::*;
@@ -377,6 +379,22 @@ pub trait Store: Send + Sync + 'static {
     async fn record_tenancy(&self, t: NewTenancy) -> Result<TenancyRecord, StoreError>;
     async fn tenancies(&self, mpxn: Mpxn) -> Result<Vec<TenancyRecord>, StoreError>;
     /// A party's notices after a sequence number, in order.
+    // Firmware.
+    /// Store an image; `Conflict` if one with its hash is stored already.
+    async fn insert_firmware_image(&self, image: FirmwareImage, bytes: Vec<u8>) -> Result<(), StoreError>;
+    async fn firmware_image(&self, hash: &str) -> Result<Option<FirmwareImage>, StoreError>;
+    async fn firmware_image_bytes(&self, hash: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    async fn firmware_images(&self) -> Result<Vec<FirmwareImage>, StoreError>;
+    async fn insert_campaign(&self, c: CampaignRecord, devices: Vec<Eui64>) -> Result<CampaignRecord, StoreError>;
+    async fn campaign(&self, seq: i64) -> Result<Option<CampaignRecord>, StoreError>;
+    /// Campaigns, newest first (one party's, or all).
+    async fn campaigns(&self, party: Option<PartyId>, limit: usize) -> Result<Vec<CampaignRecord>, StoreError>;
+    /// Running campaigns, security patches first, then oldest first.
+    async fn running_campaigns(&self, limit: usize) -> Result<Vec<CampaignRecord>, StoreError>;
+    async fn campaign_devices(&self, seq: i64) -> Result<Vec<CampaignDevice>, StoreError>;
+    /// Move a campaign on (conflict if its version moved).
+    async fn step_campaign(&self, step: CampaignStep) -> Result<CampaignRecord, StoreError>;
+
     /// Deliveries whose next look is due, soonest first.
     async fn due_deliveries(&self, now: Timestamp, limit: usize) -> Result<Vec<DeliveryRecord>, StoreError>;
     /// Move a delivery on (conflict if its version moved), with its next try and notices.

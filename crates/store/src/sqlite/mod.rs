@@ -3,6 +3,7 @@
 mod alerts;
 mod delivery;
 mod engine;
+mod firmware;
 mod fleet;
 mod grants;
 mod pipeline;
@@ -1082,6 +1083,52 @@ impl Store for SqliteStore {
 
     async fn tenancies(&self, m: Mpxn) -> Result<Vec<crate::TenancyRecord>, StoreError> {
         self.engine.read(move |conn| switching::tenancies(conn, m)).await
+    }
+
+    async fn insert_firmware_image(&self, image: crate::FirmwareImage, bytes: Vec<u8>) -> Result<(), StoreError> {
+        self.engine.write(move |conn| firmware::insert_image(conn, &image, &bytes)).await
+    }
+
+    async fn firmware_image(&self, hash: &str) -> Result<Option<crate::FirmwareImage>, StoreError> {
+        let hash = hash.to_string();
+        self.engine.read(move |conn| firmware::image_of(conn, &hash)).await
+    }
+
+    async fn firmware_image_bytes(&self, hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let hash = hash.to_string();
+        self.engine.read(move |conn| firmware::image_bytes(conn, &hash)).await
+    }
+
+    async fn firmware_images(&self) -> Result<Vec<crate::FirmwareImage>, StoreError> {
+        self.engine.read(firmware::images).await
+    }
+
+    async fn insert_campaign(
+        &self,
+        c: crate::CampaignRecord,
+        devices: Vec<Eui64>,
+    ) -> Result<crate::CampaignRecord, StoreError> {
+        self.engine.write(move |conn| firmware::insert_campaign(conn, &c, &devices)).await
+    }
+
+    async fn campaign(&self, seq: i64) -> Result<Option<crate::CampaignRecord>, StoreError> {
+        self.engine.read(move |conn| firmware::campaign(conn, seq)).await
+    }
+
+    async fn campaigns(&self, party: Option<PartyId>, limit: usize) -> Result<Vec<crate::CampaignRecord>, StoreError> {
+        self.engine.read(move |conn| firmware::campaigns(conn, party.as_ref(), limit)).await
+    }
+
+    async fn running_campaigns(&self, limit: usize) -> Result<Vec<crate::CampaignRecord>, StoreError> {
+        self.engine.read(move |conn| firmware::running(conn, limit)).await
+    }
+
+    async fn campaign_devices(&self, seq: i64) -> Result<Vec<crate::CampaignDevice>, StoreError> {
+        self.engine.read(move |conn| firmware::devices(conn, seq)).await
+    }
+
+    async fn step_campaign(&self, step: crate::CampaignStep) -> Result<crate::CampaignRecord, StoreError> {
+        self.engine.write(move |conn| firmware::step(conn, &step)).await
     }
 
     async fn due_deliveries(&self, now: Timestamp, limit: usize) -> Result<Vec<crate::DeliveryRecord>, StoreError> {

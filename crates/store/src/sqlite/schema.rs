@@ -20,6 +20,7 @@ pub(crate) const HUB: &[(i64, &str)] = &[
     (9, include_str!("../../migrations/0009_deliveries.sql")),
     (10, include_str!("../../migrations/0010_han.sql")),
     (11, include_str!("../../migrations/0011_alert_dispatch.sql")),
+    (12, include_str!("../../migrations/0012_firmware.sql")),
 ];
 
 /// The schema version this build writes.
