@@ -146,6 +146,7 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
 
     step(2, "Parties: the hub operator registers the market");
     let acme_key = crypto::SigningKey::generate(&crypto::SystemRandom::new())?;
+    let maker_key = crypto::SigningKey::generate(&crypto::SystemRandom::new())?;
     let parties = [
         ("reg-service", "Registration Service", vec!["REG"], None),
         ("acme-energy", "Acme Energy", vec!["IS", "GS"], Some(crypto::public_key_pem(&acme_key.public_key_spki()))),
@@ -153,6 +154,7 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
         ("northern-wires", "Northern Wires (distributor 17)", vec!["ED"], None),
         ("cadent", "Cadent Gas", vec!["GT"], None),
         ("warmhomes-esco", "WarmHomes ESCO", vec!["OU"], None),
+        ("meterworks", "MeterWorks (meter manufacturer)", vec!["MFR"], Some(crypto::public_key_pem(&maker_key.public_key_spki()))),
     ];
     let mut tokens = std::collections::HashMap::new();
     for (i, (id, name, roles, key)) in parties.iter().enumerate() {
@@ -413,7 +415,7 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
             Method::POST,
             "/v1/premises",
             Some(&acme),
-            Some(&json!({"electricity": "domestic", "gas_annual_quantity_kwh": 11500})),
+            Some(&json!({"electricity": "domestic", "gas_annual_quantity_kwh": 11500, "manufacturer": "meterworks"})),
             201,
         )
         .await?;
@@ -1154,7 +1156,83 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
     hook_server.abort();
     webhooks.abort();
 
-    step(20, "The API describes itself");
+    step(20, "Firmware: a signed image, a campaign, activation by the supplier (R-FLT-3, R-FLT-4)");
+    let image: Vec<u8> = b"MeterWorks ESME core 2.0.0 ".iter().copied().cycle().take(64 * 1024).collect();
+    let hash: String = crypto::sha256(&image).iter().map(|b| format!("{b:02x}")).collect();
+    let manifest = device::firmware::Manifest {
+        image_hash: hash.clone(),
+        layer: device::firmware::Layer::Core,
+        version: "2.0.0".into(),
+        device_kind: "electricity-meter".into(),
+        supplier: None,
+        urgency: device::firmware::Urgency::Security,
+    };
+    let signature = maker_key.sign(&crypto::SystemRandom::new(), &manifest.signed_bytes())?;
+    {
+        use base64::Engine as _;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        c.expect(
+            "MeterWorks uploads core 2.0.0 (a security patch), signed",
+            Method::POST,
+            "/v1/firmware",
+            Some(&tok("meterworks")),
+            Some(&json!({"manifest": manifest, "signature_base64": b64(&signature), "image_base64": b64(&image)})),
+            201,
+        )
+        .await?;
+    }
+    let camp = c
+        .expect(
+            "nova distributes it to the home's meter (SRV 11.1, one wave)",
+            Method::POST,
+            "/v1/firmware/campaigns",
+            Some(&nova),
+            Some(&json!({"image_hash": hash, "devices": [meter_of("electricity-meter")]})),
+            201,
+        )
+        .await?;
+    let mut view = Value::Null;
+    for _ in 0..200 {
+        let (_, v) = c.call(Method::GET, &format!("/v1/firmware/campaigns/{}", camp["id"]), Some(&nova), None).await?;
+        if v["campaign"]["state"] != json!("running") {
+            view = v;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    println!("        campaign {}: {}", view["campaign"]["state"], view["campaign"]["detail"]);
+    if view["campaign"]["state"] != json!("completed") {
+        bail!("the campaign did not complete: {view}");
+    }
+    let ack = c
+        .expect(
+            "nova activates it with SRV 11.3 (critical)",
+            Method::POST,
+            "/v1/requests",
+            Some(&nova),
+            Some(&json!({"srv": "11.3", "target": {"device": meter_of("electricity-meter")}, "body": {"image_hash": hash}})),
+            202,
+        )
+        .await?;
+    let r = sign_and_wait(&c, &nova, &ack, &nova_key).await?;
+    println!("        the meter: {}", r["response"]["body"]);
+    let ack = c
+        .expect(
+            "11.2 reads the running version",
+            Method::POST,
+            "/v1/requests",
+            Some(&nova),
+            Some(&json!({"srv": "11.2", "target": {"device": meter_of("electricity-meter")}})),
+            202,
+        )
+        .await?;
+    let r = wait_done(&c, &nova, &ack).await?;
+    println!("        running firmware {}", r["response"]["body"]["firmware"]);
+    if r["response"]["body"]["firmware"] != json!("2.0.0") {
+        bail!("firmware 2.0.0 is not running: {r}");
+    }
+
+    step(21, "The API describes itself");
     let doc = c.expect("OpenAPI document", Method::GET, "/openapi.json", None, None, 200).await?;
     println!(
         "        {} paths; the catalogue table is in its description",
