@@ -276,3 +276,59 @@ async fn a_campaign_halts_when_a_wave_fails_and_security_patches_go_first() {
     assert_eq!((s, v["field"].as_str()), (StatusCode::BAD_REQUEST, Some("devices[0]")), "{v}");
     m.w.close().await;
 }
+
+// R-FLT-4: the supplier's appointed meter asset provider distributes and activates firmware:
+// the supplier first puts the provider's key on the meter with its own signed 6.15.1; the
+// provider's signed 11.3 is then accepted by the meter, and only while it is appointed.
+#[tokio::test]
+async fn an_appointed_meter_asset_provider_activates_firmware() {
+    let m = market().await;
+    let mfr_key = SigningKey::generate(&SystemRandom::new()).unwrap();
+    let mfr = m.w.party("mfr", &["MFR"], 20, Some(&mfr_key)).await;
+    let map_key = SigningKey::generate(&SystemRandom::new()).unwrap();
+    let map = m.w.party("mapco", &["MAP"], 21, Some(&map_key)).await;
+    let (_, meter) = home(&m, 30).await;
+    let mpan = meterhub_mpan(30);
+    let v2 = image(&mfr_key, "2.0.0", "routine", "core", None);
+    assert_eq!(upload(&m, &mfr, &v2).await.0, StatusCode::CREATED);
+    let target = json!({"device": meter.to_string()});
+
+    // Not appointed: the hub refuses it.
+    let (s, v) = m.w.submit(&map, "11.3", target.clone(), json!({"image_hash": v2.hash})).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    let (s, v) =
+        m.w.call(
+            Method::POST,
+            &format!("/v1/metering-points/{mpan}/appointments"),
+            &m.acme,
+            Some(json!({"agent": "mapco"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // Appointed, it runs the campaign itself.
+    let (s, c) =
+        m.w.call(
+            Method::POST,
+            "/v1/firmware/campaigns",
+            &map,
+            Some(json!({"image_hash": v2.hash, "devices": [meter.to_string()]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    tick(&m.w).await;
+    // Its 11.3 before the supplier vouched for it on the meter: the meter refuses.
+    let r = m.w.run(&map, "11.3", target.clone(), json!({"image_hash": v2.hash}), Some(&map_key)).await;
+    assert_eq!(r["response"]["body"]["code"], json!("untrusted-originator"), "{r}");
+    // The supplier's 6.15.1, signed by the supplier, names its agent.
+    let (s, v) = m.w.submit(&m.acme, "6.15.1", target.clone(), json!({"agent": "mfr"})).await;
+    assert_eq!((s, v["field"].as_str()), (StatusCode::BAD_REQUEST, Some("body.agent")), "not a MAP: {v}");
+    let r = m.w.run(&m.acme, "6.15.1", target.clone(), json!({"agent": "mapco"}), Some(&m.acme_key)).await;
+    assert_eq!(r["response"]["outcome"], json!("done"), "{r}");
+    let r = m.w.run(&map, "11.3", target.clone(), json!({"image_hash": v2.hash}), Some(&map_key)).await;
+    assert_eq!(r["response"]["outcome"], json!("done"), "{r}");
+    assert_eq!(running(&m, meter).await["firmware"], json!("2.0.0"));
+    // The agent's key opens nothing else: its signed 7.2 is refused by the hub (not its SRV).
+    let (s, _) = m.w.submit(&map, "7.2", target.clone(), json!({})).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    m.w.close().await;
+}

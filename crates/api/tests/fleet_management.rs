@@ -28,17 +28,7 @@ fn codes(list: &[Value]) -> Vec<&str> {
 }
 
 fn advance(w: &World, by: SignedDuration) {
-    w.clock.advance_to(w.clock_now() + by);
-}
-
-trait Now {
-    fn clock_now(&self) -> jiff::Timestamp;
-}
-
-impl Now for World {
-    fn clock_now(&self) -> jiff::Timestamp {
-        self.hub.now()
-    }
+    w.clock.advance_to(w.hub.now() + by);
 }
 
 // R-FLT-1, R-SR-5: a compromised credential sends 1,200 disable-supply requests. The hub's
@@ -340,5 +330,53 @@ async fn webhooks_retry_with_backoff_then_dead_letter() {
     let received = hook.received.lock().unwrap().clone();
     let last: Value = serde_json::from_str(&received.last().unwrap().1).unwrap();
     assert!(codes(last["alerts"].as_array().unwrap()).contains(&"0x8F76"), "{last}");
+    m.w.close().await;
+}
+
+// R-FLT-2: the alert stream starts after what the recipient acknowledged and follows new
+// alerts as they are stored.
+#[tokio::test]
+async fn the_alert_stream_starts_after_the_acknowledged_and_follows() {
+    use axum::body::Body;
+    use axum::http::{Request, header};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let m = market().await;
+    let home = installed_home(&m).await;
+    let meter: Eui64 = device_of(&home, "electricity-meter").parse().unwrap();
+    for code in [0x8F3F, 0x8F73, 0x8F74] {
+        m.w.fleet.tamper(meter, code).await.unwrap();
+    }
+    let first = alerts(&m.w, &m.acme, None).await;
+    let (s, _) = m.w.call(Method::POST, "/v1/alerts/ack", &m.acme, Some(json!({"up_to": first[0]["seq"]}))).await;
+    assert_eq!(s, StatusCode::OK);
+    let req = Request::get("/v1/alerts/stream")
+        .header(header::AUTHORIZATION, format!("Bearer {}", m.acme))
+        .body(Body::empty())
+        .unwrap();
+    let resp = m.w.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let mut text = String::new();
+    let mut next_event = async || -> Value {
+        loop {
+            if let Some(i) = text.find("\n\n") {
+                let event: String = text.drain(..i + 2).collect();
+                if let Some(line) = event.lines().find(|l| l.starts_with("data:")) {
+                    return serde_json::from_str(line.trim_start_matches("data:").trim()).unwrap();
+                }
+                continue;
+            }
+            let frame =
+                tokio::time::timeout(std::time::Duration::from_secs(10), body.frame()).await.unwrap().unwrap().unwrap();
+            if let Ok(data) = frame.into_data() {
+                text.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+    };
+    assert_eq!(next_event().await["code"], json!("0x8F73"), "after the acknowledged one");
+    assert_eq!(next_event().await["code"], json!("0x8F74"));
+    m.w.fleet.tamper(meter, 0x8F75).await.unwrap();
+    assert_eq!(next_event().await["code"], json!("0x8F75"), "a new one on the open stream");
     m.w.close().await;
 }

@@ -167,7 +167,7 @@ async fn display_status_firmware_alerts_and_han_log() {
         assert_eq!((s, v["field"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{srv}: {v}");
     }
     // An SRV of the catalogue this hub does not execute yet is refused as such.
-    let (s, v) = m.w.submit(&m.acme, "6.15.1", json!({"mpxn": MPAN}), json!({})).await;
+    let (s, v) = m.w.submit(&m.acme, "8.3", json!({"mpxn": MPAN}), json!({})).await;
     assert_eq!(s, StatusCode::NOT_IMPLEMENTED, "{v}");
     // 11.1 is the firmware campaign's: the caller is told where to go.
     let (s, v) = m.w.submit(&m.acme, "11.1", json!({"mpxn": MPAN}), json!({})).await;

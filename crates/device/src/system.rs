@@ -119,6 +119,14 @@ pub struct Device {
     /// activation.
     #[serde(default)]
     pub fw: Firmware,
+    /// An agent of the supplier (its meter asset provider) whose signed firmware activation
+    /// (11.3) the device accepts, set by the supplier's own SRV 6.15.1; cleared when the
+    /// supplier's credentials are replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<TrustAnchor>,
+    /// Highest counter accepted from the agent (replay protection).
+    #[serde(default)]
+    pub agent_counter: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -364,6 +372,8 @@ impl System {
                 last_counter: 0,
                 manufacturer: i.manufacturer.clone(),
                 fw: Firmware::default(),
+                agent: None,
+                agent_counter: 0,
             });
             eui
         };
@@ -463,6 +473,8 @@ impl System {
             last_counter: 0,
             manufacturer,
             fw: Firmware::default(),
+            agent: None,
+            agent_counter: 0,
         });
         Ok(())
     }
@@ -566,6 +578,25 @@ impl System {
                 format!("SRV {} is critical and must be signed", cmd.srv),
             ));
         };
+        // The supplier's agent may activate firmware, and nothing else.
+        if cmd.srv == "11.3"
+            && let Some(agent) = device.agent.as_ref().filter(|a| a.originator == cmd.id.originator)
+        {
+            if !verify_p256(&agent.spki, bytes, sig) {
+                return Err(refused(
+                    RefusalCode::SignatureInvalid,
+                    "the signature does not verify with the agent's key",
+                ));
+            }
+            if cmd.id.counter <= device.agent_counter {
+                return Err(refused(
+                    RefusalCode::Replay,
+                    format!("counter {} is not above the last accepted {}", cmd.id.counter, device.agent_counter),
+                ));
+            }
+            device.agent_counter = cmd.id.counter;
+            return Ok(());
+        }
         let Some(anchor) = &device.supplier else {
             return Err(refused(RefusalCode::UntrustedOriginator, "this device trusts no supplier"));
         };
@@ -803,6 +834,24 @@ impl System {
             "6.23" => {
                 let Some(m) = self.meter_index(eui) else { return not_here() };
                 self.replace_supplier(now, m, body)
+            }
+            "6.15.1" => {
+                let agent = match body.get("agent") {
+                    Some(Value::Null) => None,
+                    Some(a) => match serde_json::from_value::<TrustAnchor>(a.clone()) {
+                        Ok(a) => Some(a),
+                        Err(e) => return refused(RefusalCode::InvalidBody, format!("agent: {e}")),
+                    },
+                    None => return refused(RefusalCode::InvalidBody, "agent {originator, spki} or null is required"),
+                };
+                let d = &mut self.devices[index];
+                if d.agent.as_ref().map(|a| a.originator) != agent.as_ref().map(|a| a.originator) {
+                    d.agent_counter = 0;
+                }
+                d.agent = agent;
+                Outcome::Done(
+                    json!({"device": eui.to_string(), "agent": d.agent.as_ref().map(|a| a.originator.to_string())}),
+                )
             }
             "3.2" => {
                 let Some(m) = self.meter_index(eui) else { return not_here() };
@@ -1473,6 +1522,8 @@ impl System {
                     app.enabled = app.supplier == anchor.originator;
                 }
                 d.fw.held.retain(|m| m.layer == Layer::Core);
+                // The outgoing supplier's agent goes with it.
+                d.agent = None;
                 d.supplier = Some(anchor.clone());
                 d.last_counter = counters.iter().find(|(e, _)| *e == d.eui).map_or(0, |(_, c)| *c);
             }

@@ -116,6 +116,24 @@ const ED: Grant = Grant { role: Role::ElectricityDistributor, relation: Relation
 const GT: Grant = Grant { role: Role::GasTransporter, relation: Relation::NetworkOperator };
 const OU: Grant = Grant { role: Role::OtherUser, relation: Relation::ConsentHolder };
 const RSA: Grant = Grant { role: Role::RegisteredSupplierAgent, relation: Relation::AppointedAgent };
+/// A meter asset provider appointed by the registered supplier (firmware, R-FLT-4).
+const MAP: Grant = Grant { role: Role::MeterAssetProvider, relation: Relation::AppointedAgent };
+
+/// Where this catalogue grants more than the DUIS catalogue, and why: (SRV, role, reason).
+/// Tests hold the catalogue to the reference plus exactly these.
+pub const EXTENSIONS: &[(&str, Role, &str)] = &[
+    (
+        "11.1",
+        Role::MeterAssetProvider,
+        "R-FLT-4: the supplier's appointed meter asset provider distributes firmware on its behalf",
+    ),
+    (
+        "11.3",
+        Role::MeterAssetProvider,
+        "R-FLT-4: the appointed meter asset provider activates firmware, signed with its own key, which the \
+         supplier put on the device with SRV 6.15.1",
+    ),
+];
 const IS_FORMER: Grant = Grant { role: Role::ImportSupplier, relation: Relation::FormerSupplier };
 const GS_FORMER: Grant = Grant { role: Role::GasSupplier, relation: Relation::FormerSupplier };
 const IS_NEW: Grant = Grant { role: Role::ImportSupplier, relation: Relation::ProspectiveSupplier };
@@ -218,9 +236,9 @@ pub static CATALOGUE: &[Service] = &[
     srv("8.8.1", "Unjoin Service (critical)", C, F::No, &[IS, GS]),
     srv("8.8.2", "Unjoin Service (non-critical)", NC, F::No, &[IS, GS, OU]),
     srv("8.11", "Update HAN Device Log", NC, F::Hub, &[IS, GS, OU]),
-    srv("11.1", "Update Firmware", NC, F::No, &[IS, GS]),
+    srv("11.1", "Update Firmware", NC, F::No, &[IS, GS, MAP]),
     srv("11.2", "Read Firmware Version", NC, F::Hub, &[IS, ES, GS, ED, GT, OU, RSA]),
-    srv("11.3", "Activate Firmware", C, F::Device, &[IS, GS]),
+    srv("11.3", "Activate Firmware", C, F::Device, &[IS, GS, MAP]),
     // The hub's own services.
     hub("catalogue.read", "Read the service catalogue", false, &EVERY_ROLE),
     hub("clock.read", "Read the hub clock", false, &EVERY_ROLE),
@@ -375,7 +393,7 @@ pub static CATALOGUE: &[Service] = &[
         "firmware.distribute",
         "Run a firmware campaign: SRV 11.1 to your devices in waves (each device checked as for 11.1)",
         false,
-        &[Grant::any(Role::ImportSupplier), Grant::any(Role::GasSupplier), HUB],
+        &[Grant::any(Role::ImportSupplier), Grant::any(Role::GasSupplier), Grant::any(Role::MeterAssetProvider), HUB],
     ),
     hub("notice.read-own", "Read the hub's notices to you (consent ended, switch steps), in order", false, &EVERY_ROLE),
     hub("registry.write", "Create metering points and record registrations", true, &[REG]),

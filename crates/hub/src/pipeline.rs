@@ -168,6 +168,19 @@ pub fn validate_body(srv: &str, body: &Value, rules: domain::IdRules, now: Times
                  POST /v1/firmware/campaigns",
             ));
         }
+        "6.15.1" => {
+            let o = object(&body, &["agent"])?;
+            return match o.get("agent") {
+                Some(Value::Null) => Ok(json!({"agent": null})),
+                Some(Value::String(p)) => domain::PartyId::parse(p)
+                    .map(|p| json!({"agent": p.as_str()}))
+                    .map_err(|e| invalid("body.agent", e.to_string())),
+                _ => Err(invalid(
+                    "body.agent",
+                    "required: the meter asset provider's party id (its key is put on the device for SRV 11.3), or null to remove it",
+                )),
+            };
+        }
         "11.3" => {
             let o = object(&body, &["image_hash"])?;
             let h = o
@@ -600,6 +613,31 @@ impl Hub {
         })
     }
 
+    /// SRV 6.15.1 as this hub models it: the supplier puts its meter asset provider's key on
+    /// a device (or removes it), so the device accepts that agent's signed 11.3.
+    async fn agent_credential(&self, caller: &Caller, body: &Value) -> Result<Value, HubError> {
+        if !(caller.party.roles.contains(domain::Role::ImportSupplier)
+            || caller.party.roles.contains(domain::Role::GasSupplier))
+        {
+            return Err(invalid(
+                "srv",
+                "6.15.1 here updates a supplier's agent credential; network operator credentials are not modelled",
+            ));
+        }
+        let Some(id) = body["agent"].as_str() else { return Ok(json!({"agent": null})) };
+        let id: domain::PartyId = id.parse().map_err(|e| invalid("body.agent", format!("{e}")))?;
+        let agent = self
+            .store()
+            .party(&id)
+            .await?
+            .filter(|p| p.roles.contains(domain::Role::MeterAssetProvider))
+            .ok_or_else(|| invalid("body.agent", format!("{id} is not a meter asset provider")))?;
+        let spki = agent
+            .signing_key_spki
+            .ok_or_else(|| invalid("body.agent", format!("{id} has no registered signing key")))?;
+        Ok(json!({"agent": device::TrustAnchor { originator: agent.originator, spki, prepayment: None }}))
+    }
+
     async fn installer_of(&self, premises_id: i64) -> Result<domain::PartyId, HubError> {
         self.store()
             .premises(premises_id)
@@ -617,7 +655,10 @@ impl Hub {
             })?;
         self.check_role(caller, service.code)?;
         let now = self.now();
-        let body = validate_body(service.code, &input.body, self.config().id_rules, now)?;
+        let mut body = validate_body(service.code, &input.body, self.config().id_rules, now)?;
+        if service.code == "6.15.1" {
+            body = self.agent_credential(caller, &body).await?;
+        }
         let execute_at = match &input.execute_at {
             None => None,
             Some(s) => {

@@ -154,7 +154,12 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
         ("northern-wires", "Northern Wires (distributor 17)", vec!["ED"], None),
         ("cadent", "Cadent Gas", vec!["GT"], None),
         ("warmhomes-esco", "WarmHomes ESCO", vec!["OU"], None),
-        ("meterworks", "MeterWorks (meter manufacturer)", vec!["MFR"], Some(crypto::public_key_pem(&maker_key.public_key_spki()))),
+        (
+            "meterworks",
+            "MeterWorks (meter manufacturer)",
+            vec!["MFR"],
+            Some(crypto::public_key_pem(&maker_key.public_key_spki())),
+        ),
     ];
     let mut tokens = std::collections::HashMap::new();
     for (i, (id, name, roles, key)) in parties.iter().enumerate() {
