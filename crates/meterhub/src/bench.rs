@@ -83,6 +83,21 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// The mass-disconnect attack (R-FLT-1): a stolen supplier credential submits N
+    /// disable-supply requests (SRV 7.2) across its homes. Prints how many the default
+    /// thresholds let through, how many wait in quarantine, that every one is stored, and how
+    /// fast the hub took them.
+    Disconnect {
+        /// Disable-supply requests the attacker sends.
+        #[arg(long, default_value_t = 100_000)]
+        requests: u64,
+        /// Homes in the generated fleet (the attacker's share is a fifth).
+        #[arg(long, default_value_t = 5_000)]
+        meters: u64,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
     /// Generate N metering points as CSV and time `registry import` of them into a fresh data
     /// directory; prints rows per second, peak memory and a raw SQLite baseline from the
     /// same run.
@@ -108,6 +123,9 @@ pub async fn run(g: &GlobalArgs, cmd: BenchCommand) -> anyhow::Result<()> {
         }
         BenchCommand::Switching { switches, concurrency, seed } => {
             bench_switching(g, switches, concurrency, seed).await
+        }
+        BenchCommand::Disconnect { requests, meters, concurrency } => {
+            bench_disconnect(g, requests, meters, concurrency).await
         }
         BenchCommand::Alerts { meters, alerts, batch, concurrency, latency_alerts, seed } => {
             bench_alerts(g, meters, alerts, batch, concurrency, latency_alerts, seed).await
@@ -708,6 +726,105 @@ async fn bench_alerts(
         pct(0.99),
         l.last().copied().unwrap_or(0.0)
     );
+    Ok(())
+}
+
+async fn bench_disconnect(g: &GlobalArgs, requests: u64, meters: u64, concurrency: usize) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    anyhow::ensure!(requests >= 1 && meters >= 5 && concurrency >= 1, "requests >= 1, meters >= 5, concurrency >= 1");
+    let tmp = tempfile::tempdir()?;
+    let mut settings = Settings::resolve(g, &Default::default())?;
+    settings.data_dir = tmp.path().join("data");
+    settings.clock = ClockKind::Simulated;
+    settings.clock_start = Some("2026-01-05T09:00:00Z".parse()?);
+    let (hub, store) = crate::local::open_hub(&settings, crate::local::ClockFrom::Settings).await?;
+    let fleet = crate::local::attach_fleet(&hub, &settings).await?;
+    let args = crate::generate::GenerateArgs { meters, gas_percent: 0, suppliers: 5 };
+    let generated = crate::generate::generate(&hub, &fleet.fleet, &settings.data_dir, &args, true).await?;
+    println!("generated {} homes in {:.1}s", generated.homes, generated.seconds);
+    let first_home = fleet.fleet.next_system_id().await? as u64 - generated.homes;
+    let callers = sim_suppliers(&hub).await?;
+    // The attacker holds the credential of the supplier of the first home.
+    let first_mpan = {
+        let dist = 10 + (first_home % 14) as u8;
+        mpan_for(dist, 9_000_000_000 + first_home)
+    };
+    let supplier = hub
+        .store()
+        .registration_at(domain::Mpxn::parse(&first_mpan)?, hub.now(), None)
+        .await?
+        .context("the first home is registered")?
+        .data
+        .supplier;
+    let attacker = callers.into_iter().find(|c| c.party.id == supplier).context("its supplier")?;
+    // Its homes: every fifth, as the generator shares them out.
+    let homes: Vec<String> = (0..generated.homes)
+        .map(|k| first_home + k)
+        .filter(|h| (h - first_home) % 5 == 0)
+        .map(|h| mpan_for(10 + (h % 14) as u8, 9_000_000_000 + h))
+        .collect();
+    let homes = Arc::new(homes);
+    let counts: Arc<[AtomicU64; 3]> = Arc::new(Default::default());
+    let next = Arc::new(AtomicU64::new(0));
+    let bar = indicatif::ProgressBar::new(requests);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} attacking [{bar:40}] {pos}/{len} {per_sec}")
+            .expect("template"),
+    );
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (hub, attacker, homes, counts, next, bar) =
+            (hub.clone(), attacker.clone(), homes.clone(), counts.clone(), next.clone(), bar.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= requests {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                let input = hub::pipeline::SubmitInput {
+                    srv: "7.2".into(),
+                    target: hub::pipeline::Target::Mpxn(homes[(k % homes.len() as u64) as usize].clone()),
+                    body: serde_json::json!({}),
+                    execute_at: None,
+                };
+                let r = hub.submit(&attacker, &input).await?;
+                let slot = match r.status {
+                    hub::RequestStatus::AwaitingSignature => 0,
+                    hub::RequestStatus::Quarantined => 1,
+                    _ => 2,
+                };
+                counts[slot].fetch_add(1, Ordering::Relaxed);
+                bar.inc(1);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    let quarantined_stored =
+        hub.store().requests_in_status(&attacker.party.id, hub::RequestStatus::Quarantined, 10_000_000).await?.len();
+    let alerts = hub.alerts(&attacker, Some(0), hub::alerts::ALERTS_PAGE_MAX).await?;
+    let told = alerts.iter().filter(|a| domain::alerts::HubAlert::of_code(a.code).is_some()).count();
+    fleet.close().await;
+    store.close().await;
+    let (admitted, held, other) =
+        (counts[0].load(Ordering::Relaxed), counts[1].load(Ordering::Relaxed), counts[2].load(Ordering::Relaxed));
+    println!(
+        "disconnect: {requests} disable-supply requests from one stolen credential ({}) over {} homes in {secs:.2}s = {:.0} requests/s",
+        attacker.party.id,
+        homes.len(),
+        requests as f64 / secs
+    );
+    println!("  let through to signing (the default threshold: 100 per party per hour): {admitted}");
+    println!(
+        "  held in quarantine, answered at once: {held}; stored in quarantine: {quarantined_stored}; other: {other}"
+    );
+    println!("  alerts to the supplier about it: {told} (once per threshold and hour, not once per request)");
+    anyhow::ensure!(admitted + held == requests && quarantined_stored as u64 == held, "a request was lost");
     Ok(())
 }
 
