@@ -184,6 +184,10 @@ async fn electricity_switch_without_objection() {
     for token in [&m.acme, &nova.token] {
         let done = notices(&m.w, token).await.into_iter().find(|n| n["code"] == json!("switch-completed")).unwrap();
         assert_eq!(done["data"]["definitive_reading"], reading, "{done}");
+        // And as a hub alert, through the same path as device alerts (R-FLT-2).
+        let (_, alerts) = m.w.call(Method::GET, "/v1/alerts", token, None).await;
+        let alert = alerts.as_array().unwrap().iter().find(|a| a["code"] == json!("hub.change-of-supplier")).unwrap();
+        assert_eq!(alert["data"]["definitive_reading"], reading, "{alert}");
     }
     // Every device of the premises follows the electricity supplier.
     let trusted = system.devices.iter().filter(|d| d.supplier.as_ref().unwrap().originator == NOVA).count();

@@ -385,7 +385,33 @@ impl Hub {
             metrics::counter!("meterhub_switches_total", "step" => step.to.as_str()).increment(1);
             tracing::info!(message = "Switch moved.", switch = s.seq, mpxn = %s.mpxn, from = step.from.as_str(), to = step.to.as_str(), at = %step.at);
         }
+        if s.state.stage == Stage::Completed {
+            self.completed_alerts(&s).await;
+        }
         Ok(s)
+    }
+
+    /// A completed switch, as a hub alert to both suppliers (besides their notices).
+    async fn completed_alerts(&self, s: &SwitchRecord) {
+        let work = Work::of(s.work.as_deref());
+        for party in [&s.incoming, &s.outgoing] {
+            self.raise(
+                domain::alerts::HubAlert::ChangeOfSupplier,
+                Some(party),
+                Some(s.mpxn),
+                None,
+                format!(
+                    "{} supplies {} from {} (credentials: {})",
+                    s.incoming,
+                    s.mpxn,
+                    s.state.switch_at.map(|t| t.to_string()).unwrap_or_default(),
+                    work.credentials
+                ),
+                json!({"switch": s.seq, "incoming": s.incoming.as_str(), "outgoing": s.outgoing.as_str(),
+                       "definitive_reading": work.reading}),
+            )
+            .await;
+        }
     }
 
     /// The registration naming the incoming supplier (and shipper) from the switch instant,
@@ -622,6 +648,7 @@ impl Hub {
         if s.state.stage == Stage::Completed {
             metrics::counter!("meterhub_switches_total", "step" => "completed").increment(1);
             tracing::info!(message = "Switch completed.", switch = s.seq, mpxn = %s.mpxn, incoming = %s.incoming);
+            self.completed_alerts(&s).await;
         }
         Ok(true)
     }
