@@ -761,7 +761,7 @@ async fn bench_disconnect(g: &GlobalArgs, requests: u64, meters: u64, concurrenc
     // Its homes: every fifth, as the generator shares them out.
     let homes: Vec<String> = (0..generated.homes)
         .map(|k| first_home + k)
-        .filter(|h| (h - first_home) % 5 == 0)
+        .filter(|h| (h - first_home).is_multiple_of(5))
         .map(|h| mpan_for(10 + (h % 14) as u8, 9_000_000_000 + h))
         .collect();
     let homes = Arc::new(homes);
