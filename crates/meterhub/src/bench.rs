@@ -409,19 +409,10 @@ async fn bench_switching(g: &GlobalArgs, switches: u64, concurrency: usize, seed
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
     anyhow::ensure!(switches >= 1 && concurrency >= 1, "switches and concurrency are at least 1");
-    let tmp = tempfile::tempdir()?;
-    let mut settings = Settings::resolve(g, &Default::default())?;
-    settings.data_dir = tmp.path().join("data");
-    settings.clock = ClockKind::Simulated;
     // A Monday: the window closes at midnight after the next Monday.
     let start: jiff::Timestamp = "2026-01-05T09:00:00Z".parse()?;
-    settings.clock_start = Some(start);
-    settings.seed = seed;
-    let (hub, store) = crate::local::open_hub(&settings, crate::local::ClockFrom::Settings).await?;
-    let fleet = crate::local::attach_fleet(&hub, &settings).await?;
-    let args = crate::generate::GenerateArgs { meters: switches, gas_percent: 0, suppliers: 5 };
-    let generated = crate::generate::generate(&hub, &fleet.fleet, &settings.data_dir, &args, true).await?;
-    println!("generated {} homes in {:.1}s", generated.homes, generated.seconds);
+    let world = SimWorld::generate(g, switches, seed, Some(start)).await?;
+    let hub = world.hub.clone();
     let clock = hub.clock();
     let manual = clock.as_manual().context("the bench runs on the simulated clock")?;
 
@@ -441,15 +432,10 @@ async fn bench_switching(g: &GlobalArgs, switches: u64, concurrency: usize, seed
     let base_rate = n_base as f64 / started.elapsed().as_secs_f64();
 
     let callers = Arc::new(sim_suppliers(&hub).await?);
-    let homes = generated.homes;
-    let first_home = fleet.fleet.next_system_id().await? as u64 - homes;
+    let (homes, first_home) = (world.homes, world.first_home);
     let next = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
-    let bar = indicatif::ProgressBar::new(homes);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} requesting [{bar:40}] {pos}/{len} {per_sec}")
-            .expect("template"),
-    );
+    let bar = progress(homes, "requesting");
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
@@ -503,8 +489,7 @@ async fn bench_switching(g: &GlobalArgs, switches: u64, concurrency: usize, seed
         sample.first().is_some_and(|s| s.state.stage == domain::switching::Stage::Completed),
         "the last switch did not complete"
     );
-    fleet.close().await;
-    store.close().await;
+    world.close().await;
     let total = asked_secs + confirm_secs + complete_secs;
     println!(
         "switching: {ok} electricity switches through their windows in {total:.2}s of real time = {:.0} switches/s ({} refused)",
@@ -537,19 +522,9 @@ async fn bench_alerts(
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
     anyhow::ensure!(meters >= 1 && alerts >= 1 && batch >= 1 && concurrency >= 1, "every count is at least 1");
-    let tmp = tempfile::tempdir()?;
-    let mut settings = Settings::resolve(g, &Default::default())?;
-    settings.data_dir = tmp.path().join("data");
-    settings.clock = ClockKind::Simulated;
-    settings.clock_start = Some("2026-01-05T09:00:00Z".parse()?);
-    settings.seed = seed;
-    let (hub, store) = crate::local::open_hub(&settings, crate::local::ClockFrom::Settings).await?;
-    let fleet = crate::local::attach_fleet(&hub, &settings).await?;
-    let args = crate::generate::GenerateArgs { meters, gas_percent: 0, suppliers: 5 };
-    let generated = crate::generate::generate(&hub, &fleet.fleet, &settings.data_dir, &args, true).await?;
-    println!("generated {} homes in {:.1}s", generated.homes, generated.seconds);
-    let first_home = fleet.fleet.next_system_id().await? as u64 - generated.homes;
-    let sample = generated.homes.min(2_000);
+    let world = SimWorld::generate(g, meters, seed, None).await?;
+    let (hub, first_home) = (world.hub.clone(), world.first_home);
+    let sample = world.homes.min(2_000);
     let mut devices = Vec::new();
     for k in 0..sample {
         devices.push(fleet_device(&hub, first_home + k).await?);
@@ -609,11 +584,7 @@ async fn bench_alerts(
         t.await??;
     }
     let base_secs = base_started.elapsed().as_secs_f64();
-    let bar = indicatif::ProgressBar::new(alerts);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} dispatching [{bar:40}] {pos}/{len} {per_sec}")
-            .expect("template"),
-    );
+    let bar = progress(alerts, "dispatching");
     let stored = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let started = Instant::now();
@@ -678,7 +649,7 @@ async fn bench_alerts(
     let lat_started = Instant::now();
     let mut tasks = Vec::new();
     for r in 0..raisers {
-        let (fleet, devices, raised) = (fleet.fleet.clone(), devices.clone(), raised.clone());
+        let (fleet, devices, raised) = (world.fleet.fleet.clone(), devices.clone(), raised.clone());
         tasks.push(tokio::spawn(async move {
             for k in 0..per {
                 let i = (r as u64 + k * raisers as u64) % sample;
@@ -707,8 +678,7 @@ async fn bench_alerts(
     let mut l = latencies.lock().expect("latencies").clone();
     l.sort_by(f64::total_cmp);
     let pct = |p: f64| l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1))).copied().unwrap_or(0.0);
-    fleet.close().await;
-    store.close().await;
+    world.close().await;
     println!(
         "alerts: {alerts} device alerts dispatched in {secs:.2}s = {:.0} alerts/s ({rows} recipient rows = {:.0} rows/s; batch {batch}, concurrency {concurrency})",
         alerts as f64 / secs,
@@ -733,17 +703,8 @@ async fn bench_disconnect(g: &GlobalArgs, requests: u64, meters: u64, concurrenc
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
     anyhow::ensure!(requests >= 1 && meters >= 5 && concurrency >= 1, "requests >= 1, meters >= 5, concurrency >= 1");
-    let tmp = tempfile::tempdir()?;
-    let mut settings = Settings::resolve(g, &Default::default())?;
-    settings.data_dir = tmp.path().join("data");
-    settings.clock = ClockKind::Simulated;
-    settings.clock_start = Some("2026-01-05T09:00:00Z".parse()?);
-    let (hub, store) = crate::local::open_hub(&settings, crate::local::ClockFrom::Settings).await?;
-    let fleet = crate::local::attach_fleet(&hub, &settings).await?;
-    let args = crate::generate::GenerateArgs { meters, gas_percent: 0, suppliers: 5 };
-    let generated = crate::generate::generate(&hub, &fleet.fleet, &settings.data_dir, &args, true).await?;
-    println!("generated {} homes in {:.1}s", generated.homes, generated.seconds);
-    let first_home = fleet.fleet.next_system_id().await? as u64 - generated.homes;
+    let world = SimWorld::generate(g, meters, 1, None).await?;
+    let (hub, first_home) = (world.hub.clone(), world.first_home);
     let callers = sim_suppliers(&hub).await?;
     // The attacker holds the credential of the supplier of the first home.
     let first_mpan = {
@@ -759,7 +720,7 @@ async fn bench_disconnect(g: &GlobalArgs, requests: u64, meters: u64, concurrenc
         .supplier;
     let attacker = callers.into_iter().find(|c| c.party.id == supplier).context("its supplier")?;
     // Its homes: every fifth, as the generator shares them out.
-    let homes: Vec<String> = (0..generated.homes)
+    let homes: Vec<String> = (0..world.homes)
         .map(|k| first_home + k)
         .filter(|h| (h - first_home).is_multiple_of(5))
         .map(|h| mpan_for(10 + (h % 14) as u8, 9_000_000_000 + h))
@@ -767,11 +728,7 @@ async fn bench_disconnect(g: &GlobalArgs, requests: u64, meters: u64, concurrenc
     let homes = Arc::new(homes);
     let counts: Arc<[AtomicU64; 3]> = Arc::new(Default::default());
     let next = Arc::new(AtomicU64::new(0));
-    let bar = indicatif::ProgressBar::new(requests);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} attacking [{bar:40}] {pos}/{len} {per_sec}")
-            .expect("template"),
-    );
+    let bar = progress(requests, "attacking");
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
@@ -809,8 +766,7 @@ async fn bench_disconnect(g: &GlobalArgs, requests: u64, meters: u64, concurrenc
         hub.store().requests_in_status(&attacker.party.id, hub::RequestStatus::Quarantined, 10_000_000).await?.len();
     let alerts = hub.alerts(&attacker, Some(0), hub::alerts::ALERTS_PAGE_MAX).await?;
     let told = alerts.iter().filter(|a| domain::alerts::HubAlert::of_code(a.code).is_some()).count();
-    fleet.close().await;
-    store.close().await;
+    world.close().await;
     let (admitted, held, other) =
         (counts[0].load(Ordering::Relaxed), counts[1].load(Ordering::Relaxed), counts[2].load(Ordering::Relaxed));
     println!(
@@ -826,6 +782,62 @@ async fn bench_disconnect(g: &GlobalArgs, requests: u64, meters: u64, concurrenc
     println!("  alerts to the supplier about it: {told} (once per threshold and hour, not once per request)");
     anyhow::ensure!(admitted + held == requests && quarantined_stored as u64 == held, "a request was lost");
     Ok(())
+}
+
+/// A generated fleet on the simulated clock in a temporary data directory, for a bench.
+struct SimWorld {
+    _tmp: tempfile::TempDir,
+    hub: Hub,
+    store: std::sync::Arc<store::sqlite::SqliteStore>,
+    fleet: crate::local::FleetHandle,
+    /// Homes generated, and the fleet's system id of the first.
+    homes: u64,
+    first_home: u64,
+}
+
+impl SimWorld {
+    /// Generate `meters` electricity-only homes shared by five suppliers, the clock at
+    /// `start` (London Monday 5 January 2026, 09:00, unless given).
+    async fn generate(
+        g: &GlobalArgs,
+        meters: u64,
+        seed: u64,
+        start: Option<jiff::Timestamp>,
+    ) -> anyhow::Result<SimWorld> {
+        let tmp = tempfile::tempdir()?;
+        let mut settings = Settings::resolve(g, &Default::default())?;
+        settings.data_dir = tmp.path().join("data");
+        settings.clock = ClockKind::Simulated;
+        settings.clock_start = Some(match start {
+            Some(t) => t,
+            None => "2026-01-05T09:00:00Z".parse()?,
+        });
+        settings.seed = seed;
+        let (hub, store) = crate::local::open_hub(&settings, crate::local::ClockFrom::Settings).await?;
+        let fleet = crate::local::attach_fleet(&hub, &settings).await?;
+        let args = crate::generate::GenerateArgs { meters, gas_percent: 0, suppliers: 5 };
+        let generated = crate::generate::generate(&hub, &fleet.fleet, &settings.data_dir, &args, true).await?;
+        println!("generated {} homes in {:.1}s", generated.homes, generated.seconds);
+        let first_home = fleet.fleet.next_system_id().await? as u64 - generated.homes;
+        Ok(SimWorld { _tmp: tmp, hub, store, fleet, homes: generated.homes, first_home })
+    }
+
+    async fn close(self) {
+        self.fleet.close().await;
+        self.store.close().await;
+    }
+}
+
+/// A progress bar for `len` steps of `what`.
+fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{spinner}} {what} [{{bar:40}}] {{pos}}/{{len}} {{per_sec}}"
+        ))
+        .expect("template"),
+    );
+    bar
 }
 
 /// The generated fleet's five simulated suppliers, authenticated as the API would.
