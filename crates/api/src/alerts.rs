@@ -101,42 +101,19 @@ pub async fn stream_alerts(
     headers: axum::http::HeaderMap,
     ApiQuery(q): ApiQuery<ResponsesQuery>,
 ) -> ApiResult<axum::response::Response> {
-    use axum::response::sse::{Event, KeepAlive, Sse};
-    let from_header = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::parse::<i64>);
-    let after = match (from_header, q.after.as_deref()) {
-        (Some(Ok(seq)), _) => seq,
-        (Some(Err(_)), _) => return Err(Problem::bad_request("Last-Event-ID", "an alert sequence number")),
-        (None, Some(a)) => a.parse().map_err(|_| Problem::bad_request("after", "a whole number"))?,
-        (None, None) => st.hub.alerts_acked(&caller).await?,
+    let acked = match (headers.contains_key("last-event-id"), q.after.is_some()) {
+        (false, false) => st.hub.alerts_acked(&caller).await?,
+        _ => 0,
     };
-    let permit = st.streams.clone().try_acquire_owned().map_err(|_| {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            "Too many streams",
-            "the hub is at its stream limit; poll /v1/alerts instead",
-        )
-    })?;
+    let after = crate::stream::start(&headers, q.after.as_deref(), acked, "an alert")?;
     let hub = st.hub.clone();
-    let state = (hub, caller, after, std::collections::VecDeque::<hub::AlertRecord>::new(), permit);
-    let stream = futures::stream::unfold(state, |(hub, caller, mut cursor, mut buf, permit)| async move {
-        loop {
-            if let Some(a) = buf.pop_front() {
-                cursor = a.seq;
-                let data = serde_json::to_string(&AlertDto::from(&a)).unwrap_or_default();
-                let event = Event::default().event("alert").id(a.seq.to_string()).data(data);
-                return Some((Ok::<Event, std::convert::Infallible>(event), (hub, caller, cursor, buf, permit)));
-            }
-            match hub.next_alerts(&caller, cursor, std::time::Duration::from_secs(15)).await {
-                Ok(list) => buf.extend(list),
-                Err(e) => {
-                    tracing::warn!(message = "Alert stream ended.", error = %e);
-                    return None;
-                }
-            }
+    crate::stream::follow(&st, after, "alert", "/v1/alerts", move |cursor, wait| {
+        let (hub, caller) = (hub.clone(), caller.clone());
+        async move {
+            let list = hub.next_alerts(&caller, cursor, wait).await?;
+            Ok(list.iter().map(|a| (a.seq, serde_json::to_string(&AlertDto::from(a)).unwrap_or_default())).collect())
         }
-    });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+    })
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -15,6 +15,7 @@ pub mod problem;
 pub mod reads;
 pub mod routes;
 pub mod simulation;
+mod stream;
 pub mod switching;
 
 use std::sync::{Arc, OnceLock};

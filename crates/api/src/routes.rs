@@ -519,41 +519,14 @@ pub async fn stream_responses(
     headers: axum::http::HeaderMap,
     ApiQuery(q): ApiQuery<ResponsesQuery>,
 ) -> ApiResult<axum::response::Response> {
-    use axum::response::sse::{Event, KeepAlive, Sse};
     st.hub.authorize(&caller, "request.read-own", None)?;
-    let from_header = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::parse::<i64>);
-    let after = match (from_header, q.after.as_deref()) {
-        (Some(Ok(seq)), _) => seq,
-        (Some(Err(_)), _) => return Err(Problem::bad_request("Last-Event-ID", "a response sequence number")),
-        (None, Some(a)) => a.parse().map_err(|_| Problem::bad_request("after", "a whole number"))?,
-        (None, None) => 0,
-    };
-    let permit = st.streams.clone().try_acquire_owned().map_err(|_| {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            "Too many streams",
-            "the hub is at its stream limit; poll /v1/responses instead",
-        )
-    })?;
+    let after = crate::stream::start(&headers, q.after.as_deref(), 0, "a response")?;
     let hub = st.hub.clone();
-    let state = (hub, caller, after, std::collections::VecDeque::<hub::ResponseRecord>::new(), permit);
-    let stream = futures::stream::unfold(state, |(hub, caller, mut cursor, mut buf, permit)| async move {
-        loop {
-            if let Some(r) = buf.pop_front() {
-                cursor = r.seq;
-                let data = serde_json::to_string(&ResponseDto::from(&r)).unwrap_or_default();
-                let event = Event::default().event("response").id(r.seq.to_string()).data(data);
-                return Some((Ok::<Event, std::convert::Infallible>(event), (hub, caller, cursor, buf, permit)));
-            }
-            match hub.next_responses(&caller, cursor, std::time::Duration::from_secs(15)).await {
-                Ok(rs) => buf.extend(rs),
-                Err(e) => {
-                    tracing::warn!(message = "Response stream ended.", error = %e);
-                    return None;
-                }
-            }
+    crate::stream::follow(&st, after, "response", "/v1/responses", move |cursor, wait| {
+        let (hub, caller) = (hub.clone(), caller.clone());
+        async move {
+            let list = hub.next_responses(&caller, cursor, wait).await?;
+            Ok(list.iter().map(|r| (r.seq, serde_json::to_string(&ResponseDto::from(r)).unwrap_or_default())).collect())
         }
-    });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+    })
 }
