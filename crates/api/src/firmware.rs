@@ -167,6 +167,19 @@ pub async fn list_campaigns(State(st): State<AppState>, Auth(caller): Auth) -> A
     Ok(Json(st.hub.campaigns(&caller).await?.iter().map(CampaignDto::from).collect()))
 }
 
+/// Cancel a running campaign: devices not yet sent are never sent.
+#[utoipa::path(post, path = "/v1/firmware/campaigns/{id}/cancel", tag = "firmware", security(("bearer" = [])),
+    params(("id" = i64, Path)),
+    responses((status = 200, body = CampaignDto), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn cancel_campaign(
+    State(st): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<CampaignDto>> {
+    let id: i64 = id.parse().map_err(|_| Problem::bad_request("id", "a whole number"))?;
+    Ok(Json(CampaignDto::from(&st.hub.cancel_campaign(&caller, id).await?)))
+}
+
 /// A campaign with each device's wave and outcome.
 #[utoipa::path(get, path = "/v1/firmware/campaigns/{id}", tag = "firmware", security(("bearer" = [])),
     params(("id" = i64, Path)),

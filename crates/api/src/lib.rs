@@ -119,6 +119,7 @@ pub struct AppState {
         firmware::start_campaign,
         firmware::list_campaigns,
         firmware::get_campaign,
+        firmware::cancel_campaign,
         switching::request_switch,
         switching::list_switches,
         switching::get_switch,
@@ -222,6 +223,7 @@ const OPERATION_SERVICES: &[(&str, &[&str])] = &[
     ("start_campaign", &["firmware.distribute"]),
     ("list_campaigns", &["firmware.distribute"]),
     ("get_campaign", &["firmware.distribute"]),
+    ("cancel_campaign", &["firmware.distribute"]),
     ("set_route", &["alert.dispatch-manage"]),
 ];
 
@@ -403,6 +405,7 @@ pub fn router_with_limit(hub: hub::Hub, in_flight: usize) -> Router {
         )
         .route("/v1/firmware/campaigns", get(firmware::list_campaigns).post(firmware::start_campaign))
         .route("/v1/firmware/campaigns/{id}", get(firmware::get_campaign))
+        .route("/v1/firmware/campaigns/{id}/cancel", post(firmware::cancel_campaign))
         .route("/v1/alert-routes/{code}", axum::routing::put(alerts::set_route))
         .route("/v1/notices", get(switching::list_notices))
         .route("/v1/switches", get(switching::list_switches).post(switching::request_switch))

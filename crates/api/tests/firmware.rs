@@ -264,6 +264,23 @@ async fn a_campaign_halts_when_a_wave_fails_and_security_patches_go_first() {
     for token in [&m.acme, &m.w.operator] {
         assert!(alert_codes(&m, token).await.contains(&"hub.firmware-distribution-failed".to_string()));
     }
+    // A campaign cancelled before its first wave never sends anything.
+    let (s, c) =
+        m.w.call(
+            Method::POST,
+            "/v1/firmware/campaigns",
+            &m.acme,
+            Some(json!({"image_hash": patch.hash, "devices": [devices[4]]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    let (s, v) = m.w.call(Method::POST, &format!("/v1/firmware/campaigns/{}/cancel", c["id"]), &m.acme, None).await;
+    assert_eq!((s, v["state"].as_str()), (StatusCode::OK, Some("cancelled")), "{v}");
+    tick(&m.w).await;
+    let (_, v) = m.w.call(Method::GET, &format!("/v1/firmware/campaigns/{}", c["id"]), &m.acme, None).await;
+    assert_eq!(v["devices"][0]["wave"], Value::Null, "{v}");
+    let (s, _) = m.w.call(Method::POST, &format!("/v1/firmware/campaigns/{}/cancel", c["id"]), &m.acme, None).await;
+    assert_eq!(s, StatusCode::CONFLICT);
     // Another supplier cannot put acme's devices in a campaign.
     let (s, v) =
         m.w.call(

@@ -279,8 +279,10 @@ async fn webhooks_retry_with_backoff_then_dead_letter() {
     let meter: Eui64 = device_of(&home, "electricity-meter").parse().unwrap();
     let hook = Hook::default();
     let url = hook_server(hook.clone()).await;
-    let (s, v) = m.w.call(Method::PUT, "/v1/webhook", &m.acme, Some(json!({"url": "ftp://x"}))).await;
-    assert_eq!((s, v["field"].as_str()), (StatusCode::BAD_REQUEST, Some("url")), "{v}");
+    for url in ["ftp://x", "https://alerts.example/hook"] {
+        let (s, v) = m.w.call(Method::PUT, "/v1/webhook", &m.acme, Some(json!({"url": url}))).await;
+        assert_eq!((s, v["field"].as_str()), (StatusCode::BAD_REQUEST, Some("url")), "{url}: {v}");
+    }
     let (s, v) = m.w.call(Method::PUT, "/v1/webhook", &m.acme, Some(json!({"url": url}))).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let secret = v["secret"].as_str().unwrap().to_string();

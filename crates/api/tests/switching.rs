@@ -617,5 +617,20 @@ async fn tenancy_restriction_is_retried_until_the_meter_has_it() {
     let failed = told.iter().find(|n| n["code"] == json!("delivery-failed")).expect("the supplier is told");
     assert_eq!(failed["data"]["srv"], json!("3.2"), "{failed}");
     assert_eq!(m.w.fleet.system(gas).await.unwrap().meter(gas).unwrap().tenancy, None);
+
+    // A 3.2 its supplier cancels is settled, never sent again.
+    let path = format!("/v1/metering-points/{MPAN}/change-of-tenancy");
+    let from = (m.w.hub.now() + jiff::SignedDuration::from_hours(48)).to_string();
+    let (s, v) = m.w.call(Method::POST, &path, &m.acme, Some(json!({"tenancy_from": from}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["restriction"].as_str().unwrap().to_string();
+    let (s, v) = m.w.call(Method::POST, &format!("/v1/requests/{id}/cancel"), &m.acme, None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    m.w.clock.advance_to(m.w.hub.now() + jiff::SignedDuration::from_hours(72));
+    tick(&m.w).await;
+    let list = tenancies(&m.w, &m.acme, MPAN).await;
+    let r = list.last().unwrap()["restriction"][0].clone();
+    assert_eq!((r["state"].as_str(), r["attempts"].as_u64()), (Some("failed"), Some(1)), "{r}");
+    assert!(r["detail"].as_str().unwrap().contains("cancelled"), "{r}");
     m.w.close().await;
 }

@@ -133,3 +133,16 @@ pub struct Firmware {
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Whether version `a` is older than `b`: compared as dot-separated numbers where both are
+/// (`2.10.0` > `2.9.1`), else as text. An empty `b` (nothing running) is older than anything.
+pub fn older(a: &str, b: &str) -> bool {
+    if b.is_empty() {
+        return false;
+    }
+    let nums = |v: &str| v.split('.').map(str::parse::<u64>).collect::<Result<Vec<u64>, _>>();
+    match (nums(a), nums(b)) {
+        (Ok(x), Ok(y)) => x < y,
+        _ => a < b,
+    }
+}

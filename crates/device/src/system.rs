@@ -19,6 +19,8 @@ use crate::wire::Command;
 
 /// Devices a comms hub's HAN device log can hold.
 pub const HAN_LOG_MAX: usize = 16;
+/// Agents whose last command counter a device remembers (so none can be replayed).
+pub const AGENTS_REMEMBERED: usize = 8;
 /// Devices one meter can be joined to (SRV 8.7): our bound, documented in the README.
 pub const JOINED_MAX: usize = 5;
 /// Devices an installer can fit at a premises after installation, over its life.
@@ -124,9 +126,10 @@ pub struct Device {
     /// supplier's credentials are replaced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<TrustAnchor>,
-    /// Highest counter accepted from the agent (replay protection).
+    /// Highest counter accepted from each agent this device has trusted, kept when the agent
+    /// is removed (replay protection; at most [`AGENTS_REMEMBERED`], oldest dropped).
     #[serde(default)]
-    pub agent_counter: u64,
+    pub agent_counters: Vec<(Eui64, u64)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -373,7 +376,7 @@ impl System {
                 manufacturer: i.manufacturer.clone(),
                 fw: Firmware::default(),
                 agent: None,
-                agent_counter: 0,
+                agent_counters: Vec::new(),
             });
             eui
         };
@@ -474,7 +477,7 @@ impl System {
             manufacturer,
             fw: Firmware::default(),
             agent: None,
-            agent_counter: 0,
+            agent_counters: Vec::new(),
         });
         Ok(())
     }
@@ -588,13 +591,18 @@ impl System {
                     "the signature does not verify with the agent's key",
                 ));
             }
-            if cmd.id.counter <= device.agent_counter {
+            let last = device.agent_counters.iter().find(|(e, _)| *e == cmd.id.originator).map_or(0, |(_, c)| *c);
+            if cmd.id.counter <= last {
                 return Err(refused(
                     RefusalCode::Replay,
-                    format!("counter {} is not above the last accepted {}", cmd.id.counter, device.agent_counter),
+                    format!("counter {} is not above the last accepted {last}", cmd.id.counter),
                 ));
             }
-            device.agent_counter = cmd.id.counter;
+            device.agent_counters.retain(|(e, _)| *e != cmd.id.originator);
+            if device.agent_counters.len() >= AGENTS_REMEMBERED {
+                device.agent_counters.remove(0);
+            }
+            device.agent_counters.push((cmd.id.originator, cmd.id.counter));
             return Ok(());
         }
         let Some(anchor) = &device.supplier else {
@@ -845,9 +853,6 @@ impl System {
                     None => return refused(RefusalCode::InvalidBody, "agent {originator, spki} or null is required"),
                 };
                 let d = &mut self.devices[index];
-                if d.agent.as_ref().map(|a| a.originator) != agent.as_ref().map(|a| a.originator) {
-                    d.agent_counter = 0;
-                }
                 d.agent = agent;
                 Outcome::Done(
                     json!({"device": eui.to_string(), "agent": d.agent.as_ref().map(|a| a.originator.to_string())}),
@@ -1202,8 +1207,8 @@ impl System {
                     .map(move |e| (m.eui, e.clone()))
             })
             .collect();
-        // In time order across the meters; each meter's own order is kept (its times rise).
-        all.sort_by_key(|(eui, e)| (e.at, *eui, e.seq));
+        // Each meter's alerts in its own order (device numbers), meter by meter.
+        all.sort_by_key(|(eui, e)| (*eui, e.seq));
         all
     }
 
@@ -1256,6 +1261,15 @@ impl System {
                 Some((
                     RefusalCode::SignatureInvalid,
                     "the image received does not hash to the signed manifest's hash".to_string(),
+                ))
+            } else if fwm::older(&manifest.version, &running_version(device, manifest.layer)) {
+                Some((
+                    RefusalCode::InvalidBody,
+                    format!(
+                        "version {} is older than the running {} (no rollback)",
+                        manifest.version,
+                        running_version(device, manifest.layer)
+                    ),
                 ))
             } else if manifest.layer == Layer::Application
                 && manifest.supplier != device.supplier.as_ref().map(|s| s.originator)
@@ -1522,8 +1536,9 @@ impl System {
                     app.enabled = app.supplier == anchor.originator;
                 }
                 d.fw.held.retain(|m| m.layer == Layer::Core);
-                // The outgoing supplier's agent goes with it.
+                // The outgoing supplier's agent goes with it, and its held activation.
                 d.agent = None;
+                d.fw.pending = None;
                 d.supplier = Some(anchor.clone());
                 d.last_counter = counters.iter().find(|(e, _)| *e == d.eui).map_or(0, |(_, c)| *c);
             }
@@ -1720,5 +1735,13 @@ pub fn kind_text(kind: DeviceKind) -> &'static str {
         DeviceKind::InHomeDisplay => "in-home-display",
         DeviceKind::Ppmid => "ppmid",
         DeviceKind::Additional => "additional",
+    }
+}
+
+/// The running version of a layer on a device ("" when it runs none).
+fn running_version(d: &Device, layer: Layer) -> String {
+    match layer {
+        Layer::Core => d.firmware.clone(),
+        Layer::Application => d.fw.application.as_ref().map(|a| a.version.clone()).unwrap_or_default(),
     }
 }

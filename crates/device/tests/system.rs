@@ -506,3 +506,62 @@ fn a_suppliers_application_layer_stops_at_a_change_of_supplier() {
     .encode();
     done(h.system.handle_with_image(t(now), &bytes, None, SUPPLIER_ACCESS, Some(&image)));
 }
+
+// R-FLT-3, R-FLT-4: no firmware rollback (an older signed image is refused), and an agent's
+// signed activation cannot be replayed after its key is removed and put back.
+#[test]
+fn firmware_never_rolls_back_and_agent_activations_are_not_replayed() {
+    let maker = SigningKey::generate(&SystemRandom::new()).unwrap();
+    let agent = SigningKey::generate(&SystemRandom::new()).unwrap();
+    const AGENT: Eui64 = Eui64::from_u64(0x90B3_D51F_3001_0042);
+    let mut h = install();
+    for d in &mut h.system.devices {
+        d.manufacturer =
+            Some(TrustAnchor { originator: Eui64::from_u64(0xAA), spki: maker.public_key_spki(), prepayment: None });
+    }
+    h.commission_all();
+    let meter = eui(&h, Fuel::Electricity);
+    let now = "2025-06-10T10:00:00Z";
+    let send = |h: &mut Home, body: &Value, image: &[u8]| {
+        let bytes = h.command("11.1", meter, body.clone());
+        h.system.handle_with_image(t(now), &bytes, None, SUPPLIER_ACCESS, Some(image))
+    };
+    let (body, image, hash) = firmware(&maker, "core", "1.10.0", None);
+    done(send(&mut h, &body, &image));
+    // The supplier names its agent (6.15.1, critical); the agent activates with its own key.
+    let anchor = json!({"originator": AGENT.to_string(), "spki": base64_of(&agent.public_key_spki())});
+    done(h.signed("6.15.1", meter, json!({"agent": anchor}), now));
+    let activation = Command {
+        id: RequestId { originator: AGENT, target: meter, counter: 5 },
+        srv: "11.3".into(),
+        execute_at: None,
+        body: serde_json::to_vec(&json!({"image_hash": hash})).unwrap(),
+    }
+    .encode();
+    let sig = agent.sign(&SystemRandom::new(), &activation).unwrap();
+    done(h.system.handle(t(now), &activation, Some(&sig), SUPPLIER_ACCESS));
+    assert_eq!(h.system.device(meter).unwrap().firmware, "1.10.0");
+    // An older image, however well signed, is refused: 1.9.9 < 1.10.0.
+    let (body, image, _) = firmware(&maker, "core", "1.9.9", None);
+    let o = send(&mut h, &body, &image);
+    assert_eq!(code(&o), Some(RefusalCode::InvalidBody), "{o:?}");
+    // The agent removed and put back: its old activation is still a replay.
+    done(h.signed("6.15.1", meter, json!({"agent": null}), now));
+    done(h.signed("6.15.1", meter, json!({"agent": anchor}), now));
+    let (body, image, _) = firmware(&maker, "core", "1.10.0", None);
+    done(send(&mut h, &body, &image));
+    assert_eq!(code(&h.system.handle(t(now), &activation, Some(&sig), SUPPLIER_ACCESS)), Some(RefusalCode::Replay));
+    // The agent's key opens nothing but 11.3.
+    let disable = Command {
+        id: RequestId { originator: AGENT, target: meter, counter: 6 },
+        srv: "7.2".into(),
+        execute_at: None,
+        body: b"{}".to_vec(),
+    }
+    .encode();
+    let sig = agent.sign(&SystemRandom::new(), &disable).unwrap();
+    assert_eq!(
+        code(&h.system.handle(t(now), &disable, Some(&sig), SUPPLIER_ACCESS)),
+        Some(RefusalCode::UntrustedOriginator)
+    );
+}

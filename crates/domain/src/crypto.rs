@@ -38,8 +38,6 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     d.as_ref().try_into().expect("SHA-256 is 32 bytes")
 }
 
-/// Validate an ECDSA P-256 public key given as DER SubjectPublicKeyInfo (or an uncompressed
-/// point) and return its canonical SubjectPublicKeyInfo DER.
 /// HMAC-SHA256 of `message` under `key` (webhook signatures).
 pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key);
@@ -56,6 +54,8 @@ pub fn random_bytes<const N: usize>(rng: &dyn SecureRandom) -> Result<[u8; N], C
     Ok(out)
 }
 
+/// Validate an ECDSA P-256 public key given as DER SubjectPublicKeyInfo (or an uncompressed
+/// point) and return its canonical SubjectPublicKeyInfo DER.
 pub fn p256_public_key_spki(der: &[u8]) -> Result<Vec<u8>, CryptoError> {
     let key = ParsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, der).map_err(|_| CryptoError::PublicKey)?;
     let spki = key.as_der().map_err(|_| CryptoError::PublicKey)?;

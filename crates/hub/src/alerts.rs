@@ -325,6 +325,9 @@ impl Hub {
     /// again by default, nor pushed. Returns the acknowledged position.
     pub async fn ack_alerts(&self, caller: &Caller, up_to: i64) -> Result<i64, HubError> {
         self.authorize(caller, "alert.read-own", None)?;
+        if up_to < 1 {
+            return Err(HubError::invalid("up_to", "an alert sequence number (1 up)"));
+        }
         let own = self.store().alerts_after(&caller.party.id, up_to - 1, 1).await?;
         if own.first().is_none_or(|a| a.seq != up_to) {
             return Err(HubError::invalid("up_to", format!("you have no alert {up_to}: acknowledge one you received")));
@@ -376,8 +379,16 @@ impl Hub {
     pub async fn set_webhook(&self, caller: &Caller, url: &str) -> Result<Webhook, HubError> {
         self.authorize(caller, "alert.read-own", None)?;
         let parsed = reqwest::Url::parse(url).map_err(|e| HubError::invalid("url", e.to_string()))?;
-        if !matches!(parsed.scheme(), "https" | "http") || parsed.host_str().is_none() {
-            return Err(HubError::invalid("url", "an http(s) URL with a host"));
+        match parsed.scheme() {
+            "http" if parsed.host_str().is_some() => {}
+            "https" => {
+                return Err(HubError::invalid(
+                    "url",
+                    "this build pushes over plain http only (no TLS client is built in): point it at a \
+                     TLS-terminating proxy on your side, e.g. http://127.0.0.1:9000/alerts",
+                ));
+            }
+            _ => return Err(HubError::invalid("url", "an http URL with a host")),
         }
         let secret = domain::crypto::random_bytes::<32>(&self.inner.rng)
             .map_err(|e| HubError::Unavailable(format!("cannot make a webhook secret: {e}")))?;

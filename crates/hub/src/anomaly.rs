@@ -50,7 +50,8 @@ pub(crate) struct Quarantined {
 pub(crate) struct Detector {
     limits: HashMap<(Scope, String), (SignedDuration, usize)>,
     windows: HashMap<(Scope, String), VecDeque<Timestamp>>,
-    alerted: HashMap<(Scope, String), Timestamp>,
+    /// When each (threshold, party) was last alerted.
+    alerted: HashMap<((Scope, String), PartyId), Timestamp>,
 }
 
 fn default_of(srv: &str) -> Option<(SignedDuration, usize, usize)> {
@@ -114,10 +115,13 @@ impl Detector {
                     Scope::Ceiling(p) => format!("the hub's default threshold for each party ({p})"),
                     Scope::Hub => "the hub-wide threshold".to_string(),
                 };
-                let alert = match self.alerted.get(key) {
+                // Each party beyond a threshold is alerted, once per window (a hub-wide
+                // threshold holds every party's requests, not only the first one's).
+                let alerted_key = (key.clone(), party.clone());
+                let alert = match self.alerted.get(&alerted_key) {
                     Some(last) if *last > now - window => false,
                     _ => {
-                        self.alerted.insert(key.clone(), now);
+                        self.alerted.insert(alerted_key, now);
                         true
                     }
                 };

@@ -76,8 +76,11 @@ impl Hub {
                 None
             }
             Some((_, Some(resp))) => Some(resp.body),
+            // Its party cancelled it (or deleted it from quarantine): settled, not retried.
             Some((r, None)) if matches!(r.status, RequestStatus::Cancelled | RequestStatus::Deleted) => {
-                Some(format!("request {} was {}", r.id, r.status.as_str()))
+                u.state = DeliveryState::Failed;
+                u.detail = Some(format!("request {} was {} by its party; not tried again", r.id, r.status.as_str()));
+                None
             }
             // Not run yet (held, queued, quarantined): look again soon.
             Some((r, None)) => {

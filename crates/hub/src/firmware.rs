@@ -198,6 +198,26 @@ impl Hub {
         Ok(self.store().campaigns(party, 500).await?)
     }
 
+    /// Cancel a running campaign (its party, or the hub operator): devices not yet sent are
+    /// never sent; 11.1s already queued run, and a held image does nothing until activated.
+    pub async fn cancel_campaign(&self, caller: &Caller, seq: i64) -> Result<CampaignRecord, HubError> {
+        let (c, _) = self.campaign(caller, seq).await?;
+        if c.state != "running" {
+            return Err(HubError::Conflict(format!("campaign {seq} is {}, not running", c.state)));
+        }
+        let step = CampaignStep {
+            seq,
+            version: c.version,
+            state: "cancelled".into(),
+            waves_sent: c.waves_sent,
+            detail: Some(format!("cancelled by {} after {} wave(s)", caller.party.id, c.waves_sent)),
+            at: self.now(),
+            sent: Vec::new(),
+            outcomes: Vec::new(),
+        };
+        Ok(self.store().step_campaign(step).await?)
+    }
+
     /// Move every running campaign on: learn its wave's outcomes, halt it or send the next
     /// wave. Security patches first. Returns how many moved.
     pub async fn run_campaigns_due(&self) -> Result<usize, HubError> {
@@ -311,7 +331,9 @@ impl Hub {
             self.store().step_campaign(step).await?;
             return Ok(true);
         }
-        if *budget == 0 {
+        // A wave goes whole or waits for the next pass (a partial wave would be judged on
+        // too few devices); one bigger than a whole pass's budget goes alone.
+        if (c.wave_size as usize) > *budget && *budget < REQUESTS_PER_PASS {
             return Ok(false);
         }
         // The next wave.
@@ -325,7 +347,7 @@ impl Hub {
         let party =
             self.store().party(&c.party).await?.ok_or_else(|| HubError::NotFound(format!("party {}", c.party)))?;
         let wave = c.waves_sent + 1;
-        let take = (c.wave_size as usize).min(*budget);
+        let take = c.wave_size as usize;
         for d in unsent.into_iter().take(take) {
             let built = match self.store().device(d.device).await? {
                 Some(rec) => self.hub_request(&party, "11.1", rec, None, body.clone(), now, false).await,

@@ -147,8 +147,22 @@ impl Hub {
             "additional" => DeviceKind::Additional,
             _ => return Err(HubError::invalid("kind", "\"in-home-display\", \"ppmid\" or \"additional\"")),
         };
-        // The same parties that may see the premises may fit to it.
-        let (premises, _) = self.premises_view(caller, premises_id).await?;
+        // The premises' supplier now (its installer until a meter is linked), or the operator.
+        let (premises, devices) = self.premises_view(caller, premises_id).await?;
+        if !caller.party.roles.contains(domain::Role::HubOperator) {
+            let linked: Vec<domain::Mpxn> = devices.iter().filter_map(|d| d.mpxn).collect();
+            let mut allowed = linked.is_empty() && premises.installed_by == caller.party.id;
+            for m in linked {
+                let rel = self.relationships_at(&m, self.now()).await?;
+                allowed |= rel.registered_supplier.as_ref() == Some(&caller.party.id);
+            }
+            if !allowed {
+                return Err(HubError::NotFound(format!(
+                    "no premises {premises_id} that {} supplies now: only its supplier's installer fits devices",
+                    caller.party.id
+                )));
+            }
+        }
         let transport = self
             .inner
             .transport

@@ -953,9 +953,12 @@ impl Hub {
         });
         let completions: Vec<Completion> = futures::future::join_all(runs).await.into_iter().flatten().collect();
         let n = completions.len();
+        // Requests the hub raised itself (3.2, 6.23, firmware waves) are reported by what
+        // raised them (deliveries, switches, campaigns), not once per try.
         let failed: Vec<(String, domain::PartyId, String)> = completions
             .iter()
             .filter(|c| c.outcome == ResponseOutcome::Failed)
+            .filter(|c| due.iter().any(|r| r.id == c.request_id && r.note.as_deref() != Some("raised by the hub")))
             .map(|c| (c.request_id.clone(), c.party.clone(), c.body.clone()))
             .collect();
         self.store().complete_requests(completions).await?;
