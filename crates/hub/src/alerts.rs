@@ -184,17 +184,15 @@ impl Hub {
         let operators = self.hub_operators().await?;
         let mut records = Vec::with_capacity(alerts.len());
         let mut devices: HashMap<Eui64, store::DeviceRecord> = HashMap::new();
-        for a in &alerts {
-            if let std::collections::hash_map::Entry::Vacant(e) = devices.entry(a.device) {
-                // Refused whole, so the transport keeps it and delivers it again: never lost.
-                let Some(d) = self.store().device(a.device).await? else {
-                    return Err(HubError::NotFound(format!(
-                        "alert from device {}, which the hub does not know",
-                        a.device
-                    )));
-                };
-                e.insert(d);
-            }
+        // The devices, in one read.
+        let mut euis: Vec<Eui64> = alerts.iter().map(|a| a.device).collect();
+        euis.sort_unstable();
+        euis.dedup();
+        for (eui, d) in euis.iter().zip(self.store().devices(euis.clone()).await?) {
+            // Refused whole, so the transport keeps it and delivers it again: never lost.
+            let d =
+                d.ok_or_else(|| HubError::NotFound(format!("alert from device {eui}, which the hub does not know")))?;
+            devices.insert(*eui, d);
         }
         // The registrations in force at each alert's instant, in one read.
         let keys: Vec<(Mpxn, Timestamp)> =

@@ -524,12 +524,18 @@ async fn bench_alerts(
     anyhow::ensure!(meters >= 1 && alerts >= 1 && batch >= 1 && concurrency >= 1, "every count is at least 1");
     let world = SimWorld::generate(g, meters, seed, None).await?;
     let (hub, first_home) = (world.hub.clone(), world.first_home);
-    let sample = world.homes.min(2_000);
+    // Synthetic alerts come from the first homes' meters, numbered far above anything those
+    // meters raise; the latency phase uses other homes' meters and their own numbering.
+    anyhow::ensure!(world.homes >= 2, "at least 2 homes");
+    let sample = (world.homes / 2).min(2_000);
     let mut devices = Vec::new();
+    let mut live = Vec::new();
     for k in 0..sample {
         devices.push(fleet_device(&hub, first_home + k).await?);
+        live.push(fleet_device(&hub, first_home + sample + k).await?);
     }
     let devices = Arc::new(devices);
+    let live = Arc::new(live);
     let now = hub.now();
     // A mix the default table routes to one or two recipients: tamper (supplier and hub
     // operator), outage restored (network operator and supplier), credit added (supplier).
@@ -567,7 +573,7 @@ async fn bench_alerts(
                         party: party.clone(),
                         recipient_as: "registered-supplier".into(),
                         device: Some(devices[(i % sample) as usize]),
-                        device_seq: Some(5_000_000 + i),
+                        device_seq: Some(1 + i),
                         mpxn: None,
                         at: now,
                         code: 0x8F74,
@@ -649,7 +655,7 @@ async fn bench_alerts(
     let lat_started = Instant::now();
     let mut tasks = Vec::new();
     for r in 0..raisers {
-        let (fleet, devices, raised) = (world.fleet.fleet.clone(), devices.clone(), raised.clone());
+        let (fleet, devices, raised) = (world.fleet.fleet.clone(), live.clone(), raised.clone());
         tasks.push(tokio::spawn(async move {
             for k in 0..per {
                 let i = (r as u64 + k * raisers as u64) % sample;

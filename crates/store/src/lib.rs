@@ -182,6 +182,8 @@ pub trait Store: Send + Sync + 'static {
     /// bulk path of fleet generation (the metering points must be registered).
     async fn enrol_homes(&self, homes: Vec<EnrolledHome>) -> Result<(), StoreError>;
     async fn device(&self, eui: Eui64) -> Result<Option<DeviceRecord>, StoreError>;
+    /// [`Store::device`] for many devices in one read, in order.
+    async fn devices(&self, euis: Vec<Eui64>) -> Result<Vec<Option<DeviceRecord>>, StoreError>;
     /// A device fitted at an installed premises (on no HAN yet).
     async fn add_device(
         &self,

@@ -311,3 +311,60 @@ mod properties {
         }
     }
 }
+
+fn alert(device: u64, n: Option<u64>, party: &str) -> store::AlertRecord {
+    store::AlertRecord {
+        seq: 0,
+        party: pid(party),
+        recipient_as: "registered-supplier".into(),
+        device: Some(domain::Eui64::from_u64(device)),
+        device_seq: n,
+        mpxn: None,
+        at: t("2026-01-05T09:00:00Z"),
+        code: 0x8F74,
+        detail: "tamper".into(),
+        data: None,
+        received_at: t("2026-01-05T09:00:01Z"),
+    }
+}
+
+// R-FLT-2: a device's alerts delivered again (from its first unacknowledged one, as devices
+// do) are stored once per recipient, across a reopen; the hub's own alerts (no device
+// number) are always new; each recipient reads its own in order.
+#[tokio::test]
+async fn alerts_delivered_again_are_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path(), opts()).unwrap();
+    let both = |n: u64| vec![alert(7, Some(n), "acme"), alert(7, Some(n), "dno-13")];
+    let first: Vec<store::AlertRecord> = (1..=3).flat_map(both).collect();
+    assert_eq!(s.record_alerts(first).await.unwrap(), 6);
+    // Again from 2, with 4 new, and another device's 1.
+    let mut again: Vec<store::AlertRecord> = (2..=4).flat_map(both).collect();
+    again.push(alert(8, Some(1), "acme"));
+    assert_eq!(s.record_alerts(again).await.unwrap(), 3);
+    s.close().await;
+    let s = SqliteStore::open(dir.path(), opts()).unwrap();
+    assert_eq!(s.record_alerts((1..=4).flat_map(both).collect()).await.unwrap(), 0, "after a reopen too");
+    let hub_alert = alert(7, None, "acme");
+    assert_eq!(s.record_alerts(vec![hub_alert.clone(), hub_alert]).await.unwrap(), 2);
+    let acme: Vec<(Option<u64>, Option<u64>)> = s
+        .alerts_after(&pid("acme"), 0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| (a.device.map(|d| d.as_u64()), a.device_seq))
+        .collect();
+    assert_eq!(
+        acme,
+        [
+            (Some(7), Some(1)),
+            (Some(7), Some(2)),
+            (Some(7), Some(3)),
+            (Some(7), Some(4)),
+            (Some(8), Some(1)),
+            (Some(7), None),
+            (Some(7), None)
+        ]
+    );
+    s.close().await;
+}

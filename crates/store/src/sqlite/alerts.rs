@@ -37,29 +37,63 @@ fn into_alert(r: RawAlert) -> Result<AlertRecord, StoreError> {
     })
 }
 
+/// Store alerts, each once: a device's alert numbered at or below its mark is stored
+/// already (devices deliver in order, and again only from their first undelivered alert).
 pub(super) fn record_alerts(conn: &Connection, alerts: &[AlertRecord]) -> Result<u64, StoreError> {
+    use std::collections::HashMap;
+    let mut marks: HashMap<String, i64> = HashMap::new();
+    {
+        let mut get = conn.prepare_cached("SELECT last_seq FROM alert_marks WHERE device = ?1").map_err(backend)?;
+        for a in alerts {
+            if let (Some(d), Some(_)) = (a.device, a.device_seq)
+                && let std::collections::hash_map::Entry::Vacant(e) = marks.entry(d.to_plain())
+            {
+                let mark: i64 = get.query_row([e.key()], |r| r.get(0)).optional().map_err(backend)?.unwrap_or(0);
+                e.insert(mark);
+            }
+        }
+    }
     let mut s = conn
         .prepare_cached(
             "INSERT INTO alerts (party, recipient_as, device, device_seq, mpxn, at, code, detail, data, received_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (device, device_seq, party) DO NOTHING",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )
         .map_err(backend)?;
     let mut new = 0;
+    let mut highest: HashMap<String, i64> = HashMap::new();
     for a in alerts {
-        new += s
-            .execute(params![
-                a.party.as_str(),
-                a.recipient_as,
-                a.device.map(|d| d.to_plain()),
-                a.device_seq.map(|s| s as i64),
-                a.mpxn.map(|m| m.to_string()),
-                micros(a.at),
-                i64::from(a.code),
-                a.detail,
-                a.data,
-                micros(a.received_at),
-            ])
-            .map_err(backend)? as u64;
+        let device = a.device.map(|d| d.to_plain());
+        if let (Some(d), Some(n)) = (&device, a.device_seq) {
+            let n = n as i64;
+            if n <= marks[d] {
+                continue;
+            }
+            let h = highest.entry(d.clone()).or_insert(n);
+            *h = (*h).max(n);
+        }
+        s.execute(params![
+            a.party.as_str(),
+            a.recipient_as,
+            device,
+            a.device_seq.map(|s| s as i64),
+            a.mpxn.map(|m| m.to_string()),
+            micros(a.at),
+            i64::from(a.code),
+            a.detail,
+            a.data,
+            micros(a.received_at),
+        ])
+        .map_err(backend)?;
+        new += 1;
+    }
+    let mut set = conn
+        .prepare_cached(
+            "INSERT INTO alert_marks (device, last_seq) VALUES (?1, ?2) \
+             ON CONFLICT (device) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
+        )
+        .map_err(backend)?;
+    for (d, n) in highest {
+        set.execute(params![d, n]).map_err(backend)?;
     }
     Ok(new)
 }

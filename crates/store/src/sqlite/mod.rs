@@ -731,6 +731,10 @@ impl Store for SqliteStore {
         self.engine.read(move |conn| pipeline::device(conn, eui)).await
     }
 
+    async fn devices(&self, euis: Vec<Eui64>) -> Result<Vec<Option<DeviceRecord>>, StoreError> {
+        self.engine.read(move |conn| euis.iter().map(|e| pipeline::device(conn, *e)).collect()).await
+    }
+
     async fn add_device(
         &self,
         premises_id: i64,

@@ -21,6 +21,7 @@ pub(crate) const HUB: &[(i64, &str)] = &[
     (10, include_str!("../../migrations/0010_han.sql")),
     (11, include_str!("../../migrations/0011_alert_dispatch.sql")),
     (12, include_str!("../../migrations/0012_firmware.sql")),
+    (13, include_str!("../../migrations/0013_alert_marks.sql")),
 ];
 
 /// The schema version this build writes.
