@@ -524,10 +524,11 @@ async fn bench_alerts(
     anyhow::ensure!(meters >= 1 && alerts >= 1 && batch >= 1 && concurrency >= 1, "every count is at least 1");
     let world = SimWorld::generate(g, meters, seed, None).await?;
     let (hub, first_home) = (world.hub.clone(), world.first_home);
-    // Synthetic alerts come from the first homes' meters, numbered far above anything those
-    // meters raise; the latency phase uses other homes' meters and their own numbering.
-    anyhow::ensure!(world.homes >= 2, "at least 2 homes");
-    let sample = (world.homes / 2).min(2_000);
+    // Synthetic alerts come from the first homes' meters; the latency phase uses other homes'
+    // meters with their own numbering. As the fleet does, each meter's alerts are handed over
+    // in its order by one task at a time: meter k belongs to task k mod concurrency.
+    anyhow::ensure!(world.homes >= 2 * concurrency as u64, "at least two homes per task");
+    let sample = ((world.homes / 2).min(2_000) / concurrency as u64) * concurrency as u64;
     let mut devices = Vec::new();
     let mut live = Vec::new();
     for k in 0..sample {
@@ -537,43 +538,33 @@ async fn bench_alerts(
     let devices = Arc::new(devices);
     let live = Arc::new(live);
     let now = hub.now();
-    // A mix the default table routes to one or two recipients: tamper (supplier and hub
-    // operator), outage restored (network operator and supplier), credit added (supplier).
-    let codes = [0x8F74u16, 0x8F35, 0x810E];
-    let make_devices = devices.clone();
-    let make = move |i: u64| hub::transport::DeviceAlert {
-        device: make_devices[(i % sample) as usize],
-        seq: 1_000_000 + i / sample,
-        at: now,
-        code: codes[(i % 3) as usize],
-        detail: "bench".into(),
-        data: None,
-    };
+    let tasks_n = concurrency as u64;
+    // Task t's i-th item overall: the global index t + i * tasks (so its meters are its own).
+    let own = move |t: u64, total: u64| (0..).map(move |k: u64| t + k * tasks_n).take_while(move |i| *i < total);
+
     // Baseline, same run, first (on the same fresh table): as many rows as the dispatch will
-    // store, written straight to the store, recipients already known, in batches of the same rows per alert batch, as many at once.
+    // store, written straight to the store with their recipients known, by as many tasks, in
+    // batches of the same number of rows.
     let party: domain::PartyId = "sim-supplier-1".parse()?;
-    // The mix stores 5 rows per 3 alerts.
-    let base_rows = alerts * 5 / 3;
-    let rows = base_rows;
-    let chunk = ((rows as f64 / alerts as f64) * batch as f64).ceil().max(1.0) as u64;
-    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // Tamper and outage-restored alerts have two recipients, credit alerts one.
+    let expected: u64 = (0..alerts).map(|i| if i % 3 == 2 { 1 } else { 2 }).sum();
+    let base_rows = expected;
+    let chunk = ((base_rows as f64 / alerts as f64) * batch as f64).ceil().max(1.0) as usize;
     let base_started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (hub, next, party, devices) = (hub.clone(), next.clone(), party.clone(), devices.clone());
+    for t in 0..tasks_n {
+        let (hub, party, devices) = (hub.clone(), party.clone(), devices.clone());
         tasks.push(tokio::spawn(async move {
-            loop {
-                let from = next.fetch_add(chunk, std::sync::atomic::Ordering::Relaxed);
-                if from >= rows {
-                    return Ok::<(), anyhow::Error>(());
-                }
-                let records = (from..(from + chunk).min(rows))
-                    .map(|i| store::AlertRecord {
+            let rows: Vec<u64> = own(t, base_rows).collect();
+            for part in rows.chunks(chunk) {
+                let records = part
+                    .iter()
+                    .map(|&i| store::AlertRecord {
                         seq: 0,
                         party: party.clone(),
                         recipient_as: "registered-supplier".into(),
                         device: Some(devices[(i % sample) as usize]),
-                        device_seq: Some(1 + i),
+                        device_seq: Some(1 + i / sample),
                         mpxn: None,
                         at: now,
                         code: 0x8F74,
@@ -584,31 +575,43 @@ async fn bench_alerts(
                     .collect();
                 hub.store().record_alerts(records).await?;
             }
+            Ok::<(), anyhow::Error>(())
         }));
     }
     for t in tasks {
         t.await??;
     }
     let base_secs = base_started.elapsed().as_secs_f64();
+
+    // A mix the default table routes to one or two recipients: tamper (supplier and hub
+    // operator), outage restored (network operator and supplier), credit added (supplier).
+    // Numbered above the baseline's rows from the same meters (each meter's numbers rise).
+    let codes = [0x8F74u16, 0x8F35, 0x810E];
+    let first_seq = base_rows / sample + 2;
+    let make_devices = devices.clone();
+    let make = move |i: u64| hub::transport::DeviceAlert {
+        device: make_devices[(i % sample) as usize],
+        seq: first_seq + i / sample,
+        at: now,
+        code: codes[(i % 3) as usize],
+        detail: "bench".into(),
+        data: None,
+    };
     let bar = progress(alerts, "dispatching");
     let stored = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (hub, next, bar, stored) = (hub.clone(), next.clone(), bar.clone(), stored.clone());
+    for t in 0..tasks_n {
+        let (hub, bar, stored) = (hub.clone(), bar.clone(), stored.clone());
         let make = make.clone();
         tasks.push(tokio::spawn(async move {
-            loop {
-                let from = next.fetch_add(batch as u64, std::sync::atomic::Ordering::Relaxed);
-                if from >= alerts {
-                    return Ok::<(), anyhow::Error>(());
-                }
-                let to = (from + batch as u64).min(alerts);
-                let n = hub.receive_alerts((from..to).map(&make).collect()).await?;
+            let mine: Vec<u64> = own(t, alerts).collect();
+            for part in mine.chunks(batch) {
+                let n = hub.receive_alerts(part.iter().map(|&i| make(i)).collect()).await?;
                 stored.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                bar.inc(to - from);
+                bar.inc(part.len() as u64);
             }
+            Ok::<(), anyhow::Error>(())
         }));
     }
     for t in tasks {
@@ -617,6 +620,7 @@ async fn bench_alerts(
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     let rows = stored.load(std::sync::atomic::Ordering::Relaxed);
+    anyhow::ensure!(rows == expected, "{rows} recipient rows stored, {expected} expected");
 
     // Latency: meters raise tamper alerts through the fleet; each supplier's reader follows
     // its alerts as a stream does. One alert in flight per meter.
