@@ -2,8 +2,8 @@
 //! device's order, again until the hub has stored them. The dispatch table (data, edited by
 //! the hub operator) names each alert code's recipients; the hub resolves them at the
 //! alert's instant (the registered supplier, the network operator, the other users holding
-//! consent, the hub operator) and stores one row per recipient, once per (device, number,
-//! recipient). The hub's own alerts (quarantine, delivery failures) take the same path, with
+//! consent, the hub operator) and stores one row per recipient, once: an alert delivered
+//! again is at or below its device's high-water mark and skipped. The hub's own alerts (quarantine, delivery failures) take the same path, with
 //! the party concerned as a recipient too.
 //!
 //! Delivery is at least once and in order per recipient (so per device): a recipient pulls

@@ -332,8 +332,10 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_top_up(&self, t: TopUpRecord, request: RequestRecord) -> Result<TopUpRecord, StoreError>;
 
     // Alerts.
-    /// Store alerts, each once: one already stored (same device, number, recipient) is
-    /// skipped. Returns how many were new.
+    /// Store alerts, each once: a device's alert numbered at or below the highest number
+    /// stored from that device is skipped (devices deliver in order, and again only from
+    /// their first undelivered alert); alerts without a device number are always new.
+    /// Returns how many rows were new.
     async fn record_alerts(&self, alerts: Vec<AlertRecord>) -> Result<u64, StoreError>;
     /// A party's alerts after a sequence number, in order.
     async fn alerts_after(&self, party: &PartyId, after_seq: i64, limit: usize)
