@@ -110,6 +110,7 @@ pub async fn stream_alerts(
     crate::stream::follow(&st, after, "alert", "/v1/alerts", move |cursor, wait| {
         let (hub, caller) = (hub.clone(), caller.clone());
         async move {
+            hub.check_token(&caller).await?;
             let list = hub.next_alerts(&caller, cursor, wait).await?;
             Ok(list.iter().map(|a| (a.seq, serde_json::to_string(&AlertDto::from(a)).unwrap_or_default())).collect())
         }

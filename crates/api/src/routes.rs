@@ -525,6 +525,7 @@ pub async fn stream_responses(
     crate::stream::follow(&st, after, "response", "/v1/responses", move |cursor, wait| {
         let (hub, caller) = (hub.clone(), caller.clone());
         async move {
+            hub.check_token(&caller).await?;
             let list = hub.next_responses(&caller, cursor, wait).await?;
             Ok(list.iter().map(|r| (r.seq, serde_json::to_string(&ResponseDto::from(r)).unwrap_or_default())).collect())
         }

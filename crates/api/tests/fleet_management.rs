@@ -380,5 +380,17 @@ async fn the_alert_stream_starts_after_the_acknowledged_and_follows() {
     assert_eq!(next_event().await["code"], json!("0x8F74"));
     m.w.fleet.tamper(meter, 0x8F75).await.unwrap();
     assert_eq!(next_event().await["code"], json!("0x8F75"), "a new one on the open stream");
+    // Revoking the token ends the stream (at the latest after the wait under way).
+    let token_id = m.acme.split('_').nth(1).unwrap().to_string();
+    let (s, v) = m.w.call(Method::DELETE, &format!("/v1/parties/acme/tokens/{token_id}"), &m.w.operator, None).await;
+    assert!(s.is_success(), "{s}: {v}");
+    m.w.fleet.tamper(meter, 0x8F76).await.unwrap();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while let Some(frame) = body.frame().await {
+            frame.unwrap();
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream of a revoked token ends");
     m.w.close().await;
 }

@@ -68,6 +68,17 @@ impl Hub {
         Ok(IssuedToken { id, party: party.clone(), label: label.to_string(), token })
     }
 
+    /// Whether the token a caller authenticated with still holds (a long-lived stream asks
+    /// again, so revoking a token ends its streams).
+    pub async fn check_token(&self, caller: &Caller) -> Result<(), HubError> {
+        let tokens = self.inner.store.tokens(&caller.party.id).await?;
+        match tokens.iter().find(|t| t.id == caller.token_id) {
+            Some(t) if t.revoked_at.is_none() => Ok(()),
+            Some(t) => Err(HubError::Unauthenticated(format!("token {} was revoked", t.id))),
+            None => Err(HubError::Unauthenticated("the token is gone".into())),
+        }
+    }
+
     /// Authenticate a bearer token.
     pub async fn authenticate(&self, token: &str) -> Result<Caller, HubError> {
         if token.is_empty() || token.len() > TOKEN_LEN_MAX || !token.starts_with("mh_") {
