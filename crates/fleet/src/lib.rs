@@ -282,7 +282,7 @@ impl Fleet {
         f: impl FnOnce(&mut System) -> Outcome,
     ) -> Result<Outcome, TransportError> {
         let id = self.store.system_of(eui).await.map_err(failed)?.ok_or(TransportError::Unreachable(eui))?;
-        self.apply_id(id, request_id, false, f).await
+        self.apply_id(id, request_id, false, None, f).await
     }
 
     /// [`Fleet::apply`] on a system by id. `woken`: the fleet woke it, so its wake time is
@@ -292,10 +292,18 @@ impl Fleet {
         id: i64,
         request_id: Option<String>,
         woken: bool,
+        over_wan: Option<Eui64>,
         f: impl FnOnce(&mut System) -> Outcome,
     ) -> Result<Outcome, TransportError> {
         let entry = self.entry(id).await?;
         let mut stored = entry.lock().await;
+        // A command over the WAN (`over_wan`: its target) finds nothing answering while the
+        // premises has no power.
+        if let Some(target) = over_wan
+            && stored.system.outage.is_some()
+        {
+            return Err(TransportError::Unreachable(target));
+        }
         if let Some(rid) = &request_id
             && let Some((_, answer)) = stored.answered.iter().find(|(r, _)| r == rid)
         {
@@ -340,7 +348,7 @@ impl Fleet {
         for id in &due {
             // One system that cannot be woken must not hold up the others.
             if let Err(e) = self
-                .apply_id(*id, None, true, |system| {
+                .apply_id(*id, None, true, None, |system| {
                     system.settle(now);
                     Outcome::Done(serde_json::Value::Null)
                 })
@@ -476,10 +484,6 @@ impl DeviceTransport for Fleet {
         if !self.reachable(id, now) {
             return Err(TransportError::Unreachable(m.target));
         }
-        // Without power nothing answers.
-        if self.entry(id).await?.lock().await.system.outage.is_some() {
-            return Err(TransportError::Unreachable(m.target));
-        }
         let image: Option<std::borrow::Cow<'_, [u8]>> = m.image.as_deref().map(|bytes| {
             if self.damaged(id) {
                 let mut copy = bytes.clone();
@@ -491,7 +495,7 @@ impl DeviceTransport for Fleet {
                 std::borrow::Cow::Borrowed(bytes.as_slice())
             }
         });
-        self.apply_id(id, request_id, false, |system| {
+        self.apply_id(id, request_id, false, Some(m.target), |system| {
             system.handle_with_image(now, &m.bytes, m.signature.as_deref(), m.access, image.as_deref())
         })
         .await

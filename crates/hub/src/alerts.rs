@@ -123,8 +123,13 @@ impl Hub {
     }
 
     /// The recipients of one alert, each once, with why.
-    async fn recipients(&self, a: &About<'_>, operators: &[PartyId]) -> Result<Vec<(PartyId, String)>, HubError> {
-        let kinds = self.routes().for_code(a.code).to_vec();
+    async fn recipients(
+        &self,
+        routes: &Routes,
+        a: &About<'_>,
+        operators: &[PartyId],
+    ) -> Result<Vec<(PartyId, String)>, HubError> {
+        let kinds = routes.for_code(a.code);
         let mut out: Vec<(PartyId, String)> = Vec::new();
         fn add(out: &mut Vec<(PartyId, String)>, p: PartyId, why: &str) {
             if !out.iter().any(|(q, _)| *q == p) {
@@ -138,7 +143,7 @@ impl Hub {
             }
             _ => None,
         };
-        for kind in &kinds {
+        for kind in kinds {
             match kind.as_str() {
                 "registered-supplier" => match (&reg, a.device) {
                     (Some(r), _) => add(&mut out, r.data.supplier.clone(), kind),
@@ -182,6 +187,7 @@ impl Hub {
     pub async fn receive_alerts(&self, alerts: Vec<DeviceAlert>) -> Result<u64, HubError> {
         let now = self.now();
         let operators = self.hub_operators().await?;
+        let routes = self.routes();
         let mut records = Vec::with_capacity(alerts.len());
         let mut devices: HashMap<Eui64, store::DeviceRecord> = HashMap::new();
         // The devices, in one read.
@@ -210,7 +216,7 @@ impl Hub {
                 registration,
             };
             let data = a.data.map(|d| d.to_string());
-            for (party, why) in self.recipients(&about, &operators).await? {
+            for (party, why) in self.recipients(&routes, &about, &operators).await? {
                 records.push(AlertRecord {
                     seq: 0,
                     party,
@@ -246,6 +252,7 @@ impl Hub {
         let result = async {
             let now = self.now();
             let operators = self.hub_operators().await?;
+            let routes = self.routes();
             let record = match device {
                 Some(d) => self.store().device(d).await?,
                 None => None,
@@ -254,7 +261,7 @@ impl Hub {
                 About { code: alert.code(), mpxn, device: record.as_ref(), concerned, at: now, registration: None };
             let data = data.to_string();
             let records: Vec<AlertRecord> = self
-                .recipients(&about, &operators)
+                .recipients(&routes, &about, &operators)
                 .await?
                 .into_iter()
                 .map(|(party, why)| AlertRecord {

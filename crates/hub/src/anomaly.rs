@@ -62,7 +62,7 @@ impl Detector {
     pub(crate) fn load(records: &[ThresholdRecord]) -> Detector {
         let mut d = Detector::default();
         for (srv, ..) in DEFAULT_LIMITS {
-            d.remove(None, srv);
+            d.hub_default(srv);
         }
         for r in records {
             d.set(r);
@@ -85,10 +85,15 @@ impl Detector {
         let key = Self::key(party, srv);
         self.limits.remove(&key);
         self.windows.remove(&key);
-        if party.is_none()
-            && let Some((window, _, hub_wide)) = default_of(srv)
-        {
-            self.limits.insert(key, (window, hub_wide));
+        if party.is_none() {
+            self.hub_default(srv);
+        }
+    }
+
+    /// The hub-wide default for `srv`, if it has one, in force.
+    fn hub_default(&mut self, srv: &str) {
+        if let Some((window, _, hub_wide)) = default_of(srv) {
+            self.limits.insert(Self::key(None, srv), (window, hub_wide));
         }
     }
 

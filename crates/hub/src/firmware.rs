@@ -238,7 +238,7 @@ impl Hub {
 
     async fn step_campaign(&self, c: &CampaignRecord, budget: &mut usize) -> Result<bool, HubError> {
         let now = self.now();
-        let devices = self.store().campaign_devices(c.seq).await?;
+        let mut devices = self.store().campaign_devices(c.seq).await?;
         let mut step = CampaignStep {
             seq: c.seq,
             version: c.version,
@@ -251,8 +251,7 @@ impl Hub {
         };
         // What the current wave's requests came to.
         let mut pending = 0;
-        let mut learnt: Vec<(i64, String)> = Vec::new();
-        for d in devices.iter().filter(|d| d.wave == Some(c.waves_sent) && d.outcome.is_none()) {
+        for d in devices.iter_mut().filter(|d| d.wave == Some(c.waves_sent) && d.outcome.is_none()) {
             let Some(id) = &d.request_id else { continue };
             let (outcome, detail) = match self.store().request(id).await? {
                 Some((_, Some(resp))) => match resp.outcome {
@@ -269,7 +268,8 @@ impl Hub {
                     continue;
                 }
             };
-            learnt.push((d.idx, outcome.to_string()));
+            // Known from now on in this pass as well as in the store.
+            d.outcome = Some(outcome.to_string());
             step.outcomes.push((d.idx, outcome.to_string(), detail));
         }
         if pending > 0 {
@@ -282,13 +282,7 @@ impl Hub {
         // The wave is over: judge it.
         if c.waves_sent > 0 {
             let wave: Vec<&CampaignDevice> = devices.iter().filter(|d| d.wave == Some(c.waves_sent)).collect();
-            let failures = wave
-                .iter()
-                .filter(|d| {
-                    let o = learnt.iter().find(|(i, _)| *i == d.idx).map(|(_, o)| o.as_str()).or(d.outcome.as_deref());
-                    o != Some("received")
-                })
-                .count();
+            let failures = wave.iter().filter(|d| d.outcome.as_deref() != Some("received")).count();
             let rate = failures as f64 / wave.len().max(1) as f64;
             if rate > c.failure_rate_max {
                 step.state = "halted".into();
@@ -320,13 +314,7 @@ impl Hub {
         let unsent: Vec<&CampaignDevice> = devices.iter().filter(|d| d.wave.is_none()).collect();
         if unsent.is_empty() {
             step.state = "completed".into();
-            let received = devices
-                .iter()
-                .filter(|d| {
-                    learnt.iter().find(|(i, _)| *i == d.idx).map(|(_, o)| o.as_str()).or(d.outcome.as_deref())
-                        == Some("received")
-                })
-                .count();
+            let received = devices.iter().filter(|d| d.outcome.as_deref() == Some("received")).count();
             step.detail = Some(format!("{received} of {} devices hold the image", devices.len()));
             self.store().step_campaign(step).await?;
             return Ok(true);

@@ -5,7 +5,9 @@
 use device::{DeviceKind, LoadShape, TrustAnchor};
 use store::{DeviceRecord, EnrolledHome, NewPremises, PremisesRecord};
 
-use crate::transport::{InstallOrder, kind_name};
+use device::system::kind_text as kind_name;
+
+use crate::transport::InstallOrder;
 use crate::{Caller, Hub, HubError};
 
 /// Longest list of additional devices at one premises.

@@ -51,6 +51,41 @@ pub struct SubmitInput {
     pub execute_at: Option<String>,
 }
 
+/// The note on a request the hub raised itself on a party's behalf (3.2, 6.23, firmware).
+const HUB_RAISED: &str = "raised by the hub";
+
+/// EUI-64s listed in a device's answer.
+fn euis_in(v: &Value) -> Vec<Eui64> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(|e| e.as_str().and_then(|e| Eui64::parse(e).ok())).collect())
+        .unwrap_or_default()
+}
+
+/// What a device's answer changes in the hub's records: credentials moved (6.23), the
+/// premises' HAN (8.11, 8.7/8.8), as the device said.
+fn effects_of_answer(srv: &str, v: &Value, party: &domain::PartyId, premises_id: i64) -> Vec<Effect> {
+    let joins = |list: &[Value]| -> Vec<(Eui64, Vec<Eui64>)> {
+        list.iter()
+            .filter_map(|j| Some((j["meter"].as_str().and_then(|e| Eui64::parse(e).ok())?, euis_in(&j["joined"]))))
+            .collect()
+    };
+    match srv {
+        "6.23" => vec![Effect::CredentialsMoved(store::CredentialsMoved {
+            devices: euis_in(&v["devices"]),
+            supplier: party.clone(),
+        })],
+        "8.11" => vec![Effect::Han(store::HanChange {
+            premises_id,
+            han_log: Some(euis_in(&v["han_log"])),
+            joins: joins(v["joins"].as_array().map(Vec::as_slice).unwrap_or_default()),
+        })],
+        "8.7.1" | "8.7.2" | "8.8.1" | "8.8.2" => {
+            vec![Effect::Han(store::HanChange { premises_id, han_log: None, joins: joins(std::slice::from_ref(v)) })]
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// Everything decided about a request before it goes out.
 pub(crate) struct Plan {
     device: DeviceRecord,
@@ -608,7 +643,7 @@ impl Hub {
             execute_at,
             status: RequestStatus::Queued,
             status_at: now,
-            note: Some("raised by the hub".into()),
+            note: Some(HUB_RAISED.into()),
             schedule_id: None,
         })
     }
@@ -955,24 +990,24 @@ impl Hub {
         let n = completions.len();
         // Requests the hub raised itself (3.2, 6.23, firmware waves) are reported by what
         // raised them (deliveries, switches, campaigns), not once per try.
-        let failed: Vec<(String, domain::PartyId, String)> = completions
+        let by_id: HashMap<&str, &RequestRecord> = due.iter().map(|r| (r.id.as_str(), r)).collect();
+        let failed: Vec<(&RequestRecord, String)> = completions
             .iter()
             .filter(|c| c.outcome == ResponseOutcome::Failed)
-            .filter(|c| due.iter().any(|r| r.id == c.request_id && r.note.as_deref() != Some("raised by the hub")))
-            .map(|c| (c.request_id.clone(), c.party.clone(), c.body.clone()))
+            .filter_map(|c| by_id.get(c.request_id.as_str()).map(|r| (*r, c.body.clone())))
+            .filter(|(r, _)| r.note.as_deref() != Some(HUB_RAISED))
             .collect();
         self.store().complete_requests(completions).await?;
         self.inner.completed.notify_waiters();
         // The sender hears of a request that did not run, as an alert too.
-        for (id, party, why) in failed {
-            let r = due.iter().find(|r| r.id == id);
+        for (r, why) in failed {
             self.raise(
                 domain::alerts::HubAlert::CommandFailed,
-                Some(&party),
-                r.and_then(|r| r.mpxn),
-                r.map(|r| r.target),
-                format!("request {id} did not run: {why}"),
-                json!({"request_id": id, "srv": r.map(|r| r.srv.as_str())}),
+                Some(&r.party),
+                r.mpxn,
+                Some(r.target),
+                format!("request {} did not run: {why}", r.id),
+                json!({"request_id": r.id, "srv": r.srv}),
             )
             .await;
         }
@@ -1036,48 +1071,7 @@ impl Hub {
             Ok(Outcome::Done(v)) => {
                 metrics::counter!("meterhub_responses_total", "outcome" => "done").increment(1);
                 let mut effects: Vec<Effect> = plan.effect.into_iter().collect();
-                if r.srv == "6.23" {
-                    // The device says which of its premises' devices now hold the credentials.
-                    let devices = v["devices"]
-                        .as_array()
-                        .map(|a| a.iter().filter_map(|e| e.as_str().and_then(|e| Eui64::parse(e).ok())).collect())
-                        .unwrap_or_default();
-                    effects.push(Effect::CredentialsMoved(store::CredentialsMoved {
-                        devices,
-                        supplier: party.id.clone(),
-                    }));
-                }
-                // The hub's view of the premises' HAN follows what the devices say.
-                let euis = |v: &Value| -> Vec<Eui64> {
-                    v.as_array()
-                        .map(|a| a.iter().filter_map(|e| e.as_str().and_then(|e| Eui64::parse(e).ok())).collect())
-                        .unwrap_or_default()
-                };
-                let joins = |v: &Value| -> Vec<(Eui64, Vec<Eui64>)> {
-                    v.as_array()
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(|j| {
-                                    let m = j["meter"].as_str().and_then(|e| Eui64::parse(e).ok())?;
-                                    Some((m, euis(&j["joined"])))
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default()
-                };
-                match r.srv.as_str() {
-                    "8.11" => effects.push(Effect::Han(store::HanChange {
-                        premises_id: plan.device.premises_id,
-                        han_log: Some(euis(&v["han_log"])),
-                        joins: joins(&v["joins"]),
-                    })),
-                    "8.7.1" | "8.7.2" | "8.8.1" | "8.8.2" => effects.push(Effect::Han(store::HanChange {
-                        premises_id: plan.device.premises_id,
-                        han_log: None,
-                        joins: joins(&json!([v])),
-                    })),
-                    _ => {}
-                }
+                effects.extend(effects_of_answer(&r.srv, &v, &party.id, plan.device.premises_id));
                 done(ResponseOutcome::Done, v, effects)
             }
             Ok(Outcome::Refused { code, reason }) => {

@@ -98,8 +98,3 @@ pub enum ConsumerAction {
     /// Press the button that restores an armed supply.
     RestoreSupply,
 }
-
-/// Kebab-case name of a device kind, as stored in the inventory.
-pub fn kind_name(kind: DeviceKind) -> &'static str {
-    device::system::kind_text(kind)
-}

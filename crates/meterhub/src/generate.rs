@@ -5,11 +5,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use device::system::kind_text as kind_name;
 use domain::{Mpxn, Party, PartyId, crypto};
 use hub::Hub;
 use hub::parties::PartyInput;
 use hub::registry::RegistrationInput;
-use hub::transport::{InstallOrder, kind_name};
+use hub::transport::InstallOrder;
 use hub::{EnrolledHome, NewPremises};
 use indicatif::{ProgressBar, ProgressStyle};
 
