@@ -528,14 +528,7 @@ impl ResponsesQuery {
             .map(str::parse::<i64>)
             .transpose()
             .map_err(|_| Problem::bad_request("after", "a whole number"))?;
-        let limit = match self.limit.as_deref() {
-            None => default,
-            Some(l) => l
-                .parse::<usize>()
-                .ok()
-                .filter(|l| (1..=max).contains(l))
-                .ok_or_else(|| Problem::bad_request("limit", format!("1 to {max}")))?,
-        };
+        let limit = parse_limit(self.limit.as_deref(), default, max)?;
         Ok((after.unwrap_or(0), limit))
     }
 }
@@ -577,5 +570,17 @@ impl From<&hub::ThresholdRecord> for ThresholdDto {
             max_requests: t.max_requests,
             set_at: t.set_at,
         }
+    }
+}
+
+/// A page size asked for: `default` when absent, else 1 to `max`; a bad one names `limit`.
+pub fn parse_limit(text: Option<&str>, default: usize, max: usize) -> Result<usize, crate::problem::Problem> {
+    match text {
+        None => Ok(default),
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=max).contains(l))
+            .ok_or_else(|| crate::problem::Problem::bad_request("limit", format!("1 to {max}"))),
     }
 }

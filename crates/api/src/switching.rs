@@ -97,14 +97,7 @@ pub async fn list_switches(
     Auth(caller): Auth,
     ApiQuery(q): ApiQuery<SwitchesQuery>,
 ) -> ApiResult<Json<Vec<serde_json::Value>>> {
-    let limit = match q.limit.as_deref() {
-        None => 100,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=hub::switching::SWITCHES_PAGE_MAX).contains(l))
-            .ok_or_else(|| Problem::bad_request("limit", format!("1 to {}", hub::switching::SWITCHES_PAGE_MAX)))?,
-    };
+    let limit = crate::dto::parse_limit(q.limit.as_deref(), 100, hub::switching::SWITCHES_PAGE_MAX)?;
     let list = st.hub.switches(&caller, q.mpxn.as_deref(), limit).await?;
     Ok(Json(list.iter().map(hub::switching::switch_json).collect()))
 }

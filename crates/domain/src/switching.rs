@@ -114,11 +114,6 @@ impl Stage {
         Stage::Withdrawn,
     ];
 
-    /// Whether the switch is over (either way).
-    pub fn is_final(self) -> bool {
-        matches!(self, Stage::Completed | Stage::Withdrawn)
-    }
-
     /// Whether the switch can no longer be stopped.
     pub fn is_irrevocable(self) -> bool {
         matches!(self, Stage::Confirmed | Stage::Completing | Stage::Completed)

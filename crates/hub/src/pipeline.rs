@@ -29,6 +29,18 @@ const FORMER_SUPPLIER_SRVS: &[&str] = &["4.8.1", "4.17"];
 const COUNTER_BLOCK: u64 = 1000;
 /// Furthest ahead a request may be future-dated.
 pub const FUTURE_DAYS_MAX: i64 = 400;
+
+/// A future instant a party asks for: not in the past, at most [`FUTURE_DAYS_MAX`] ahead;
+/// the refusal names `field`.
+pub(crate) fn check_ahead(field: &str, at: Timestamp, now: Timestamp) -> Result<(), HubError> {
+    if at < now {
+        return Err(invalid(field, format!("must not be in the past; it is {now} now")));
+    }
+    if at > now + SignedDuration::from_hours(24 * FUTURE_DAYS_MAX) {
+        return Err(invalid(field, format!("at most {FUTURE_DAYS_MAX} days ahead")));
+    }
+    Ok(())
+}
 /// Requests sent to devices at once by one dispatch round.
 pub const DISPATCH_BATCH_MAX: usize = 512;
 /// Longest a caller may wait for a response in one call.
@@ -701,12 +713,7 @@ impl Hub {
                 if service.future_date == FutureDate::No {
                     return Err(invalid("execute_at", format!("SRV {} cannot be future-dated", service.code)));
                 }
-                if at < now {
-                    return Err(invalid("execute_at", format!("must not be in the past; it is {now} now")));
-                }
-                if at > now + SignedDuration::from_hours(24 * FUTURE_DAYS_MAX) {
-                    return Err(invalid("execute_at", format!("at most {FUTURE_DAYS_MAX} days ahead")));
-                }
+                check_ahead("execute_at", at, now)?;
                 Some(at)
             }
         };

@@ -22,14 +22,13 @@ use device::{Command, RequestId};
 use domain::Mpxn;
 use domain::catalogue::Critical;
 use domain::time::{in_london, parse_instant, start_of_london_day};
-use jiff::{SignedDuration, Span, Timestamp};
+use jiff::{Span, Timestamp};
 use serde_json::{Map, Value, json};
 use store::{
     Completion, DeviceRecord, Effect, Every, ForwardRecord, ReadRecord, RequestRecord, RequestStatus, ResponseOutcome,
     ScheduleRecord,
 };
 
-use crate::pipeline::FUTURE_DAYS_MAX;
 use crate::{Caller, Hub, HubError};
 
 /// SRVs the hub answers itself, without a device.
@@ -81,12 +80,7 @@ pub(crate) fn validate_schedule_body(srv: &str, body: &Value, now: Timestamp) ->
                 .and_then(Every::parse)
                 .ok_or_else(|| invalid("body.every", "required, \"day\" or \"week\""))?;
             let start = instant(o, "start")?.ok_or_else(|| invalid("body.start", "required, the first run's time"))?;
-            if start < now {
-                return Err(invalid("body.start", format!("must not be in the past; it is {now} now")));
-            }
-            if start > now + SignedDuration::from_hours(24 * FUTURE_DAYS_MAX) {
-                return Err(invalid("body.start", format!("at most {FUTURE_DAYS_MAX} days ahead")));
-            }
+            crate::pipeline::check_ahead("body.start", start, now)?;
             let end = instant(o, "end")?;
             if end.is_some_and(|e| e <= start) {
                 return Err(invalid("body.end", "must be after start"));
@@ -387,7 +381,11 @@ mod tests {
         );
         assert_eq!(run_at(first, Every::Day, -1).unwrap().to_string(), "2026-10-23T02:30:00Z");
         assert_eq!(run_at(first, Every::Week, 1).unwrap().to_string(), "2026-10-31T03:30:00Z");
-        assert_eq!(next_run(first, Every::Day, 0, Some(first + SignedDuration::from_hours(12))), None, "past the end");
+        assert_eq!(
+            next_run(first, Every::Day, 0, Some(first + jiff::SignedDuration::from_hours(12))),
+            None,
+            "past the end"
+        );
 
         // 01:30 daily does not exist on the March change day (29 March 2026): that run is at
         // 02:30 BST, and the next day's is back at 01:30.

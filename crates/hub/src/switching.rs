@@ -68,6 +68,11 @@ impl Work {
     fn of(stored: Option<&str>) -> Work {
         stored.and_then(|w| serde_json::from_str(w).ok()).unwrap_or_default()
     }
+
+    /// As kept with the switch.
+    fn json(&self) -> Option<String> {
+        Some(serde_json::to_string(self).expect("work serialises"))
+    }
 }
 
 fn notice(party: &PartyId, code: &str, mpxn: Mpxn, at: Timestamp, detail: String, data: Value) -> Notice {
@@ -80,6 +85,30 @@ fn notice(party: &PartyId, code: &str, mpxn: Mpxn, at: Timestamp, detail: String
         detail,
         data: Some(data.to_string()),
         recorded_at: at,
+    }
+}
+
+/// The audit event of one step of switch `switch_seq`, recorded at `now`.
+fn event(
+    switch_seq: i64,
+    step: Step,
+    now: Timestamp,
+    actor: Actor,
+    party: Option<PartyId>,
+    event: &str,
+    detail: String,
+) -> SwitchEvent {
+    SwitchEvent {
+        seq: 0,
+        switch_seq,
+        at: step.at,
+        recorded_at: now,
+        actor: actor.as_str().into(),
+        party,
+        event: event.into(),
+        from: Some(step.from),
+        to: step.to,
+        detail,
     }
 }
 
@@ -257,14 +286,15 @@ impl Hub {
         self.check_role(caller, code)?;
         let rec = self.store().switch(seq).await?.ok_or_else(|| HubError::NotFound(format!("no switch {seq}")))?;
         let me = &caller.party.id;
-        let involved = parties_of(&rec).contains(me);
         let allowed = match action.actor() {
             Actor::Incoming => rec.incoming == *me || rec.incoming_shipper.as_ref() == Some(me),
             Actor::Outgoing => rec.outgoing == *me,
             Actor::RegistrationService | Actor::Hub => true,
         };
         if !allowed {
-            if !involved && action.actor() != Actor::RegistrationService {
+            // The other party of the switch learns which side the action is for; anybody else
+            // learns nothing.
+            if !parties_of(&rec).contains(me) {
                 return Err(HubError::NotFound(format!("no switch {seq}")));
             }
             return Err(HubError::invalid(
@@ -323,18 +353,7 @@ impl Hub {
                 Stage::Completing => "switch instant reached".to_string(),
                 to => to.as_str().to_string(),
             };
-            u.events.push(SwitchEvent {
-                seq: 0,
-                switch_seq: rec.seq,
-                at: step.at,
-                recorded_at: now,
-                actor: actor.as_str().into(),
-                party: party.clone(),
-                event: event.into(),
-                from: Some(step.from),
-                to: step.to,
-                detail: detail.clone(),
-            });
+            u.events.push(self::event(rec.seq, *step, now, actor, party.clone(), event, detail.clone()));
             let data = json!({"switch": rec.seq, "from": step.from.as_str(), "to": step.to.as_str(), "at": step.at.to_string(),
                               "switch_at": state.switch_at.map(|t| t.to_string())});
             for p in parties_of(rec) {
@@ -351,6 +370,7 @@ impl Hub {
                 u.registration = Some(self.switched_registration(rec, &state, actor, party.as_ref(), now).await?);
             }
         }
+        let mut completed = None;
         if state.stage == Stage::Completing {
             let switch_at = state.switch_at.expect("a completing switch has its instant");
             let (requests, credentials, registry_only) = match self.credential_requests(rec, switch_at).await {
@@ -368,11 +388,12 @@ impl Hub {
                 credentials,
                 reading: None,
             };
-            u.work = Some(serde_json::to_string(&work).expect("work serialises"));
+            u.work = work.json();
             if registry_only {
                 // Nothing to wait for: the switch is a registry change only.
                 let done = state.complete(now).map_err(|r| HubError::Conflict(r.rule))?;
-                self.completion(rec, &mut u, done, now);
+                self.completion(rec, &mut u, &work, done, now);
+                completed = Some(work);
             } else {
                 // Checked again as soon as the dispatcher has run the requests.
                 state.deadline = Some(now);
@@ -385,15 +406,14 @@ impl Hub {
             metrics::counter!("meterhub_switches_total", "step" => step.to.as_str()).increment(1);
             tracing::info!(message = "Switch moved.", switch = s.seq, mpxn = %s.mpxn, from = step.from.as_str(), to = step.to.as_str(), at = %step.at);
         }
-        if s.state.stage == Stage::Completed {
-            self.completed_alerts(&s).await;
+        if let Some(work) = completed {
+            self.completed_alerts(&s, &work).await;
         }
         Ok(s)
     }
 
     /// A completed switch, as a hub alert to both suppliers (besides their notices).
-    async fn completed_alerts(&self, s: &SwitchRecord) {
-        let work = Work::of(s.work.as_deref());
+    async fn completed_alerts(&self, s: &SwitchRecord, work: &Work) {
         for party in [&s.incoming, &s.outgoing] {
             self.raise(
                 domain::alerts::HubAlert::ChangeOfSupplier,
@@ -474,8 +494,7 @@ impl Hub {
 
     /// The completion's notices (the same definitive reading to both suppliers) and the
     /// outgoing supplier's appointments it ends.
-    fn completion(&self, rec: &SwitchRecord, u: &mut SwitchUpdate, step: Step, now: Timestamp) {
-        let work: Work = Work::of(u.work.as_deref());
+    fn completion(&self, rec: &SwitchRecord, u: &mut SwitchUpdate, work: &Work, step: Step, now: Timestamp) {
         let detail = match &work.reading {
             Some(r) => format!(
                 "{} supplies {} from {}; definitive reading {}",
@@ -486,18 +505,7 @@ impl Hub {
             ),
             None => format!("{} supplies {}; no definitive reading ({})", rec.incoming, rec.mpxn, work.credentials),
         };
-        u.events.push(SwitchEvent {
-            seq: 0,
-            switch_seq: rec.seq,
-            at: step.at,
-            recorded_at: now,
-            actor: Actor::Hub.as_str().into(),
-            party: None,
-            event: "completed".into(),
-            from: Some(step.from),
-            to: step.to,
-            detail: detail.clone(),
-        });
+        u.events.push(event(rec.seq, step, now, Actor::Hub, None, "completed", detail.clone()));
         let data = json!({"switch": rec.seq, "definitive_reading": work.reading, "credentials": work.credentials});
         for p in parties_of(rec) {
             u.notices.push(notice(&p, "switch-completed", rec.mpxn, now, detail.clone(), data.clone()));
@@ -542,7 +550,9 @@ impl Hub {
     async fn check_credentials(&self, rec: &SwitchRecord, now: Timestamp) -> Result<bool, HubError> {
         let mut work: Work = Work::of(rec.work.as_deref());
         let mut failure = None;
-        if work.requests.is_empty() {
+        // Tried just now and not buildable: the retry below does not build it again.
+        let built_now = work.requests.is_empty();
+        if built_now {
             // Not built when the switch reached its instant (in the same step as its
             // confirmation, the registry did not name the incoming supplier yet): built now,
             // and not counted as a try.
@@ -551,7 +561,7 @@ impl Hub {
                 Ok(Some(r)) => {
                     work.requests = vec![r.id.clone()];
                     let mut u = next_step(rec, &rec.state, now);
-                    u.work = Some(serde_json::to_string(&work).expect("work serialises"));
+                    u.work = work.json();
                     u.requests = vec![r];
                     u.state.deadline = Some(now);
                     self.store().update_switch(u).await?;
@@ -584,17 +594,20 @@ impl Hub {
         }
         let mut state = rec.state.clone();
         let mut u = next_step(rec, &state, now);
-        u.work = None;
         match failure {
             Some(why) if work.attempts < CREDENTIAL_ATTEMPTS_MAX => {
                 let switch_at = state.switch_at.expect("completing");
                 let retry_at = now + crate::delivery::retry_wait(work.attempts);
                 // A request that cannot be built now counts as a failed attempt next time.
-                let requests = match self.credential_requests(rec, switch_at).await {
-                    Ok(r) => r.into_iter().collect(),
-                    Err(e) => {
-                        tracing::warn!(message = "Cannot build the switch's 6.23 now.", switch = rec.seq, error = %e);
-                        Vec::new()
+                let requests = if built_now {
+                    Vec::new()
+                } else {
+                    match self.credential_requests(rec, switch_at).await {
+                        Ok(r) => r.into_iter().collect(),
+                        Err(e) => {
+                            tracing::warn!(message = "Cannot build the switch's 6.23 now.", switch = rec.seq, error = %e);
+                            Vec::new()
+                        }
                     }
                 };
                 work.attempts += 1;
@@ -608,47 +621,34 @@ impl Hub {
                     })
                     .collect();
                 state.deadline = Some(retry_at);
-                u.events.push(SwitchEvent {
-                    seq: 0,
-                    switch_seq: rec.seq,
-                    at: now,
-                    recorded_at: now,
-                    actor: Actor::Hub.as_str().into(),
-                    party: None,
-                    event: "credentials-retry".into(),
-                    from: Some(Stage::Completing),
-                    to: Stage::Completing,
-                    detail: format!("6.23 not delivered ({why}); try {} at {retry_at}", work.attempts),
-                });
+                let stay = Step { from: Stage::Completing, to: Stage::Completing, at: now };
+                let detail = format!("6.23 not delivered ({why}); try {} at {retry_at}", work.attempts);
+                u.events.push(event(rec.seq, stay, now, Actor::Hub, None, "credentials-retry", detail));
                 tracing::warn!(message = "Switch credentials not delivered; retrying.", switch = rec.seq, attempt = work.attempts, reason = %why);
             }
-            Some(why) => {
-                work.credentials = format!("failed: {why}");
+            failure => {
+                match failure {
+                    Some(why) => {
+                        work.credentials = format!("failed: {why}");
+                        tracing::error!(message = "Switch completed without replacing device credentials.", switch = rec.seq, reason = %why);
+                    }
+                    None => {
+                        work.credentials = "replaced".into();
+                        work.reading = reading;
+                    }
+                }
                 let done = state.complete(now).map_err(|r| HubError::Conflict(r.rule))?;
-                u.work = Some(serde_json::to_string(&work).expect("work serialises"));
-                self.completion(rec, &mut u, done, now);
-                tracing::error!(message = "Switch completed without replacing device credentials.", switch = rec.seq, reason = %why);
-            }
-            None => {
-                work.credentials = "replaced".into();
-                work.reading = reading;
-                let done = state.complete(now).map_err(|r| HubError::Conflict(r.rule))?;
-                u.work = Some(serde_json::to_string(&work).expect("work serialises"));
-                self.completion(rec, &mut u, done, now);
+                self.completion(rec, &mut u, &work, done, now);
+                u.grant_ends = self.outgoing_appointments(rec).await?;
             }
         }
-        if state.stage == Stage::Completed {
-            u.grant_ends = self.outgoing_appointments(rec).await?;
-        }
-        if u.work.is_none() {
-            u.work = Some(serde_json::to_string(&work).expect("work serialises"));
-        }
+        u.work = work.json();
         u.state = state;
         let s = self.store().update_switch(u).await?;
         if s.state.stage == Stage::Completed {
             metrics::counter!("meterhub_switches_total", "step" => "completed").increment(1);
             tracing::info!(message = "Switch completed.", switch = s.seq, mpxn = %s.mpxn, incoming = %s.incoming);
-            self.completed_alerts(&s).await;
+            self.completed_alerts(&s, &work).await;
         }
         Ok(true)
     }
@@ -660,9 +660,7 @@ impl Hub {
         let all = self.store().grants(GrantKind::Appointment, rec.mpxn).await?;
         Ok(all
             .into_iter()
-            .filter(|g| {
-                g.appointer.as_ref() == Some(&rec.outgoing) && g.ended_at.is_none() && g.valid_to.is_none_or(|t| t > at)
-            })
+            .filter(|g| g.appointer.as_ref() == Some(&rec.outgoing) && g.runs_past(at))
             .map(|g| GrantEnd {
                 kind: GrantKind::Appointment,
                 seq: g.seq,

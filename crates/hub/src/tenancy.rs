@@ -49,15 +49,7 @@ impl Hub {
         let now = self.now();
         let from =
             domain::time::parse_instant(&input.tenancy_from).map_err(|e| HubError::invalid("tenancy_from", e))?;
-        if from < now {
-            return Err(HubError::invalid("tenancy_from", format!("must not be in the past; it is {now} now")));
-        }
-        if from > now + jiff::SignedDuration::from_hours(24 * crate::pipeline::FUTURE_DAYS_MAX) {
-            return Err(HubError::invalid(
-                "tenancy_from",
-                format!("at most {} days ahead", crate::pipeline::FUTURE_DAYS_MAX),
-            ));
-        }
+        crate::pipeline::check_ahead("tenancy_from", from, now)?;
         let note = input.consent_note.as_deref().map(str::trim).filter(|n| !n.is_empty());
         match (input.share_history, note) {
             (true, None) => {
@@ -82,8 +74,7 @@ impl Hub {
         self.authorize(caller, "tenancy.notify", Some(&rel.facts()))?;
         // Every consent still holding at or after the date ends there.
         let consents = self.store().grants(GrantKind::Consent, mpxn).await?;
-        let ending: Vec<_> =
-            consents.into_iter().filter(|g| g.ended_at.is_none() && g.valid_to.is_none_or(|t| t > from)).collect();
+        let ending: Vec<_> = consents.into_iter().filter(|g| g.runs_past(from)).collect();
         let reason = format!("change of tenancy at {from}, notified by {}", caller.party.id);
         let grant_ends = ending
             .iter()
@@ -117,8 +108,7 @@ impl Hub {
         // SRV 3.2 to the meter, held by the hub until the tenancy date and followed until the
         // meter has it.
         let mut deliveries = Vec::new();
-        let mut no_meter = None;
-        match self.store().device_for_mpxn(mpxn).await? {
+        let restriction = match self.store().device_for_mpxn(mpxn).await? {
             Some(meter) => {
                 let body = json!({"tenancy_from": from.to_string(), "share_history": input.share_history});
                 let request = self.hub_request(&caller.party, "3.2", meter, Some(mpxn), body, from, false).await?;
@@ -140,11 +130,12 @@ impl Hub {
                     version: 1,
                     updated_at: now,
                 };
+                let id = request.id.clone();
                 deliveries.push(NewDelivery { delivery, request });
+                id
             }
-            None => no_meter = Some(format!("{mpxn} has no smart meter linked: no 3.2 was sent")),
-        }
-        let request_id = deliveries.first().map(|d| d.request.id.clone());
+            None => format!("{mpxn} has no smart meter linked: no 3.2 was sent"),
+        };
         let tenancy = TenancyRecord {
             seq: 0,
             mpxn,
@@ -158,7 +149,7 @@ impl Hub {
         self.inner.work.notify_one();
         tracing::info!(message = "Change of tenancy notified.", mpxn = %mpxn, from = %from, consents_ended = told.len(), history_shared = input.share_history);
         let deliveries = self.store().deliveries("tenancy", t.seq).await?;
-        Ok(Notified { tenancy: t, deliveries, consents_ended_for: told, restriction: request_id.or(no_meter) })
+        Ok(Notified { tenancy: t, deliveries, consents_ended_for: told, restriction: Some(restriction) })
     }
 
     /// A metering point's changes of tenancy (its registered supplier, or the hub operator),

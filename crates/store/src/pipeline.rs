@@ -314,6 +314,12 @@ impl GrantRecord {
     pub fn holds_at(&self, at: Timestamp) -> bool {
         self.valid_from <= at && self.valid_to.is_none_or(|t| at < t)
     }
+
+    /// Whether it is still open (not ended) and runs past `at`: what a change of tenancy
+    /// or of supplier at `at` has to end.
+    pub fn runs_past(&self, at: Timestamp) -> bool {
+        self.ended_at.is_none() && self.valid_to.is_none_or(|t| t > at)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -57,7 +57,7 @@ pub(crate) fn micros(t: Timestamp) -> i64 {
     t.as_microsecond()
 }
 
-fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
+pub(crate) fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(format!("stored {what} is unreadable: {detail}"))
 }
 
@@ -69,7 +69,7 @@ pub(crate) fn party_id(s: String) -> Result<PartyId, StoreError> {
     PartyId::parse(&s).map_err(|e| corrupt("party id", e))
 }
 
-fn opt_party_id(s: Option<String>) -> Result<Option<PartyId>, StoreError> {
+pub(crate) fn opt_party_id(s: Option<String>) -> Result<Option<PartyId>, StoreError> {
     s.map(party_id).transpose()
 }
 

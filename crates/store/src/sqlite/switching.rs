@@ -20,13 +20,12 @@ fn raw_switch(r: &Row<'_>) -> rusqlite::Result<RawSwitch> {
 
 fn into_switch(r: RawSwitch) -> Result<SwitchRecord, StoreError> {
     let (seq, m, incoming, shipper, outgoing, version, state, work, created_at, updated_at) = r;
-    let state: Switch = serde_json::from_str(&state)
-        .map_err(|e| StoreError::Backend(format!("stored switch {seq} is unreadable: {e}")))?;
+    let state: Switch = serde_json::from_str(&state).map_err(|e| super::corrupt(&format!("switch {seq}"), e))?;
     Ok(SwitchRecord {
         seq,
         mpxn: mpxn(&m)?,
         incoming: party_id(incoming)?,
-        incoming_shipper: shipper.map(party_id).transpose()?,
+        incoming_shipper: super::opt_party_id(shipper)?,
         outgoing: party_id(outgoing)?,
         state,
         version,
@@ -40,7 +39,7 @@ fn state_json(s: &Switch) -> String {
     serde_json::to_string(s).expect("a switch serialises")
 }
 
-fn load(conn: &Connection, seq: i64) -> Result<Option<SwitchRecord>, StoreError> {
+pub(super) fn switch(conn: &Connection, seq: i64) -> Result<Option<SwitchRecord>, StoreError> {
     conn.prepare_cached(&format!("SELECT {SWITCH_COLS} FROM switches WHERE seq = ?1"))
         .and_then(|mut s| s.query_row([seq], raw_switch).optional())
         .map_err(backend)?
@@ -99,11 +98,7 @@ pub(super) fn insert_switch(
     })?;
     let seq = conn.last_insert_rowid();
     insert_event(conn, seq, first)?;
-    load(conn, seq)?.ok_or_else(|| StoreError::Backend("inserted switch vanished".into()))
-}
-
-pub(super) fn switch(conn: &Connection, seq: i64) -> Result<Option<SwitchRecord>, StoreError> {
-    load(conn, seq)
+    switch(conn, seq)?.ok_or_else(|| StoreError::Backend("inserted switch vanished".into()))
 }
 
 pub(super) fn switches(
@@ -184,7 +179,7 @@ pub(super) fn update_switch(conn: &Connection, u: &SwitchUpdate) -> Result<Switc
         })
         .map_err(classify)?;
     if changed == 0 {
-        return Err(match load(conn, u.seq)? {
+        return Err(match switch(conn, u.seq)? {
             None => StoreError::NotFound(format!("switch {}", u.seq)),
             Some(s) => StoreError::Conflict(format!(
                 "switch {} moved on meanwhile (it is {} now); read it again",
@@ -211,7 +206,7 @@ pub(super) fn update_switch(conn: &Connection, u: &SwitchUpdate) -> Result<Switc
     }
     end_grants(conn, &u.grant_ends, u.at)?;
     insert_notices(conn, &u.notices)?;
-    load(conn, u.seq)?.ok_or_else(|| StoreError::Backend("updated switch vanished".into()))
+    switch(conn, u.seq)?.ok_or_else(|| StoreError::Backend("updated switch vanished".into()))
 }
 
 type RawEvent = (i64, i64, i64, i64, String, Option<String>, String, Option<String>, String, String);
@@ -233,7 +228,7 @@ pub(super) fn switch_events(conn: &Connection, seq: i64) -> Result<Vec<SwitchEve
             at: ts(at)?,
             recorded_at: ts(recorded_at)?,
             actor,
-            party: party.map(party_id).transpose()?,
+            party: super::opt_party_id(party)?,
             event,
             from: from.as_deref().map(stage).transpose()?,
             to: stage(&to)?,
