@@ -6,7 +6,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
-use store::{DeliveryRecord, DeliveryState, DeliveryUpdate, Notice, RequestStatus, ResponseOutcome};
+use store::{DeliveryRecord, DeliveryState, DeliveryUpdate, RequestStatus, ResponseOutcome};
 
 use crate::{Hub, HubError};
 
@@ -116,20 +116,10 @@ impl Hub {
         if matches!(u.state, DeliveryState::Refused | DeliveryState::Failed) {
             let detail = u.detail.clone().unwrap_or_default();
             tracing::error!(message = "Command not delivered; given up.", delivery = d.seq, srv = %d.srv, device = %d.target, reason = %detail);
-            u.notices.push(Notice {
-                seq: 0,
-                party: d.party.clone(),
-                code: "delivery-failed".into(),
-                mpxn: Some(d.mpxn),
-                at: now,
-                detail: format!("SRV {} to {} for {} {}: {detail}", d.srv, d.target, d.purpose, d.subject),
-                data: Some(
-                    json!({"srv": d.srv, "device": d.target.to_string(), "purpose": d.purpose, "subject": d.subject,
-                           "state": u.state.as_str(), "attempts": u.attempts})
-                    .to_string(),
-                ),
-                recorded_at: now,
-            });
+            let data = json!({"srv": d.srv, "device": d.target.to_string(), "purpose": d.purpose,
+                              "subject": d.subject, "state": u.state.as_str(), "attempts": u.attempts});
+            let text = format!("SRV {} to {} for {} {}: {detail}", d.srv, d.target, d.purpose, d.subject);
+            u.notices.push(crate::notice(&d.party, "delivery-failed", d.mpxn, now, now, text, &data));
         }
         let given_up = matches!(u.state, DeliveryState::Refused | DeliveryState::Failed).then(|| u.detail.clone());
         self.store().update_delivery(u).await?;

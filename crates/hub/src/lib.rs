@@ -266,3 +266,26 @@ impl Hub {
         HubError::from(refusal)
     }
 }
+
+/// A notice from the hub to `party` about `mpxn`: what happens at `at`, recorded at
+/// `recorded_at`.
+pub(crate) fn notice(
+    party: &domain::PartyId,
+    code: &str,
+    mpxn: domain::Mpxn,
+    at: Timestamp,
+    recorded_at: Timestamp,
+    detail: String,
+    data: &serde_json::Value,
+) -> store::Notice {
+    store::Notice {
+        seq: 0,
+        party: party.clone(),
+        code: code.to_string(),
+        mpxn: Some(mpxn),
+        at,
+        detail,
+        data: Some(data.to_string()),
+        recorded_at,
+    }
+}

@@ -75,17 +75,9 @@ impl Work {
     }
 }
 
+/// A notice about `mpxn` at `at`, recorded then.
 fn notice(party: &PartyId, code: &str, mpxn: Mpxn, at: Timestamp, detail: String, data: Value) -> Notice {
-    Notice {
-        seq: 0,
-        party: party.clone(),
-        code: code.to_string(),
-        mpxn: Some(mpxn),
-        at,
-        detail,
-        data: Some(data.to_string()),
-        recorded_at: at,
-    }
+    crate::notice(party, code, mpxn, at, at, detail, &data)
 }
 
 /// The audit event of one step of switch `switch_seq`, recorded at `now`.

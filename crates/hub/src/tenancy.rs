@@ -8,7 +8,7 @@
 
 use domain::PartyId;
 use serde_json::json;
-use store::{DeliveryRecord, DeliveryState, GrantEnd, GrantKind, NewDelivery, NewTenancy, Notice, TenancyRecord};
+use store::{DeliveryRecord, DeliveryState, GrantEnd, GrantKind, NewDelivery, NewTenancy, TenancyRecord};
 
 use crate::registry::Relationships;
 use crate::{Caller, Hub, HubError};
@@ -94,15 +94,10 @@ impl Hub {
         };
         let notices = told
             .iter()
-            .map(|p| Notice {
-                seq: 0,
-                party: p.clone(),
-                code: "change-of-tenancy".into(),
-                mpxn: Some(mpxn),
-                at: from,
-                detail: format!("the tenancy at {mpxn} changes at {from}: your consent ends then"),
-                data: Some(json!({"mpxn": mpxn.to_string(), "tenancy_from": from.to_string()}).to_string()),
-                recorded_at: now,
+            .map(|p| {
+                let detail = format!("the tenancy at {mpxn} changes at {from}: your consent ends then");
+                let data = json!({"mpxn": mpxn.to_string(), "tenancy_from": from.to_string()});
+                crate::notice(p, "change-of-tenancy", mpxn, from, now, detail, &data)
             })
             .collect();
         // SRV 3.2 to the meter, held by the hub until the tenancy date and followed until the

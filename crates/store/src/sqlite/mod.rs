@@ -286,6 +286,18 @@ fn ensure_metering_point(conn: &Connection, m: &Mpxn, at: Timestamp) -> Result<b
     Ok(n == 1)
 }
 
+/// Insert a registration version as recorded; its seq.
+fn insert_new_registration(conn: &Connection, r: &NewRegistration) -> Result<i64, StoreError> {
+    insert_registration(
+        conn,
+        &r.mpxn.to_string(),
+        micros(r.effective_from),
+        &r.data,
+        micros(r.recorded_at),
+        r.recorded_by.as_str(),
+    )
+}
+
 fn insert_registration(
     conn: &Connection,
     m: &str,
@@ -495,14 +507,7 @@ impl Store for SqliteStore {
         self.engine
             .write(move |conn| {
                 ensure_metering_point(conn, &r.mpxn, r.recorded_at)?;
-                let seq = insert_registration(
-                    conn,
-                    &r.mpxn.to_string(),
-                    micros(r.effective_from),
-                    &r.data,
-                    micros(r.recorded_at),
-                    r.recorded_by.as_str(),
-                )?;
+                let seq = insert_new_registration(conn, &r)?;
                 Ok(RegistrationVersion {
                     seq,
                     mpxn: r.mpxn,

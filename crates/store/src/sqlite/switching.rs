@@ -192,14 +192,7 @@ pub(super) fn update_switch(conn: &Connection, u: &SwitchUpdate) -> Result<Switc
         insert_event(conn, u.seq, e)?;
     }
     if let Some(r) = &u.registration {
-        super::insert_registration(
-            conn,
-            &r.mpxn.to_string(),
-            micros(r.effective_from),
-            &r.data,
-            micros(r.recorded_at),
-            r.recorded_by.as_str(),
-        )?;
+        super::insert_new_registration(conn, r)?;
     }
     for r in &u.requests {
         super::pipeline::insert_request(conn, r)?;
