@@ -92,6 +92,57 @@ async fn as_at_queries_follow_effective_dates_and_corrections() {
     assert!(hist.windows(2).all(|w| w[0].seq < w[1].seq));
 }
 
+async fn supplier_at(s: &SqliteStore, m: &str, at: &str) -> Option<String> {
+    s.registration_at(mpxn(m), t(at), None).await.unwrap().map(|v| v.data.supplier.to_string())
+}
+
+// The planning cache (registrations, enrolments and devices kept in memory) never hides a
+// write: this process's writes are seen by the next read, and another process's (here a
+// second store on the same directory, as a local command would open) once the change
+// counter is polled, well within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_planning_facts_follow_writes_from_this_and_other_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path(), opts()).unwrap();
+    let m = "1312345678907";
+    s.append_registration(reg(m, "2025-01-01T00:00:00Z", "acme", "2025-01-01T00:00:00Z")).await.unwrap();
+    assert_eq!(supplier_at(&s, m, "2026-06-01T00:00:00Z").await.as_deref(), Some("acme"));
+    assert!(s.enrolment_at(mpxn(m), t("2026-06-01T00:00:00Z"), None).await.unwrap().is_none());
+    // Our own write: seen at once, by every kind of read.
+    s.append_registration(reg(m, "2026-03-01T00:00:00Z", "brightside", "2026-02-01T00:00:00Z")).await.unwrap();
+    assert_eq!(supplier_at(&s, m, "2026-06-01T00:00:00Z").await.as_deref(), Some("brightside"));
+    assert_eq!(s.registration_history(mpxn(m)).await.unwrap().len(), 2);
+    let e = NewEnrolment {
+        mpxn: mpxn(m),
+        effective_from: t("2026-01-01T00:00:00Z"),
+        enrolled: true,
+        recorded_at: t("2026-01-01T00:00:00Z"),
+        recorded_by: pid("acme"),
+    };
+    s.append_enrolment(e.clone()).await.unwrap();
+    assert!(s.enrolment_at(mpxn(m), t("2026-06-01T00:00:00Z"), None).await.unwrap().is_some_and(|e| e.enrolled));
+
+    // Another process's write.
+    let other = SqliteStore::open(dir.path(), opts()).unwrap();
+    other.append_registration(reg(m, "2026-05-01T00:00:00Z", "cobalt", "2026-04-01T00:00:00Z")).await.unwrap();
+    other
+        .append_enrolment(NewEnrolment { enrolled: false, effective_from: t("2026-05-01T00:00:00Z"), ..e })
+        .await
+        .unwrap();
+    other.close().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let supplier = supplier_at(&s, m, "2026-06-01T00:00:00Z").await;
+        let enrolled = s.enrolment_at(mpxn(m), t("2026-06-01T00:00:00Z"), None).await.unwrap().unwrap().enrolled;
+        if supplier.as_deref() == Some("cobalt") && !enrolled {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "another process's writes were never seen: {supplier:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    s.close().await;
+}
+
 // R-REG-1: history is never overwritten, even by SQL that tries.
 #[tokio::test]
 async fn history_is_append_only_and_enrolment_needs_a_metering_point() {

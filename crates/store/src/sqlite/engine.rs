@@ -75,8 +75,53 @@ enum Msg {
     Stop,
 }
 
+/// Watches a counter that triggers move whenever some tables change, so caches of what those
+/// tables say know when to drop what they hold. Read after every commit of this process's
+/// writer (before the writers hear that their writes are done) and by the checkpointer every
+/// [`CHECKPOINT_INTERVAL`], which notices commits made by other processes.
+pub(crate) struct Changes {
+    /// The statement that reads the counter; `None`: nothing is watched.
+    probe: Option<&'static str>,
+    /// The counter as last read (`None`: unknown, after a failed read).
+    last: Mutex<Option<i64>>,
+    /// Moves forward each time the counter is seen to move (or cannot be read).
+    epoch: std::sync::atomic::AtomicU64,
+}
+
+impl Changes {
+    fn new(probe: Option<&'static str>) -> Changes {
+        Changes { probe, last: Mutex::new(None), epoch: std::sync::atomic::AtomicU64::new(0) }
+    }
+
+    /// The current epoch: what a cache tags an entry with *before* it reads the database.
+    /// An entry is good while the epoch is unchanged.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn observe(&self, conn: &Connection) {
+        let Some(sql) = self.probe else { return };
+        let read = conn.prepare_cached(sql).and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)));
+        let mut last = self.last.lock().expect("change counter");
+        match read {
+            Ok(v) if *last == Some(v) => {}
+            Ok(v) => {
+                *last = Some(v);
+                self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            }
+            Err(e) => {
+                // Unknown: whatever is cached may be stale.
+                tracing::warn!(message = "Change counter unreadable; caches dropped.", error = %e);
+                *last = None;
+                self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            }
+        }
+    }
+}
+
 pub(crate) struct Engine {
     path: PathBuf,
+    changes: Arc<Changes>,
     writer: mpsc::Sender<Msg>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Arc<Mutex<Vec<Connection>>>,
@@ -124,14 +169,16 @@ fn open_connection(path: &Path, durability: Durability, write: bool) -> Result<C
 
 impl Engine {
     pub(crate) fn open(dir: &Path, opts: &SqliteOptions) -> Result<Engine, StoreError> {
-        Engine::open_file(dir, "meterhub.sqlite3", schema::HUB, opts)
+        Engine::open_file(dir, "meterhub.sqlite3", schema::HUB, Some(schema::PLANNING_CHANGES), opts)
     }
 
     /// Open (creating and migrating) the database `file` in `dir` with its own migrations.
+    /// `probe` reads a change counter to watch (see [`Changes`]).
     pub(crate) fn open_file(
         dir: &Path,
         file: &str,
         migrations: &'static [(i64, &'static str)],
+        probe: Option<&'static str>,
         opts: &SqliteOptions,
     ) -> Result<Engine, StoreError> {
         assert!(opts.readers >= 1, "at least one reader");
@@ -140,21 +187,25 @@ impl Engine {
         let path = dir.join(file);
         let mut conn = open_connection(&path, opts.durability, true)?;
         schema::migrate(&mut conn, migrations)?;
+        let changes = Arc::new(Changes::new(probe));
+        changes.observe(&conn);
         let mut readers = Vec::with_capacity(opts.readers);
         for _ in 0..opts.readers {
             readers.push(open_connection(&path, opts.durability, false)?);
         }
         let checkpoint_conn = open_connection(&path, opts.durability, true)?;
         let (stop_checkpoints, stopped) = std::sync::mpsc::channel::<()>();
+        let watched = changes.clone();
         let checkpointer = std::thread::Builder::new()
             .name("meterhub-store-checkpoint".into())
-            .spawn(move || checkpointer_loop(checkpoint_conn, stopped))
+            .spawn(move || checkpointer_loop(checkpoint_conn, stopped, &watched))
             .map_err(|e| StoreError::Backend(format!("cannot start the checkpoint thread: {e}")))?;
         let (tx, rx) = mpsc::channel::<Msg>(WRITE_QUEUE_MAX);
+        let written = changes.clone();
         let handle = std::thread::Builder::new()
             .name("meterhub-store-writer".into())
             .spawn(move || {
-                writer_loop(&conn, rx);
+                writer_loop(&conn, rx, &written);
                 // The checkpointer stops first, so the final checkpoint has the WAL to itself.
                 drop(stop_checkpoints);
                 let _ = checkpointer.join();
@@ -167,6 +218,7 @@ impl Engine {
             .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
         Ok(Engine {
             path,
+            changes,
             writer: tx,
             writer_thread: Mutex::new(Some(handle)),
             read_permits: Arc::new(Semaphore::new(readers.len())),
@@ -176,6 +228,11 @@ impl Engine {
 
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The watched change counter's epoch (see [`Changes`]).
+    pub(crate) fn changes(&self) -> &Changes {
+        &self.changes
     }
 
     /// Run `f` in the writer's transaction. Returns once the batch holding it is committed.
@@ -272,15 +329,18 @@ impl Engine {
 
 /// Fold the WAL into the database in the background, so the writer never stops to do it.
 /// Passive: it copies what no reader still needs and never blocks the writer or readers.
-fn checkpointer_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
+/// Also watches the change counter, so commits by other processes are noticed within an
+/// interval even when this process writes nothing.
+fn checkpointer_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>, changes: &Changes) {
     while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_INTERVAL) {
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             tracing::warn!(message = "Background checkpoint failed; retrying.", error = %e);
         }
+        changes.observe(&conn);
     }
 }
 
-fn writer_loop(conn: &Connection, mut rx: mpsc::Receiver<Msg>) {
+fn writer_loop(conn: &Connection, mut rx: mpsc::Receiver<Msg>, changes: &Changes) {
     let mut batch: Vec<Job> = Vec::with_capacity(WRITE_BATCH_MAX);
     // A message that ended a batch and still has to run.
     let mut held: Option<Msg> = None;
@@ -294,7 +354,7 @@ fn writer_loop(conn: &Connection, mut rx: mpsc::Receiver<Msg>) {
         };
         match msg {
             Msg::Stop => break,
-            Msg::Solo(job) => run_solo(conn, job),
+            Msg::Solo(job) => run_solo(conn, job, changes),
             Msg::Run(job) => {
                 batch.push(job);
                 while batch.len() < WRITE_BATCH_MAX {
@@ -307,7 +367,7 @@ fn writer_loop(conn: &Connection, mut rx: mpsc::Receiver<Msg>) {
                         Err(_) => break,
                     }
                 }
-                run_batch(conn, &mut batch);
+                run_batch(conn, &mut batch, changes);
             }
         }
     }
@@ -318,15 +378,15 @@ fn writer_loop(conn: &Connection, mut rx: mpsc::Receiver<Msg>) {
             Msg::Run(job) => {
                 batch.push(job);
                 if batch.len() == WRITE_BATCH_MAX {
-                    run_batch(conn, &mut batch);
+                    run_batch(conn, &mut batch, changes);
                 }
             }
-            Msg::Solo(job) => run_solo(conn, job),
+            Msg::Solo(job) => run_solo(conn, job, changes),
             Msg::Stop => {}
         }
     }
     if !batch.is_empty() {
-        run_batch(conn, &mut batch);
+        run_batch(conn, &mut batch, changes);
     }
 }
 
@@ -340,7 +400,7 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     }
 }
 
-fn run_solo(conn: &Connection, job: Job) {
+fn run_solo(conn: &Connection, job: Job, changes: &Changes) {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         tracing::error!(message = "Store transaction could not begin.", error = %e);
         job(Err(unavailable(e)));
@@ -353,6 +413,7 @@ fn run_solo(conn: &Connection, job: Job) {
                 tracing::error!(message = "Store commit failed; the transaction was rolled back.", error = %e);
                 let _ = conn.execute_batch("ROLLBACK");
             }
+            changes.observe(conn);
             (pending.reply)(commit);
         }
         Ok(Some(pending)) => {
@@ -372,7 +433,7 @@ fn exec_cached(conn: &Connection, sql: &str) -> Result<(), rusqlite::Error> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
-fn run_batch(conn: &Connection, batch: &mut Vec<Job>) {
+fn run_batch(conn: &Connection, batch: &mut Vec<Job>, changes: &Changes) {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         tracing::error!(message = "Store batch could not begin.", error = %e, jobs = batch.len());
         let err = unavailable(e);
@@ -430,6 +491,8 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>) {
             let _ = conn.execute_batch("ROLLBACK");
         }
     }
+    // Before anyone hears their write is done, so whatever they read next is not stale.
+    changes.observe(conn);
     for reply in replies {
         reply(commit.clone());
     }

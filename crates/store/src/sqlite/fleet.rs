@@ -17,7 +17,7 @@ pub struct SqliteFleetStore {
 
 impl SqliteFleetStore {
     pub fn open(dir: &Path, opts: SqliteOptions) -> Result<SqliteFleetStore, StoreError> {
-        Ok(SqliteFleetStore { engine: Engine::open_file(dir, "fleet.sqlite3", schema::FLEET, &opts)? })
+        Ok(SqliteFleetStore { engine: Engine::open_file(dir, "fleet.sqlite3", schema::FLEET, None, &opts)? })
     }
 
     pub async fn close(&self) {

@@ -3,6 +3,7 @@
 mod alerts;
 mod delivery;
 mod engine;
+mod facts;
 mod firmware;
 mod fleet;
 mod grants;
@@ -34,12 +35,28 @@ use engine::{Engine, backend};
 /// The embedded SQLite store.
 pub struct SqliteStore {
     engine: Engine,
+    planning: facts::PlanningCache,
 }
 
 impl SqliteStore {
     /// Open (creating and migrating if needed) the store in `dir`.
     pub fn open(dir: &Path, opts: SqliteOptions) -> Result<SqliteStore, StoreError> {
-        Ok(SqliteStore { engine: Engine::open(dir, &opts)? })
+        Ok(SqliteStore {
+            engine: Engine::open(dir, &opts)?,
+            planning: facts::PlanningCache::new(facts::PLANNING_CACHE_ENTRIES),
+        })
+    }
+
+    /// A metering point's planning facts, from the cache while nothing they come from has
+    /// changed (see [`facts`]).
+    async fn mpxn_facts(&self, m: Mpxn) -> Result<std::sync::Arc<facts::MpxnFacts>, StoreError> {
+        let epoch = self.engine.changes().epoch();
+        if let Some(f) = self.planning.mpxn(m, epoch) {
+            return Ok(f);
+        }
+        let found = std::sync::Arc::new(self.engine.read(move |conn| facts::load(conn, m)).await?);
+        self.planning.put_mpxn(m, epoch, found.clone());
+        Ok(found)
     }
 
     /// The database file.
@@ -588,13 +605,7 @@ impl Store for SqliteStore {
         at: Timestamp,
         known_at: Option<Timestamp>,
     ) -> Result<Option<RegistrationVersion>, StoreError> {
-        self.engine
-            .read(move |conn| {
-                in_force(conn, &format!("{REG_COLS} FROM registrations"), m, at, known_at, raw_registration)?
-                    .map(RawRegistration::into_version)
-                    .transpose()
-            })
-            .await
+        Ok(self.mpxn_facts(m).await?.registration_at(at, known_at))
     }
 
     async fn enrolment_at(
@@ -603,25 +614,11 @@ impl Store for SqliteStore {
         at: Timestamp,
         known_at: Option<Timestamp>,
     ) -> Result<Option<EnrolmentVersion>, StoreError> {
-        self.engine
-            .read(move |conn| {
-                in_force(conn, &format!("{ENROL_COLS} FROM enrolments"), m, at, known_at, enrolment_row)?
-                    .map(into_enrolment)
-                    .transpose()
-            })
-            .await
+        Ok(self.mpxn_facts(m).await?.enrolment_at(at, known_at))
     }
 
     async fn registration_history(&self, m: Mpxn) -> Result<Vec<RegistrationVersion>, StoreError> {
-        self.engine
-            .read(move |conn| {
-                let mut s = conn
-                    .prepare_cached(&format!("SELECT {REG_COLS} FROM registrations WHERE mpxn = ?1 ORDER BY seq"))
-                    .map_err(backend)?;
-                let rows = s.query_map([m.to_string()], raw_registration).map_err(backend)?;
-                rows.map(|r| r.map_err(backend).and_then(RawRegistration::into_version)).collect()
-            })
-            .await
+        Ok(self.mpxn_facts(m).await?.registrations.clone())
     }
 
     async fn enrolment_history(&self, m: Mpxn) -> Result<Vec<EnrolmentVersion>, StoreError> {
@@ -733,7 +730,13 @@ impl Store for SqliteStore {
     }
 
     async fn device(&self, eui: Eui64) -> Result<Option<DeviceRecord>, StoreError> {
-        self.engine.read(move |conn| pipeline::device(conn, eui)).await
+        let epoch = self.engine.changes().epoch();
+        if let Some(d) = self.planning.device(eui, epoch) {
+            return Ok((*d).clone());
+        }
+        let found = self.engine.read(move |conn| pipeline::device(conn, eui)).await?;
+        self.planning.put_device(eui, epoch, found.clone());
+        Ok(found)
     }
 
     async fn devices(&self, euis: Vec<Eui64>) -> Result<Vec<Option<DeviceRecord>>, StoreError> {
@@ -756,7 +759,7 @@ impl Store for SqliteStore {
     }
 
     async fn device_for_mpxn(&self, m: Mpxn) -> Result<Option<DeviceRecord>, StoreError> {
-        self.engine.read(move |conn| pipeline::device_for_mpxn(conn, m)).await
+        Ok(self.mpxn_facts(m).await?.meter.clone())
     }
 
     async fn reserve_counters(&self, originator: Eui64, n: u64) -> Result<u64, StoreError> {

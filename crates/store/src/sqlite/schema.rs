@@ -22,7 +22,12 @@ pub(crate) const HUB: &[(i64, &str)] = &[
     (11, include_str!("../../migrations/0011_alert_dispatch.sql")),
     (12, include_str!("../../migrations/0012_firmware.sql")),
     (13, include_str!("../../migrations/0013_alert_marks.sql")),
+    (14, include_str!("../../migrations/0014_change_counters.sql")),
 ];
+
+/// Reads the counter that moves whenever registrations, enrolments or devices change
+/// (migration 14): the planning cache's epoch.
+pub(crate) const PLANNING_CHANGES: &str = "SELECT v FROM change_counters WHERE name = 'planning'";
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = HUB[HUB.len() - 1].0;
