@@ -73,6 +73,11 @@ struct Inner {
     work: tokio::sync::Notify,
     /// Wakes callers waiting for responses.
     completed: tokio::sync::Notify,
+    /// Requests being sent to their devices now, and those devices: a dispatch round skips
+    /// them (see `pipeline::Hub::claim_due`).
+    in_flight: tokio::sync::Mutex<pipeline::InFlight>,
+    /// Dispatch rounds running at once in the background dispatcher.
+    rounds: Arc<tokio::sync::Semaphore>,
     /// Anomaly detection: thresholds and the counts in their windows.
     anomaly: std::sync::Mutex<anomaly::Detector>,
     /// Top-ups being taken now, by (provider, payment reference).
@@ -142,6 +147,8 @@ impl Hub {
                 counters: tokio::sync::Mutex::new(std::collections::HashMap::new()),
                 work: tokio::sync::Notify::new(),
                 completed: tokio::sync::Notify::new(),
+                in_flight: tokio::sync::Mutex::new(pipeline::InFlight::default()),
+                rounds: Arc::new(tokio::sync::Semaphore::new(pipeline::DISPATCH_ROUNDS_MAX)),
                 anomaly: std::sync::Mutex::new(anomaly::Detector::load(&thresholds)),
                 top_ups_in_flight: Default::default(),
                 cos_key,

@@ -43,6 +43,16 @@ pub(crate) fn check_ahead(field: &str, at: Timestamp, now: Timestamp) -> Result<
 }
 /// Requests sent to devices at once by one dispatch round.
 pub const DISPATCH_BATCH_MAX: usize = 512;
+/// Dispatch rounds the background dispatcher runs at once: while one round's responses are
+/// being committed, the next is already at its devices (and on the other cores).
+pub const DISPATCH_ROUNDS_MAX: usize = 4;
+
+/// Requests a dispatch round has taken and not yet completed, and their devices.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight {
+    requests: std::collections::HashSet<i64>,
+    devices: std::collections::HashSet<Eui64>,
+}
 /// Longest a caller may wait for a response in one call.
 pub const WAIT_SECONDS_MAX: u64 = 25;
 
@@ -958,15 +968,91 @@ impl Hub {
         Ok(found)
     }
 
-    /// Send every due request to its device and record the answers. Returns how many ran.
+    /// Take up to [`DISPATCH_BATCH_MAX`] due requests that no other round holds, keeping
+    /// each device's requests in one round and in order: a device with a request in flight
+    /// gets no more until it answers. The lock is held over the read, and released requests
+    /// leave the set under it after their completion is committed, so a round never takes a
+    /// request another round has just completed.
+    async fn claim_due(&self, now: Timestamp) -> Result<Vec<RequestRecord>, HubError> {
+        let mut in_flight = self.inner.in_flight.lock().await;
+        let due = self.store().due_requests(now, DISPATCH_BATCH_MAX + in_flight.requests.len()).await?;
+        let mut mine: std::collections::HashSet<Eui64> = std::collections::HashSet::new();
+        let mut claimed = Vec::new();
+        for r in due {
+            if claimed.len() == DISPATCH_BATCH_MAX {
+                break;
+            }
+            if in_flight.requests.contains(&r.seq) {
+                continue;
+            }
+            if !mine.contains(&r.target) {
+                if in_flight.devices.contains(&r.target) {
+                    continue;
+                }
+                mine.insert(r.target);
+            }
+            claimed.push(r);
+        }
+        in_flight.requests.extend(claimed.iter().map(|r| r.seq));
+        in_flight.devices.extend(mine);
+        Ok(claimed)
+    }
+
+    /// Let go of a round's requests (done or not: those not done are taken again later).
+    async fn release(&self, round: &[RequestRecord]) {
+        let mut in_flight = self.inner.in_flight.lock().await;
+        for r in round {
+            in_flight.requests.remove(&r.seq);
+            in_flight.devices.remove(&r.target);
+        }
+        drop(in_flight);
+        // Requests held back behind these may go now.
+        self.inner.work.notify_one();
+    }
+
+    /// Send every due request to its device and record the answers (one round, to the end).
+    /// Returns how many ran.
     pub async fn dispatch_due(&self) -> Result<usize, HubError> {
         let now = self.now();
-        let due = self.store().due_requests(now, DISPATCH_BATCH_MAX).await?;
+        let round = self.claim_due(now).await?;
+        let result = self.run_round(&round, now).await;
+        self.release(&round).await;
+        result
+    }
+
+    /// Start a round in the background, at most [`DISPATCH_ROUNDS_MAX`] at once. Returns
+    /// how many requests it took (0: nothing due that no round holds).
+    async fn start_round(&self) -> Result<usize, HubError> {
+        let permit = self
+            .inner
+            .rounds
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| HubError::Unavailable("the dispatcher is shutting down".into()))?;
+        let now = self.now();
+        let round = self.claim_due(now).await?;
+        let n = round.len();
+        if n > 0 {
+            let hub = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = hub.run_round(&round, now).await {
+                    tracing::error!(message = "Dispatch failed; retrying.", error = %e);
+                }
+                hub.release(&round).await;
+                drop(permit);
+            });
+        }
+        Ok(n)
+    }
+
+    /// Send a round's requests to their devices and record the answers.
+    async fn run_round(&self, due: &[RequestRecord], now: Timestamp) -> Result<usize, HubError> {
         if due.is_empty() {
             return Ok(0);
         }
         let mut parties: HashMap<domain::PartyId, Party> = HashMap::new();
-        for r in &due {
+        for r in due {
             if !parties.contains_key(&r.party)
                 && let Some(p) = self.store().party(&r.party).await?
             {
@@ -976,7 +1062,7 @@ impl Hub {
         // Requests to one device run one after another, in order; devices run side by side.
         let mut slot: HashMap<Eui64, usize> = HashMap::new();
         let mut by_device: Vec<(Eui64, Vec<&RequestRecord>)> = Vec::new();
-        for r in &due {
+        for r in due {
             let i = *slot.entry(r.target).or_insert_with(|| {
                 by_device.push((r.target, Vec::new()));
                 by_device.len() - 1
@@ -1136,7 +1222,7 @@ impl Hub {
                     0
                 }
             };
-            let ran = match self.dispatch_due().await {
+            let ran = match self.start_round().await {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::error!(message = "Dispatch failed; retrying.", error = %e);
