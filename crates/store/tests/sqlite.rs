@@ -419,3 +419,60 @@ async fn alerts_delivered_again_are_stored_once() {
     );
     s.close().await;
 }
+
+fn request(id: &str) -> store::RequestRecord {
+    store::RequestRecord {
+        seq: 0,
+        id: id.to_string(),
+        party: pid("acme"),
+        srv: "4.1.1".into(),
+        target: Eui64::from_u64(0x10),
+        mpxn: None,
+        body: "{}".into(),
+        precommand: vec![1, 2, 3],
+        signature: None,
+        submitted_at: t("2026-01-01T00:00:00Z"),
+        execute_at: None,
+        status: store::RequestStatus::Queued,
+        status_at: t("2026-01-01T00:00:00Z"),
+        note: None,
+        schedule_id: None,
+    }
+}
+
+// R-SR-1: requests are written without a savepoint each (they share their batch's
+// transaction); a request id used twice is refused as a conflict with nothing written,
+// and the requests committed beside it are unharmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_id_used_twice_is_a_conflict_and_its_neighbours_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(SqliteStore::open(dir.path(), opts()).unwrap());
+    s.insert_request(request("0000000000000001:0000000000000010:1")).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..64u64 {
+        let s = s.clone();
+        // Every eighth reuses the first id; the others are new.
+        let id = if i % 8 == 0 { 1 } else { 100 + i };
+        tasks.push(tokio::spawn(async move {
+            s.insert_request(request(&format!("0000000000000001:0000000000000010:{id}"))).await
+        }));
+    }
+    let mut conflicts = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(r) => assert!(r.seq > 0),
+            Err(StoreError::Conflict(m)) => {
+                assert!(m.contains("already exists"), "{m}");
+                conflicts += 1;
+            }
+            Err(e) => panic!("a neighbour of a conflicting request failed: {e}"),
+        }
+    }
+    assert_eq!(conflicts, 8);
+    let trail = s.audit_trail("0000000000000001:0000000000000010:1").await.unwrap();
+    assert_eq!(trail.len(), 1, "the refused duplicates wrote no audit line: {trail:?}");
+    for i in (0..64u64).filter(|i| i % 8 != 0) {
+        let id = format!("0000000000000001:0000000000000010:{}", 100 + i);
+        assert_eq!(s.audit_trail(&id).await.unwrap().len(), 1, "{id}");
+    }
+}

@@ -65,9 +65,22 @@ pub(crate) struct Pending {
 /// (the transaction could not start) it tells its caller at once and runs nothing.
 type Job = Box<dyn FnOnce(Result<&Connection, StoreError>) -> Option<Pending> + Send>;
 
+/// What undoes a batched job that fails.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Guard {
+    /// Its own savepoint: only it is undone.
+    Savepoint,
+    /// The batch's transaction: the whole batch is rolled back and every job in it refused.
+    /// For jobs that check before they write, whose only failures are the database's own
+    /// (I/O, a full disk): they skip a savepoint's cost, which is copying every page they
+    /// touch to the statement journal.
+    Batch,
+}
+
 enum Msg {
-    /// Run in the next batch, inside its own savepoint.
-    Run(Job),
+    /// Run in the next batch: inside its own savepoint (`Guard::Savepoint`), or bare
+    /// (`Guard::Batch`: its failure refuses the whole batch).
+    Run(Job, Guard),
     /// Run alone in its own transaction (bulk work: a savepoint would journal every page
     /// it touches a second time).
     Solo(Job),
@@ -241,7 +254,18 @@ impl Engine {
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     {
-        self.submit(f, false).await
+        self.submit(f, Some(Guard::Savepoint)).await
+    }
+
+    /// [`Engine::write`] for a job that checks everything before it writes (see
+    /// [`Guard::Batch`]): an error from it rolls back its whole batch, so it must return
+    /// refusals it foresees as `Ok` values, not as errors.
+    pub(crate) async fn write_checked<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.submit(f, Some(Guard::Batch)).await
     }
 
     /// Run `f` alone in a transaction of its own: for bulk jobs.
@@ -250,10 +274,11 @@ impl Engine {
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     {
-        self.submit(f, true).await
+        self.submit(f, None).await
     }
 
-    async fn submit<R, F>(&self, f: F, solo: bool) -> Result<R, StoreError>
+    /// `guard`: how a batched job is undone; `None`: run alone.
+    async fn submit<R, F>(&self, f: F, guard: Option<Guard>) -> Result<R, StoreError>
     where
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
@@ -275,7 +300,10 @@ impl Engine {
                 }),
             })
         });
-        let msg = if solo { Msg::Solo(job) } else { Msg::Run(job) };
+        let msg = match guard {
+            None => Msg::Solo(job),
+            Some(g) => Msg::Run(job, g),
+        };
         self.writer.send(msg).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Backend("the write was abandoned (internal error)".into()))?
     }
@@ -341,7 +369,7 @@ fn checkpointer_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>, chan
 }
 
 fn writer_loop(conn: &Connection, mut rx: mpsc::Receiver<Msg>, changes: &Changes) {
-    let mut batch: Vec<Job> = Vec::with_capacity(WRITE_BATCH_MAX);
+    let mut batch: Vec<(Job, Guard)> = Vec::with_capacity(WRITE_BATCH_MAX);
     // A message that ended a batch and still has to run.
     let mut held: Option<Msg> = None;
     loop {
@@ -355,11 +383,11 @@ fn writer_loop(conn: &Connection, mut rx: mpsc::Receiver<Msg>, changes: &Changes
         match msg {
             Msg::Stop => break,
             Msg::Solo(job) => run_solo(conn, job, changes),
-            Msg::Run(job) => {
-                batch.push(job);
+            Msg::Run(job, guard) => {
+                batch.push((job, guard));
                 while batch.len() < WRITE_BATCH_MAX {
                     match rx.try_recv() {
-                        Ok(Msg::Run(job)) => batch.push(job),
+                        Ok(Msg::Run(job, guard)) => batch.push((job, guard)),
                         Ok(other) => {
                             held = Some(other);
                             break;
@@ -375,8 +403,8 @@ fn writer_loop(conn: &Connection, mut rx: mpsc::Receiver<Msg>, changes: &Changes
     // Anything that slipped in after the stop still runs: an accepted write is never dropped.
     while let Ok(msg) = rx.try_recv() {
         match msg {
-            Msg::Run(job) => {
-                batch.push(job);
+            Msg::Run(job, guard) => {
+                batch.push((job, guard));
                 if batch.len() == WRITE_BATCH_MAX {
                     run_batch(conn, &mut batch, changes);
                 }
@@ -433,11 +461,11 @@ fn exec_cached(conn: &Connection, sql: &str) -> Result<(), rusqlite::Error> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
-fn run_batch(conn: &Connection, batch: &mut Vec<Job>, changes: &Changes) {
+fn run_batch(conn: &Connection, batch: &mut Vec<(Job, Guard)>, changes: &Changes) {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         tracing::error!(message = "Store batch could not begin.", error = %e, jobs = batch.len());
         let err = unavailable(e);
-        for job in batch.drain(..) {
+        for (job, _) in batch.drain(..) {
             job(Err(err.clone()));
         }
         return;
@@ -445,9 +473,30 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>, changes: &Changes) {
     let mut replies = Vec::with_capacity(batch.len());
     // Set when the batch can no longer commit as a whole: every job in it is then refused.
     let mut aborted: Option<StoreError> = None;
-    for job in batch.drain(..) {
+    for (job, guard) in batch.drain(..) {
         if let Some(e) = &aborted {
             job(Err(e.clone()));
+            continue;
+        }
+        if guard == Guard::Batch {
+            match catch_unwind(AssertUnwindSafe(|| job(Ok(conn)))) {
+                Ok(Some(pending)) if pending.ok => replies.push(pending.reply),
+                Ok(Some(pending)) => {
+                    aborted = Some(StoreError::Backend(
+                        "another write in the same commit failed, so none of them was made".into(),
+                    ));
+                    // It hears its own error (its reply puts that after the commit's).
+                    (pending.reply)(Ok(()));
+                }
+                Ok(None) => {}
+                Err(_) => {
+                    tracing::error!(message = "A store job panicked; its whole batch was rolled back.");
+                    aborted = Some(StoreError::Backend("a write in the same commit panicked".into()));
+                }
+            }
+            if conn.is_autocommit() {
+                aborted.get_or_insert(StoreError::Backend("the database aborted the write transaction".into()));
+            }
             continue;
         }
         if let Err(e) = exec_cached(conn, "SAVEPOINT job") {
@@ -521,6 +570,70 @@ mod tests {
         }
         let s = conn.prepare_cached(sql).unwrap();
         assert_eq!(s.get_status(StatementStatus::RePrepare), 0, "the statement was compiled again");
+    }
+
+    /// A job that runs without a savepoint of its own (`write_checked`) and fails takes its
+    /// whole batch down: it hears its own error, the others hear why, and nothing of the
+    /// batch is committed. A checked job that succeeds commits with its neighbours.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_checked_write_refuses_its_whole_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Arc::new(Engine::open(dir.path(), &SqliteOptions::default()).unwrap());
+        engine.write(|c| c.execute_batch("CREATE TABLE t (v INTEGER)").map_err(backend)).await.unwrap();
+        let count = |engine: Arc<Engine>| async move {
+            engine.read(|c| c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0)).map_err(backend)).await
+        };
+
+        // Hold the writer until the three jobs below are queued, so they share one batch.
+        let (open_gate, gate) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = oneshot::channel::<()>();
+        let e = engine.clone();
+        let gate_job = tokio::spawn(async move {
+            e.write(move |_| {
+                started_tx.send(()).unwrap();
+                gate.recv().unwrap();
+                Ok(())
+            })
+            .await
+        });
+        started.await.unwrap();
+        let e = engine.clone();
+        let before =
+            tokio::spawn(
+                async move { e.write(|c| c.execute_batch("INSERT INTO t VALUES (1)").map_err(backend)).await },
+            );
+        while engine.writer.capacity() > WRITE_QUEUE_MAX - 1 {
+            tokio::task::yield_now().await;
+        }
+        let e = engine.clone();
+        let failing = tokio::spawn(async move {
+            e.write_checked(|c| {
+                c.execute_batch("INSERT INTO t VALUES (2)").map_err(backend)?;
+                Err::<(), _>(StoreError::Backend("the disk is full".into()))
+            })
+            .await
+        });
+        while engine.writer.capacity() > WRITE_QUEUE_MAX - 2 {
+            tokio::task::yield_now().await;
+        }
+        let e = engine.clone();
+        let after = tokio::spawn(async move {
+            e.write_checked(|c| c.execute_batch("INSERT INTO t VALUES (3)").map_err(backend)).await
+        });
+        while engine.writer.capacity() > WRITE_QUEUE_MAX - 3 {
+            tokio::task::yield_now().await;
+        }
+        open_gate.send(()).unwrap();
+        // The gate job ran in a batch of its own, before the others were queued.
+        gate_job.await.unwrap().unwrap();
+        assert!(before.await.unwrap().is_err(), "an earlier write of the batch must not be reported done");
+        assert_eq!(failing.await.unwrap(), Err(StoreError::Backend("the disk is full".into())));
+        assert!(after.await.unwrap().is_err(), "a later write of the batch must not be reported done");
+        assert_eq!(count(engine.clone()).await.unwrap(), 0, "nothing of the batch may be committed");
+
+        // Alone, checked writes commit.
+        engine.write_checked(|c| c.execute_batch("INSERT INTO t VALUES (4)").map_err(backend)).await.unwrap();
+        assert_eq!(count(engine.clone()).await.unwrap(), 1);
     }
 
     /// When SQLite aborts a batch's transaction (as it does on I/O errors or a full disk),

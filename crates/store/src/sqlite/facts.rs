@@ -79,26 +79,35 @@ impl MpxnFacts {
 
 /// Read one metering point's facts in one read transaction.
 pub(crate) fn load(conn: &Connection, m: Mpxn) -> Result<MpxnFacts, StoreError> {
-    // One snapshot for the three reads (ended, read only, when dropped).
-    let snapshot = conn.unchecked_transaction().map_err(backend)?;
+    // One snapshot for the three reads, through cached statements (`Transaction` compiles
+    // its BEGIN and ROLLBACK afresh each time).
+    let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map_err(backend);
+    run("BEGIN")?;
+    let read = load_in_snapshot(conn, m);
+    run("COMMIT")?;
+    read
+}
+
+fn load_in_snapshot(conn: &Connection, m: Mpxn) -> Result<MpxnFacts, StoreError> {
     let key = m.to_string();
-    let registrations = {
-        let mut s = conn
-            .prepare_cached(&format!("SELECT {} FROM registrations WHERE mpxn = ?1 ORDER BY seq", super::REG_COLS))
-            .map_err(backend)?;
+    // In the order of the (mpxn, effective_from) indexes, which need no sort; then put in
+    // recording order here.
+    let mut registrations = {
+        let sql = format!("SELECT {} FROM registrations WHERE mpxn = ?1 ORDER BY effective_from, seq", super::REG_COLS);
+        let mut s = conn.prepare_cached(&sql).map_err(backend)?;
         let rows = s.query_map([&key], super::raw_registration).map_err(backend)?;
         rows.map(|r| r.map_err(backend).and_then(super::RawRegistration::into_version))
             .collect::<Result<Vec<_>, _>>()?
     };
-    let enrolments = {
-        let mut s = conn
-            .prepare_cached(&format!("SELECT {} FROM enrolments WHERE mpxn = ?1 ORDER BY seq", super::ENROL_COLS))
-            .map_err(backend)?;
+    registrations.sort_by_key(|v| v.seq);
+    let mut enrolments = {
+        let sql = format!("SELECT {} FROM enrolments WHERE mpxn = ?1 ORDER BY effective_from, seq", super::ENROL_COLS);
+        let mut s = conn.prepare_cached(&sql).map_err(backend)?;
         let rows = s.query_map([&key], super::enrolment_row).map_err(backend)?;
         rows.map(|r| r.map_err(backend).and_then(super::into_enrolment)).collect::<Result<Vec<_>, _>>()?
     };
+    enrolments.sort_by_key(|v| v.seq);
     let meter = super::pipeline::device_for_mpxn(conn, m)?;
-    drop(snapshot);
     Ok(MpxnFacts { registrations, enrolments, meter })
 }
 

@@ -768,12 +768,18 @@ impl Store for SqliteStore {
     }
 
     async fn insert_request(&self, mut r: RequestRecord) -> Result<RequestRecord, StoreError> {
+        // Without a savepoint (see `Engine::write_checked`): a conflicting id is refused by
+        // the first statement, before anything is written, and answered as a value.
         self.engine
-            .write(move |conn| {
-                r.seq = pipeline::insert_request(conn, &r)?;
-                Ok(r)
+            .write_checked(move |conn| match pipeline::insert_request(conn, &r) {
+                Ok(seq) => {
+                    r.seq = seq;
+                    Ok(Ok(r))
+                }
+                Err(e @ StoreError::Conflict(_)) => Ok(Err(e)),
+                Err(e) => Err(e),
             })
-            .await
+            .await?
     }
 
     async fn record_hub_request(
