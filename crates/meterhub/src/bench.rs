@@ -221,6 +221,20 @@ pub fn memory_kib() -> (Option<u64>, Option<u64>) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
+/// CPU time this process has used, user and system together, in seconds (Linux; `None`
+/// elsewhere). Less noisy than a rate on a shared machine: compare it per request.
+pub fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+    // utime and stime are fields 14 and 15 of the line: 12 and 13 after the name.
+    let total = ticks(11)? + ticks(12)?;
+    // USER_HZ is 100 on every Linux this runs on.
+    Some(total as f64 / 100.0)
+}
+
 pub async fn create_parties(hub: &Hub, parties: &[PartyInput]) -> anyhow::Result<()> {
     for p in parties {
         hub.create_party_unchecked(p).await.with_context(|| format!("party {}", p.id))?;
@@ -338,6 +352,7 @@ async fn bench_pipeline(
             .expect("template"),
     );
     let started = Instant::now();
+    let cpu_started = cpu_seconds();
     let mut tasks = Vec::new();
     for w in 0..concurrency {
         let (hub, callers, next, refused, bar) =
@@ -371,6 +386,7 @@ async fn bench_pipeline(
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let total_secs = started.elapsed().as_secs_f64();
+    let cpu = cpu_started.zip(cpu_seconds()).map(|(a, b)| b - a);
     dispatcher.abort();
     let (peak, rss_end) = memory_kib();
     let counts = hub.counts().await?;
@@ -385,6 +401,13 @@ async fn bench_pipeline(
         refused.load(Ordering::Relaxed),
         settings.durability,
     );
+    if let Some(cpu) = cpu {
+        println!(
+            "  CPU: {cpu:.1}s over {total_secs:.1}s on {} cores = {:.0} µs per request (callers, hub, store and devices together)",
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu * 1e6 / ok.max(1) as f64
+        );
+    }
     println!("  baseline, same run: the meter's own 4.1.1 computation alone = {base_rate:.0}/s");
     let kib = |v: Option<u64>| v.map_or(0.0, |k| k as f64);
     let per_meter = (kib(rss_generated) - kib(rss_start)) * 1024.0 / (generated.electricity + generated.gas) as f64;
