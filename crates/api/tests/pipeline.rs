@@ -533,3 +533,56 @@ async fn response_stream_resumes_and_follows() {
     assert_eq!(second["outcome"], json!("done"));
     m.w.close().await;
 }
+
+// R-SR-1: the background dispatcher runs several rounds at once; still every accepted
+// request runs once, and each device's requests run in the order they were accepted (the
+// display ends on the last message sent to it), while other devices' requests overtake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_dispatch_rounds_run_each_request_once_and_each_device_in_order() {
+    let m = market().await;
+    let p = enrolled_home(&m).await;
+    let dispatcher = tokio::spawn(m.w.hub.clone().run_dispatcher(std::time::Duration::from_millis(5)));
+    let w = std::sync::Arc::new(m.w);
+    let mut senders = Vec::new();
+    for (srv, mpxn) in [("3.1", MPAN), ("4.1.1", MPAN), ("4.1.1", "3938424403"), ("7.4", MPAN)] {
+        let (w, token) = (w.clone(), m.acme.clone());
+        senders.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..40 {
+                let body = if srv == "3.1" { json!({"message": format!("note {i}")}) } else { json!({}) };
+                let (s, ack) = w.submit(&token, srv, json!({"mpxn": mpxn}), body).await;
+                assert_eq!(s, StatusCode::ACCEPTED, "{ack}");
+                ids.push(ack["id"].as_str().unwrap().to_string());
+            }
+            ids
+        }));
+    }
+    let mut by_sender = Vec::new();
+    for s in senders {
+        by_sender.push(s.await.unwrap());
+    }
+    for id in by_sender.iter().flatten() {
+        let (s, r) = w.call(Method::GET, &format!("/v1/requests/{id}?wait=20"), &m.acme, None).await;
+        assert_eq!(s, StatusCode::OK, "{r}");
+        assert_eq!(r["status"], json!("completed"), "{r}");
+        assert_eq!(r["response"]["outcome"], json!("done"), "{r}");
+    }
+    dispatcher.abort();
+    let (_, all) = w.call(Method::GET, "/v1/responses?limit=1000", &m.acme, None).await;
+    let answered: Vec<&str> = all.as_array().unwrap().iter().map(|r| r["request_id"].as_str().unwrap()).collect();
+    for ids in &by_sender {
+        // Once each, and in the order accepted.
+        let positions: Vec<usize> = ids
+            .iter()
+            .map(|id| {
+                let at: Vec<usize> = answered.iter().enumerate().filter(|(_, a)| *a == id).map(|(i, _)| i).collect();
+                assert_eq!(at.len(), 1, "{id} answered {} times", at.len());
+                at[0]
+            })
+            .collect();
+        assert!(positions.windows(2).all(|p| p[0] < p[1]), "answered out of order: {positions:?}");
+    }
+    let ihd: domain::Eui64 = device_of(&p, "in-home-display").parse().unwrap();
+    assert_eq!(w.fleet.ihd_view(ihd).await.unwrap()["message"], json!("note 39"));
+    w.close().await;
+}
