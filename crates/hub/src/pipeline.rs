@@ -975,15 +975,13 @@ impl Hub {
     /// request another round has just completed.
     async fn claim_due(&self, now: Timestamp) -> Result<Vec<RequestRecord>, HubError> {
         let mut in_flight = self.inner.in_flight.lock().await;
-        let due = self.store().due_requests(now, DISPATCH_BATCH_MAX + in_flight.requests.len()).await?;
+        let except = std::sync::Arc::new(in_flight.requests.clone());
+        let due = self.store().due_requests(now, DISPATCH_BATCH_MAX, except).await?;
         let mut mine: std::collections::HashSet<Eui64> = std::collections::HashSet::new();
         let mut claimed = Vec::new();
         for r in due {
             if claimed.len() == DISPATCH_BATCH_MAX {
                 break;
-            }
-            if in_flight.requests.contains(&r.seq) {
-                continue;
             }
             if !mine.contains(&r.target) {
                 if in_flight.devices.contains(&r.target) {

@@ -215,8 +215,14 @@ pub trait Store: Send + Sync + 'static {
         note: Option<String>,
         signature: Option<Vec<u8>>,
     ) -> Result<RequestRecord, StoreError>;
-    /// Queued requests due at `now`, oldest first.
-    async fn due_requests(&self, now: Timestamp, limit: usize) -> Result<Vec<RequestRecord>, StoreError>;
+    /// Queued requests due at `now`, oldest first, leaving out those whose `seq` is in
+    /// `except` (requests already being dispatched) without reading them.
+    async fn due_requests(
+        &self,
+        now: Timestamp,
+        limit: usize,
+        except: std::sync::Arc<std::collections::HashSet<i64>>,
+    ) -> Result<Vec<RequestRecord>, StoreError>;
     /// Record responses and their effects, each atomically; a request already answered is
     /// left as it was (so a repeated completion is harmless).
     async fn complete_requests(&self, completions: Vec<Completion>) -> Result<(), StoreError>;

@@ -1026,8 +1026,13 @@ impl Store for SqliteStore {
         self.engine.write(move |conn| pipeline::transition(conn, &id, &from, to, at, note, signature)).await
     }
 
-    async fn due_requests(&self, now: Timestamp, limit: usize) -> Result<Vec<RequestRecord>, StoreError> {
-        self.engine.read(move |conn| pipeline::due_requests(conn, now, limit)).await
+    async fn due_requests(
+        &self,
+        now: Timestamp,
+        limit: usize,
+        except: std::sync::Arc<std::collections::HashSet<i64>>,
+    ) -> Result<Vec<RequestRecord>, StoreError> {
+        self.engine.read(move |conn| pipeline::due_requests(conn, now, limit, &except)).await
     }
 
     async fn complete_requests(&self, completions: Vec<Completion>) -> Result<(), StoreError> {
