@@ -1108,6 +1108,7 @@ impl Hub {
     async fn execute(&self, r: &RequestRecord, party: Option<&Party>, now: Timestamp) -> Completion {
         let done = |outcome: ResponseOutcome, body: Value, effects: Vec<Effect>| Completion {
             request_id: r.id.clone(),
+            request_seq: Some(r.seq),
             party: r.party.clone(),
             at: now,
             outcome,

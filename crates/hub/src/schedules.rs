@@ -196,6 +196,7 @@ impl Hub {
         record.status = RequestStatus::Queued;
         let completion = Completion {
             request_id: record.id.clone(),
+            request_seq: None,
             party: record.party.clone(),
             at: now,
             outcome: ResponseOutcome::Done,

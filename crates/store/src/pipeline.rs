@@ -180,6 +180,9 @@ pub enum Effect {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completion {
     pub request_id: String,
+    /// The request's `seq` when the completer has it: found by number rather than by id
+    /// (whose index is the costliest to search), and checked against the id.
+    pub request_seq: Option<i64>,
     pub party: PartyId,
     pub at: Timestamp,
     pub outcome: ResponseOutcome,

@@ -421,15 +421,23 @@ pub(super) fn due_requests(
 }
 
 pub(super) fn complete_one(conn: &Connection, c: &Completion) -> Result<(), StoreError> {
-    let status: Option<String> = conn
-        .prepare_cached("SELECT status FROM requests WHERE id = ?1")
-        .and_then(|mut s| s.query_row([&c.request_id], |r| r.get(0)).optional())
-        .map_err(backend)?;
-    match status.as_deref() {
+    let found: Option<(i64, String)> = match c.request_seq {
+        Some(seq) => conn
+            .prepare_cached("SELECT id, status FROM requests WHERE seq = ?1")
+            .and_then(|mut s| s.query_row([seq], |r| Ok((r.get::<_, String>(0)?, r.get(1)?))).optional())
+            .map_err(backend)?
+            .filter(|(id, _)| *id == c.request_id)
+            .map(|(_, status)| (seq, status)),
+        None => conn
+            .prepare_cached("SELECT seq, status FROM requests WHERE id = ?1")
+            .and_then(|mut s| s.query_row([&c.request_id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+            .map_err(backend)?,
+    };
+    let seq = match found {
         None => return Err(StoreError::NotFound(format!("request {}", c.request_id))),
-        Some("completed") => return Ok(()),
-        Some(_) => {}
-    }
+        Some((_, status)) if status == "completed" => return Ok(()),
+        Some((seq, _)) => seq,
+    };
     for effect in &c.effects {
         match effect {
             Effect::Commissioned { eui, at } => {
@@ -473,8 +481,8 @@ pub(super) fn complete_one(conn: &Connection, c: &Completion) -> Result<(), Stor
     conn.prepare_cached("INSERT INTO responses (request_id, party, at, outcome, body) VALUES (?1, ?2, ?3, ?4, ?5)")
         .and_then(|mut s| s.execute(params![c.request_id, c.party.as_str(), micros(c.at), c.outcome.as_str(), c.body]))
         .map_err(classify)?;
-    conn.prepare_cached("UPDATE requests SET status = 'completed', status_at = ?1 WHERE id = ?2")
-        .and_then(|mut s| s.execute(params![micros(c.at), c.request_id]))
+    conn.prepare_cached("UPDATE requests SET status = 'completed', status_at = ?1 WHERE seq = ?2")
+        .and_then(|mut s| s.execute(params![micros(c.at), seq]))
         .map_err(backend)?;
     audit(conn, c.at, &c.request_id, &c.party, "completed", c.outcome.as_str())
 }
