@@ -88,13 +88,18 @@ enum Msg {
     Stop,
 }
 
-/// Watches a counter that triggers move whenever some tables change, so caches of what those
-/// tables say know when to drop what they hold. Read after every commit of this process's
-/// writer (before the writers hear that their writes are done) and by the checkpointer every
-/// [`CHECKPOINT_INTERVAL`], which notices commits made by other processes.
+/// Watches a counter that moves whenever some tables change, so caches of what those tables
+/// say know when to drop what they hold. The writer notes its own changes to the tables
+/// (SQLite's update hook) and moves the counter once in the transaction that made them; the
+/// counter is read after every commit of this process's writer (before the writers hear that
+/// their writes are done) and by the checkpointer every [`CHECKPOINT_INTERVAL`], which
+/// notices commits made by other meterhub processes. (Edits made with other tools are not
+/// counted: they are seen after a restart.)
 pub(crate) struct Changes {
-    /// The statement that reads the counter; `None`: nothing is watched.
-    probe: Option<&'static str>,
+    /// What is watched; `None`: nothing.
+    watch: Option<&'static schema::Watch>,
+    /// The writer changed a watched table in the transaction it is building.
+    dirty: Arc<std::sync::atomic::AtomicBool>,
     /// The counter as last read (`None`: unknown, after a failed read).
     last: Mutex<Option<i64>>,
     /// Moves forward each time the counter is seen to move (or cannot be read).
@@ -102,8 +107,37 @@ pub(crate) struct Changes {
 }
 
 impl Changes {
-    fn new(probe: Option<&'static str>) -> Changes {
-        Changes { probe, last: Mutex::new(None), epoch: std::sync::atomic::AtomicU64::new(0) }
+    fn new(watch: Option<&'static schema::Watch>) -> Changes {
+        Changes {
+            watch,
+            dirty: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            last: Mutex::new(None),
+            epoch: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Have the writer note its changes to the watched tables.
+    fn hook(&self, writer: &mut Connection) -> Result<(), StoreError> {
+        let Some(watch) = self.watch else { return Ok(()) };
+        let dirty = self.dirty.clone();
+        writer
+            .update_hook(Some(move |_: rusqlite::hooks::Action, _: &str, table: &str, _: i64| {
+                if watch.tables.contains(&table) {
+                    dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }))
+            .map_err(backend)
+    }
+
+    /// Just before the writer commits: move the counter if this transaction changed a
+    /// watched table. (After a rollback the flag is cleared by the next commit's check: an
+    /// extra move only empties a cache once more.)
+    fn before_commit(&self, writer: &Connection) -> Result<(), rusqlite::Error> {
+        let Some(watch) = self.watch else { return Ok(()) };
+        if self.dirty.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            writer.prepare_cached(watch.bump)?.execute([])?;
+        }
+        Ok(())
     }
 
     /// The current epoch: what a cache tags an entry with *before* it reads the database.
@@ -113,7 +147,7 @@ impl Changes {
     }
 
     fn observe(&self, conn: &Connection) {
-        let Some(sql) = self.probe else { return };
+        let Some(sql) = self.watch.map(|w| w.probe) else { return };
         let read = conn.prepare_cached(sql).and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)));
         let mut last = self.last.lock().expect("change counter");
         match read {
@@ -182,16 +216,16 @@ fn open_connection(path: &Path, durability: Durability, write: bool) -> Result<C
 
 impl Engine {
     pub(crate) fn open(dir: &Path, opts: &SqliteOptions) -> Result<Engine, StoreError> {
-        Engine::open_file(dir, "meterhub.sqlite3", schema::HUB, Some(schema::PLANNING_CHANGES), opts)
+        Engine::open_file(dir, "meterhub.sqlite3", schema::HUB, Some(&schema::PLANNING), opts)
     }
 
     /// Open (creating and migrating) the database `file` in `dir` with its own migrations.
-    /// `probe` reads a change counter to watch (see [`Changes`]).
+    /// `watch`: tables whose changes are counted (see [`Changes`]).
     pub(crate) fn open_file(
         dir: &Path,
         file: &str,
         migrations: &'static [(i64, &'static str)],
-        probe: Option<&'static str>,
+        watch: Option<&'static schema::Watch>,
         opts: &SqliteOptions,
     ) -> Result<Engine, StoreError> {
         assert!(opts.readers >= 1, "at least one reader");
@@ -200,7 +234,8 @@ impl Engine {
         let path = dir.join(file);
         let mut conn = open_connection(&path, opts.durability, true)?;
         schema::migrate(&mut conn, migrations)?;
-        let changes = Arc::new(Changes::new(probe));
+        let changes = Arc::new(Changes::new(watch));
+        changes.hook(&mut conn)?;
         changes.observe(&conn);
         let mut readers = Vec::with_capacity(opts.readers);
         for _ in 0..opts.readers {
@@ -436,7 +471,7 @@ fn run_solo(conn: &Connection, job: Job, changes: &Changes) {
     }
     match catch_unwind(AssertUnwindSafe(|| job(Ok(conn)))) {
         Ok(Some(pending)) if pending.ok => {
-            let commit = conn.execute_batch("COMMIT").map_err(unavailable);
+            let commit = changes.before_commit(conn).and_then(|_| conn.execute_batch("COMMIT")).map_err(unavailable);
             if let Err(e) = &commit {
                 tracing::error!(message = "Store commit failed; the transaction was rolled back.", error = %e);
                 let _ = conn.execute_batch("ROLLBACK");
@@ -532,7 +567,7 @@ fn run_batch(conn: &Connection, batch: &mut Vec<(Job, Guard)>, changes: &Changes
     }
     let commit = match aborted {
         Some(e) => Err(e),
-        None => conn.execute_batch("COMMIT").map_err(unavailable),
+        None => changes.before_commit(conn).and_then(|_| conn.execute_batch("COMMIT")).map_err(unavailable),
     };
     if let Err(e) = &commit {
         tracing::error!(message = "Store batch failed; it was rolled back and every write in it refused.", error = %e);

@@ -25,9 +25,22 @@ pub(crate) const HUB: &[(i64, &str)] = &[
     (14, include_str!("../../migrations/0014_change_counters.sql")),
 ];
 
-/// Reads the counter that moves whenever registrations, enrolments or devices change
-/// (migration 14): the planning cache's epoch.
-pub(crate) const PLANNING_CHANGES: &str = "SELECT v FROM change_counters WHERE name = 'planning'";
+/// What the planning cache watches (migration 14): the tables a service request is planned
+/// from, and the counter each commit that changes them moves.
+pub(crate) const PLANNING: Watch = Watch {
+    tables: &["registrations", "enrolments", "devices"],
+    probe: "SELECT v FROM change_counters WHERE name = 'planning'",
+    bump: "UPDATE change_counters SET v = v + 1 WHERE name = 'planning'",
+};
+
+/// Tables whose changes a database counts, for caches of them (see `engine::Changes`).
+pub(crate) struct Watch {
+    pub tables: &'static [&'static str],
+    /// Reads the counter.
+    pub probe: &'static str,
+    /// Moves the counter (in the transaction that changed the tables).
+    pub bump: &'static str,
+}
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = HUB[HUB.len() - 1].0;
