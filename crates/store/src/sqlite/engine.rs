@@ -607,6 +607,33 @@ mod tests {
         assert_eq!(s.get_status(StatementStatus::RePrepare), 0, "the statement was compiled again");
     }
 
+    /// Hold the writer in a job of its own until the returned sender is used, so that jobs
+    /// queued meanwhile share the next batch.
+    async fn hold_writer(
+        engine: &Arc<Engine>,
+    ) -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<Result<(), StoreError>>) {
+        let (open_gate, gate) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = oneshot::channel::<()>();
+        let e = engine.clone();
+        let gate_job = tokio::spawn(async move {
+            e.write(move |_| {
+                started_tx.send(()).unwrap();
+                gate.recv().unwrap();
+                Ok(())
+            })
+            .await
+        });
+        started.await.unwrap();
+        (open_gate, gate_job)
+    }
+
+    /// Wait until `n` jobs wait in the writer's queue.
+    async fn until_queued(engine: &Engine, n: usize) {
+        while engine.writer.capacity() > WRITE_QUEUE_MAX - n {
+            tokio::task::yield_now().await;
+        }
+    }
+
     /// A job that runs without a savepoint of its own (`write_checked`) and fails takes its
     /// whole batch down: it hears its own error, the others hear why, and nothing of the
     /// batch is committed. A checked job that succeeds commits with its neighbours.
@@ -620,26 +647,13 @@ mod tests {
         };
 
         // Hold the writer until the three jobs below are queued, so they share one batch.
-        let (open_gate, gate) = std::sync::mpsc::channel::<()>();
-        let (started_tx, started) = oneshot::channel::<()>();
-        let e = engine.clone();
-        let gate_job = tokio::spawn(async move {
-            e.write(move |_| {
-                started_tx.send(()).unwrap();
-                gate.recv().unwrap();
-                Ok(())
-            })
-            .await
-        });
-        started.await.unwrap();
+        let (open_gate, gate_job) = hold_writer(&engine).await;
         let e = engine.clone();
         let before =
             tokio::spawn(
                 async move { e.write(|c| c.execute_batch("INSERT INTO t VALUES (1)").map_err(backend)).await },
             );
-        while engine.writer.capacity() > WRITE_QUEUE_MAX - 1 {
-            tokio::task::yield_now().await;
-        }
+        until_queued(&engine, 1).await;
         let e = engine.clone();
         let failing = tokio::spawn(async move {
             e.write_checked(|c| {
@@ -648,16 +662,12 @@ mod tests {
             })
             .await
         });
-        while engine.writer.capacity() > WRITE_QUEUE_MAX - 2 {
-            tokio::task::yield_now().await;
-        }
+        until_queued(&engine, 2).await;
         let e = engine.clone();
         let after = tokio::spawn(async move {
             e.write_checked(|c| c.execute_batch("INSERT INTO t VALUES (3)").map_err(backend)).await
         });
-        while engine.writer.capacity() > WRITE_QUEUE_MAX - 3 {
-            tokio::task::yield_now().await;
-        }
+        until_queued(&engine, 3).await;
         open_gate.send(()).unwrap();
         // The gate job ran in a batch of its own, before the others were queued.
         gate_job.await.unwrap().unwrap();
@@ -680,18 +690,7 @@ mod tests {
         engine.write(|c| c.execute_batch("CREATE TABLE t (v INTEGER)").map_err(backend)).await.unwrap();
 
         // Hold the writer until both jobs below are queued, so they share one batch.
-        let (open_gate, gate) = std::sync::mpsc::channel::<()>();
-        let (started_tx, started) = oneshot::channel::<()>();
-        let e = engine.clone();
-        let gate_job = tokio::spawn(async move {
-            e.write(move |_| {
-                started_tx.send(()).unwrap();
-                gate.recv().unwrap();
-                Ok(())
-            })
-            .await
-        });
-        started.await.unwrap();
+        let (open_gate, gate_job) = hold_writer(&engine).await;
         let e = engine.clone();
         let aborting = tokio::spawn(async move {
             e.write(|c| {
@@ -706,9 +705,7 @@ mod tests {
             tokio::spawn(
                 async move { e.write(|c| c.execute_batch("INSERT INTO t VALUES (2)").map_err(backend)).await },
             );
-        while engine.writer.capacity() > WRITE_QUEUE_MAX - 2 {
-            tokio::task::yield_now().await;
-        }
+        until_queued(&engine, 2).await;
         open_gate.send(()).unwrap();
         gate_job.await.unwrap().unwrap();
         assert!(aborting.await.unwrap().is_err());
