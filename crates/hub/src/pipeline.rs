@@ -47,6 +47,10 @@ pub const DISPATCH_BATCH_MAX: usize = 512;
 /// being committed, the next is already at its devices (and on the other cores).
 pub const DISPATCH_ROUNDS_MAX: usize = 4;
 
+/// How long a round that could not record its answers keeps its requests before they are
+/// taken again.
+const DISPATCH_RETRY: Duration = Duration::from_secs(1);
+
 /// Requests a dispatch round has taken and not yet completed, and their devices.
 #[derive(Debug, Default)]
 pub(crate) struct InFlight {
@@ -1035,7 +1039,10 @@ impl Hub {
             let hub = self.clone();
             tokio::spawn(async move {
                 if let Err(e) = hub.run_round(&round, now).await {
-                    tracing::error!(message = "Dispatch failed; retrying.", error = %e);
+                    tracing::error!(message = "Dispatch failed; retrying in a second.", error = %e);
+                    // Keep the round's requests held a while: taken again at once, a lasting
+                    // fault (a full disk) would spin the dispatcher.
+                    tokio::time::sleep(DISPATCH_RETRY).await;
                 }
                 hub.release(&round).await;
                 drop(permit);
