@@ -11,6 +11,7 @@ use axum::http::{Method, Request, StatusCode, header};
 use common::*;
 use domain::crypto::{SigningKey, SystemRandom};
 use hub::ManualClock;
+use hub::transport::TransportError;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -534,12 +535,57 @@ async fn response_stream_resumes_and_follows() {
     m.w.close().await;
 }
 
+/// The fleet as the hub sees it, counting what is sent to it, by request id.
+struct Counting {
+    fleet: Arc<fleet::Fleet>,
+    sent: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+#[async_trait::async_trait]
+impl hub::transport::DeviceTransport for Counting {
+    async fn install(&self, o: hub::transport::InstallOrder) -> Result<hub::transport::Installed, TransportError> {
+        self.fleet.install(o).await
+    }
+    async fn fit(&self, at: domain::Eui64, kind: device::DeviceKind) -> Result<domain::Eui64, TransportError> {
+        self.fleet.fit(at, kind).await
+    }
+    async fn send(&self, m: hub::transport::DeviceMessage) -> Result<device::Outcome, TransportError> {
+        let id = device::Command::decode(&m.bytes).map(|c| c.id.to_string()).unwrap_or_default();
+        *self.sent.lock().unwrap().entry(id).or_default() += 1;
+        self.fleet.send(m).await
+    }
+    async fn key_agreement_point(&self, eui: domain::Eui64) -> Result<Vec<u8>, TransportError> {
+        self.fleet.key_agreement_point(eui).await
+    }
+    async fn display(&self, eui: domain::Eui64) -> Result<Value, TransportError> {
+        self.fleet.display(eui).await
+    }
+    async fn consumer(
+        &self,
+        meter: domain::Eui64,
+        action: hub::transport::ConsumerAction,
+    ) -> Result<device::Outcome, TransportError> {
+        self.fleet.consumer(meter, action).await
+    }
+    fn attach_alert_sink(&self, sink: Arc<dyn hub::transport::AlertSink>) {
+        self.fleet.attach_alert_sink(sink)
+    }
+}
+
 // R-SR-1: the background dispatcher runs several rounds at once; still every accepted
-// request runs once, and each device's requests run in the order they were accepted (the
-// display ends on the last message sent to it), while other devices' requests overtake.
+// request is sent to its device once (counted at the transport), and each device's requests
+// run in the order they were accepted (the display ends on the last message sent to it),
+// while other devices' requests overtake.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overlapping_dispatch_rounds_run_each_request_once_and_each_device_in_order() {
-    let m = market().await;
+    let counting = std::sync::Arc::new(std::sync::OnceLock::<Arc<Counting>>::new());
+    let slot = counting.clone();
+    let m = market_with(move |fleet| {
+        let c = Arc::new(Counting { fleet, sent: Default::default() });
+        slot.set(c.clone()).ok().unwrap();
+        c as Arc<dyn hub::transport::DeviceTransport>
+    })
+    .await;
     let p = enrolled_home(&m).await;
     let dispatcher = tokio::spawn(m.w.hub.clone().run_dispatcher(std::time::Duration::from_millis(5)));
     let w = std::sync::Arc::new(m.w);
@@ -581,6 +627,10 @@ async fn overlapping_dispatch_rounds_run_each_request_once_and_each_device_in_or
             })
             .collect();
         assert!(positions.windows(2).all(|p| p[0] < p[1]), "answered out of order: {positions:?}");
+    }
+    let sent = counting.get().unwrap().sent.lock().unwrap().clone();
+    for id in by_sender.iter().flatten() {
+        assert_eq!(sent.get(id), Some(&1), "{id} was sent {:?} times", sent.get(id));
     }
     let ihd: domain::Eui64 = device_of(&p, "in-home-display").parse().unwrap();
     assert_eq!(w.fleet.ihd_view(ihd).await.unwrap()["message"], json!("note 39"));

@@ -20,6 +20,8 @@ use store::FleetStore;
 
 /// Systems kept in memory at once.
 pub const CACHE_SYSTEMS_DEFAULT: usize = 10_000;
+/// Device-to-system links kept in memory (about 40 bytes each).
+pub const SYSTEM_IDS_CACHED: usize = 16_384;
 /// State-changing answers a system remembers, so a command delivered again is not run again.
 pub const REMEMBERED_ANSWERS_MAX: usize = 8;
 /// Systems woken by one round of [`Fleet::wake_due`] in [`Fleet::run_wakeups`].
@@ -50,6 +52,8 @@ pub struct Fleet {
     clock: Arc<dyn Clock>,
     seed: u64,
     cache: Mutex<LruCache<i64, Entry>>,
+    /// Which system each device belongs to (never changes once installed), for the busiest.
+    system_ids: Mutex<LruCache<Eui64, i64>>,
     installing: tokio::sync::Mutex<()>,
     /// Where devices' alerts go (the hub), once attached.
     alert_sink: std::sync::OnceLock<Arc<dyn AlertSink>>,
@@ -85,6 +89,7 @@ impl Fleet {
             clock,
             seed,
             cache: Mutex::new(LruCache::new(cap)),
+            system_ids: Mutex::new(LruCache::new(NonZeroUsize::new(SYSTEM_IDS_CACHED).expect("non-zero"))),
             installing: tokio::sync::Mutex::new(()),
             alert_sink: std::sync::OnceLock::new(),
             outages: Mutex::new(std::collections::HashMap::new()),
@@ -95,7 +100,7 @@ impl Fleet {
     /// Cut the system holding `eui` off from the hub until `until` (a simulated WAN outage):
     /// commands to any of its devices fail as unreachable, and are not run, until then.
     pub async fn cut_off(&self, eui: Eui64, until: jiff::Timestamp) -> Result<(), TransportError> {
-        let id = self.store.system_of(eui).await.map_err(failed)?.ok_or(TransportError::Unreachable(eui))?;
+        let id = self.system_id(eui).await.map_err(failed)?.ok_or(TransportError::Unreachable(eui))?;
         self.outages.lock().expect("outages").insert(id, until);
         Ok(())
     }
@@ -133,7 +138,7 @@ impl Fleet {
     /// image flipped on the way, as a failed comms hub download would leave it): the device
     /// finds the hash wrong and refuses the image.
     pub async fn damage_downloads(&self, eui: Eui64, n: u32) -> Result<(), TransportError> {
-        let id = self.store.system_of(eui).await.map_err(failed)?.ok_or(TransportError::Unreachable(eui))?;
+        let id = self.system_id(eui).await.map_err(failed)?.ok_or(TransportError::Unreachable(eui))?;
         self.damaged_downloads.lock().expect("damaged").insert(id, n);
         Ok(())
     }
@@ -160,6 +165,19 @@ impl Fleet {
             }
             None => true,
         }
+    }
+
+    /// The system a device belongs to. The link never changes once made, so a found one is
+    /// kept; a device not (yet) installed is asked about again.
+    async fn system_id(&self, eui: Eui64) -> Result<Option<i64>, store::StoreError> {
+        if let Some(id) = self.system_ids.lock().expect("system ids").get(&eui) {
+            return Ok(Some(*id));
+        }
+        let found = self.store.system_of(eui).await?;
+        if let Some(id) = found {
+            self.system_ids.lock().expect("system ids").put(eui, id);
+        }
+        Ok(found)
     }
 
     /// EUI of the comms hub of system `id`: a 16-bit prefix from the seed, then the slot.
@@ -247,7 +265,7 @@ impl Fleet {
 
     /// What a premises' in-home display shows (the consumer's view; not a hub service).
     pub async fn ihd_view(&self, eui: Eui64) -> Result<serde_json::Value, TransportError> {
-        let id = self.store.system_of(eui).await.map_err(failed)?.ok_or(TransportError::Unreachable(eui))?;
+        let id = self.system_id(eui).await.map_err(failed)?.ok_or(TransportError::Unreachable(eui))?;
         let entry = self.entry(id).await?;
         let stored = entry.lock().await;
         Ok(stored.system.display_view(self.clock.now(), eui))
@@ -281,7 +299,7 @@ impl Fleet {
         request_id: Option<String>,
         f: impl FnOnce(&mut System) -> Outcome,
     ) -> Result<Outcome, TransportError> {
-        let id = self.store.system_of(eui).await.map_err(failed)?.ok_or(TransportError::Unreachable(eui))?;
+        let id = self.system_id(eui).await.map_err(failed)?.ok_or(TransportError::Unreachable(eui))?;
         self.apply_id(id, request_id, false, None, f).await
     }
 
@@ -418,7 +436,7 @@ impl Fleet {
 
     /// A copy of a system's state, for inspection by tests and tools.
     pub async fn system(&self, eui: Eui64) -> Result<System, TransportError> {
-        let id = self.store.system_of(eui).await.map_err(failed)?.ok_or(TransportError::Unreachable(eui))?;
+        let id = self.system_id(eui).await.map_err(failed)?.ok_or(TransportError::Unreachable(eui))?;
         let entry = self.entry(id).await?;
         let stored = entry.lock().await;
         Ok(stored.system.clone())
@@ -453,7 +471,7 @@ impl DeviceTransport for Fleet {
     }
 
     async fn fit(&self, at: Eui64, kind: device::DeviceKind) -> Result<Eui64, TransportError> {
-        let id = self.store.system_of(at).await.map_err(failed)?.ok_or(TransportError::Unreachable(at))?;
+        let id = self.system_id(at).await.map_err(failed)?.ok_or(TransportError::Unreachable(at))?;
         let entry = self.entry(id).await?;
         let mut stored = entry.lock().await;
         // Fitted devices' EUIs: the comms hub's prefix, bit 47 set, then the system's own range.
@@ -480,7 +498,7 @@ impl DeviceTransport for Fleet {
     async fn send(&self, m: DeviceMessage) -> Result<Outcome, TransportError> {
         let request_id = Command::decode(&m.bytes).map(|c| c.id.to_string()).ok();
         let now = self.clock.now();
-        let id = self.store.system_of(m.target).await.map_err(failed)?.ok_or(TransportError::Unreachable(m.target))?;
+        let id = self.system_id(m.target).await.map_err(failed)?.ok_or(TransportError::Unreachable(m.target))?;
         if !self.reachable(id, now) {
             return Err(TransportError::Unreachable(m.target));
         }

@@ -1038,7 +1038,15 @@ impl Hub {
         if n > 0 {
             let hub = self.clone();
             tokio::spawn(async move {
-                if let Err(e) = hub.run_round(&round, now).await {
+                use futures::FutureExt as _;
+                // A panic must not keep the round's devices held until a restart.
+                let ran = std::panic::AssertUnwindSafe(hub.run_round(&round, now)).catch_unwind().await;
+                let failed = match ran {
+                    Ok(Ok(_)) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(_) => Some("a dispatch round panicked (internal error)".to_string()),
+                };
+                if let Some(e) = failed {
                     tracing::error!(message = "Dispatch failed; retrying in a second.", error = %e);
                     // Keep the round's requests held a while: taken again at once, a lasting
                     // fault (a full disk) would spin the dispatcher.
@@ -1049,6 +1057,14 @@ impl Hub {
             });
         }
         Ok(n)
+    }
+
+    /// Wait until no dispatch round is running. Call it after stopping the dispatcher and
+    /// before closing the store or the fleet: a round cut off by a closing fleet would record
+    /// its requests as failed.
+    pub async fn drain_dispatch(&self) {
+        let all = u32::try_from(DISPATCH_ROUNDS_MAX).expect("a small bound");
+        let _ = self.inner.rounds.acquire_many(all).await;
     }
 
     /// Send a round's requests to their devices and record the answers.

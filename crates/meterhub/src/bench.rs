@@ -388,6 +388,7 @@ async fn bench_pipeline(
     let total_secs = started.elapsed().as_secs_f64();
     let cpu = cpu_started.zip(cpu_seconds()).map(|(a, b)| b - a);
     dispatcher.abort();
+    hub.drain_dispatch().await;
     let (peak, rss_end) = memory_kib();
     let counts = hub.counts().await?;
     fleet.close().await;

@@ -1251,6 +1251,7 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
 
     server.abort();
     dispatcher.abort();
+    hub.drain_dispatch().await;
     waker.abort();
     fleet.close().await;
     store.close().await;

@@ -25,9 +25,10 @@ pub async fn run(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         clock = ?settings.clock,
         now = %hub.now()
     );
-    let app = api::router(hub);
+    let app = api::router(hub.clone());
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("server failed")?;
     dispatcher.abort();
+    hub.drain_dispatch().await;
     webhooks.abort();
     waker.abort();
     fleet.close().await;

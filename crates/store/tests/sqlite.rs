@@ -140,6 +140,22 @@ async fn cached_planning_facts_follow_writes_from_this_and_other_processes() {
         assert!(std::time::Instant::now() < deadline, "another process's writes were never seen: {supplier:?}");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+
+    // Another tool (the sqlite3 shell), which moves no counter: seen through SQLite's data
+    // version.
+    let raw = rusqlite::Connection::open(dir.path().join("meterhub.sqlite3")).unwrap();
+    raw.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    raw.execute(
+        "INSERT INTO enrolments (mpxn, effective_from, enrolled, recorded_at, recorded_by) VALUES (?1, ?2, 1, ?2, 'acme')",
+        rusqlite::params![m, t("2026-05-15T00:00:00Z").as_microsecond()],
+    )
+    .unwrap();
+    drop(raw);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !s.enrolment_at(mpxn(m), t("2026-06-01T00:00:00Z"), None).await.unwrap().unwrap().enrolled {
+        assert!(std::time::Instant::now() < deadline, "a write by another tool was never seen");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     s.close().await;
 }
 

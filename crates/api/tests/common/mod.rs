@@ -35,6 +35,16 @@ pub fn opts() -> SqliteOptions {
 }
 
 pub async fn open_world(dir: &std::path::Path, clock: Arc<ManualClock>) -> World {
+    open_world_with(dir, clock, |f| f).await
+}
+
+/// [`open_world`] with the hub reaching the fleet through `transport` (a wrapper that
+/// watches what is sent).
+pub async fn open_world_with(
+    dir: &std::path::Path,
+    clock: Arc<ManualClock>,
+    transport: impl FnOnce(Arc<Fleet>) -> Arc<dyn hub::transport::DeviceTransport>,
+) -> World {
     let store = Arc::new(SqliteStore::open(dir, opts()).unwrap());
     let fleet_store = Arc::new(SqliteFleetStore::open(dir, opts()).unwrap());
     let hub = Hub::open(store.clone(), clock.clone(), HubConfig::default()).await.unwrap();
@@ -43,7 +53,7 @@ pub async fn open_world(dir: &std::path::Path, clock: Arc<ManualClock>) -> World
         None => hub.issue_token_unchecked(&"hub-operator".parse().unwrap(), "test").await.unwrap().token,
     };
     let fleet = Arc::new(Fleet::new(fleet_store.clone(), clock.clone(), 7, 64));
-    hub.attach_transport(fleet.clone());
+    hub.attach_transport(transport(fleet.clone()));
     World { app: api::router(hub.clone()), hub, fleet, store, fleet_store, clock, operator }
 }
 
@@ -123,8 +133,13 @@ pub struct Market {
 }
 
 pub async fn market() -> Market {
+    market_with(|f| f).await
+}
+
+/// [`market`] over [`open_world_with`].
+pub async fn market_with(transport: impl FnOnce(Arc<Fleet>) -> Arc<dyn hub::transport::DeviceTransport>) -> Market {
     let dir = tempfile::tempdir().unwrap();
-    let w = open_world(dir.path(), Arc::new(ManualClock::new(START.parse().unwrap()))).await;
+    let w = open_world_with(dir.path(), Arc::new(ManualClock::new(START.parse().unwrap())), transport).await;
     let acme_key = SigningKey::generate(&SystemRandom::new()).unwrap();
     let acme = w.party("acme", &["IS", "GS"], 1, Some(&acme_key)).await;
     let bright = w.party("bright", &["IS"], 2, Some(&SigningKey::generate(&SystemRandom::new()).unwrap())).await;

@@ -93,8 +93,8 @@ enum Msg {
 /// (SQLite's update hook) and moves the counter once in the transaction that made them; the
 /// counter is read after every commit of this process's writer (before the writers hear that
 /// their writes are done) and by the checkpointer every [`CHECKPOINT_INTERVAL`], which
-/// notices commits made by other meterhub processes. (Edits made with other tools are not
-/// counted: they are seen after a restart.)
+/// notices commits made by other meterhub processes. The checkpointer also watches SQLite's
+/// data version, so commits by anything else (the sqlite3 shell) are noticed as quickly.
 pub(crate) struct Changes {
     /// What is watched; `None`: nothing.
     watch: Option<&'static schema::Watch>,
@@ -130,14 +130,41 @@ impl Changes {
     }
 
     /// Just before the writer commits: move the counter if this transaction changed a
-    /// watched table. (After a rollback the flag is cleared by the next commit's check: an
-    /// extra move only empties a cache once more.)
+    /// watched table, and the epoch too, so that from the moment the change may be visible
+    /// nothing cached before it is used (the move after the commit drops what was read in
+    /// between). After a rollback the flag is cleared by the next commit's check: an extra
+    /// move only empties a cache once more.
     fn before_commit(&self, writer: &Connection) -> Result<(), rusqlite::Error> {
         let Some(watch) = self.watch else { return Ok(()) };
         if self.dirty.swap(false, std::sync::atomic::Ordering::Relaxed) {
             writer.prepare_cached(watch.bump)?.execute([])?;
+            self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         }
         Ok(())
+    }
+
+    /// The checkpointer's look: `PRAGMA data_version` on its own connection moves whenever
+    /// any other connection commits, this process's writer or anyone else's, any tool. Under
+    /// load that is every look, so cached facts then live at most one interval; the cache
+    /// only has to outlast the moment between a request's submission and its execution.
+    fn observe_any_commit(&self, conn: &Connection, last_version: &mut Option<i64>) {
+        if self.watch.is_none() {
+            return;
+        }
+        match conn.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0)) {
+            Ok(v) if *last_version == Some(v) => {}
+            Ok(v) => {
+                if last_version.is_some() {
+                    self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                }
+                *last_version = Some(v);
+            }
+            Err(e) => {
+                tracing::warn!(message = "Data version unreadable; caches dropped.", error = %e);
+                *last_version = None;
+                self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            }
+        }
     }
 
     /// The current epoch: what a cache tags an entry with *before* it reads the database.
@@ -354,6 +381,7 @@ impl Engine {
         let permit = self.read_permits.clone().acquire_owned().await.map_err(|_| StoreError::Closed)?;
         let conn = self.readers.lock().expect("reader pool").pop().expect("a permit guarantees a connection");
         let result = catch_unwind(AssertUnwindSafe(|| f(&conn)));
+        end_read(&conn);
         self.readers.lock().expect("reader pool").push(conn);
         drop(permit);
         result.unwrap_or_else(|_| Err(StoreError::Backend("a read panicked (internal error)".into())))
@@ -370,6 +398,7 @@ impl Engine {
         tokio::task::spawn_blocking(move || {
             let conn = pool.lock().expect("reader pool").pop().expect("a permit guarantees a connection");
             let result = catch_unwind(AssertUnwindSafe(|| f(&conn)));
+            end_read(&conn);
             pool.lock().expect("reader pool").push(conn);
             drop(permit);
             result.unwrap_or_else(|_| Err(StoreError::Backend("a read panicked (internal error)".into())))
@@ -395,11 +424,23 @@ impl Engine {
 /// Also watches the change counter, so commits by other processes are noticed within an
 /// interval even when this process writes nothing.
 fn checkpointer_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>, changes: &Changes) {
+    let mut data_version = None;
+    changes.observe_any_commit(&conn, &mut data_version);
     while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_INTERVAL) {
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             tracing::warn!(message = "Background checkpoint failed; retrying.", error = %e);
         }
         changes.observe(&conn);
+        changes.observe_any_commit(&conn, &mut data_version);
+    }
+}
+
+/// Give a read connection back to the pool outside any transaction: a read that began one
+/// and failed (or panicked) before ending it would otherwise leave the next reader on an
+/// old snapshot, and stop checkpoints.
+fn end_read(conn: &Connection) {
+    if !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
     }
 }
 
@@ -632,6 +673,27 @@ mod tests {
         while engine.writer.capacity() > WRITE_QUEUE_MAX - n {
             tokio::task::yield_now().await;
         }
+    }
+
+    /// A read that begins a transaction and fails before ending it gives its connection
+    /// back clean: the next read on it sees what was committed since.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_read_leaves_no_snapshot_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = SqliteOptions { durability: Durability::Normal, readers: 1 };
+        let engine = Engine::open(dir.path(), &opts).unwrap();
+        engine.write(|c| c.execute_batch("CREATE TABLE t (v INTEGER)").map_err(backend)).await.unwrap();
+        let count =
+            || engine.read(|c| c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0)).map_err(backend));
+        let failed = engine
+            .read(|c| {
+                c.execute_batch("BEGIN; SELECT count(*) FROM t;").map_err(backend)?;
+                Err::<(), _>(StoreError::Backend("gave up half way".into()))
+            })
+            .await;
+        assert!(failed.is_err());
+        engine.write(|c| c.execute_batch("INSERT INTO t VALUES (1)").map_err(backend)).await.unwrap();
+        assert_eq!(count().await.unwrap(), 1, "the reader was left on its old snapshot");
     }
 
     /// A job that runs without a savepoint of its own (`write_checked`) and fails takes its

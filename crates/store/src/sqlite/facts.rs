@@ -3,13 +3,14 @@
 //! linked meter, and devices by EUI. Read from the database in one read transaction per
 //! metering point and kept in bounded LRU maps.
 //!
-//! Correctness rests on the change counter of migration 14: triggers move it on every write
-//! to registrations, enrolments and devices, by this process or another one. An entry is
-//! tagged with the engine's epoch taken *before* its read and used only while the epoch is
-//! unchanged; the writer moves the epoch after each commit and before any writer hears its
-//! write is done, so a caller never reads back less than it wrote. A commit by another
-//! process (a local command on the same data directory) is noticed within the checkpointer's
-//! interval (100 ms) or at this process's next commit, whichever comes first.
+//! Correctness rests on the engine's epoch (`engine::Changes`). An entry is tagged with the
+//! epoch taken *before* its read and used only while the epoch is unchanged. The epoch moves
+//! when this process's writer commits a change to registrations, enrolments or devices
+//! (noted by SQLite's update hook, counted in migration 14's counter): just before the
+//! commit and again after it, before any writer hears its write is done, so a caller never
+//! reads back less than it wrote. A commit by anyone else (another meterhub process on the
+//! same data directory, the sqlite3 shell) is noticed by the checkpointer within its
+//! interval (100 ms), through the counter or SQLite's data version.
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
