@@ -141,8 +141,8 @@ async fn cached_planning_facts_follow_writes_from_this_and_other_processes() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 
-    // Another tool (the sqlite3 shell), which moves no counter: seen through SQLite's data
-    // version.
+    // Another tool (the sqlite3 shell), which moves no counter: seen once the cached entry
+    // is a second old.
     let raw = rusqlite::Connection::open(dir.path().join("meterhub.sqlite3")).unwrap();
     raw.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
     raw.execute(

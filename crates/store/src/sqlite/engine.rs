@@ -93,8 +93,8 @@ enum Msg {
 /// (SQLite's update hook) and moves the counter once in the transaction that made them; the
 /// counter is read after every commit of this process's writer (before the writers hear that
 /// their writes are done) and by the checkpointer every [`CHECKPOINT_INTERVAL`], which
-/// notices commits made by other meterhub processes. The checkpointer also watches SQLite's
-/// data version, so commits by anything else (the sqlite3 shell) are noticed as quickly.
+/// notices commits made by other meterhub processes. Commits by anything else (the sqlite3
+/// shell) move no counter: caches bound their entries' age for those.
 pub(crate) struct Changes {
     /// What is watched; `None`: nothing.
     watch: Option<&'static schema::Watch>,
@@ -141,30 +141,6 @@ impl Changes {
             self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         }
         Ok(())
-    }
-
-    /// The checkpointer's look: `PRAGMA data_version` on its own connection moves whenever
-    /// any other connection commits, this process's writer or anyone else's, any tool. Under
-    /// load that is every look, so cached facts then live at most one interval; the cache
-    /// only has to outlast the moment between a request's submission and its execution.
-    fn observe_any_commit(&self, conn: &Connection, last_version: &mut Option<i64>) {
-        if self.watch.is_none() {
-            return;
-        }
-        match conn.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0)) {
-            Ok(v) if *last_version == Some(v) => {}
-            Ok(v) => {
-                if last_version.is_some() {
-                    self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-                }
-                *last_version = Some(v);
-            }
-            Err(e) => {
-                tracing::warn!(message = "Data version unreadable; caches dropped.", error = %e);
-                *last_version = None;
-                self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-            }
-        }
     }
 
     /// The current epoch: what a cache tags an entry with *before* it reads the database.
@@ -424,14 +400,11 @@ impl Engine {
 /// Also watches the change counter, so commits by other processes are noticed within an
 /// interval even when this process writes nothing.
 fn checkpointer_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>, changes: &Changes) {
-    let mut data_version = None;
-    changes.observe_any_commit(&conn, &mut data_version);
     while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_INTERVAL) {
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             tracing::warn!(message = "Background checkpoint failed; retrying.", error = %e);
         }
         changes.observe(&conn);
-        changes.observe_any_commit(&conn, &mut data_version);
     }
 }
 

@@ -8,9 +8,10 @@
 //! when this process's writer commits a change to registrations, enrolments or devices
 //! (noted by SQLite's update hook, counted in migration 14's counter): just before the
 //! commit and again after it, before any writer hears its write is done, so a caller never
-//! reads back less than it wrote. A commit by anyone else (another meterhub process on the
-//! same data directory, the sqlite3 shell) is noticed by the checkpointer within its
-//! interval (100 ms), through the counter or SQLite's data version.
+//! reads back less than it wrote. A commit by another meterhub process on the same data
+//! directory (a local command) is noticed by the checkpointer within its interval (100 ms).
+//! A commit by another tool (the sqlite3 shell) moves no counter: no entry is used once it
+//! is [`ENTRY_AGE_MAX`] old, so such an edit is seen within a second.
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
@@ -29,6 +30,8 @@ use super::engine::backend;
 /// few milliseconds between a request's submission and its execution to halve the reads;
 /// 4,096 of each cost a few MiB at most, whatever the fleet's size.
 pub(crate) const PLANNING_CACHE_ENTRIES: usize = 4096;
+/// An entry older than this is read again, whatever the epoch says (see the module note).
+pub(crate) const ENTRY_AGE_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 /// Histories longer than this are read each time rather than kept (they are rare: one
 /// version per change of supplier or of registration data).
 const VERSIONS_KEPT_MAX: usize = 64;
@@ -112,7 +115,8 @@ fn load_in_snapshot(conn: &Connection, m: Mpxn) -> Result<MpxnFacts, StoreError>
     Ok(MpxnFacts { registrations, enrolments, meter })
 }
 
-type Tagged<T> = (u64, Arc<T>);
+/// The epoch an entry was read under, when, and the entry.
+type Tagged<T> = (u64, std::time::Instant, Arc<T>);
 
 /// The bounded maps, each entry tagged with the epoch it was read under.
 pub(crate) struct PlanningCache {
@@ -123,7 +127,7 @@ pub(crate) struct PlanningCache {
 fn fresh<K: std::hash::Hash + Eq, T>(map: &Mutex<LruCache<K, Tagged<T>>>, k: &K, epoch: u64) -> Option<Arc<T>> {
     let mut map = map.lock().expect("planning cache");
     match map.get(k) {
-        Some((tag, v)) if *tag == epoch => Some(v.clone()),
+        Some((tag, read, v)) if *tag == epoch && read.elapsed() < ENTRY_AGE_MAX => Some(v.clone()),
         Some(_) => {
             map.pop(k);
             None
@@ -150,7 +154,7 @@ impl PlanningCache {
         if let Some(meter) = &facts.meter {
             self.put_device(meter.eui, epoch, Some(meter.clone()));
         }
-        self.mpxns.lock().expect("planning cache").put(m, (epoch, facts));
+        self.mpxns.lock().expect("planning cache").put(m, (epoch, std::time::Instant::now(), facts));
     }
 
     pub(crate) fn device(&self, eui: Eui64, epoch: u64) -> Option<Arc<Option<DeviceRecord>>> {
@@ -158,7 +162,7 @@ impl PlanningCache {
     }
 
     pub(crate) fn put_device(&self, eui: Eui64, epoch: u64, device: Option<DeviceRecord>) {
-        self.devices.lock().expect("planning cache").put(eui, (epoch, Arc::new(device)));
+        self.devices.lock().expect("planning cache").put(eui, (epoch, std::time::Instant::now(), Arc::new(device)));
     }
 }
 
