@@ -58,7 +58,7 @@ impl Default for SqliteOptions {
 
 pub(crate) struct Pending {
     ok: bool,
-    reply: Box<dyn FnOnce(Result<(), StoreError>) + Send>,
+    reply: Reply,
 }
 
 /// A write: given the connection it runs and returns its pending reply; given an error
@@ -510,6 +510,72 @@ fn exec_cached(conn: &Connection, sql: &str) -> Result<(), rusqlite::Error> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
+/// Run several reads in one snapshot of a read connection. Cached BEGIN and COMMIT:
+/// rusqlite's `Transaction` compiles its statements afresh each time.
+pub(crate) fn in_snapshot<R>(
+    conn: &Connection,
+    reads: impl FnOnce() -> Result<R, StoreError>,
+) -> Result<R, StoreError> {
+    exec_cached(conn, "BEGIN").map_err(backend)?;
+    let found = reads();
+    exec_cached(conn, "COMMIT").map_err(backend)?;
+    found
+}
+
+type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+/// A `Guard::Batch` job: run bare. Its failure is the whole batch's (returned).
+fn run_bare(conn: &Connection, job: Job, replies: &mut Vec<Reply>) -> Option<StoreError> {
+    match catch_unwind(AssertUnwindSafe(|| job(Ok(conn)))) {
+        Ok(Some(pending)) if pending.ok => {
+            replies.push(pending.reply);
+            None
+        }
+        Ok(Some(pending)) => {
+            // It hears its own error (its reply puts that after the commit's).
+            (pending.reply)(Ok(()));
+            Some(StoreError::Backend("another write in the same commit failed, so none of them was made".into()))
+        }
+        Ok(None) => None,
+        Err(_) => {
+            tracing::error!(message = "A store job panicked; its whole batch was rolled back.");
+            Some(StoreError::Backend("a write in the same commit panicked".into()))
+        }
+    }
+}
+
+/// A `Guard::Savepoint` job: run in its own savepoint, undone alone if it fails. Returns
+/// what stops the batch from committing, if anything does.
+fn run_in_savepoint(conn: &Connection, job: Job, replies: &mut Vec<Reply>) -> Option<StoreError> {
+    if let Err(e) = exec_cached(conn, "SAVEPOINT job") {
+        let e = unavailable(e);
+        job(Err(e.clone()));
+        return Some(e);
+    }
+    match catch_unwind(AssertUnwindSafe(|| job(Ok(conn)))) {
+        Ok(Some(pending)) => {
+            let mut failed = None;
+            if !pending.ok
+                && let Err(e) = exec_cached(conn, "ROLLBACK TO job")
+            {
+                failed = Some(unavailable(e));
+            }
+            if let Err(e) = exec_cached(conn, "RELEASE job") {
+                failed.get_or_insert(unavailable(e));
+            }
+            replies.push(pending.reply);
+            failed
+        }
+        Ok(None) => None,
+        Err(_) => {
+            tracing::error!(message = "A store job panicked; its changes were rolled back.");
+            conn.execute_batch("ROLLBACK TO job; RELEASE job")
+                .err()
+                .map(|_| StoreError::Backend("a write panicked and could not be undone".into()))
+        }
+    }
+}
+
 fn run_batch(conn: &Connection, batch: &mut Vec<(Job, Guard)>, changes: &Changes) {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         tracing::error!(message = "Store batch could not begin.", error = %e, jobs = batch.len());
@@ -527,51 +593,12 @@ fn run_batch(conn: &Connection, batch: &mut Vec<(Job, Guard)>, changes: &Changes
             job(Err(e.clone()));
             continue;
         }
-        if guard == Guard::Batch {
-            match catch_unwind(AssertUnwindSafe(|| job(Ok(conn)))) {
-                Ok(Some(pending)) if pending.ok => replies.push(pending.reply),
-                Ok(Some(pending)) => {
-                    aborted = Some(StoreError::Backend(
-                        "another write in the same commit failed, so none of them was made".into(),
-                    ));
-                    // It hears its own error (its reply puts that after the commit's).
-                    (pending.reply)(Ok(()));
-                }
-                Ok(None) => {}
-                Err(_) => {
-                    tracing::error!(message = "A store job panicked; its whole batch was rolled back.");
-                    aborted = Some(StoreError::Backend("a write in the same commit panicked".into()));
-                }
-            }
-            if conn.is_autocommit() {
-                aborted.get_or_insert(StoreError::Backend("the database aborted the write transaction".into()));
-            }
-            continue;
-        }
-        if let Err(e) = exec_cached(conn, "SAVEPOINT job") {
-            aborted = Some(unavailable(e));
-            job(Err(aborted.clone().expect("just set")));
-            continue;
-        }
-        match catch_unwind(AssertUnwindSafe(|| job(Ok(conn)))) {
-            Ok(Some(pending)) => {
-                if !pending.ok
-                    && let Err(e) = exec_cached(conn, "ROLLBACK TO job")
-                {
-                    aborted = Some(unavailable(e));
-                }
-                if let Err(e) = exec_cached(conn, "RELEASE job") {
-                    aborted.get_or_insert(unavailable(e));
-                }
-                replies.push(pending.reply);
-            }
-            Ok(None) => {}
-            Err(_) => {
-                tracing::error!(message = "A store job panicked; its changes were rolled back.");
-                if conn.execute_batch("ROLLBACK TO job; RELEASE job").is_err() {
-                    aborted.get_or_insert(StoreError::Backend("a write panicked and could not be undone".into()));
-                }
-            }
+        let failed = match guard {
+            Guard::Batch => run_bare(conn, job, &mut replies),
+            Guard::Savepoint => run_in_savepoint(conn, job, &mut replies),
+        };
+        if let Some(e) = failed {
+            aborted.get_or_insert(e);
         }
         // Some errors (I/O, full disk) make SQLite roll the whole transaction back; from then
         // on nothing in this batch may be reported as done, nor run outside it.

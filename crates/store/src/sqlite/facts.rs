@@ -83,13 +83,7 @@ impl MpxnFacts {
 
 /// Read one metering point's facts in one read transaction.
 pub(crate) fn load(conn: &Connection, m: Mpxn) -> Result<MpxnFacts, StoreError> {
-    // One snapshot for the three reads, through cached statements (`Transaction` compiles
-    // its BEGIN and ROLLBACK afresh each time).
-    let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map_err(backend);
-    run("BEGIN")?;
-    let read = load_in_snapshot(conn, m);
-    run("COMMIT")?;
-    read
+    super::engine::in_snapshot(conn, || load_in_snapshot(conn, m))
 }
 
 fn load_in_snapshot(conn: &Connection, m: Mpxn) -> Result<MpxnFacts, StoreError> {

@@ -391,9 +391,7 @@ pub(super) fn due_requests(
     // (it holds execute_at, and the row id), then whole rows only for those not excepted.
     // Under load most due requests are already being dispatched, and reading their rows
     // (bodies, pre-commands) cost more than the rest of the round.
-    let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map_err(backend);
-    run("BEGIN")?;
-    let found = (|| {
+    super::engine::in_snapshot(conn, || {
         let mut heads = conn
             .prepare_cached(
                 "SELECT seq FROM requests WHERE status = 'queued' AND (execute_at IS NULL OR execute_at <= ?1) \
@@ -415,9 +413,7 @@ pub(super) fn due_requests(
             }
         }
         Ok(out)
-    })();
-    run("COMMIT")?;
-    found
+    })
 }
 
 pub(super) fn complete_one(conn: &Connection, c: &Completion) -> Result<(), StoreError> {
