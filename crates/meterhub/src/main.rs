@@ -15,6 +15,11 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+/// mimalloc rather than the C library's allocator: the pipeline allocates small buffers on
+/// every thread, and glibc's arenas spent about a tenth of its CPU (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// An open-source central hub for smart metering, modelled on Great Britain's DCC.
 ///
 /// Start with `meterhub demo` for a tour, `meterhub serve` to run the hub (it prints its URL
