@@ -263,17 +263,20 @@ pub(super) fn into_request(r: RawRequest) -> Result<RequestRecord, StoreError> {
     })
 }
 
+/// One audit row for the request numbered `request_seq` (whose text id is `request_id`).
 pub(super) fn audit(
     conn: &Connection,
     at: Timestamp,
-    request_id: &str,
+    (request_seq, request_id): (i64, &str),
     party: &PartyId,
     event: &str,
     detail: &str,
 ) -> Result<(), StoreError> {
-    conn.prepare_cached("INSERT INTO audit (at, request_id, party, event, detail) VALUES (?1, ?2, ?3, ?4, ?5)")
-        .and_then(|mut s| s.execute(params![micros(at), request_id, party.as_str(), event, detail]))
-        .map_err(backend)?;
+    conn.prepare_cached(
+        "INSERT INTO audit (at, request_seq, request_id, party, event, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .and_then(|mut s| s.execute(params![micros(at), request_seq, request_id, party.as_str(), event, detail]))
+    .map_err(backend)?;
     Ok(())
 }
 
@@ -305,7 +308,7 @@ pub(super) fn insert_request(conn: &Connection, r: &RequestRecord) -> Result<i64
         other => other,
     })?;
     let seq = conn.last_insert_rowid();
-    audit(conn, r.submitted_at, &r.id, &r.party, "accepted", r.status.as_str())?;
+    audit(conn, r.submitted_at, (seq, &r.id), &r.party, "accepted", r.status.as_str())?;
     Ok(seq)
 }
 
@@ -345,8 +348,8 @@ pub(super) fn request(
 ) -> Result<Option<(RequestRecord, Option<ResponseRecord>)>, StoreError> {
     let Some(req) = load_request(conn, id)? else { return Ok(None) };
     let resp = conn
-        .prepare_cached(&format!("SELECT {RESPONSE_COLS} FROM responses WHERE request_id = ?1"))
-        .and_then(|mut s| s.query_row([id], raw_response).optional())
+        .prepare_cached(&format!("SELECT {RESPONSE_COLS} FROM responses WHERE request_seq = ?1"))
+        .and_then(|mut s| s.query_row([req.seq], raw_response).optional())
         .map_err(backend)?
         .map(into_response)
         .transpose()?;
@@ -371,10 +374,10 @@ pub(super) fn transition(
     if signature.is_some() {
         req.signature = signature;
     }
-    conn.prepare_cached("UPDATE requests SET status = ?1, status_at = ?2, note = ?3, signature = ?4 WHERE id = ?5")
-        .and_then(|mut s| s.execute(params![to.as_str(), micros(at), note, req.signature, id]))
+    conn.prepare_cached("UPDATE requests SET status = ?1, status_at = ?2, note = ?3, signature = ?4 WHERE seq = ?5")
+        .and_then(|mut s| s.execute(params![to.as_str(), micros(at), note, req.signature, req.seq]))
         .map_err(backend)?;
-    audit(conn, at, id, &req.party, to.as_str(), note.as_deref().unwrap_or(""))?;
+    audit(conn, at, (req.seq, id), &req.party, to.as_str(), note.as_deref().unwrap_or(""))?;
     req.status = to;
     req.status_at = at;
     req.note = note;
@@ -474,13 +477,15 @@ pub(super) fn complete_one(conn: &Connection, c: &Completion) -> Result<(), Stor
             }
         }
     }
-    conn.prepare_cached("INSERT INTO responses (request_id, party, at, outcome, body) VALUES (?1, ?2, ?3, ?4, ?5)")
-        .and_then(|mut s| s.execute(params![c.request_id, c.party.as_str(), micros(c.at), c.outcome.as_str(), c.body]))
-        .map_err(classify)?;
+    conn.prepare_cached(
+        "INSERT INTO responses (request_seq, request_id, party, at, outcome, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .and_then(|mut s| s.execute(params![seq, c.request_id, c.party.as_str(), micros(c.at), c.outcome.as_str(), c.body]))
+    .map_err(classify)?;
     conn.prepare_cached("UPDATE requests SET status = 'completed', status_at = ?1 WHERE seq = ?2")
         .and_then(|mut s| s.execute(params![micros(c.at), seq]))
         .map_err(backend)?;
-    audit(conn, c.at, &c.request_id, &c.party, "completed", c.outcome.as_str())
+    audit(conn, c.at, (seq, &c.request_id), &c.party, "completed", c.outcome.as_str())
 }
 
 /// A completion whose effect cannot be applied is recorded as a failure instead: each one
@@ -544,7 +549,8 @@ pub(super) fn responses_after(
 pub(super) fn audit_trail(conn: &Connection, request_id: &str) -> Result<Vec<AuditRecord>, StoreError> {
     let mut s = conn
         .prepare_cached(
-            "SELECT seq, at, request_id, party, event, detail FROM audit WHERE request_id = ?1 ORDER BY seq",
+            "SELECT seq, at, request_id, party, event, detail FROM audit \
+             WHERE request_seq = (SELECT seq FROM requests WHERE id = ?1) ORDER BY seq",
         )
         .map_err(backend)?;
     let rows = s

@@ -164,7 +164,7 @@ pub(super) fn record_schedule_run(
         return Err(StoreError::Conflict(format!("schedule {schedule_id} has no run due at {run_at}")));
     }
     let seq = insert_request(conn, request)?;
-    audit(conn, request.submitted_at, &request.id, &request.party, "scheduled", schedule_id)?;
+    audit(conn, request.submitted_at, (seq, &request.id), &request.party, "scheduled", schedule_id)?;
     Ok(seq)
 }
 
@@ -204,7 +204,7 @@ pub(super) fn reads_between(
     let after = after.max(first - 1);
     let mut s = conn
         .prepare_cached(&format!(
-            "SELECT {READ_COLS} FROM responses s JOIN requests q ON q.id = s.request_id \
+            "SELECT {READ_COLS} FROM responses s JOIN requests q ON q.seq = s.request_seq \
              WHERE s.party = ?1 AND s.seq > ?2 AND s.at >= ?3 AND s.at < ?4 ORDER BY s.seq"
         ))
         .map_err(backend)?;
@@ -224,7 +224,7 @@ pub(super) fn reads_between(
 
 pub(super) fn read(conn: &Connection, request_id: &str) -> Result<Option<ReadRecord>, StoreError> {
     conn.prepare_cached(&format!(
-        "SELECT {READ_COLS} FROM responses s JOIN requests q ON q.id = s.request_id WHERE s.request_id = ?1"
+        "SELECT {READ_COLS} FROM requests q JOIN responses s ON s.request_seq = q.seq WHERE q.id = ?1"
     ))
     .and_then(|mut s| s.query_row([request_id], raw_read).optional())
     .map_err(backend)?
@@ -274,7 +274,7 @@ pub(super) fn forwarded_reads(
     let mut s = conn
         .prepare_cached(&format!(
             "SELECT {FORWARD_COLS}, {READ_COLS} FROM read_forwards f \
-             JOIN responses s ON s.request_id = f.request_id JOIN requests q ON q.id = f.request_id \
+             JOIN requests q ON q.id = f.request_id JOIN responses s ON s.request_seq = q.seq \
              WHERE f.to_party = ?1 AND f.seq > ?2 ORDER BY f.seq LIMIT {limit}"
         ))
         .map_err(backend)?;

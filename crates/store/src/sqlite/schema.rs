@@ -23,6 +23,7 @@ pub(crate) const HUB: &[(i64, &str)] = &[
     (12, include_str!("../../migrations/0012_firmware.sql")),
     (13, include_str!("../../migrations/0013_alert_marks.sql")),
     (14, include_str!("../../migrations/0014_change_counters.sql")),
+    (15, include_str!("../../migrations/0015_responses_and_audit_by_request_seq.sql")),
 ];
 
 /// What the planning cache watches (migration 14): the tables a service request is planned
@@ -68,4 +69,66 @@ pub(crate) fn migrate(conn: &mut Connection, migrations: &[(i64, &str)]) -> Resu
         tracing::info!(message = "Applied store migration.", version);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(conn: &Connection, sql: &str) -> i64 {
+        conn.query_row(sql, [], |r| r.get(0)).expect(sql)
+    }
+
+    /// Migration 15 rebuilds responses and the audit log keyed by request number: every row
+    /// survives with its sequence number, and finds its request.
+    #[test]
+    fn migration_15_keeps_every_response_and_audit_row() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = Connection::open(dir.path().join("hub.sqlite3")).expect("open");
+        conn.pragma_update(None, "foreign_keys", "ON").expect("foreign keys");
+        migrate(&mut conn, &HUB[..14]).expect("migrate to 14");
+        conn.execute_batch(
+            "INSERT INTO requests (seq, id, party, srv, target, body, precommand, submitted_at, status, status_at) \
+             VALUES (7, 'A:B:1', 'sup', '4.1.1', 'B', '{}', x'00', 1, 'completed', 2), \
+                    (9, 'A:B:2', 'sup', '4.1.1', 'B', '{}', x'00', 3, 'queued', 3); \
+             INSERT INTO responses (seq, request_id, party, at, outcome, body) VALUES (4, 'A:B:1', 'sup', 2, 'done', '{}'); \
+             INSERT INTO audit (seq, at, request_id, party, event, detail) VALUES \
+                (10, 1, 'A:B:1', 'sup', 'accepted', 'queued'), (11, 2, 'A:B:1', 'sup', 'completed', 'done'), \
+                (12, 3, 'A:B:2', 'sup', 'accepted', 'queued');",
+        )
+        .expect("rows at version 14");
+        migrate(&mut conn, HUB).expect("migrate to the latest");
+        assert_eq!(count(&conn, "SELECT request_seq FROM responses WHERE seq = 4 AND request_id = 'A:B:1'"), 7);
+        let audit: String = conn
+            .query_row("SELECT group_concat(seq || ':' || request_seq || ':' || event, ',') FROM audit", [], |r| {
+                r.get(0)
+            })
+            .expect("audit");
+        assert_eq!(audit, "10:7:accepted,11:7:completed,12:9:accepted");
+        // The old id index is gone; the new ones are there.
+        assert_eq!(
+            count(&conn, "SELECT count(*) FROM sqlite_master WHERE name IN ('audit_by_request', 'responses_by_party')"),
+            2
+        );
+        assert!(conn.execute("DELETE FROM audit", []).is_err(), "the audit log stays append-only");
+        assert!(conn.execute("UPDATE responses SET body = 'x'", []).is_err(), "responses stay append-only");
+    }
+
+    /// A response whose request is missing (written with foreign keys off) stops the
+    /// migration: the rows stay at version 14 rather than being dropped.
+    #[test]
+    fn migration_15_refuses_to_drop_an_orphan_response() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = Connection::open(dir.path().join("hub.sqlite3")).expect("open");
+        migrate(&mut conn, &HUB[..14]).expect("migrate to 14");
+        conn.pragma_update(None, "foreign_keys", "OFF").expect("foreign keys off");
+        conn.execute_batch(
+            "INSERT INTO responses (seq, request_id, party, at, outcome, body) VALUES (4, 'A:B:1', 'sup', 2, 'done', '{}')",
+        )
+        .expect("orphan");
+        let e = migrate(&mut conn, HUB).expect_err("an orphan response stops the migration");
+        assert!(e.to_string().contains("migration 15"), "{e}");
+        assert_eq!(count(&conn, "PRAGMA user_version"), 14);
+        assert_eq!(count(&conn, "SELECT count(*) FROM responses WHERE request_id = 'A:B:1'"), 1);
+    }
 }
