@@ -466,7 +466,8 @@ async fn relaxed_hub_accepts_dcc_test_mpans() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap());
     let clock = Arc::new(ManualClock::new(START.parse().unwrap()));
-    let hub = Hub::open(store, clock, HubConfig { id_rules: domain::IdRules::RELAXED }).await.unwrap();
+    let hub =
+        Hub::open(store, clock, HubConfig { id_rules: domain::IdRules::RELAXED, ..Default::default() }).await.unwrap();
     let operator = hub.bootstrap_operator().await.unwrap().unwrap().token;
     let t = T { app: api::router(hub.clone()), hub, operator, _dir: dir };
     let reg = t.party("reg", &["REG"], 2).await;

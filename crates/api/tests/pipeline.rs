@@ -13,6 +13,7 @@ use domain::crypto::{SigningKey, SystemRandom};
 use hub::ManualClock;
 use hub::transport::TransportError;
 use serde_json::{Value, json};
+use store::Store as _;
 use tower::ServiceExt;
 
 // R-REG-2: enrolment is commissioning (8.1.1) then linking (6.20.1); only then does the
@@ -634,5 +635,93 @@ async fn overlapping_dispatch_rounds_run_each_request_once_and_each_device_in_or
     }
     let ihd: domain::Eui64 = device_of(&p, "in-home-display").parse().unwrap();
     assert_eq!(w.fleet.ihd_view(ihd).await.unwrap()["message"], json!("note 39"));
+    w.close().await;
+}
+
+fn admitting(max: usize, wait_ms: u64) -> hub::HubConfig {
+    hub::HubConfig {
+        admitted_max: max,
+        admission_wait: std::time::Duration::from_millis(wait_ms),
+        ..Default::default()
+    }
+}
+
+async fn queued(m: &Market) -> Vec<String> {
+    let acme: domain::PartyId = "acme".parse().unwrap();
+    let q = m.w.store.requests_in_status(&acme, hub::RequestStatus::Queued, 100).await.unwrap();
+    q.into_iter().map(|r| r.id).collect()
+}
+
+// R-SR-1: requests accepted to run now are bounded (HubConfig::admitted_max). Beyond the
+// bound a request waits for room; if none comes in time the caller hears the hub is busy
+// (503, problem+json) and nothing is recorded. Cancelling and answering give room back.
+#[tokio::test]
+async fn beyond_the_admission_bound_a_request_is_refused_as_busy_and_nothing_is_recorded() {
+    let m = market_configured(admitting(2, 300), |f| f).await;
+    enrolled_home(&m).await;
+    let target = json!({"mpxn": MPAN});
+    let (s, a) = m.w.submit(&m.acme, "4.1.1", target.clone(), json!({})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{a}");
+    let (s, b) = m.w.submit(&m.acme, "4.1.1", target.clone(), json!({})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let before = queued(&m).await;
+    assert_eq!(before.len(), 2);
+
+    let (s, p) = m.w.submit(&m.acme, "4.1.1", target.clone(), json!({})).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("busy"), "{p}");
+    assert_eq!(queued(&m).await, before, "a refused request leaves nothing behind");
+
+    // A cancelled request gives its room back.
+    let id = a["id"].as_str().unwrap();
+    let (s, c) = m.w.call(Method::POST, &format!("/v1/requests/{id}/cancel"), &m.acme, None).await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    let (s, c) = m.w.submit(&m.acme, "4.1.1", target.clone(), json!({})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{c}");
+    let (s, p) = m.w.submit(&m.acme, "4.1.1", target.clone(), json!({})).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{p}");
+
+    // Answered requests give theirs back; so do the ones before them in their round.
+    assert_eq!(m.w.hub.dispatch_due().await.unwrap(), 2);
+    for _ in 0..2 {
+        let (s, d) = m.w.submit(&m.acme, "4.1.1", target.clone(), json!({})).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{d}");
+    }
+    // Requests not run now hold no room: a future-dated one is accepted at the bound.
+    let (s, f) = m
+        .w
+        .call(
+            Method::POST,
+            "/v1/requests",
+            &m.acme,
+            Some(json!({"srv": "3.1", "target": target, "body": {"message": "later"}, "execute_at": "2026-01-06T09:00:00Z"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{f}");
+    m.w.close().await;
+}
+
+// R-SR-1: a request waiting for room goes on, and is recorded, once a round's answers are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_waiting_for_room_is_accepted_when_a_round_answers() {
+    let m = market_configured(admitting(1, 60_000), |f| f).await;
+    enrolled_home(&m).await;
+    let w = Arc::new(m.w);
+    let (s, first) = w.submit(&m.acme, "4.1.1", json!({"mpxn": MPAN}), json!({})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{first}");
+    let (w2, token) = (w.clone(), m.acme.clone());
+    let waiting = tokio::spawn(async move { w2.submit(&token, "4.1.1", json!({"mpxn": MPAN}), json!({})).await });
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(!waiting.is_finished(), "the second request waits for room");
+    let acme: domain::PartyId = "acme".parse().unwrap();
+    assert_eq!(w.store.requests_in_status(&acme, hub::RequestStatus::Queued, 10).await.unwrap().len(), 1);
+    assert_eq!(w.hub.dispatch_due().await.unwrap(), 1);
+    let (s, second) = waiting.await.unwrap();
+    assert_eq!(s, StatusCode::ACCEPTED, "{second}");
+    let done = w.settle(&m.acme, &second).await;
+    assert_eq!(done["response"]["outcome"], json!("done"), "{done}");
     w.close().await;
 }

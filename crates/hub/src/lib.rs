@@ -39,10 +39,27 @@ pub use store::{
 };
 
 /// Settings that change the hub's rules.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct HubConfig {
     /// Identifier rules (the MPAN check digit can be relaxed for industry test data).
     pub id_rules: IdRules,
+    /// Requests accepted to run now whose answers are not yet recorded, at most. A caller
+    /// beyond it waits up to `admission_wait` for room, then hears that the hub is busy
+    /// (HTTP 503) and nothing is recorded. Bounds how long an accepted request waits for its
+    /// device, and the memory the dispatcher needs.
+    pub admitted_max: usize,
+    /// How long a request waits for room under `admitted_max` before it is refused.
+    pub admission_wait: std::time::Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            id_rules: IdRules::default(),
+            admitted_max: pipeline::ADMITTED_MAX,
+            admission_wait: pipeline::ADMISSION_WAIT,
+        }
+    }
 }
 
 /// Key under which a simulated clock's time is kept across restarts.
@@ -76,6 +93,8 @@ struct Inner {
     /// Requests being sent to their devices now, and those devices: a dispatch round skips
     /// them (see `pipeline::Hub::claim_due`).
     in_flight: tokio::sync::Mutex<pipeline::InFlight>,
+    /// Requests accepted to run now and not yet answered (`HubConfig::admitted_max`).
+    admission: pipeline::Admission,
     /// Dispatch rounds running at once in the background dispatcher.
     rounds: Arc<tokio::sync::Semaphore>,
     /// Anomaly detection: thresholds and the counts in their windows.
@@ -149,6 +168,7 @@ impl Hub {
                 completed: tokio::sync::Notify::new(),
                 in_flight: tokio::sync::Mutex::new(pipeline::InFlight::default()),
                 rounds: Arc::new(tokio::sync::Semaphore::new(pipeline::DISPATCH_ROUNDS_MAX)),
+                admission: pipeline::Admission::new(config.admitted_max),
                 anomaly: std::sync::Mutex::new(anomaly::Detector::load(&thresholds)),
                 top_ups_in_flight: Default::default(),
                 cos_key,

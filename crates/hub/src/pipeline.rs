@@ -51,6 +51,63 @@ pub const DISPATCH_ROUNDS_MAX: usize = 4;
 /// taken again.
 const DISPATCH_RETRY: Duration = Duration::from_secs(1);
 
+/// Default for [`crate::HubConfig::admitted_max`]: enough to keep every dispatch round
+/// full with as many again waiting, and few enough that an accepted request reaches its
+/// device within a fraction of a second at full load (BENCHMARKS.md).
+pub const ADMITTED_MAX: usize = 4096;
+/// Default for [`crate::HubConfig::admission_wait`].
+pub const ADMISSION_WAIT: Duration = Duration::from_secs(10);
+
+/// Requests accepted to run now whose answers are not yet recorded: one permit each, taken
+/// at submission (waiting for room) and given back when the answer is committed or the
+/// request is cancelled. Requests found by the due scan after a restart, future-dated ones
+/// and those the hub raises itself hold none: their own processes bound them.
+pub(crate) struct Admission {
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Ids of admitted requests whose permit is still out.
+    held: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl Admission {
+    pub(crate) fn new(max: usize) -> Admission {
+        Admission { permits: std::sync::Arc::new(tokio::sync::Semaphore::new(max.max(1))), held: Default::default() }
+    }
+
+    /// Give back the permits of these requests, if they hold one.
+    fn release<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+        let mut held = self.held.lock().expect("admission");
+        let back = ids.into_iter().filter(|id| held.remove(*id)).count();
+        drop(held);
+        self.permits.add_permits(back);
+    }
+}
+
+/// A permit taken for a request about to be recorded. Kept: the request holds it until it is
+/// answered. Dropped unkept (the request was not recorded, or the caller went away): given
+/// back, unless the request was answered meanwhile and gave it back itself.
+struct Admitted<'a> {
+    admission: &'a Admission,
+    id: String,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Admitted<'_> {
+    fn keep(mut self) {
+        if let Some(p) = self.permit.take() {
+            p.forget();
+        }
+    }
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        let Some(p) = self.permit.take() else { return };
+        if !self.admission.held.lock().expect("admission").remove(&self.id) {
+            p.forget();
+        }
+    }
+}
+
 /// Requests a dispatch round has taken and not yet completed, and their devices.
 #[derive(Debug, Default)]
 pub(crate) struct InFlight {
@@ -798,7 +855,15 @@ impl Hub {
         record.status = status;
         record.note =
             note.or_else(|| execute_at.filter(|_| device_holds).map(|at| format!("held by the device until {at}")));
+        let admitted = if record.status == RequestStatus::Queued && record.execute_at.is_none() {
+            Some(self.admit(&record.id).await?)
+        } else {
+            None
+        };
         let record = self.store().insert_request(record).await?;
+        if let Some(a) = admitted {
+            a.keep();
+        }
         if alert {
             // Once per threshold and window: the party and the hub operator (R-SR-5, R-FLT-1).
             self.raise(
@@ -820,6 +885,27 @@ impl Hub {
         metrics::counter!("meterhub_requests_accepted_total", "srv" => service.code).increment(1);
         self.inner.work.notify_one();
         Ok(record)
+    }
+
+    /// Wait for room under `admitted_max` for a request about to run now.
+    async fn admit(&self, id: &str) -> Result<Admitted<'_>, HubError> {
+        let admission = &self.inner.admission;
+        let wait = self.config().admission_wait;
+        let permit = match tokio::time::timeout(wait, admission.permits.clone().acquire_owned()).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) => return Err(HubError::Unavailable("the hub is shutting down".into())),
+            Err(_) => {
+                metrics::counter!("meterhub_requests_busy_total").increment(1);
+                return Err(HubError::Unavailable(format!(
+                    "the hub is busy: {} requests are waiting for their devices and none finished within {} s; \
+                     nothing was recorded, try again shortly",
+                    self.config().admitted_max,
+                    wait.as_secs_f64()
+                )));
+            }
+        };
+        admission.held.lock().expect("admission").insert(id.to_string());
+        Ok(Admitted { admission, id: id.to_string(), permit: Some(permit) })
     }
 
     /// A request of the caller's (or any, for the hub operator) with its response.
@@ -892,14 +978,17 @@ impl Hub {
     pub async fn cancel_request(&self, caller: &Caller, id: &str) -> Result<RequestRecord, HubError> {
         self.own_request(caller, id).await?;
         let from = [RequestStatus::AwaitingSignature, RequestStatus::Queued, RequestStatus::Quarantined];
-        self.move_own_request(
-            id,
-            &from,
-            RequestStatus::Cancelled,
-            "cancelled by the sender",
-            "only a request that has not run can be cancelled",
-        )
-        .await
+        let r = self
+            .move_own_request(
+                id,
+                &from,
+                RequestStatus::Cancelled,
+                "cancelled by the sender",
+                "only a request that has not run can be cancelled",
+            )
+            .await?;
+        self.inner.admission.release([r.id.as_str()]);
+        Ok(r)
     }
 
     /// Release a quarantined request: it goes on as if it had not been stopped (to signing,
@@ -1112,6 +1201,7 @@ impl Hub {
             .filter(|(r, _)| r.note.as_deref() != Some(HUB_RAISED))
             .collect();
         self.store().complete_requests(completions).await?;
+        self.inner.admission.release(due.iter().map(|r| r.id.as_str()));
         self.inner.completed.notify_waiters();
         // The sender hears of a request that did not run, as an alert too.
         for (r, why) in failed {

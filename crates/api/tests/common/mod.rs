@@ -45,9 +45,19 @@ pub async fn open_world_with(
     clock: Arc<ManualClock>,
     transport: impl FnOnce(Arc<Fleet>) -> Arc<dyn hub::transport::DeviceTransport>,
 ) -> World {
+    open_world_configured(dir, clock, HubConfig::default(), transport).await
+}
+
+/// [`open_world_with`] under hub settings of the test's own.
+pub async fn open_world_configured(
+    dir: &std::path::Path,
+    clock: Arc<ManualClock>,
+    config: HubConfig,
+    transport: impl FnOnce(Arc<Fleet>) -> Arc<dyn hub::transport::DeviceTransport>,
+) -> World {
     let store = Arc::new(SqliteStore::open(dir, opts()).unwrap());
     let fleet_store = Arc::new(SqliteFleetStore::open(dir, opts()).unwrap());
-    let hub = Hub::open(store.clone(), clock.clone(), HubConfig::default()).await.unwrap();
+    let hub = Hub::open(store.clone(), clock.clone(), config).await.unwrap();
     let operator = match hub.bootstrap_operator().await.unwrap() {
         Some(t) => t.token,
         None => hub.issue_token_unchecked(&"hub-operator".parse().unwrap(), "test").await.unwrap().token,
@@ -138,8 +148,17 @@ pub async fn market() -> Market {
 
 /// [`market`] over [`open_world_with`].
 pub async fn market_with(transport: impl FnOnce(Arc<Fleet>) -> Arc<dyn hub::transport::DeviceTransport>) -> Market {
+    market_configured(HubConfig::default(), transport).await
+}
+
+/// [`market_with`] under hub settings of the test's own.
+pub async fn market_configured(
+    config: HubConfig,
+    transport: impl FnOnce(Arc<Fleet>) -> Arc<dyn hub::transport::DeviceTransport>,
+) -> Market {
     let dir = tempfile::tempdir().unwrap();
-    let w = open_world_with(dir.path(), Arc::new(ManualClock::new(START.parse().unwrap())), transport).await;
+    let clock = Arc::new(ManualClock::new(START.parse().unwrap()));
+    let w = open_world_configured(dir.path(), clock, config, transport).await;
     let acme_key = SigningKey::generate(&SystemRandom::new()).unwrap();
     let acme = w.party("acme", &["IS", "GS"], 1, Some(&acme_key)).await;
     let bright = w.party("bright", &["IS"], 2, Some(&SigningKey::generate(&SystemRandom::new()).unwrap())).await;
