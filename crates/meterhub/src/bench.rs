@@ -358,6 +358,8 @@ async fn bench_pipeline(
         let (hub, callers, next, refused, bar) =
             (hub.clone(), callers.clone(), next.clone(), refused.clone(), bar.clone());
         tasks.push(tokio::spawn(async move {
+            // When each accepted request was submitted, for the latency figures.
+            let mut submitted = Vec::new();
             let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (w as u64 + 1));
             while next.fetch_add(1, Ordering::Relaxed) < requests {
                 let home = rng.random_range(1..=meters);
@@ -369,15 +371,20 @@ async fn bench_pipeline(
                     body: serde_json::json!({}),
                     execute_at: None,
                 };
-                if hub.submit(caller, &input).await.is_err() {
-                    refused.fetch_add(1, Ordering::Relaxed);
+                match hub.submit(caller, &input).await {
+                    Ok(r) => submitted.push((r.id, r.submitted_at)),
+                    Err(_) => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 bar.inc(1);
             }
+            submitted
         }));
     }
+    let mut submitted = std::collections::HashMap::new();
     for t in tasks {
-        t.await?;
+        submitted.extend(t.await?);
     }
     bar.finish_and_clear();
     let submitted_secs = started.elapsed().as_secs_f64();
@@ -389,6 +396,23 @@ async fn bench_pipeline(
     let cpu = cpu_started.zip(cpu_seconds()).map(|(a, b)| b - a);
     dispatcher.abort();
     hub.drain_dispatch().await;
+    // Submission to recorded response, from the responses themselves.
+    let mut latencies = Vec::with_capacity(submitted.len());
+    for caller in callers.iter() {
+        let mut after = 0;
+        loop {
+            let page = hub.responses(caller, after, 1000).await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for r in &page {
+                if let Some(at) = submitted.get(&r.request_id) {
+                    latencies.push(r.at.duration_since(*at).as_secs_f64() * 1e3);
+                }
+            }
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let percentile = |p: f64| latencies.get(((latencies.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0.0);
     let (peak, rss_end) = memory_kib();
     let counts = hub.counts().await?;
     fleet.close().await;
@@ -409,6 +433,13 @@ async fn bench_pipeline(
             cpu * 1e6 / ok.max(1) as f64
         );
     }
+    println!(
+        "  latency, submission to recorded response: median {:.0} ms, 90th percentile {:.0} ms, 99th {:.0} ms (at most {} accepted requests wait at once)",
+        percentile(0.5),
+        percentile(0.9),
+        percentile(0.99),
+        hub.config().admitted_max
+    );
     println!("  baseline, same run: the meter's own 4.1.1 computation alone = {base_rate:.0}/s");
     let kib = |v: Option<u64>| v.map_or(0.0, |k| k as f64);
     let per_meter = (kib(rss_generated) - kib(rss_start)) * 1024.0 / (generated.electricity + generated.gas) as f64;
