@@ -46,6 +46,12 @@ pub struct ServeArgs {
     /// seed it was first started with [default: 1].
     #[arg(long, env = "METERHUB_SEED")]
     pub seed: Option<u64>,
+    /// Requests accepted to run now that may wait for their devices at once. Beyond it a
+    /// submission waits up to 10 s for room, then is refused with 503 (nothing recorded), so
+    /// an accepted request is answered within a fraction of a second even under overload
+    /// [default: 4096].
+    #[arg(long, env = "METERHUB_ADMITTED_MAX", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub admitted_max: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, Deserialize, PartialEq, Eq)]
@@ -81,6 +87,7 @@ struct FileSettings {
     relax_mpan_check_digit: Option<bool>,
     log_format: Option<LogFormat>,
     seed: Option<u64>,
+    admitted_max: Option<u32>,
 }
 
 /// Resolved settings.
@@ -93,6 +100,7 @@ pub struct Settings {
     pub durability: store::sqlite::Durability,
     pub id_rules: domain::IdRules,
     pub seed: u64,
+    pub admitted_max: usize,
 }
 
 fn read_file(path: Option<&Path>) -> anyhow::Result<FileSettings> {
@@ -127,6 +135,11 @@ impl Settings {
             },
             id_rules: if relax { domain::IdRules::RELAXED } else { domain::IdRules::STRICT },
             seed: s.seed.or(file.seed).unwrap_or(1),
+            admitted_max: match s.admitted_max.or(file.admitted_max) {
+                None => hub::pipeline::ADMITTED_MAX,
+                Some(0) => bail!("admitted_max: at least 1"),
+                Some(n) => n as usize,
+            },
         })
     }
 }

@@ -60,7 +60,12 @@ pub async fn open_hub_quiet(
             Arc::new(ManualClock::new(start))
         }
     };
-    let hub = Hub::open(store.clone(), clock, HubConfig { id_rules: settings.id_rules, ..Default::default() }).await?;
+    let hub = Hub::open(
+        store.clone(),
+        clock,
+        HubConfig { id_rules: settings.id_rules, admitted_max: settings.admitted_max, ..Default::default() },
+    )
+    .await?;
     let first = hub.bootstrap_operator().await?;
     Ok((hub, store, first))
 }
