@@ -540,6 +540,9 @@ async fn response_stream_resumes_and_follows() {
 struct Counting {
     fleet: Arc<fleet::Fleet>,
     sent: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// If set, each send (once counted) waits for a permit: the test holds requests at
+    /// their devices.
+    gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 #[async_trait::async_trait]
@@ -553,6 +556,9 @@ impl hub::transport::DeviceTransport for Counting {
     async fn send(&self, m: hub::transport::DeviceMessage) -> Result<device::Outcome, TransportError> {
         let id = device::Command::decode(&m.bytes).map(|c| c.id.to_string()).unwrap_or_default();
         *self.sent.lock().unwrap().entry(id).or_default() += 1;
+        if let Some(gate) = &self.gate {
+            gate.acquire().await.unwrap().forget();
+        }
         self.fleet.send(m).await
     }
     async fn key_agreement_point(&self, eui: domain::Eui64) -> Result<Vec<u8>, TransportError> {
@@ -582,7 +588,7 @@ async fn overlapping_dispatch_rounds_run_each_request_once_and_each_device_in_or
     let counting = std::sync::Arc::new(std::sync::OnceLock::<Arc<Counting>>::new());
     let slot = counting.clone();
     let m = market_with(move |fleet| {
-        let c = Arc::new(Counting { fleet, sent: Default::default() });
+        let c = Arc::new(Counting { fleet, sent: Default::default(), gate: None });
         slot.set(c.clone()).ok().unwrap();
         c as Arc<dyn hub::transport::DeviceTransport>
     })
@@ -660,6 +666,16 @@ async fn beyond_the_admission_bound_a_request_is_refused_as_busy_and_nothing_is_
     let m = market_configured(admitting(2, 300), |f| f).await;
     enrolled_home(&m).await;
     let target = json!({"mpxn": MPAN});
+    // Four 4.1.1s an hour before quarantine: the ones refused as busy must not count.
+    let (s, v) =
+        m.w.call(
+            Method::PUT,
+            "/v1/anomaly-thresholds/own/4.1.1",
+            &m.acme,
+            Some(json!({"window_seconds": 3600, "max_requests": 4})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
     let (s, a) = m.w.submit(&m.acme, "4.1.1", target.clone(), json!({})).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{a}");
     let (s, b) = m.w.submit(&m.acme, "4.1.1", target.clone(), json!({})).await;
@@ -672,6 +688,15 @@ async fn beyond_the_admission_bound_a_request_is_refused_as_busy_and_nothing_is_
     assert!(p["detail"].as_str().unwrap().contains("busy"), "{p}");
     assert_eq!(queued(&m).await, before, "a refused request leaves nothing behind");
 
+    // A critical request waits for its signature without room; signed, it needs room.
+    let (s, home) = m.w.call(Method::POST, "/v1/premises", &m.acme, Some(json!({"electricity": "domestic"}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{home}");
+    let (s, critical) = m.w.submit(&m.acme, "8.1.1", json!({"device": device_of(&home, "comms-hub")}), json!({})).await;
+    assert_eq!((s, critical["status"].as_str()), (StatusCode::ACCEPTED, Some("awaiting-signature")), "{critical}");
+    let (s, p) = m.w.sign(&m.acme, &critical, &m.acme_key).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{p}");
+    assert_eq!(queued(&m).await, before, "a signature refused as busy leaves the request unsigned");
+
     // A cancelled request gives its room back.
     let id = a["id"].as_str().unwrap();
     let (s, c) = m.w.call(Method::POST, &format!("/v1/requests/{id}/cancel"), &m.acme, None).await;
@@ -681,12 +706,14 @@ async fn beyond_the_admission_bound_a_request_is_refused_as_busy_and_nothing_is_
     let (s, p) = m.w.submit(&m.acme, "4.1.1", target.clone(), json!({})).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{p}");
 
-    // Answered requests give theirs back; so do the ones before them in their round.
+    // Answered requests give theirs back.
     assert_eq!(m.w.hub.dispatch_due().await.unwrap(), 2);
-    for _ in 0..2 {
-        let (s, d) = m.w.submit(&m.acme, "4.1.1", target.clone(), json!({})).await;
-        assert_eq!(s, StatusCode::ACCEPTED, "{d}");
-    }
+    let (s, signed) = m.w.sign(&m.acme, &critical, &m.acme_key).await;
+    assert!(s.is_success(), "{signed}");
+    let (s, d) = m.w.submit(&m.acme, "4.1.1", target.clone(), json!({})).await;
+    assert_eq!((s, d["status"].as_str()), (StatusCode::ACCEPTED, Some("queued")), "the fourth counted: {d}");
+    let (s, p) = m.w.submit(&m.acme, "4.1.1", target.clone(), json!({})).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{p}");
     // Requests not run now hold no room: a future-dated one is accepted at the bound.
     let (s, f) = m
         .w
@@ -724,4 +751,42 @@ async fn a_request_waiting_for_room_is_accepted_when_a_round_answers() {
     let done = w.settle(&m.acme, &second).await;
     assert_eq!(done["response"]["outcome"], json!("done"), "{done}");
     w.close().await;
+}
+
+// R-SR-3: a request already with its device cannot be cancelled: the sender hears so (409)
+// and the device's answer is recorded as it came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_with_its_device_cannot_be_cancelled() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(1_000));
+    let counting = Arc::new(std::sync::OnceLock::<Arc<Counting>>::new());
+    let (g, slot) = (gate.clone(), counting.clone());
+    let m = market_with(move |fleet| {
+        let c = Arc::new(Counting { fleet, sent: Default::default(), gate: Some(g) });
+        slot.set(c.clone()).ok().unwrap();
+        c as Arc<dyn hub::transport::DeviceTransport>
+    })
+    .await;
+    enrolled_home(&m).await;
+    gate.acquire_many(u32::try_from(gate.available_permits()).unwrap()).await.unwrap().forget();
+    let (s, ack) = m.w.submit(&m.acme, "4.1.1", json!({"mpxn": MPAN}), json!({})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{ack}");
+    let id = ack["id"].as_str().unwrap().to_string();
+    let hub = m.w.hub.clone();
+    let round = tokio::spawn(async move { hub.dispatch_due().await });
+    for _ in 0..500 {
+        if counting.get().unwrap().sent.lock().unwrap().contains_key(&id) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(counting.get().unwrap().sent.lock().unwrap().contains_key(&id), "the request reached its device");
+    let (s, v) = m.w.call(Method::POST, &format!("/v1/requests/{id}/cancel"), &m.acme, None).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("already with its device"), "{v}");
+    gate.add_permits(1);
+    assert_eq!(round.await.unwrap().unwrap(), 1);
+    let (s, r) = m.w.call(Method::GET, &format!("/v1/requests/{id}"), &m.acme, None).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!((r["status"].as_str(), r["response"]["outcome"].as_str()), (Some("completed"), Some("done")), "{r}");
+    m.w.close().await;
 }

@@ -59,9 +59,11 @@ pub const ADMITTED_MAX: usize = 4096;
 pub const ADMISSION_WAIT: Duration = Duration::from_secs(10);
 
 /// Requests accepted to run now whose answers are not yet recorded: one permit each, taken
-/// at submission (waiting for room) and given back when the answer is committed or the
-/// request is cancelled. Requests found by the due scan after a restart, future-dated ones
-/// and those the hub raises itself hold none: their own processes bound them.
+/// when a request is about to join the queue to run now — at submission (before the anomaly
+/// detector counts it), when signed, when released from quarantine — and given back when its
+/// answer is committed or it is cancelled. Requests left queued by a previous run of the hub,
+/// hub-held future-dated ones (they join when due) and those the hub raises itself
+/// (schedules, switching, firmware waves, deliveries) hold none: their own processes pace them.
 pub(crate) struct Admission {
     permits: std::sync::Arc<tokio::sync::Semaphore>,
     /// Ids of admitted requests whose permit is still out.
@@ -837,6 +839,13 @@ impl Hub {
             metrics::counter!("meterhub_requests_accepted_total", "srv" => service.code).increment(1);
             return Ok(record);
         }
+        // Room first (see `admit`): a request that waits, or is refused as busy, has not
+        // been counted by the anomaly detector either.
+        let mut room = if service.critical != Critical::Yes && record.execute_at.is_none() {
+            Some(self.admit(&record.id).await?)
+        } else {
+            None
+        };
         let admitted = self.inner.anomaly.lock().expect("detector").admit(&caller.party.id, service.code, now);
         let (status, note, alert) = match admitted {
             Err(q) => (RequestStatus::Quarantined, Some(q.reason), q.alert),
@@ -855,13 +864,11 @@ impl Hub {
         record.status = status;
         record.note =
             note.or_else(|| execute_at.filter(|_| device_holds).map(|at| format!("held by the device until {at}")));
-        let admitted = if record.status == RequestStatus::Queued && record.execute_at.is_none() {
-            Some(self.admit(&record.id).await?)
-        } else {
-            None
-        };
+        if record.status != RequestStatus::Queued {
+            room = None;
+        }
         let record = self.store().insert_request(record).await?;
-        if let Some(a) = admitted {
+        if let Some(a) = room {
             a.keep();
         }
         if alert {
@@ -955,10 +962,16 @@ impl Hub {
     /// Accept the sender's signature over the pre-command of a critical request and queue it.
     /// The hub does not judge the signature: the device does.
     pub async fn sign_request(&self, caller: &Caller, id: &str, signature: Vec<u8>) -> Result<RequestRecord, HubError> {
-        self.own_request(caller, id).await?;
+        let (record, _) = self.own_request(caller, id).await?;
         if signature.is_empty() || signature.len() > 128 {
             return Err(invalid("signature", "an ECDSA P-256 signature, ASN.1 DER, 8 to 72 bytes"));
         }
+        // Signed, it runs now (unless future-dated): it needs room like any other.
+        let room = if record.status == RequestStatus::AwaitingSignature && record.execute_at.is_none() {
+            Some(self.admit(id).await?)
+        } else {
+            None
+        };
         let r = self
             .store()
             .transition_request(
@@ -970,13 +983,24 @@ impl Hub {
                 Some(signature),
             )
             .await?;
+        if let Some(a) = room {
+            a.keep();
+        }
         self.inner.work.notify_one();
         Ok(r)
     }
 
     /// Withdraw a request that has not run.
     pub async fn cancel_request(&self, caller: &Caller, id: &str) -> Result<RequestRecord, HubError> {
-        self.own_request(caller, id).await?;
+        let (record, _) = self.own_request(caller, id).await?;
+        // A request a dispatch round holds is with its device already. The lock is held over
+        // the change, so no round takes the request meanwhile (rounds claim under it).
+        let in_flight = self.inner.in_flight.lock().await;
+        if in_flight.requests.contains(&record.seq) {
+            return Err(HubError::Conflict(format!(
+                "request {id} is already with its device: only a request that has not run can be cancelled"
+            )));
+        }
         let from = [RequestStatus::AwaitingSignature, RequestStatus::Queued, RequestStatus::Quarantined];
         let r = self
             .move_own_request(
@@ -987,6 +1011,7 @@ impl Hub {
                 "only a request that has not run can be cancelled",
             )
             .await?;
+        drop(in_flight);
         self.inner.admission.release([r.id.as_str()]);
         Ok(r)
     }
@@ -1001,6 +1026,14 @@ impl Hub {
         } else {
             RequestStatus::Queued
         };
+        let room = if to == RequestStatus::Queued
+            && record.status == RequestStatus::Quarantined
+            && record.execute_at.is_none()
+        {
+            Some(self.admit(id).await?)
+        } else {
+            None
+        };
         let r = self
             .move_own_request(
                 id,
@@ -1010,6 +1043,9 @@ impl Hub {
                 "only a quarantined request can be released",
             )
             .await?;
+        if let Some(a) = room {
+            a.keep();
+        }
         self.inner.work.notify_one();
         Ok(r)
     }

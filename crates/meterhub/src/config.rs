@@ -137,8 +137,8 @@ impl Settings {
             seed: s.seed.or(file.seed).unwrap_or(1),
             admitted_max: match s.admitted_max.or(file.admitted_max) {
                 None => hub::pipeline::ADMITTED_MAX,
-                Some(0) => bail!("admitted_max: at least 1"),
-                Some(n) => n as usize,
+                Some(n @ 1..=1_000_000) => n as usize,
+                Some(n) => bail!("admitted_max: {n} is not in 1..=1000000 (at least 1)"),
             },
         })
     }
