@@ -71,6 +71,10 @@ impl IntoResponse for Problem {
         if unauthorized {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"meterhub\""));
         }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // Busy, shutting down or a storage fault: nothing was applied, and a retry may work.
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         resp
     }
 }

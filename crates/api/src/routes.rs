@@ -320,11 +320,13 @@ pub async fn fit_device(
 
 /// Submit a service request. The answer is an acknowledgement with the request id; the
 /// device's response follows (fetch it, wait for it, or pull the response list). A critical
-/// SRV waits in `awaiting-signature` until you sign `precommand_base64`.
+/// SRV waits in `awaiting-signature` until you sign `precommand_base64`. When the hub already
+/// holds its limit of requests waiting for their devices (`--admitted-max`), the call waits
+/// up to 10 s for room and then answers 503 with `Retry-After`: nothing was recorded.
 #[utoipa::path(post, path = "/v1/requests", tag = "requests", security(("bearer" = [])), request_body = SubmitRequest,
     responses((status = 202, body = RequestDto), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
-        (status = 501, body = Problem)))]
+        (status = 501, body = Problem), (status = 503, body = Problem)))]
 pub async fn submit_request(
     State(st): State<AppState>,
     Auth(caller): Auth,
@@ -362,11 +364,12 @@ pub async fn get_request(
 }
 
 /// Send the signature over a critical request's pre-command; the request is then queued.
-/// The device, not the hub, verifies it.
+/// The device, not the hub, verifies it. Like a submission it needs room among the requests
+/// waiting for their devices: 503 with `Retry-After` if none came within 10 s (still unsigned).
 #[utoipa::path(post, path = "/v1/requests/{request_id}/signature", tag = "requests", security(("bearer" = [])),
     params(("request_id" = String, Path)), request_body = SignatureRequest,
     responses((status = 202, body = RequestDto), (status = 400, body = Problem), (status = 404, body = Problem),
-        (status = 409, body = Problem)))]
+        (status = 409, body = Problem), (status = 503, body = Problem)))]
 pub async fn sign_request(
     State(st): State<AppState>,
     Auth(caller): Auth,

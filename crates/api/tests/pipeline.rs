@@ -687,6 +687,18 @@ async fn beyond_the_admission_bound_a_request_is_refused_as_busy_and_nothing_is_
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{p}");
     assert!(p["detail"].as_str().unwrap().contains("busy"), "{p}");
     assert_eq!(queued(&m).await, before, "a refused request leaves nothing behind");
+    // Over HTTP: problem+json, and when to try again.
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/requests")
+        .header(header::AUTHORIZATION, format!("Bearer {}", m.acme))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(json!({"srv": "4.1.1", "target": target, "body": {}}).to_string()))
+        .unwrap();
+    let resp = m.w.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+    assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/problem+json");
 
     // A critical request waits for its signature without room; signed, it needs room.
     let (s, home) = m.w.call(Method::POST, "/v1/premises", &m.acme, Some(json!({"electricity": "domestic"}))).await;
