@@ -647,6 +647,7 @@ async fn overlapping_dispatch_rounds_run_each_request_once_and_each_device_in_or
 fn admitting(max: usize, wait_ms: u64) -> hub::HubConfig {
     hub::HubConfig {
         admitted_max: max,
+        admitted_per_party_max: max,
         admission_wait: std::time::Duration::from_millis(wait_ms),
         ..Default::default()
     }
@@ -800,5 +801,26 @@ async fn a_request_with_its_device_cannot_be_cancelled() {
     let (s, r) = m.w.call(Method::GET, &format!("/v1/requests/{id}"), &m.acme, None).await;
     assert_eq!(s, StatusCode::OK, "{r}");
     assert_eq!((r["status"].as_str(), r["response"]["outcome"].as_str()), (Some("completed"), Some("done")), "{r}");
+    m.w.close().await;
+}
+
+// R-SR-5: one party cannot take all the room: beyond its share its requests are refused as
+// busy while another party's still run.
+#[tokio::test]
+async fn one_party_beyond_its_share_is_busy_while_another_is_admitted() {
+    let config = hub::HubConfig { admitted_per_party_max: 1, ..admitting(3, 300) };
+    let m = market_configured(config, |f| f).await;
+    enrolled_home(&m).await;
+    let (s, a) = m.w.submit(&m.acme, "4.1.1", json!({"mpxn": MPAN}), json!({})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{a}");
+    let (s, p) = m.w.submit(&m.acme, "4.1.1", json!({"mpxn": MPAN}), json!({})).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("of acme's"), "{p}");
+    let (s, d) = m.w.submit(&m.dno, "7.4", json!({"mpxn": MPAN}), json!({})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "another party still has room: {d}");
+    // Answered, acme's request gives its share back.
+    assert_eq!(m.w.hub.dispatch_due().await.unwrap(), 2);
+    let (s, b) = m.w.submit(&m.acme, "4.1.1", json!({"mpxn": MPAN}), json!({})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     m.w.close().await;
 }

@@ -48,6 +48,9 @@ pub struct HubConfig {
     /// (HTTP 503) and nothing is recorded. Bounds how long an accepted request waits for its
     /// device, and the memory the dispatcher needs.
     pub admitted_max: usize,
+    /// Of those, at most this many one party's: the rest of the room stays open to the
+    /// others while one party floods the hub.
+    pub admitted_per_party_max: usize,
     /// How long a request waits for room under `admitted_max` before it is refused.
     pub admission_wait: std::time::Duration,
 }
@@ -57,6 +60,7 @@ impl Default for HubConfig {
         HubConfig {
             id_rules: IdRules::default(),
             admitted_max: pipeline::ADMITTED_MAX,
+            admitted_per_party_max: pipeline::ADMITTED_PER_PARTY_MAX,
             admission_wait: pipeline::ADMISSION_WAIT,
         }
     }
@@ -168,7 +172,7 @@ impl Hub {
                 completed: tokio::sync::Notify::new(),
                 in_flight: tokio::sync::Mutex::new(pipeline::InFlight::default()),
                 rounds: Arc::new(tokio::sync::Semaphore::new(pipeline::DISPATCH_ROUNDS_MAX)),
-                admission: pipeline::Admission::new(config.admitted_max),
+                admission: pipeline::Admission::new(config.admitted_max, config.admitted_per_party_max),
                 anomaly: std::sync::Mutex::new(anomaly::Detector::load(&thresholds)),
                 top_ups_in_flight: Default::default(),
                 cos_key,

@@ -55,6 +55,9 @@ const DISPATCH_RETRY: Duration = Duration::from_secs(1);
 /// full with as many again waiting, and few enough that an accepted request reaches its
 /// device within a fraction of a second at full load (BENCHMARKS.md).
 pub const ADMITTED_MAX: usize = 4096;
+/// Default for [`crate::HubConfig::admitted_per_party_max`]: half the room, so one party
+/// flooding the hub cannot keep the others out.
+pub const ADMITTED_PER_PARTY_MAX: usize = ADMITTED_MAX / 2;
 /// Default for [`crate::HubConfig::admission_wait`].
 pub const ADMISSION_WAIT: Duration = Duration::from_secs(10);
 
@@ -64,48 +67,70 @@ pub const ADMISSION_WAIT: Duration = Duration::from_secs(10);
 /// answer is committed or it is cancelled. Requests left queued by a previous run of the hub,
 /// hub-held future-dated ones (they join when due) and those the hub raises itself
 /// (schedules, switching, firmware waves, deliveries) hold none: their own processes pace them.
+/// Each request holds two permits: one of the hub's and one of its party's share.
 pub(crate) struct Admission {
     permits: std::sync::Arc<tokio::sync::Semaphore>,
-    /// Ids of admitted requests whose permit is still out.
-    held: std::sync::Mutex<std::collections::HashSet<String>>,
+    per_party: usize,
+    /// Each party's share (created on its first request; one per party the hub knows).
+    parties: std::sync::Mutex<HashMap<domain::PartyId, std::sync::Arc<tokio::sync::Semaphore>>>,
+    /// Admitted requests whose permits are still out, by id, with their party.
+    held: std::sync::Mutex<HashMap<String, domain::PartyId>>,
 }
 
 impl Admission {
-    pub(crate) fn new(max: usize) -> Admission {
-        Admission { permits: std::sync::Arc::new(tokio::sync::Semaphore::new(max.max(1))), held: Default::default() }
+    pub(crate) fn new(max: usize, per_party: usize) -> Admission {
+        Admission {
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(max.max(1))),
+            per_party: per_party.max(1),
+            parties: Default::default(),
+            held: Default::default(),
+        }
     }
 
-    /// Give back the permits of these requests, if they hold one.
+    fn share(&self, party: &domain::PartyId) -> std::sync::Arc<tokio::sync::Semaphore> {
+        let mut parties = self.parties.lock().expect("admission");
+        parties
+            .entry(party.clone())
+            .or_insert_with(|| std::sync::Arc::new(tokio::sync::Semaphore::new(self.per_party)))
+            .clone()
+    }
+
+    /// Give back the permits of these requests, if they hold them.
     fn release<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
         let mut held = self.held.lock().expect("admission");
-        let back = ids.into_iter().filter(|id| held.remove(*id)).count();
+        let back: Vec<domain::PartyId> = ids.into_iter().filter_map(|id| held.remove(id)).collect();
         drop(held);
-        self.permits.add_permits(back);
+        for party in &back {
+            self.share(party).add_permits(1);
+        }
+        self.permits.add_permits(back.len());
     }
 }
 
-/// A permit taken for a request about to be recorded. Kept: the request holds it until it is
-/// answered. Dropped unkept (the request was not recorded, or the caller went away): given
-/// back, unless the request was answered meanwhile and gave it back itself.
+/// The permits taken for a request about to be recorded. Kept: the request holds them until
+/// it is answered. Dropped unkept (the request was not recorded, or the caller went away):
+/// given back, unless the request was answered meanwhile and gave them back itself.
 struct Admitted<'a> {
     admission: &'a Admission,
     id: String,
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    permits: Option<(tokio::sync::OwnedSemaphorePermit, tokio::sync::OwnedSemaphorePermit)>,
 }
 
 impl Admitted<'_> {
     fn keep(mut self) {
-        if let Some(p) = self.permit.take() {
-            p.forget();
+        if let Some((hub, party)) = self.permits.take() {
+            hub.forget();
+            party.forget();
         }
     }
 }
 
 impl Drop for Admitted<'_> {
     fn drop(&mut self) {
-        let Some(p) = self.permit.take() else { return };
-        if !self.admission.held.lock().expect("admission").remove(&self.id) {
-            p.forget();
+        let Some((hub, party)) = self.permits.take() else { return };
+        if self.admission.held.lock().expect("admission").remove(&self.id).is_none() {
+            hub.forget();
+            party.forget();
         }
     }
 }
@@ -842,7 +867,7 @@ impl Hub {
         // Room first (see `admit`): a request that waits, or is refused as busy, has not
         // been counted by the anomaly detector either.
         let mut room = if service.critical != Critical::Yes && record.execute_at.is_none() {
-            Some(self.admit(&record.id).await?)
+            Some(self.admit(&caller.party.id, &record.id).await?)
         } else {
             None
         };
@@ -894,25 +919,34 @@ impl Hub {
         Ok(record)
     }
 
-    /// Wait for room under `admitted_max` for a request about to run now.
-    async fn admit(&self, id: &str) -> Result<Admitted<'_>, HubError> {
+    /// Wait for room for a request of `party`'s about to run now: first in the party's
+    /// share (`admitted_per_party_max`), then in the hub's (`admitted_max`), within one
+    /// `admission_wait` in all.
+    async fn admit(&self, party: &domain::PartyId, id: &str) -> Result<Admitted<'_>, HubError> {
         let admission = &self.inner.admission;
-        let wait = self.config().admission_wait;
-        let permit = match tokio::time::timeout(wait, admission.permits.clone().acquire_owned()).await {
-            Ok(Ok(p)) => p,
-            Ok(Err(_)) => return Err(HubError::Unavailable("the hub is shutting down".into())),
-            Err(_) => {
-                metrics::counter!("meterhub_requests_busy_total").increment(1);
-                return Err(HubError::Unavailable(format!(
-                    "the hub is busy: {} requests are waiting for their devices and none finished within {} s; \
-                     nothing was recorded, try again shortly",
-                    self.config().admitted_max,
-                    wait.as_secs_f64()
-                )));
-            }
+        let config = self.config();
+        let deadline = tokio::time::Instant::now() + config.admission_wait;
+        let busy = |whose: String, n: usize| {
+            metrics::counter!("meterhub_requests_busy_total").increment(1);
+            HubError::Unavailable(format!(
+                "the hub is busy: {n} requests {whose} are waiting for their devices and none finished within {} s; \
+                 nothing was recorded, try again shortly",
+                config.admission_wait.as_secs_f64()
+            ))
         };
-        admission.held.lock().expect("admission").insert(id.to_string());
-        Ok(Admitted { admission, id: id.to_string(), permit: Some(permit) })
+        let closed = || HubError::Unavailable("the hub is shutting down".into());
+        let own = match tokio::time::timeout_at(deadline, admission.share(party).acquire_owned()).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) => return Err(closed()),
+            Err(_) => return Err(busy(format!("of {party}'s"), config.admitted_per_party_max)),
+        };
+        let hub = match tokio::time::timeout_at(deadline, admission.permits.clone().acquire_owned()).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) => return Err(closed()),
+            Err(_) => return Err(busy("in all".into(), config.admitted_max)),
+        };
+        admission.held.lock().expect("admission").insert(id.to_string(), party.clone());
+        Ok(Admitted { admission, id: id.to_string(), permits: Some((hub, own)) })
     }
 
     /// A request of the caller's (or any, for the hub operator) with its response.
@@ -968,7 +1002,7 @@ impl Hub {
         }
         // Signed, it runs now (unless future-dated): it needs room like any other.
         let room = if record.status == RequestStatus::AwaitingSignature && record.execute_at.is_none() {
-            Some(self.admit(id).await?)
+            Some(self.admit(&caller.party.id, id).await?)
         } else {
             None
         };
@@ -1030,7 +1064,7 @@ impl Hub {
             && record.status == RequestStatus::Quarantined
             && record.execute_at.is_none()
         {
-            Some(self.admit(id).await?)
+            Some(self.admit(&caller.party.id, id).await?)
         } else {
             None
         };
