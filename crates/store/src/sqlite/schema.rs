@@ -62,6 +62,9 @@ pub(crate) fn migrate(conn: &mut Connection, migrations: &[(i64, &str)]) -> Resu
         )));
     }
     for (version, sql) in migrations.iter().filter(|(v, _)| *v > current) {
+        // Some rebuild whole tables (15: responses and the audit log), which takes a while on
+        // a large store: say so before, not only after.
+        tracing::info!(message = "Applying store migration; the store opens when it is done.", version);
         let tx = conn.transaction().map_err(backend)?;
         tx.execute_batch(sql).map_err(|e| StoreError::Backend(format!("migration {version} failed: {e}")))?;
         tx.pragma_update(None, "user_version", version).map_err(backend)?;
