@@ -1289,11 +1289,13 @@ impl Hub {
     }
 
     async fn execute(&self, r: &RequestRecord, party: Option<&Party>, now: Timestamp) -> Completion {
+        // A response is timed when it is known (the device answered, or the hub gave up), not
+        // when its round set out.
         let done = |outcome: ResponseOutcome, body: Value, effects: Vec<Effect>| Completion {
             request_id: r.id.clone(),
             request_seq: Some(r.seq),
             party: r.party.clone(),
-            at: now,
+            at: self.now(),
             outcome,
             body: body.to_string(),
             effects,

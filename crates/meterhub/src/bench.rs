@@ -396,8 +396,7 @@ async fn bench_pipeline(
     let cpu = cpu_started.zip(cpu_seconds()).map(|(a, b)| b - a);
     dispatcher.abort();
     hub.drain_dispatch().await;
-    // Submission to dispatch: a response's time is when its round set out for the devices
-    // (so the device's work and the commit are not in it).
+    // Submission to the device's answer (a response's time; the commit after it is not in it).
     let mut latencies = Vec::with_capacity(submitted.len());
     for caller in callers.iter() {
         let mut after = 0;
@@ -435,7 +434,7 @@ async fn bench_pipeline(
         );
     }
     println!(
-        "  wait, submission to dispatch (the response's time): median {:.0} ms, 90th percentile {:.0} ms, 99th {:.0} ms (at most {} accepted requests wait at once)",
+        "  latency, submission to the device's answer: median {:.0} ms, 90th percentile {:.0} ms, 99th {:.0} ms (at most {} accepted requests wait at once)",
         percentile(0.5),
         percentile(0.9),
         percentile(0.99),
