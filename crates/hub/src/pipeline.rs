@@ -51,10 +51,11 @@ pub const DISPATCH_ROUNDS_MAX: usize = 4;
 /// taken again.
 const DISPATCH_RETRY: Duration = Duration::from_secs(1);
 
-/// Default for [`crate::HubConfig::admitted_max`]: enough to keep every dispatch round
-/// full with as many again waiting, and few enough that an accepted request reaches its
-/// device within a fraction of a second at full load (BENCHMARKS.md).
-pub const ADMITTED_MAX: usize = 4096;
+/// Default for [`crate::HubConfig::admitted_max`]. By Little's law it sets the latency at
+/// full load (in flight ÷ throughput). Measured on two cores (BENCHMARKS.md): throughput is
+/// flat from 1,024 up and falls below 512; at 2,048 a 4.1.1 is answered in about 100 ms
+/// (median), and one party's half still keeps the dispatch rounds fed.
+pub const ADMITTED_MAX: usize = 2048;
 /// Default for [`crate::HubConfig::admitted_per_party_max`]: half the room, so one party
 /// flooding the hub cannot keep the others out.
 pub const ADMITTED_PER_PARTY_MAX: usize = ADMITTED_MAX / 2;

@@ -41,6 +41,9 @@ pub enum BenchCommand {
         /// Seed (fleet and request targets).
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Requests accepted to run now that may wait at once (as `serve --admitted-max`).
+        #[arg(long, default_value_t = hub::pipeline::ADMITTED_MAX as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        admitted_max: u32,
     },
     /// Generate a fleet, then take N electricity switches through their whole process on the
     /// simulated clock: requested, objection window closed (confirmed, registry updated),
@@ -118,8 +121,8 @@ pub async fn run(g: &GlobalArgs, cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Import { rows, seed, keep } => bench_import(g, rows, seed, keep).await,
         BenchCommand::Utrn { count } => bench_utrn(count),
-        BenchCommand::Pipeline { meters, requests, concurrency, seed } => {
-            bench_pipeline(g, meters, requests, concurrency, seed).await
+        BenchCommand::Pipeline { meters, requests, concurrency, seed, admitted_max } => {
+            bench_pipeline(g, meters, requests, concurrency, seed, admitted_max as usize).await
         }
         BenchCommand::Switching { switches, concurrency, seed } => {
             bench_switching(g, switches, concurrency, seed).await
@@ -302,6 +305,7 @@ async fn bench_pipeline(
     requests: u64,
     concurrency: usize,
     seed: u64,
+    admitted_max: usize,
 ) -> anyhow::Result<()> {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -314,6 +318,7 @@ async fn bench_pipeline(
     settings.data_dir = tmp.path().join("data");
     settings.clock = ClockKind::System;
     settings.seed = seed;
+    settings.admitted_max = admitted_max;
     let (rss_start, _) = memory_kib();
     let (hub, store) = crate::local::open_hub(&settings, crate::local::ClockFrom::Settings).await?;
     let fleet = crate::local::attach_fleet(&hub, &settings).await?;

@@ -50,7 +50,7 @@ pub struct ServeArgs {
     /// most one party's. Beyond it a submission waits up to 10 s for room, then is refused
     /// with 503 (nothing recorded), so an accepted request is answered within a fraction of a
     /// second even under overload, and one party's flood leaves room for the others
-    /// [default: 4096].
+    /// [default: 2048].
     #[arg(long, env = "METERHUB_ADMITTED_MAX", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub admitted_max: Option<u32>,
 }
