@@ -767,7 +767,7 @@ async fn a_request_waiting_for_room_is_accepted_when_a_round_answers() {
 }
 
 // R-SR-3: a request already with its device cannot be cancelled: the sender hears so (409)
-// and the device's answer is recorded as it came.
+// and the device's answer is recorded as it came, timed when it came.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_with_its_device_cannot_be_cancelled() {
     let gate = Arc::new(tokio::sync::Semaphore::new(1_000));
@@ -796,11 +796,16 @@ async fn a_request_with_its_device_cannot_be_cancelled() {
     let (s, v) = m.w.call(Method::POST, &format!("/v1/requests/{id}/cancel"), &m.acme, None).await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     assert!(v["detail"].as_str().unwrap().contains("already with its device"), "{v}");
+    // The device takes its time: the response is timed when it answers, not when its round
+    // set out.
+    let answered: jiff::Timestamp = "2026-01-05T09:00:07Z".parse().unwrap();
+    m.w.clock.advance_to(answered);
     gate.add_permits(1);
     assert_eq!(round.await.unwrap().unwrap(), 1);
     let (s, r) = m.w.call(Method::GET, &format!("/v1/requests/{id}"), &m.acme, None).await;
     assert_eq!(s, StatusCode::OK, "{r}");
     assert_eq!((r["status"].as_str(), r["response"]["outcome"].as_str()), (Some("completed"), Some("done")), "{r}");
+    assert_eq!(r["response"]["at"], json!("2026-01-05T09:00:07Z"), "{r}");
     m.w.close().await;
 }
 
