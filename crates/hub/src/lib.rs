@@ -59,10 +59,18 @@ impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
             id_rules: IdRules::default(),
-            admitted_max: pipeline::ADMITTED_MAX,
-            admitted_per_party_max: pipeline::ADMITTED_PER_PARTY_MAX,
+            admitted_max: 0,
+            admitted_per_party_max: 0,
             admission_wait: pipeline::ADMISSION_WAIT,
         }
+        .admitting(pipeline::ADMITTED_MAX)
+    }
+}
+
+impl HubConfig {
+    /// `admitted_max` = `max`, of which half (rounded up) for any one party.
+    pub fn admitting(self, max: usize) -> HubConfig {
+        HubConfig { admitted_max: max, admitted_per_party_max: max.div_ceil(2), ..self }
     }
 }
 

@@ -56,9 +56,6 @@ const DISPATCH_RETRY: Duration = Duration::from_secs(1);
 /// flat from 1,024 up and falls below 512; at 2,048 a 4.1.1 is answered in about 100 ms
 /// (median), and one party's half still keeps the dispatch rounds fed.
 pub const ADMITTED_MAX: usize = 2048;
-/// Default for [`crate::HubConfig::admitted_per_party_max`]: half the room, so one party
-/// flooding the hub cannot keep the others out.
-pub const ADMITTED_PER_PARTY_MAX: usize = ADMITTED_MAX / 2;
 /// Default for [`crate::HubConfig::admission_wait`].
 pub const ADMISSION_WAIT: Duration = Duration::from_secs(10);
 
@@ -68,14 +65,15 @@ pub const ADMISSION_WAIT: Duration = Duration::from_secs(10);
 /// answer is committed or it is cancelled. Requests left queued by a previous run of the hub,
 /// hub-held future-dated ones (they join when due) and those the hub raises itself
 /// (schedules, switching, firmware waves, deliveries) hold none: their own processes pace them.
-/// Each request holds two permits: one of the hub's and one of its party's share.
+/// Each request holds two permits, one of the hub's and one of its party's share, kept
+/// under its id here: dropping them gives them back.
 pub(crate) struct Admission {
     permits: std::sync::Arc<tokio::sync::Semaphore>,
     per_party: usize,
     /// Each party's share (created on its first request; one per party the hub knows).
     parties: std::sync::Mutex<HashMap<domain::PartyId, std::sync::Arc<tokio::sync::Semaphore>>>,
-    /// Admitted requests whose permits are still out, by id, with their party.
-    held: std::sync::Mutex<HashMap<String, domain::PartyId>>,
+    /// The permits of admitted requests, until they are answered or cancelled.
+    held: std::sync::Mutex<HashMap<String, [tokio::sync::OwnedSemaphorePermit; 2]>>,
 }
 
 impl Admission {
@@ -99,39 +97,30 @@ impl Admission {
     /// Give back the permits of these requests, if they hold them.
     fn release<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
         let mut held = self.held.lock().expect("admission");
-        let back: Vec<domain::PartyId> = ids.into_iter().filter_map(|id| held.remove(id)).collect();
+        let back: Vec<_> = ids.into_iter().filter_map(|id| held.remove(id)).collect();
         drop(held);
-        for party in &back {
-            self.share(party).add_permits(1);
-        }
-        self.permits.add_permits(back.len());
+        drop(back);
     }
 }
 
-/// The permits taken for a request about to be recorded. Kept: the request holds them until
-/// it is answered. Dropped unkept (the request was not recorded, or the caller went away):
-/// given back, unless the request was answered meanwhile and gave them back itself.
+/// A request's claim on the permits it was admitted with, while it is being recorded. Kept:
+/// they stay with the request until it is answered. Dropped unkept (not recorded, or the
+/// caller went away): given back now, unless the answer came first and gave them back.
 struct Admitted<'a> {
     admission: &'a Admission,
-    id: String,
-    permits: Option<(tokio::sync::OwnedSemaphorePermit, tokio::sync::OwnedSemaphorePermit)>,
+    id: Option<String>,
 }
 
 impl Admitted<'_> {
     fn keep(mut self) {
-        if let Some((hub, party)) = self.permits.take() {
-            hub.forget();
-            party.forget();
-        }
+        self.id = None;
     }
 }
 
 impl Drop for Admitted<'_> {
     fn drop(&mut self) {
-        let Some((hub, party)) = self.permits.take() else { return };
-        if self.admission.held.lock().expect("admission").remove(&self.id).is_none() {
-            hub.forget();
-            party.forget();
+        if let Some(id) = self.id.take() {
+            self.admission.release([id.as_str()]);
         }
     }
 }
@@ -867,11 +856,8 @@ impl Hub {
         }
         // Room first (see `admit`): a request that waits, or is refused as busy, has not
         // been counted by the anomaly detector either.
-        let mut room = if service.critical != Critical::Yes && record.execute_at.is_none() {
-            Some(self.admit(&caller.party.id, &record.id).await?)
-        } else {
-            None
-        };
+        let runs_now = service.critical != Critical::Yes && record.execute_at.is_none();
+        let mut room = self.admit_if(runs_now, &caller.party.id, &record.id).await?;
         let admitted = self.inner.anomaly.lock().expect("detector").admit(&caller.party.id, service.code, now);
         let (status, note, alert) = match admitted {
             Err(q) => (RequestStatus::Quarantined, Some(q.reason), q.alert),
@@ -946,8 +932,18 @@ impl Hub {
             Ok(Err(_)) => return Err(closed()),
             Err(_) => return Err(busy("in all".into(), config.admitted_max)),
         };
-        admission.held.lock().expect("admission").insert(id.to_string(), party.clone());
-        Ok(Admitted { admission, id: id.to_string(), permits: Some((hub, own)) })
+        admission.held.lock().expect("admission").insert(id.to_string(), [hub, own]);
+        Ok(Admitted { admission, id: Some(id.to_string()) })
+    }
+
+    /// Room for a request about to run now, if `runs_now`; nothing otherwise.
+    async fn admit_if(
+        &self,
+        runs_now: bool,
+        party: &domain::PartyId,
+        id: &str,
+    ) -> Result<Option<Admitted<'_>>, HubError> {
+        Ok(if runs_now { Some(self.admit(party, id).await?) } else { None })
     }
 
     /// A request of the caller's (or any, for the hub operator) with its response.
@@ -1002,11 +998,8 @@ impl Hub {
             return Err(invalid("signature", "an ECDSA P-256 signature, ASN.1 DER, 8 to 72 bytes"));
         }
         // Signed, it runs now (unless future-dated): it needs room like any other.
-        let room = if record.status == RequestStatus::AwaitingSignature && record.execute_at.is_none() {
-            Some(self.admit(&caller.party.id, id).await?)
-        } else {
-            None
-        };
+        let runs_now = record.status == RequestStatus::AwaitingSignature && record.execute_at.is_none();
+        let room = self.admit_if(runs_now, &caller.party.id, id).await?;
         let r = self
             .store()
             .transition_request(
@@ -1061,14 +1054,9 @@ impl Hub {
         } else {
             RequestStatus::Queued
         };
-        let room = if to == RequestStatus::Queued
-            && record.status == RequestStatus::Quarantined
-            && record.execute_at.is_none()
-        {
-            Some(self.admit(&caller.party.id, id).await?)
-        } else {
-            None
-        };
+        let runs_now =
+            to == RequestStatus::Queued && record.status == RequestStatus::Quarantined && record.execute_at.is_none();
+        let room = self.admit_if(runs_now, &caller.party.id, id).await?;
         let r = self
             .move_own_request(
                 id,

@@ -42,7 +42,7 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Requests accepted to run now that may wait at once (as `serve --admitted-max`).
-        #[arg(long, default_value_t = hub::pipeline::ADMITTED_MAX as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        #[arg(long, default_value_t = hub::pipeline::ADMITTED_MAX as u32, value_parser = clap::value_parser!(u32).range(1..=crate::config::ADMITTED_MAX_LIMIT as i64))]
         admitted_max: u32,
     },
     /// Generate a fleet, then take N electricity switches through their whole process on the

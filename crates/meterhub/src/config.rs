@@ -25,6 +25,9 @@ pub struct GlobalArgs {
     pub log_format: Option<LogFormat>,
 }
 
+/// Largest `admitted_max` accepted, from any source.
+pub const ADMITTED_MAX_LIMIT: u32 = 1_000_000;
+
 #[derive(Args, Clone, Default)]
 pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080]; port 0 picks a free one.
@@ -51,7 +54,7 @@ pub struct ServeArgs {
     /// with 503 (nothing recorded), so an accepted request is answered within a fraction of a
     /// second even under overload, and one party's flood leaves room for the others
     /// [default: 2048].
-    #[arg(long, env = "METERHUB_ADMITTED_MAX", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, env = "METERHUB_ADMITTED_MAX", value_parser = clap::value_parser!(u32).range(1..=ADMITTED_MAX_LIMIT as i64))]
     pub admitted_max: Option<u32>,
 }
 
@@ -138,8 +141,8 @@ impl Settings {
             seed: s.seed.or(file.seed).unwrap_or(1),
             admitted_max: match s.admitted_max.or(file.admitted_max) {
                 None => hub::pipeline::ADMITTED_MAX,
-                Some(n @ 1..=1_000_000) => n as usize,
-                Some(n) => bail!("admitted_max: {n} is not in 1..=1000000 (at least 1)"),
+                Some(n @ 1..=ADMITTED_MAX_LIMIT) => n as usize,
+                Some(n) => bail!("admitted_max: {n} is not in 1..={ADMITTED_MAX_LIMIT} (at least 1)"),
             },
         })
     }

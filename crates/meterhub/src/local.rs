@@ -63,13 +63,7 @@ pub async fn open_hub_quiet(
     let hub = Hub::open(
         store.clone(),
         clock,
-        HubConfig {
-            id_rules: settings.id_rules,
-            admitted_max: settings.admitted_max,
-            // Half the room per party, so one party cannot keep the others out.
-            admitted_per_party_max: settings.admitted_max.div_ceil(2),
-            ..Default::default()
-        },
+        HubConfig { id_rules: settings.id_rules, ..Default::default() }.admitting(settings.admitted_max),
     )
     .await?;
     let first = hub.bootstrap_operator().await?;
