@@ -8,11 +8,6 @@
 -- Rebuilt tables lose their indexes and triggers: every one they had is made again below
 -- (the schema test compares the lists before and after).
 
-DROP TRIGGER responses_no_update;
-DROP TRIGGER responses_no_delete;
-DROP TRIGGER audit_no_update;
-DROP TRIGGER audit_no_delete;
-
 CREATE TABLE responses_v15 (
     seq         INTEGER PRIMARY KEY,
     request_seq INTEGER NOT NULL UNIQUE REFERENCES requests(seq),

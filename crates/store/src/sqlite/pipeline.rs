@@ -422,21 +422,23 @@ pub(super) fn due_requests(
 pub(super) fn complete_one(conn: &Connection, c: &Completion) -> Result<(), StoreError> {
     let found: Option<(i64, String)> = match c.request_seq {
         Some(seq) => conn
-            .prepare_cached("SELECT id, status FROM requests WHERE seq = ?1")
-            .and_then(|mut s| s.query_row([seq], |r| Ok((r.get::<_, String>(0)?, r.get(1)?))).optional())
-            .map_err(backend)?
-            .filter(|(id, _)| *id == c.request_id)
-            .map(|(_, status)| (seq, status)),
+            .prepare_cached("SELECT seq, status FROM requests WHERE seq = ?1 AND id = ?2")
+            .and_then(|mut s| s.query_row(params![seq, c.request_id], |r| Ok((r.get(0)?, r.get(1)?))).optional()),
         None => conn
             .prepare_cached("SELECT seq, status FROM requests WHERE id = ?1")
-            .and_then(|mut s| s.query_row([&c.request_id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
-            .map_err(backend)?,
-    };
-    let seq = match found {
-        None => return Err(StoreError::NotFound(format!("request {}", c.request_id))),
-        Some((_, status)) if status == "completed" => return Ok(()),
-        Some((seq, _)) => seq,
-    };
+            .and_then(|mut s| s.query_row([&c.request_id], |r| Ok((r.get(0)?, r.get(1)?))).optional()),
+    }
+    .map_err(backend)?;
+    match found {
+        None => Err(StoreError::NotFound(format!("request {}", c.request_id))),
+        Some((_, status)) if status == "completed" => Ok(()),
+        Some((seq, _)) => record_completion(conn, c, seq),
+    }
+}
+
+/// Apply a completion's effects and record its response for the request numbered `seq`,
+/// known not to be completed yet.
+pub(super) fn record_completion(conn: &Connection, c: &Completion, seq: i64) -> Result<(), StoreError> {
     for effect in &c.effects {
         match effect {
             Effect::Commissioned { eui, at } => {

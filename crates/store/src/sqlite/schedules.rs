@@ -142,7 +142,8 @@ pub(super) fn record_hub_request(
     c: &crate::Completion,
 ) -> Result<i64, StoreError> {
     let seq = insert_request(conn, r)?;
-    super::pipeline::complete_one(conn, c)?;
+    // Just inserted: no need to look it up again.
+    super::pipeline::record_completion(conn, c, seq)?;
     Ok(seq)
 }
 
