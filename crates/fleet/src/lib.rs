@@ -21,7 +21,7 @@ use store::FleetStore;
 /// Systems kept in memory at once.
 pub const CACHE_SYSTEMS_DEFAULT: usize = 10_000;
 /// Device-to-system links kept in memory (about 40 bytes each).
-pub const SYSTEM_IDS_CACHED: usize = 16_384;
+const SYSTEM_IDS_CACHED: usize = 16_384;
 /// State-changing answers a system remembers, so a command delivered again is not run again.
 pub const REMEMBERED_ANSWERS_MAX: usize = 8;
 /// Systems woken by one round of [`Fleet::wake_due`] in [`Fleet::run_wakeups`].

@@ -128,7 +128,8 @@ impl Drop for Admitted<'_> {
 /// Requests a dispatch round has taken and not yet completed, and their devices.
 #[derive(Debug, Default)]
 pub(crate) struct InFlight {
-    requests: std::collections::HashSet<i64>,
+    /// Shared with the due scan, which skips them (copied only if a scan still holds it).
+    requests: std::sync::Arc<std::collections::HashSet<i64>>,
     devices: std::collections::HashSet<Eui64>,
 }
 /// Longest a caller may wait for a response in one call.
@@ -1127,7 +1128,7 @@ impl Hub {
     /// request another round has just completed.
     async fn claim_due(&self, now: Timestamp) -> Result<Vec<RequestRecord>, HubError> {
         let mut in_flight = self.inner.in_flight.lock().await;
-        let except = std::sync::Arc::new(in_flight.requests.clone());
+        let except = in_flight.requests.clone();
         let due = self.store().due_requests(now, DISPATCH_BATCH_MAX, except).await?;
         let mut mine: std::collections::HashSet<Eui64> = std::collections::HashSet::new();
         let mut claimed = Vec::new();
@@ -1143,7 +1144,7 @@ impl Hub {
             }
             claimed.push(r);
         }
-        in_flight.requests.extend(claimed.iter().map(|r| r.seq));
+        std::sync::Arc::make_mut(&mut in_flight.requests).extend(claimed.iter().map(|r| r.seq));
         in_flight.devices.extend(mine);
         Ok(claimed)
     }
@@ -1151,9 +1152,11 @@ impl Hub {
     /// Let go of a round's requests (done or not: those not done are taken again later).
     async fn release(&self, round: &[RequestRecord]) {
         let mut in_flight = self.inner.in_flight.lock().await;
+        let InFlight { requests, devices } = &mut *in_flight;
+        let requests = std::sync::Arc::make_mut(requests);
         for r in round {
-            in_flight.requests.remove(&r.seq);
-            in_flight.devices.remove(&r.target);
+            requests.remove(&r.seq);
+            devices.remove(&r.target);
         }
         drop(in_flight);
         // Requests held back behind these may go now.
