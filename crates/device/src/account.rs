@@ -55,7 +55,7 @@ pub struct MeterEvent {
     pub alert: u16,
     pub detail: String,
     /// More about it (a held change's result carries its request, reading and product).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, with = "crate::system::json_value::opt")]
     pub data: Option<serde_json::Value>,
 }
 

@@ -67,40 +67,121 @@ pub struct TrustAnchor {
     pub spki: Vec<u8>,
     /// The supplier's prepayment key-agreement public point (65 bytes), which UTRNs are
     /// checked with (GBCS 14); `None` if the supplier issues none.
-    #[serde(default, with = "opt_base64_bytes", skip_serializing_if = "Option::is_none")]
+    #[serde(default, with = "opt_base64_bytes")]
     pub prepayment: Option<Vec<u8>>,
 }
 
-mod opt_base64_bytes {
+/// Key bytes: base64 text in human-readable formats (JSON), raw bytes in binary ones (the
+/// fleet's stored state).
+mod base64_bytes {
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() { s.serialize_str(&STANDARD.encode(v)) } else { s.serialize_bytes(v) }
+    }
+
+    struct Visitor;
+
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = Vec<u8>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("key bytes (base64 text or bytes)")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<u8>, E> {
+            STANDARD.decode(v.as_bytes()).map_err(E::custom)
+        }
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        if d.is_human_readable() { d.deserialize_str(Visitor) } else { d.deserialize_byte_buf(Visitor) }
+    }
+}
+
+mod opt_base64_bytes {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(transparent)]
+    struct Bytes(#[serde(with = "super::base64_bytes")] Vec<u8>);
+
+    struct Borrowed<'a>(&'a [u8]);
+
+    impl Serialize for Borrowed<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            super::base64_bytes::serialize(self.0, s)
+        }
+    }
 
     pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
         match v {
-            Some(b) => s.serialize_str(&STANDARD.encode(b)),
+            Some(b) => s.serialize_some(&Borrowed(b)),
             None => s.serialize_none(),
         }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
-        let text = <Option<std::borrow::Cow<'de, str>>>::deserialize(d)?;
-        text.map(|t| STANDARD.decode(t.as_bytes()).map_err(serde::de::Error::custom)).transpose()
+        Ok(<Option<Bytes>>::deserialize(d)?.map(|b| b.0))
     }
 }
 
-mod base64_bytes {
-    use base64::Engine as _;
-    use base64::engine::general_purpose::STANDARD;
-    use serde::{Deserialize, Deserializer, Serializer};
+/// A JSON value inside the device state: as itself in JSON, as its JSON text in binary
+/// formats (which cannot carry a value whose shape is known only at run time).
+pub(crate) mod json_value {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::Value;
 
-    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&STANDARD.encode(v))
+    pub fn serialize<S: Serializer>(v: &Value, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            v.serialize(s)
+        } else {
+            s.serialize_str(&serde_json::to_string(v).map_err(serde::ser::Error::custom)?)
+        }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        STANDARD.decode(text.as_bytes()).map_err(serde::de::Error::custom)
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+        if d.is_human_readable() {
+            Value::deserialize(d)
+        } else {
+            let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+            serde_json::from_str(&text).map_err(serde::de::Error::custom)
+        }
+    }
+
+    /// The same for an optional value.
+    pub mod opt {
+        use serde::{Deserialize, Deserializer, Serialize, Serializer};
+        use serde_json::Value;
+
+        #[derive(Deserialize)]
+        #[serde(transparent)]
+        struct Json(#[serde(with = "super")] Value);
+
+        struct Borrowed<'a>(&'a Value);
+
+        impl Serialize for Borrowed<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                super::serialize(self.0, s)
+            }
+        }
+
+        pub fn serialize<S: Serializer>(v: &Option<Value>, s: S) -> Result<S::Ok, S::Error> {
+            match v {
+                Some(v) => s.serialize_some(&Borrowed(v)),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+            Ok(<Option<Json>>::deserialize(d)?.map(|j| j.0))
+        }
     }
 }
 
@@ -115,7 +196,7 @@ pub struct Device {
     /// Highest counter accepted from the supplier (replay protection).
     pub last_counter: u64,
     /// The manufacturer whose firmware signatures it accepts (built in at the factory).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub manufacturer: Option<TrustAnchor>,
     /// Firmware beyond the core version: the application layer, held images, a pending
     /// activation.
@@ -124,7 +205,7 @@ pub struct Device {
     /// An agent of the supplier (its meter asset provider) whose signed firmware activation
     /// (11.3) the device accepts, set by the supplier's own SRV 6.15.1; cleared when the
     /// supplier's credentials are replaced.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub agent: Option<TrustAnchor>,
     /// Highest counter accepted from each agent this device has trusted, kept when the agent
     /// is removed (replay protection; at most [`AGENTS_REMEMBERED`], oldest dropped).
@@ -176,7 +257,7 @@ pub struct Meter {
     /// The devices joined to this meter (SRV 8.7, bounded by [`JOINED_MAX`]): an in-home
     /// display shows, a PPMID serves, only the meters it is joined to. `None` on systems
     /// stored before joins were kept: every device of the premises on the HAN log.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub joined: Option<Vec<Eui64>>,
 }
 
@@ -255,12 +336,12 @@ pub struct System {
     pub display: Option<Displayed>,
     /// The hub's change-of-supplier key (SubjectPublicKeyInfo DER): SRV 6.23 must verify with
     /// it. `None` on systems installed before it existed: they refuse 6.23.
-    #[serde(default, with = "opt_base64_bytes", skip_serializing_if = "Option::is_none")]
+    #[serde(default, with = "opt_base64_bytes")]
     pub cos_key: Option<Vec<u8>>,
     /// The premises has no mains power since this instant (a simulated outage): nothing
     /// reaches the hub but the comms hub's report of the loss once it has lasted
     /// [`OUTAGE_REPORT_AFTER`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub outage: Option<Outage>,
 }
 

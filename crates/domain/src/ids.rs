@@ -457,15 +457,30 @@ impl FromStr for Eui64 {
     }
 }
 
+/// Text (`90-B3-D5-1F-30-01-00-02`) in human-readable formats such as JSON; the bare 64-bit
+/// number in binary ones (the fleet's stored device state).
 impl serde::Serialize for Eui64 {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        if s.is_human_readable() { s.collect_str(self) } else { s.serialize_u64(self.as_u64()) }
     }
 }
 
 impl<'de> serde::Deserialize<'de> for Eui64 {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Eui64::parse(&s).map_err(serde::de::Error::custom)
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Eui64;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an EUI-64 such as 90-B3-D5-1F-30-01-00-02")
+            }
+            // Parsed from the borrowed text: no copy of it is made.
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Eui64, E> {
+                Eui64::parse(v).map_err(E::custom)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Eui64, E> {
+                Ok(Eui64::from_u64(v))
+            }
+        }
+        if d.is_human_readable() { d.deserialize_str(Visitor) } else { d.deserialize_u64(Visitor) }
     }
 }

@@ -42,10 +42,87 @@ pub struct BulkHome {
 struct Stored {
     system: System,
     /// (request id, answer), oldest first.
+    #[serde(with = "answers")]
     answered: VecDeque<(String, Outcome)>,
 }
 
+/// Remembered answers: as the hub sees them in JSON; in the binary form externally tagged
+/// with the body as JSON text, as postcard can read neither an adjacently tagged enum nor a
+/// value of unknown shape.
+mod answers {
+    use std::collections::VecDeque;
+
+    use device::{Outcome, RefusalCode};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    enum Packed {
+        Done(String),
+        Refused { code: RefusalCode, reason: String },
+    }
+
+    pub fn serialize<S: Serializer>(v: &VecDeque<(String, Outcome)>, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            return v.serialize(s);
+        }
+        let packed = v
+            .iter()
+            .map(|(id, o)| {
+                let p = match o {
+                    Outcome::Done(body) => {
+                        Packed::Done(serde_json::to_string(body).map_err(serde::ser::Error::custom)?)
+                    }
+                    Outcome::Refused { code, reason } => Packed::Refused { code: *code, reason: reason.clone() },
+                };
+                Ok((id, p))
+            })
+            .collect::<Result<Vec<_>, S::Error>>()?;
+        packed.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<VecDeque<(String, Outcome)>, D::Error> {
+        if d.is_human_readable() {
+            return VecDeque::deserialize(d);
+        }
+        Vec::<(String, Packed)>::deserialize(d)?
+            .into_iter()
+            .map(|(id, p)| {
+                let o = match p {
+                    Packed::Done(text) => Outcome::Done(serde_json::from_str(&text).map_err(serde::de::Error::custom)?),
+                    Packed::Refused { code, reason } => Outcome::Refused { code, reason },
+                };
+                Ok((id, o))
+            })
+            .collect()
+    }
+}
+
 type Entry = Arc<tokio::sync::Mutex<Stored>>;
+
+/// How a system's state is stored: a format byte, then the state. `{` begins the JSON of
+/// systems saved before fleet schema version 3 (read, never written); [`PACKED_V1`] is
+/// followed by the postcard encoding of [`Stored`] (serde's compact binary form: field
+/// order, no names). Postcard has no field names, so any change to the stored types (a
+/// field added, moved or retyped; an enum variant reordered) needs a new format byte and a
+/// conversion from the old one; the test `stored_state_format_is_unchanged` fails until
+/// that is done.
+const PACKED_V1: u8 = 1;
+
+fn encode(stored: &Stored) -> Result<Vec<u8>, TransportError> {
+    let mut out = Vec::with_capacity(1536);
+    out.push(PACKED_V1);
+    postcard::to_extend(stored, out).map_err(failed)
+}
+
+fn decode(id: i64, bytes: &[u8]) -> Result<Stored, TransportError> {
+    let unreadable = |e: &dyn std::fmt::Display| failed(format!("system {id} state is unreadable: {e}"));
+    match bytes.first() {
+        Some(b'{') => serde_json::from_slice(bytes).map_err(|e| unreadable(&e)),
+        Some(&PACKED_V1) => postcard::from_bytes(&bytes[1..]).map_err(|e| unreadable(&e)),
+        Some(other) => Err(unreadable(&format!("unknown format byte {other}"))),
+        None => Err(unreadable(&"it is empty")),
+    }
+}
 
 pub struct Fleet {
     store: Arc<dyn FleetStore>,
@@ -173,6 +250,16 @@ impl Fleet {
         if let Some(id) = self.system_ids.lock().expect("system ids").get(&eui) {
             return Ok(Some(*id));
         }
+        // The fleet numbers devices by system: the system in whose range the EUI falls is the
+        // one to ask first. It is that system's if the system has it, and the index is not
+        // read (a system is read anyway to run a command on it, and then stays cached).
+        if let Some(id) = self.range_system(eui)
+            && let Ok(entry) = self.entry(id).await
+            && entry.lock().await.system.devices.iter().any(|d| d.eui == eui)
+        {
+            self.system_ids.lock().expect("system ids").put(eui, id);
+            return Ok(Some(id));
+        }
         let found = self.store.system_of(eui).await?;
         if let Some(id) = found {
             self.system_ids.lock().expect("system ids").put(eui, id);
@@ -180,10 +267,28 @@ impl Fleet {
         Ok(found)
     }
 
-    /// EUI of the comms hub of system `id`: a 16-bit prefix from the seed, then the slot.
+    /// The 16-bit prefix of every EUI this fleet gives out, from the seed.
+    fn eui_prefix(&self) -> u64 {
+        (self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48) << 48
+    }
+
+    /// The system whose EUI range holds `eui`: installed devices take [`EUIS_PER_SYSTEM`]
+    /// slots from the comms hub's EUI, fitted ones (bit 47 set) [`device::system::FITTED_MAX`]
+    /// (see [`Fleet::fit`]). A candidate only: the system must still be found to have it.
+    fn range_system(&self, eui: Eui64) -> Option<i64> {
+        const FITTED: u64 = 1 << 47;
+        let v = eui.as_u64();
+        if v & !0xFFFF_FFFF_FFFF != self.eui_prefix() {
+            return None;
+        }
+        let low = v & 0xFFFF_FFFF_FFFF;
+        let id = if low & FITTED != 0 { (low & !FITTED) / device::system::FITTED_MAX } else { low / EUIS_PER_SYSTEM };
+        i64::try_from(id).ok().filter(|id| *id > 0)
+    }
+
+    /// EUI of the comms hub of system `id`: the fleet's prefix, then the system's first slot.
     fn comms_hub_eui(&self, id: i64) -> Eui64 {
-        let prefix = (self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48) << 48;
-        Eui64::from_u64(prefix | (id as u64 * EUIS_PER_SYSTEM))
+        Eui64::from_u64(self.eui_prefix() | (id as u64 * EUIS_PER_SYSTEM))
     }
 
     /// The cached entry of a system, loading it if needed. Entries in use are never evicted,
@@ -192,14 +297,13 @@ impl Fleet {
         if let Some(e) = self.cache.lock().expect("cache").get(&id) {
             return Ok(e.clone());
         }
-        let text = self
+        let bytes = self
             .store
             .load_system(id)
             .await
             .map_err(failed)?
             .ok_or_else(|| failed(format!("system {id} is missing")))?;
-        let stored: Stored =
-            serde_json::from_str(&text).map_err(|e| failed(format!("system {id} state is unreadable: {e}")))?;
+        let stored = decode(id, &bytes)?;
         let mut cache = self.cache.lock().expect("cache");
         if let Some(e) = cache.get(&id) {
             return Ok(e.clone());
@@ -250,8 +354,8 @@ impl Fleet {
                 meter.mpxn = mpxn.map(|m| m.to_string());
             }
             let devices: Vec<_> = system.devices.iter().map(|d| (d.eui, d.kind)).collect();
-            let text = serde_json::to_string(&Stored { system, answered: VecDeque::new() }).map_err(failed)?;
-            rows.push((id, comms_hub, devices.iter().map(|(e, _)| *e).collect(), text));
+            let state = encode(&Stored { system, answered: VecDeque::new() })?;
+            rows.push((id, comms_hub, devices.iter().map(|(e, _)| *e).collect(), state));
             out.push(Installed { comms_hub, devices });
         }
         self.store.add_systems(rows).await.map_err(failed)?;
@@ -345,8 +449,8 @@ impl Fleet {
                 }
                 stored.answered.push_back((rid, outcome.clone()));
             }
-            let text = serde_json::to_string(&*stored).map_err(failed)?;
-            if let Err(e) = self.store.save_system(id, text, wake_at(activity, &stored.system, now)).await {
+            let state = encode(&stored)?;
+            if let Err(e) = self.store.save_system(id, state, wake_at(activity, &stored.system, now)).await {
                 // Not saved: forget the change, so memory never runs ahead of the database.
                 stored.system = before;
                 stored.answered = answered_before;
@@ -423,9 +527,9 @@ impl Fleet {
         for (device, e) in &pending {
             stored.system.mark_delivered(*device, e.seq);
         }
-        match serde_json::to_string(&*stored) {
-            Ok(text) => {
-                if let Err(e) = self.store.save_system(id, text, wake_at(activity, &stored.system, now)).await {
+        match encode(stored) {
+            Ok(state) => {
+                if let Err(e) = self.store.save_system(id, state, wake_at(activity, &stored.system, now)).await {
                     // The hub has them; delivering them again later stores nothing twice.
                     tracing::warn!(message = "Delivery mark not saved.", system = id, error = %e);
                 }
@@ -464,8 +568,8 @@ impl DeviceTransport for Fleet {
         });
         let devices: Vec<_> = system.devices.iter().map(|d| (d.eui, d.kind)).collect();
         let stored = Stored { system, answered: VecDeque::new() };
-        let text = serde_json::to_string(&stored).map_err(failed)?;
-        self.store.add_system(id, comms_hub, devices.iter().map(|(e, _)| *e).collect(), text).await.map_err(failed)?;
+        let state = encode(&stored)?;
+        self.store.add_system(id, comms_hub, devices.iter().map(|(e, _)| *e).collect(), state).await.map_err(failed)?;
         tracing::debug!(message = "System installed.", system = id, comms_hub = %comms_hub);
         Ok(Installed { comms_hub, devices })
     }
@@ -475,9 +579,7 @@ impl DeviceTransport for Fleet {
         let entry = self.entry(id).await?;
         let mut stored = entry.lock().await;
         // Fitted devices' EUIs: the comms hub's prefix, bit 47 set, then the system's own range.
-        let base = (self.comms_hub_eui(id).as_u64() & !0xFFFF_FFFF_FFFF)
-            | (1 << 47)
-            | (id as u64 * device::system::FITTED_MAX);
+        let base = self.eui_prefix() | (1 << 47) | (id as u64 * device::system::FITTED_MAX);
         let fitted = stored.system.devices.iter().filter(|d| d.eui.as_u64() & (1 << 47) != 0).count() as u64;
         if fitted >= device::system::FITTED_MAX {
             return Err(failed(format!(
@@ -488,8 +590,8 @@ impl DeviceTransport for Fleet {
         let eui = Eui64::from_u64(base + fitted);
         let mut next = stored.clone();
         next.system.fit(eui, kind).map_err(failed)?;
-        let text = serde_json::to_string(&next).map_err(failed)?;
-        self.store.add_device(id, eui, text).await.map_err(failed)?;
+        let state = encode(&next)?;
+        self.store.add_device(id, eui, state).await.map_err(failed)?;
         *stored = next;
         tracing::debug!(message = "Device fitted.", system = id, device = %eui, kind = ?kind);
         Ok(eui)
@@ -537,5 +639,98 @@ impl DeviceTransport for Fleet {
 
     async fn key_agreement_point(&self, eui: Eui64) -> Result<Vec<u8>, TransportError> {
         self.system(eui).await?.key_agreement_point(eui).ok_or(TransportError::Unreachable(eui))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const JSON: &[u8] = include_bytes!("testdata/system-saved-as-json.json");
+    const PACKED_V1_FIXTURE: &str = "src/testdata/system-packed-v1.bin";
+
+    /// The demo's richest system as the previous build saved it (JSON: two suppliers'
+    /// periods, prepayment events carrying data, remembered answers), plus what that run
+    /// did not reach: a refusal remembered and a power outage.
+    fn rich_system() -> Stored {
+        let mut stored = decode(1, JSON).expect("a system saved as JSON before fleet version 3 still reads");
+        stored.answered.push_back((
+            "90-B3-D5-1F-30-01-00-02:9E-37-00-00-00-00-00-09:77".into(),
+            Outcome::Refused {
+                code: device::RefusalCode::SignatureInvalid,
+                reason: "signature does not verify".into(),
+            },
+        ));
+        stored.system.outage =
+            Some(device::system::Outage { since: "2026-03-01T12:00:00Z".parse().expect("instant"), reported: true });
+        stored
+    }
+
+    /// The stored binary form is byte for byte what it was when [`PACKED_V1`] was fixed, and
+    /// reads back to the same system. When this fails after a change to the device state's
+    /// types, systems already stored would no longer read: give the new form its own format
+    /// byte, convert from this one in `decode`, and only then write a new fixture (run with
+    /// `METERHUB_BLESS=1`).
+    #[test]
+    fn stored_state_format_is_unchanged() {
+        let stored = rich_system();
+        let packed = encode(&stored).expect("encodes");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(PACKED_V1_FIXTURE);
+        if std::env::var_os("METERHUB_BLESS").is_some() {
+            std::fs::write(&path, &packed).expect("fixture written");
+        }
+        let fixture = std::fs::read(&path).expect("the packed fixture exists");
+        assert_eq!(fixture[0], PACKED_V1);
+        assert!(packed == fixture, "the packed form of the device state changed (see this test's note)");
+        assert_eq!(decode(1, &fixture).expect("the fixture reads"), stored);
+        // Half the JSON's size here (this system's answers and events carry JSON text);
+        // about a quarter for a freshly generated one.
+        assert!(fixture.len() * 3 <= JSON.len() * 2, "{} bytes packed against {} as JSON", fixture.len(), JSON.len());
+    }
+
+    /// Every device, installed or fitted later, lies in its own system's EUI range; an EUI of
+    /// another fleet (another seed) lies in none.
+    #[tokio::test]
+    async fn every_device_lies_in_its_systems_eui_range() {
+        use hub::transport::DeviceTransport as _;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let opts = store::sqlite::SqliteOptions { durability: store::sqlite::Durability::Normal, readers: 1 };
+        let store = Arc::new(store::sqlite::SqliteFleetStore::open(dir.path(), opts).expect("fleet store"));
+        let clock = Arc::new(hub::ManualClock::new("2026-01-05T09:00:00Z".parse().expect("instant")));
+        let fleet = Fleet::new(store, clock, 3, 16);
+        let anchor =
+            device::TrustAnchor { originator: Eui64::from_u64(0x90B3_D51F_3001_0001), spki: vec![1], prepayment: None };
+        let order = InstallOrder {
+            electricity: Some(device::LoadShape::Domestic),
+            gas_annual_quantity_kwh: Some(12_000),
+            ihd: true,
+            ppmid: true,
+            additional: 3,
+            supplier: anchor,
+            cos_key: None,
+            manufacturer: None,
+        };
+        for system in 1..=3 {
+            let installed = fleet.install(order.clone()).await.expect("installed");
+            let fitted = fleet.fit(installed.comms_hub, device::DeviceKind::InHomeDisplay).await.expect("fitted");
+            for eui in installed.devices.iter().map(|(e, _)| *e).chain([fitted]) {
+                assert_eq!(fleet.range_system(eui), Some(system), "{eui}");
+                assert_eq!(fleet.system_id(eui).await.expect("found"), Some(system), "{eui}");
+            }
+        }
+        let foreign = Eui64::from_u64((fleet.eui_prefix() ^ (1 << 60)) | 8);
+        assert_eq!(fleet.range_system(foreign), None);
+        assert_eq!(fleet.system_id(foreign).await.expect("asked"), None);
+    }
+
+    /// Bytes that are neither form are refused with the system named, never misread.
+    #[test]
+    fn an_unknown_state_format_is_refused() {
+        for (bytes, says) in
+            [(&b""[..], "empty"), (&[9u8, 1, 2][..], "unknown format byte 9"), (&[PACKED_V1, 200][..], "")]
+        {
+            let e = decode(42, bytes).expect_err("refused");
+            assert!(e.to_string().contains("system 42 state is unreadable") && e.to_string().contains(says), "{e}");
+        }
     }
 }

@@ -492,3 +492,39 @@ async fn a_request_id_used_twice_is_a_conflict_and_its_neighbours_commit() {
         assert_eq!(s.audit_trail(&id).await.unwrap().len(), 1, "{id}");
     }
 }
+
+/// Fleet schema version 3 adds the packed state without rewriting a row: a system saved
+/// as JSON before still loads (as its JSON text) until it is next saved, in the new column.
+#[tokio::test]
+async fn a_fleet_saved_before_version_3_still_loads_and_is_packed_when_next_saved() {
+    use store::FleetStore;
+    use store::sqlite::SqliteFleetStore;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fleet.sqlite3");
+    {
+        // The fleet database as version 2 left it, with one system saved as JSON.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(include_str!("../migrations/fleet_0001_initial.sql")).unwrap();
+        conn.execute_batch(include_str!("../migrations/fleet_0002_wakeups.sql")).unwrap();
+        conn.execute_batch(
+            "PRAGMA user_version = 2; \
+             INSERT INTO systems (id, comms_hub, state, wake_at) VALUES (7, '9E37000000000038', '{\"system\":{}}', 5); \
+             INSERT INTO device_index (eui, system_id) VALUES ('9E37000000000039', 7);",
+        )
+        .unwrap();
+    }
+    let fleet = SqliteFleetStore::open(dir.path(), opts()).unwrap();
+    assert_eq!(fleet.load_system(7).await.unwrap().as_deref(), Some(&b"{\"system\":{}}"[..]));
+    assert_eq!(fleet.system_of(Eui64::from_u64(0x9E37_0000_0000_0039)).await.unwrap(), Some(7));
+    fleet.save_system(7, vec![1, 2, 3], None).await.unwrap();
+    assert_eq!(fleet.load_system(7).await.unwrap(), Some(vec![1, 2, 3]));
+    fleet.close().await;
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let (state, packed): (String, Vec<u8>) =
+        conn.query_row("SELECT state, packed FROM systems WHERE id = 7", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    assert_eq!(
+        (state.as_str(), packed.as_slice()),
+        ("", &[1u8, 2, 3][..]),
+        "the JSON is not kept beside the packed form"
+    );
+}

@@ -30,9 +30,9 @@ fn insert_system(
     id: i64,
     comms_hub: Eui64,
     devices: &[Eui64],
-    state: &str,
+    state: &[u8],
 ) -> Result<(), StoreError> {
-    c.prepare_cached("INSERT INTO systems (id, comms_hub, state) VALUES (?1, ?2, ?3)")
+    c.prepare_cached("INSERT INTO systems (id, comms_hub, state, packed) VALUES (?1, ?2, '', ?3)")
         .and_then(|mut s| s.execute(params![id, comms_hub.to_plain(), state]))
         .map_err(classify)?;
     let mut s = c.prepare_cached("INSERT INTO device_index (eui, system_id) VALUES (?1, ?2)").map_err(backend)?;
@@ -55,12 +55,12 @@ impl FleetStore for SqliteFleetStore {
         id: i64,
         comms_hub: Eui64,
         devices: Vec<Eui64>,
-        state: String,
+        state: Vec<u8>,
     ) -> Result<(), StoreError> {
         self.engine.write(move |c| insert_system(c, id, comms_hub, &devices, &state)).await
     }
 
-    async fn add_systems(&self, systems: Vec<(i64, Eui64, Vec<Eui64>, String)>) -> Result<(), StoreError> {
+    async fn add_systems(&self, systems: Vec<(i64, Eui64, Vec<Eui64>, Vec<u8>)>) -> Result<(), StoreError> {
         self.engine
             .write_solo(move |c| {
                 for (id, chf, devices, state) in &systems {
@@ -81,21 +81,28 @@ impl FleetStore for SqliteFleetStore {
             .await
     }
 
-    async fn load_system(&self, id: i64) -> Result<Option<String>, StoreError> {
+    async fn load_system(&self, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
         self.engine
             .read(move |c| {
-                c.prepare_cached("SELECT state FROM systems WHERE id = ?1")
-                    .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+                c.prepare_cached("SELECT packed, state FROM systems WHERE id = ?1")
+                    .and_then(|mut s| {
+                        s.query_row([id], |r| match r.get::<_, Option<Vec<u8>>>(0)? {
+                            Some(packed) => Ok(packed),
+                            // Saved before fleet version 3: its JSON.
+                            None => r.get::<_, String>(1).map(String::into_bytes),
+                        })
+                        .optional()
+                    })
                     .map_err(backend)
             })
             .await
     }
 
-    async fn save_system(&self, id: i64, state: String, wake_at: Option<jiff::Timestamp>) -> Result<(), StoreError> {
+    async fn save_system(&self, id: i64, state: Vec<u8>, wake_at: Option<jiff::Timestamp>) -> Result<(), StoreError> {
         self.engine
             .write(move |c| {
                 let n = c
-                    .prepare_cached("UPDATE systems SET state = ?1, wake_at = ?2 WHERE id = ?3")
+                    .prepare_cached("UPDATE systems SET state = '', packed = ?1, wake_at = ?2 WHERE id = ?3")
                     .and_then(|mut s| s.execute(params![state, wake_at.map(super::micros), id]))
                     .map_err(backend)?;
                 if n == 1 { Ok(()) } else { Err(StoreError::NotFound(format!("system {id}"))) }
@@ -103,14 +110,14 @@ impl FleetStore for SqliteFleetStore {
             .await
     }
 
-    async fn add_device(&self, id: i64, eui: Eui64, state: String) -> Result<(), StoreError> {
+    async fn add_device(&self, id: i64, eui: Eui64, state: Vec<u8>) -> Result<(), StoreError> {
         self.engine
             .write(move |c| {
                 c.prepare_cached("INSERT INTO device_index (eui, system_id) VALUES (?1, ?2)")
                     .and_then(|mut s| s.execute(params![eui.to_plain(), id]))
                     .map_err(classify)?;
                 let n = c
-                    .prepare_cached("UPDATE systems SET state = ?1 WHERE id = ?2")
+                    .prepare_cached("UPDATE systems SET state = '', packed = ?1 WHERE id = ?2")
                     .and_then(|mut s| s.execute(params![state, id]))
                     .map_err(backend)?;
                 if n == 1 { Ok(()) } else { Err(StoreError::NotFound(format!("system {id}"))) }

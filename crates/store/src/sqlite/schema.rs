@@ -50,6 +50,7 @@ pub const SCHEMA_VERSION: i64 = HUB[HUB.len() - 1].0;
 pub(crate) const FLEET: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/fleet_0001_initial.sql")),
     (2, include_str!("../../migrations/fleet_0002_wakeups.sql")),
+    (3, include_str!("../../migrations/fleet_0003_packed_state.sql")),
 ];
 
 pub(crate) fn migrate(conn: &mut Connection, migrations: &[(i64, &str)]) -> Result<(), StoreError> {
