@@ -19,8 +19,15 @@ use super::schema;
 pub const WRITE_QUEUE_MAX: usize = 4096;
 /// Jobs committed together at most.
 pub const WRITE_BATCH_MAX: usize = 512;
-/// Page cache of the writer connection, KiB.
-const WRITER_CACHE_KIB: i64 = 16 * 1024;
+/// Page cache of the writer connection while it commits batches, KiB. SQLite walks the
+/// writer's whole page cache at the end of every write transaction (`pcache1TruncateUnsafe`),
+/// so each commit costs in proportion to it: at 16 MiB that was 2–4% of the request
+/// pipeline's CPU, and 12% of a bare loop of 40-row commits (0.3% at 1 MiB; BENCHMARKS.md).
+/// Batches touch the ends of a few tables and indexes, which fit in this.
+const WRITER_CACHE_KIB: i64 = 4 * 1024;
+/// ... and while it runs bulk jobs alone (fleet generation, registry import), which touch
+/// index pages all over the tree and commit rarely.
+const BULK_CACHE_KIB: i64 = 16 * 1024;
 /// Size the WAL file is truncated to after a checkpoint, bytes.
 const WAL_BYTES_KEPT_MAX: i64 = 64 << 20;
 /// How often the background checkpointer folds the WAL into the database.
@@ -192,8 +199,8 @@ fn open_connection(path: &Path, durability: Durability, write: bool) -> Result<C
     conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
     if write {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
-        // The writer touches index pages all over the tree during bulk loads: give it a
-        // bounded page cache of its own, and keep the WAL file from staying huge after one.
+        // A bounded page cache of its own (the writer grows it for bulk jobs: `size_cache`),
+        // and a WAL file that does not stay huge after a bulk load.
         conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB).map_err(backend)?;
         conn.pragma_update(None, "journal_size_limit", WAL_BYTES_KEPT_MAX).map_err(backend)?;
         // Checkpoints run on their own thread (see `checkpointer_loop`), off the writer's path.
@@ -421,6 +428,9 @@ fn writer_loop(conn: &Connection, mut rx: mpsc::Receiver<Msg>, changes: &Changes
     let mut batch: Vec<(Job, Guard)> = Vec::with_capacity(WRITE_BATCH_MAX);
     // A message that ended a batch and still has to run.
     let mut held: Option<Msg> = None;
+    // The page cache is sized for what runs: bulk jobs or batches (changed only when that
+    // changes, as shrinking it drops pages a run of bulk jobs would read again).
+    let mut bulk = false;
     loop {
         let msg = match held.take() {
             Some(m) => m,
@@ -431,8 +441,12 @@ fn writer_loop(conn: &Connection, mut rx: mpsc::Receiver<Msg>, changes: &Changes
         };
         match msg {
             Msg::Stop => break,
-            Msg::Solo(job) => run_solo(conn, job, changes),
+            Msg::Solo(job) => {
+                size_cache(conn, &mut bulk, true);
+                run_solo(conn, job, changes);
+            }
             Msg::Run(job, guard) => {
+                size_cache(conn, &mut bulk, false);
                 batch.push((job, guard));
                 while batch.len() < WRITE_BATCH_MAX {
                     match rx.try_recv() {
@@ -464,6 +478,18 @@ fn writer_loop(conn: &Connection, mut rx: mpsc::Receiver<Msg>, changes: &Changes
     }
     if !batch.is_empty() {
         run_batch(conn, &mut batch, changes);
+    }
+}
+
+/// Size the writer's page cache for bulk jobs or for batches, if it is not already.
+fn size_cache(conn: &Connection, bulk: &mut bool, for_bulk: bool) {
+    if *bulk == for_bulk {
+        return;
+    }
+    let kib = if for_bulk { BULK_CACHE_KIB } else { WRITER_CACHE_KIB };
+    match conn.pragma_update(None, "cache_size", -kib) {
+        Ok(()) => *bulk = for_bulk,
+        Err(e) => tracing::warn!(message = "The writer's page cache could not be resized.", error = %e),
     }
 }
 
