@@ -28,6 +28,7 @@ const WRITER_CACHE_KIB: i64 = 4 * 1024;
 /// ... and while it runs bulk jobs alone (fleet generation, registry import), which touch
 /// index pages all over the tree and commit rarely.
 const BULK_CACHE_KIB: i64 = 16 * 1024;
+const _: () = assert!(BULK_CACHE_KIB > WRITER_CACHE_KIB, "bulk jobs get the larger cache");
 /// Size the WAL file is truncated to after a checkpoint, bytes.
 const WAL_BYTES_KEPT_MAX: i64 = 64 << 20;
 /// How often the background checkpointer folds the WAL into the database.
@@ -699,6 +700,20 @@ mod tests {
         while engine.writer.capacity() > WRITE_QUEUE_MAX - n {
             tokio::task::yield_now().await;
         }
+    }
+
+    /// The writer's page cache is large while bulk jobs run alone and small for batches
+    /// (each commit walks the whole cache), switching as the kind of work changes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_sizes_its_page_cache_for_bulk_jobs_and_for_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), &SqliteOptions::default()).unwrap();
+        let cache = |c: &Connection| c.query_row("PRAGMA cache_size", [], |r| r.get::<_, i64>(0)).map_err(backend);
+        assert_eq!(engine.write(cache).await.unwrap(), -WRITER_CACHE_KIB);
+        assert_eq!(engine.write_solo(cache).await.unwrap(), -BULK_CACHE_KIB);
+        assert_eq!(engine.write_solo(cache).await.unwrap(), -BULK_CACHE_KIB);
+        assert_eq!(engine.write_checked(cache).await.unwrap(), -WRITER_CACHE_KIB);
+        engine.close().await;
     }
 
     /// A read that begins a transaction and fails before ending it gives its connection
