@@ -46,7 +46,7 @@ pub const ALERT_DEBT_CLEARED: u16 = 0x81A9;
 const HALF_HOUR_SECS: i64 = 1800;
 
 /// Something the meter noticed, with the GBCS alert it raises.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct MeterEvent {
     /// Numbers the meter's events 1, 2, 3 ...: the order they reach the hub in.
     #[serde(default)]
@@ -55,8 +55,28 @@ pub struct MeterEvent {
     pub alert: u16,
     pub detail: String,
     /// More about it (a held change's result carries its request, reading and product).
-    #[serde(default, with = "crate::system::json_value::opt")]
+    #[serde(default, deserialize_with = "crate::system::json_text::opt::deserialize")]
     pub data: Option<serde_json::Value>,
+}
+
+/// JSON leaves absent data out (reads show events); binary forms have no field names to
+/// tell a missing field by, so they write every field, and the data as its JSON text.
+impl Serialize for MeterEvent {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let leave_out = s.is_human_readable() && self.data.is_none();
+        let mut st = s.serialize_struct("MeterEvent", if leave_out { 4 } else { 5 })?;
+        st.serialize_field("seq", &self.seq)?;
+        st.serialize_field("at", &self.at)?;
+        st.serialize_field("alert", &self.alert)?;
+        st.serialize_field("detail", &self.detail)?;
+        if leave_out {
+            st.skip_field("data")?;
+        } else {
+            st.serialize_field("data", &self.data.as_ref().map(crate::system::json_text::Ref))?;
+        }
+        st.end()
+    }
 }
 
 /// A meter's prepayment register: credit, charges, the UTRN anti-replay cache.

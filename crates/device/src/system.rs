@@ -59,16 +59,40 @@ pub enum DeviceKind {
 }
 
 /// The party key a device accepts critical commands from (its trust anchor).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct TrustAnchor {
     pub originator: Eui64,
-    /// ECDSA P-256 SubjectPublicKeyInfo DER (base64 when persisted).
-    #[serde(with = "base64_bytes")]
+    /// ECDSA P-256 SubjectPublicKeyInfo DER (base64 in JSON).
+    #[serde(deserialize_with = "base64_bytes::deserialize")]
     pub spki: Vec<u8>,
     /// The supplier's prepayment key-agreement public point (65 bytes), which UTRNs are
     /// checked with (GBCS 14); `None` if the supplier issues none.
-    #[serde(default, with = "opt_base64_bytes")]
+    #[serde(default, deserialize_with = "opt_base64_bytes::deserialize")]
     pub prepayment: Option<Vec<u8>>,
+}
+
+/// JSON leaves an absent prepayment key out (request bodies carry anchors); binary forms have
+/// no field names to tell a missing field by, so they write every field.
+impl Serialize for TrustAnchor {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        struct Bytes<'a>(&'a [u8]);
+        impl Serialize for Bytes<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                base64_bytes::serialize(self.0, s)
+            }
+        }
+        let leave_out = s.is_human_readable() && self.prepayment.is_none();
+        let mut st = s.serialize_struct("TrustAnchor", if leave_out { 2 } else { 3 })?;
+        st.serialize_field("originator", &self.originator)?;
+        st.serialize_field("spki", &Bytes(&self.spki))?;
+        if leave_out {
+            st.skip_field("prepayment")?;
+        } else {
+            st.serialize_field("prepayment", &self.prepayment.as_deref().map(Bytes))?;
+        }
+        st.end()
+    }
 }
 
 /// Key bytes: base64 text in human-readable formats (JSON), raw bytes in binary ones (the
@@ -132,13 +156,15 @@ mod opt_base64_bytes {
     }
 }
 
-/// A JSON value inside the device state: as itself in JSON, as its JSON text in binary
-/// formats (which cannot carry a value whose shape is known only at run time).
-pub(crate) mod json_value {
+/// A value inside the device state whose serde form only a self-describing format can
+/// read back (a JSON value of any shape; a product change, an internally tagged enum whose
+/// fields may be left out): as itself in JSON, as its JSON text in binary formats such as
+/// the fleet's stored state.
+pub(crate) mod json_text {
+    use serde::de::DeserializeOwned;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    use serde_json::Value;
 
-    pub fn serialize<S: Serializer>(v: &Value, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<T: Serialize, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
         if s.is_human_readable() {
             v.serialize(s)
         } else {
@@ -146,41 +172,35 @@ pub(crate) mod json_value {
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+    pub fn deserialize<'de, T: DeserializeOwned, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
         if d.is_human_readable() {
-            Value::deserialize(d)
+            T::deserialize(d)
         } else {
             let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
             serde_json::from_str(&text).map_err(serde::de::Error::custom)
         }
     }
 
-    /// The same for an optional value.
+    /// Serializes one value as [`json_text`](self) does.
+    pub struct Ref<'a, T>(pub &'a T);
+
+    impl<T: Serialize> Serialize for Ref<'_, T> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            serialize(self.0, s)
+        }
+    }
+
+    /// Reads an optional value written as `Option<Ref>`.
     pub mod opt {
-        use serde::{Deserialize, Deserializer, Serialize, Serializer};
-        use serde_json::Value;
+        use serde::de::DeserializeOwned;
+        use serde::{Deserialize, Deserializer};
 
         #[derive(Deserialize)]
-        #[serde(transparent)]
-        struct Json(#[serde(with = "super")] Value);
+        #[serde(transparent, bound = "T: DeserializeOwned")]
+        struct Text<T>(#[serde(with = "super")] T);
 
-        struct Borrowed<'a>(&'a Value);
-
-        impl Serialize for Borrowed<'_> {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                super::serialize(self.0, s)
-            }
-        }
-
-        pub fn serialize<S: Serializer>(v: &Option<Value>, s: S) -> Result<S::Ok, S::Error> {
-            match v {
-                Some(v) => s.serialize_some(&Borrowed(v)),
-                None => s.serialize_none(),
-            }
-        }
-
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
-            Ok(<Option<Json>>::deserialize(d)?.map(|j| j.0))
+        pub fn deserialize<'de, T: DeserializeOwned, D: Deserializer<'de>>(d: D) -> Result<Option<T>, D::Error> {
+            Ok(<Option<Text<T>>>::deserialize(d)?.map(|t| t.0))
         }
     }
 }
@@ -300,6 +320,7 @@ pub struct PendingChange {
     /// supersedes a held one takes its place.
     #[serde(default)]
     pub seq: u64,
+    #[serde(with = "json_text")]
     pub change: Change,
 }
 

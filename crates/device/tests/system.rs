@@ -565,3 +565,30 @@ fn firmware_never_rolls_back_and_agent_activations_are_not_replayed() {
         Some(RefusalCode::UntrustedOriginator)
     );
 }
+
+/// In JSON (request bodies, reads shown to users) a trust anchor without a prepayment key
+/// and an event without data leave the field out, as they always did; the fleet's binary
+/// form writes every field instead. Both read back.
+#[test]
+fn json_leaves_absent_optional_fields_out() {
+    let anchor =
+        TrustAnchor { originator: Eui64::from_u64(0x90B3_D51F_3001_0002), spki: vec![1, 2, 3], prepayment: None };
+    let text = serde_json::to_value(&anchor).unwrap();
+    assert_eq!(text, json!({"originator": "90-B3-D5-1F-30-01-00-02", "spki": "AQID"}));
+    assert_eq!(serde_json::from_value::<TrustAnchor>(text).unwrap(), anchor);
+    let with_key = TrustAnchor { prepayment: Some(vec![4]), ..anchor };
+    assert_eq!(serde_json::to_value(&with_key).unwrap()["prepayment"], json!("BA=="));
+
+    let event = device::account::MeterEvent {
+        seq: 3,
+        at: "2026-01-05T09:00:00Z".parse().unwrap(),
+        alert: 0x8F1C,
+        detail: "low credit".into(),
+        data: None,
+    };
+    let text = serde_json::to_value(&event).unwrap();
+    assert_eq!(text, json!({"seq": 3, "at": "2026-01-05T09:00:00Z", "alert": 0x8F1C, "detail": "low credit"}));
+    assert_eq!(serde_json::from_value::<device::account::MeterEvent>(text).unwrap(), event);
+    let with_data = device::account::MeterEvent { data: Some(json!({"import_wh": 5})), ..event };
+    assert_eq!(serde_json::to_value(&with_data).unwrap()["data"], json!({"import_wh": 5}));
+}

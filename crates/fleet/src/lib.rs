@@ -101,7 +101,7 @@ type Entry = Arc<tokio::sync::Mutex<Stored>>;
 
 /// How a system's state is stored: a format byte, then the state. `{` begins the JSON of
 /// systems saved before fleet schema version 3 (read, never written); [`PACKED_V1`] is
-/// followed by the postcard encoding of [`Stored`] (serde's compact binary form: field
+/// followed by the postcard encoding of [`Stored`] (a compact binary serde format: field
 /// order, no names). Postcard has no field names, so any change to the stored types (a
 /// field added, moved or retyped; an enum variant reordered) needs a new format byte and a
 /// conversion from the old one; the test `stored_state_format_is_unchanged` fails until
@@ -651,8 +651,14 @@ mod tests {
 
     /// The demo's richest system as the previous build saved it (JSON: two suppliers'
     /// periods, prepayment events carrying data, remembered answers), plus what that run
-    /// did not reach: a refusal remembered and a power outage.
+    /// did not reach: a refusal remembered, a power outage, an agent, firmware held and
+    /// pending, a held change of every kind (a prepayment change with fields left out and
+    /// fields cleared), activations, an event without data.
     fn rich_system() -> Stored {
+        use device::firmware::{Application, Layer, Manifest, PendingActivation, Urgency};
+        use device::system::{Activation, PendingChange};
+        use domain::product::{Change, EmergencyCredit, Period, Product};
+        let at = |s: &str| -> jiff::Timestamp { s.parse().expect("instant") };
         let mut stored = decode(1, JSON).expect("a system saved as JSON before fleet version 3 still reads");
         stored.answered.push_back((
             "90-B3-D5-1F-30-01-00-02:9E-37-00-00-00-00-00-09:77".into(),
@@ -661,8 +667,74 @@ mod tests {
                 reason: "signature does not verify".into(),
             },
         ));
-        stored.system.outage =
-            Some(device::system::Outage { since: "2026-03-01T12:00:00Z".parse().expect("instant"), reported: true });
+        stored.system.outage = Some(device::system::Outage { since: at("2026-03-01T12:00:00Z"), reported: true });
+        let meter = &mut stored.system.devices[1];
+        meter.agent = Some(device::TrustAnchor {
+            originator: Eui64::from_u64(0x90B3_D51F_3001_0042),
+            spki: vec![48, 89, 1],
+            prepayment: None,
+        });
+        meter.agent_counters.push((Eui64::from_u64(0x90B3_D51F_3001_0041), 17));
+        meter.fw.application = Some(Application {
+            version: "1.2.0".into(),
+            image_hash: "ab".repeat(32),
+            supplier: Eui64::from_u64(0x90B3_D51F_3001_0021),
+            enabled: false,
+        });
+        meter.fw.held.push(Manifest {
+            image_hash: "cd".repeat(32),
+            layer: Layer::Core,
+            version: "3.0.0".into(),
+            device_kind: "electricity-meter".into(),
+            supplier: None,
+            urgency: Urgency::Security,
+        });
+        meter.fw.pending = Some(PendingActivation {
+            request_id: "r:9".into(),
+            at: at("2026-04-01T00:00:00Z"),
+            image_hash: "cd".repeat(32),
+        });
+        let m = &mut stored.system.meters[0];
+        let held = [
+            Change::Tariff { tariff: Product::default().tariff, standing_charge_mp_per_day: 41_000 },
+            Change::Prices { rates_mp_per_kwh: vec![24_500, 12_000], standing_charge_mp_per_day: None },
+            Change::PaymentMode { payment_mode: domain::registry::PaymentMode::Prepayment },
+            Change::Prepay {
+                emergency_credit: Some(None),
+                debt_recovery: None,
+                low_credit_threshold_pence: Some(Some(300)),
+                non_disablement: Some(vec![Period { from: "00:00".into(), to: "07:00".into() }]),
+            },
+            Change::Prepay {
+                emergency_credit: Some(Some(EmergencyCredit { limit_pence: 1_000, threshold_pence: 100 })),
+                debt_recovery: None,
+                low_credit_threshold_pence: None,
+                non_disablement: None,
+            },
+        ];
+        for (k, change) in held.into_iter().enumerate() {
+            let at = at("2026-05-01T00:00:00Z");
+            m.pending.push(PendingChange { request_id: format!("r:{k}"), at, seq: k as u64, change });
+        }
+        m.activations.push(Activation {
+            request_id: "r:7".into(),
+            srv: "1.1.1".into(),
+            at: at("2026-02-20T00:00:00Z"),
+            alert: 0x8F66,
+            failure: None,
+            import_wh: 1_234_567,
+            product: Some(Product::default()),
+        });
+        m.activations.push(Activation {
+            request_id: "r:8".into(),
+            srv: "2.1".into(),
+            at: at("2026-02-21T00:00:00Z"),
+            alert: 0x8F67,
+            failure: Some("emergency credit above the limit".into()),
+            import_wh: 1_234_999,
+            product: None,
+        });
+        m.prepay.record(at("2026-02-22T00:00:00Z"), 0x8F1C, "low credit".into(), None);
         stored
     }
 
