@@ -24,6 +24,8 @@ pub const CACHE_SYSTEMS_DEFAULT: usize = 10_000;
 const SYSTEM_IDS_CACHED: usize = 16_384;
 /// State-changing answers a system remembers, so a command delivered again is not run again.
 pub const REMEMBERED_ANSWERS_MAX: usize = 8;
+/// Stripes of the per-system load lock.
+const LOADING_STRIPES: usize = 64;
 /// Systems woken by one round of [`Fleet::wake_due`] in [`Fleet::run_wakeups`].
 pub const WAKE_BATCH_MAX: usize = 512;
 /// EUI-64 slots per system: comms hub, electricity and gas meter, IHD, PPMID, 3 additional.
@@ -129,6 +131,13 @@ pub struct Fleet {
     clock: Arc<dyn Clock>,
     seed: u64,
     cache: Mutex<LruCache<i64, Entry>>,
+    /// Entries pushed out of a full cache while still held (every cached one was in use):
+    /// found here again rather than loaded a second time, as two copies of one system would
+    /// lose one's changes. Holds only those, and forgets each once nobody holds it.
+    evicted_in_use: Mutex<std::collections::HashMap<i64, std::sync::Weak<tokio::sync::Mutex<Stored>>>>,
+    /// One loader at a time per system (striped by id), so a load cannot cache a state that
+    /// another task's command saved after the load read it.
+    loading: Vec<tokio::sync::Mutex<()>>,
     /// Which system each device belongs to (never changes once installed), for the busiest.
     system_ids: Mutex<LruCache<Eui64, i64>>,
     installing: tokio::sync::Mutex<()>,
@@ -166,6 +175,8 @@ impl Fleet {
             clock,
             seed,
             cache: Mutex::new(LruCache::new(cap)),
+            evicted_in_use: Mutex::new(std::collections::HashMap::new()),
+            loading: (0..LOADING_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             system_ids: Mutex::new(LruCache::new(NonZeroUsize::new(SYSTEM_IDS_CACHED).expect("non-zero"))),
             installing: tokio::sync::Mutex::new(()),
             alert_sink: std::sync::OnceLock::new(),
@@ -291,11 +302,15 @@ impl Fleet {
         Eui64::from_u64(self.eui_prefix() | (id as u64 * EUIS_PER_SYSTEM))
     }
 
-    /// The cached entry of a system, loading it if needed. Entries in use are never evicted,
-    /// so two loads of one system cannot race.
+    /// The entry of a system, loading it if needed. There is only ever one entry per system
+    /// while anyone holds it, so two commands to one system always share its lock.
     async fn entry(&self, id: i64) -> Result<Entry, TransportError> {
-        if let Some(e) = self.cache.lock().expect("cache").get(&id) {
-            return Ok(e.clone());
+        if let Some(e) = self.held_entry(id) {
+            return Ok(e);
+        }
+        let _one_loader = self.loading[id.rem_euclid(LOADING_STRIPES as i64) as usize].lock().await;
+        if let Some(e) = self.held_entry(id) {
+            return Ok(e);
         }
         let bytes = self
             .store
@@ -304,20 +319,42 @@ impl Fleet {
             .map_err(failed)?
             .ok_or_else(|| failed(format!("system {id} is missing")))?;
         let stored = decode(id, &bytes)?;
-        let mut cache = self.cache.lock().expect("cache");
-        if let Some(e) = cache.get(&id) {
-            return Ok(e.clone());
+        let entry = Arc::new(tokio::sync::Mutex::new(stored));
+        self.cache_entry(id, entry.clone());
+        Ok(entry)
+    }
+
+    /// The entry of system `id` if it is cached or still held by someone.
+    fn held_entry(&self, id: i64) -> Option<Entry> {
+        if let Some(e) = self.cache.lock().expect("cache").get(&id) {
+            return Some(e.clone());
         }
-        if cache.len() == cache.cap().get() {
-            // Evict the least recently used entry that nobody holds.
+        let held = {
+            let mut evicted = self.evicted_in_use.lock().expect("evicted entries");
+            evicted.remove(&id).and_then(|w| w.upgrade())
+        }?;
+        self.cache_entry(id, held.clone());
+        Some(held)
+    }
+
+    /// Cache `entry`, evicting the least recently used entry nobody holds; if every one is
+    /// held, the one pushed out is remembered in `evicted_in_use`.
+    fn cache_entry(&self, id: i64, entry: Entry) {
+        let mut cache = self.cache.lock().expect("cache");
+        if cache.len() == cache.cap().get() && !cache.contains(&id) {
             let idle = cache.iter().rev().find(|(_, e)| Arc::strong_count(e) == 1).map(|(k, _)| *k);
             if let Some(k) = idle {
                 cache.pop(&k);
             }
         }
-        let entry = Arc::new(tokio::sync::Mutex::new(stored));
-        cache.push(id, entry.clone());
-        Ok(entry)
+        if let Some((out, e)) = cache.push(id, entry)
+            && out != id
+            && Arc::strong_count(&e) > 1
+        {
+            let mut evicted = self.evicted_in_use.lock().expect("evicted entries");
+            evicted.retain(|_, w| w.strong_count() > 0);
+            evicted.insert(out, Arc::downgrade(&e));
+        }
     }
 
     /// Fit many homes at once, their devices already commissioned and their meters linked to
@@ -793,6 +830,43 @@ mod tests {
         let foreign = Eui64::from_u64((fleet.eui_prefix() ^ (1 << 60)) | 8);
         assert_eq!(fleet.range_system(foreign), None);
         assert_eq!(fleet.system_id(foreign).await.expect("asked"), None);
+    }
+
+    /// A system pushed out of a full cache while a command holds it is not loaded a second
+    /// time: the next command to it gets the same entry (and so waits for the first), not a
+    /// copy read from the database that would overwrite the first command's change.
+    #[tokio::test]
+    async fn a_system_in_use_is_never_loaded_twice() {
+        use hub::transport::DeviceTransport as _;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let opts = store::sqlite::SqliteOptions { durability: store::sqlite::Durability::Normal, readers: 1 };
+        let store = Arc::new(store::sqlite::SqliteFleetStore::open(dir.path(), opts).expect("fleet store"));
+        let clock = Arc::new(hub::ManualClock::new("2026-01-05T09:00:00Z".parse().expect("instant")));
+        let fleet = Fleet::new(store, clock, 3, 1);
+        let anchor =
+            device::TrustAnchor { originator: Eui64::from_u64(0x90B3_D51F_3001_0001), spki: vec![1], prepayment: None };
+        let order = InstallOrder {
+            electricity: Some(device::LoadShape::Domestic),
+            gas_annual_quantity_kwh: None,
+            ihd: false,
+            ppmid: false,
+            additional: 0,
+            supplier: anchor,
+            cos_key: None,
+            manufacturer: None,
+        };
+        fleet.install(order.clone()).await.expect("system 1");
+        fleet.install(order).await.expect("system 2");
+        let first = fleet.entry(1).await.expect("system 1");
+        let second = fleet.entry(2).await.expect("system 2, pushing system 1 out of the cache of one");
+        let again = fleet.entry(1).await.expect("system 1 again");
+        assert!(Arc::ptr_eq(&first, &again), "system 1 was loaded a second time while in use");
+        assert!(Arc::ptr_eq(&second, &fleet.entry(2).await.expect("system 2 again")));
+        drop((first, second, again));
+        // Once nobody holds them, systems are loaded afresh and nothing is remembered.
+        fleet.entry(1).await.expect("system 1 after");
+        fleet.entry(2).await.expect("system 2 after");
+        assert!(fleet.evicted_in_use.lock().expect("evicted").values().all(|w| w.strong_count() == 0));
     }
 
     /// Bytes that are neither form are refused with the system named, never misread.
