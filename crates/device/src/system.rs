@@ -75,13 +75,8 @@ pub struct TrustAnchor {
 /// no field names to tell a missing field by, so they write every field.
 impl Serialize for TrustAnchor {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use base64_bytes::Ref as Bytes;
         use serde::ser::SerializeStruct;
-        struct Bytes<'a>(&'a [u8]);
-        impl Serialize for Bytes<'_> {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                base64_bytes::serialize(self.0, s)
-            }
-        }
         let leave_out = s.is_human_readable() && self.prepayment.is_none();
         let mut st = s.serialize_struct("TrustAnchor", if leave_out { 2 } else { 3 })?;
         st.serialize_field("originator", &self.originator)?;
@@ -127,6 +122,15 @@ mod base64_bytes {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         if d.is_human_readable() { d.deserialize_str(Visitor) } else { d.deserialize_byte_buf(Visitor) }
     }
+
+    /// Serializes borrowed key bytes as [`base64_bytes`](self) does.
+    pub struct Ref<'a>(pub &'a [u8]);
+
+    impl serde::Serialize for Ref<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            serialize(self.0, s)
+        }
+    }
 }
 
 mod opt_base64_bytes {
@@ -136,19 +140,8 @@ mod opt_base64_bytes {
     #[serde(transparent)]
     struct Bytes(#[serde(with = "super::base64_bytes")] Vec<u8>);
 
-    struct Borrowed<'a>(&'a [u8]);
-
-    impl Serialize for Borrowed<'_> {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            super::base64_bytes::serialize(self.0, s)
-        }
-    }
-
     pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(b) => s.serialize_some(&Borrowed(b)),
-            None => s.serialize_none(),
-        }
+        v.as_deref().map(super::base64_bytes::Ref).serialize(s)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
@@ -156,11 +149,11 @@ mod opt_base64_bytes {
     }
 }
 
-/// A value inside the device state whose serde form only a self-describing format can
-/// read back (a JSON value of any shape; a product change, an internally tagged enum whose
-/// fields may be left out): as itself in JSON, as its JSON text in binary formats such as
-/// the fleet's stored state.
-pub(crate) mod json_text {
+/// A value whose serde form only a self-describing format can read back (a JSON value of
+/// any shape; a product change, an internally tagged enum whose fields may be left out; a
+/// device's answers, adjacently tagged): as itself in JSON, as its JSON text in binary
+/// formats such as the fleet's stored state.
+pub mod json_text {
     use serde::de::DeserializeOwned;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 

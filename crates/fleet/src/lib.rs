@@ -43,60 +43,10 @@ pub struct BulkHome {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Stored {
     system: System,
-    /// (request id, answer), oldest first.
-    #[serde(with = "answers")]
+    /// (request id, answer), oldest first. As JSON text in the packed form: postcard can
+    /// read neither an adjacently tagged enum nor a value of unknown shape back.
+    #[serde(with = "device::system::json_text")]
     answered: VecDeque<(String, Outcome)>,
-}
-
-/// Remembered answers: as the hub sees them in JSON; in the binary form externally tagged
-/// with the body as JSON text, as postcard can read neither an adjacently tagged enum nor a
-/// value of unknown shape.
-mod answers {
-    use std::collections::VecDeque;
-
-    use device::{Outcome, RefusalCode};
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    #[derive(Serialize, Deserialize)]
-    enum Packed {
-        Done(String),
-        Refused { code: RefusalCode, reason: String },
-    }
-
-    pub fn serialize<S: Serializer>(v: &VecDeque<(String, Outcome)>, s: S) -> Result<S::Ok, S::Error> {
-        if s.is_human_readable() {
-            return v.serialize(s);
-        }
-        let packed = v
-            .iter()
-            .map(|(id, o)| {
-                let p = match o {
-                    Outcome::Done(body) => {
-                        Packed::Done(serde_json::to_string(body).map_err(serde::ser::Error::custom)?)
-                    }
-                    Outcome::Refused { code, reason } => Packed::Refused { code: *code, reason: reason.clone() },
-                };
-                Ok((id, p))
-            })
-            .collect::<Result<Vec<_>, S::Error>>()?;
-        packed.serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<VecDeque<(String, Outcome)>, D::Error> {
-        if d.is_human_readable() {
-            return VecDeque::deserialize(d);
-        }
-        Vec::<(String, Packed)>::deserialize(d)?
-            .into_iter()
-            .map(|(id, p)| {
-                let o = match p {
-                    Packed::Done(text) => Outcome::Done(serde_json::from_str(&text).map_err(serde::de::Error::custom)?),
-                    Packed::Refused { code, reason } => Outcome::Refused { code, reason },
-                };
-                Ok((id, o))
-            })
-            .collect()
-    }
 }
 
 type Entry = Arc<tokio::sync::Mutex<Stored>>;
