@@ -24,6 +24,8 @@ pub const CACHE_SYSTEMS_DEFAULT: usize = 10_000;
 const SYSTEM_IDS_CACHED: usize = 16_384;
 /// State-changing answers a system remembers, so a command delivered again is not run again.
 pub const REMEMBERED_ANSWERS_MAX: usize = 8;
+/// Set in the EUIs of devices fitted after installation (see [`Fleet::fit`]).
+const FITTED_EUI_BIT: u64 = 1 << 47;
 /// Stripes of the per-system load lock.
 const LOADING_STRIPES: usize = 64;
 /// Systems woken by one round of [`Fleet::wake_due`] in [`Fleet::run_wakeups`].
@@ -234,16 +236,20 @@ impl Fleet {
     }
 
     /// The system whose EUI range holds `eui`: installed devices take [`EUIS_PER_SYSTEM`]
-    /// slots from the comms hub's EUI, fitted ones (bit 47 set) [`device::system::FITTED_MAX`]
-    /// (see [`Fleet::fit`]). A candidate only: the system must still be found to have it.
+    /// slots from the comms hub's EUI, fitted ones ([`FITTED_EUI_BIT`] set)
+    /// [`device::system::FITTED_MAX`] (see [`Fleet::fit`]). A candidate only: the system must
+    /// still be found to have it.
     fn range_system(&self, eui: Eui64) -> Option<i64> {
-        const FITTED: u64 = 1 << 47;
         let v = eui.as_u64();
         if v & !0xFFFF_FFFF_FFFF != self.eui_prefix() {
             return None;
         }
         let low = v & 0xFFFF_FFFF_FFFF;
-        let id = if low & FITTED != 0 { (low & !FITTED) / device::system::FITTED_MAX } else { low / EUIS_PER_SYSTEM };
+        let id = if low & FITTED_EUI_BIT != 0 {
+            (low & !FITTED_EUI_BIT) / device::system::FITTED_MAX
+        } else {
+            low / EUIS_PER_SYSTEM
+        };
         i64::try_from(id).ok().filter(|id| *id > 0)
     }
 
@@ -566,8 +572,8 @@ impl DeviceTransport for Fleet {
         let entry = self.entry(id).await?;
         let mut stored = entry.lock().await;
         // Fitted devices' EUIs: the comms hub's prefix, bit 47 set, then the system's own range.
-        let base = self.eui_prefix() | (1 << 47) | (id as u64 * device::system::FITTED_MAX);
-        let fitted = stored.system.devices.iter().filter(|d| d.eui.as_u64() & (1 << 47) != 0).count() as u64;
+        let base = self.eui_prefix() | FITTED_EUI_BIT | (id as u64 * device::system::FITTED_MAX);
+        let fitted = stored.system.devices.iter().filter(|d| d.eui.as_u64() & FITTED_EUI_BIT != 0).count() as u64;
         if fitted >= device::system::FITTED_MAX {
             return Err(failed(format!(
                 "at most {} devices are fitted to a premises after installation",
@@ -747,28 +753,41 @@ mod tests {
         assert!(fixture.len() * 3 <= JSON.len() * 2, "{} bytes packed against {} as JSON", fixture.len(), JSON.len());
     }
 
-    /// Every device, installed or fitted later, lies in its own system's EUI range; an EUI of
-    /// another fleet (another seed) lies in none.
-    #[tokio::test]
-    async fn every_device_lies_in_its_systems_eui_range() {
-        use hub::transport::DeviceTransport as _;
+    /// A fleet on a fresh store in a temporary directory (kept while the fleet is used),
+    /// caching `cache` systems.
+    fn test_fleet(cache: usize) -> (tempfile::TempDir, Fleet) {
         let dir = tempfile::tempdir().expect("temp dir");
         let opts = store::sqlite::SqliteOptions { durability: store::sqlite::Durability::Normal, readers: 1 };
         let store = Arc::new(store::sqlite::SqliteFleetStore::open(dir.path(), opts).expect("fleet store"));
         let clock = Arc::new(hub::ManualClock::new("2026-01-05T09:00:00Z".parse().expect("instant")));
-        let fleet = Fleet::new(store, clock, 3, 16);
-        let anchor =
-            device::TrustAnchor { originator: Eui64::from_u64(0x90B3_D51F_3001_0001), spki: vec![1], prepayment: None };
-        let order = InstallOrder {
+        (dir, Fleet::new(store, clock, 3, cache))
+    }
+
+    /// A home with every kind of device.
+    fn full_home() -> InstallOrder {
+        InstallOrder {
             electricity: Some(device::LoadShape::Domestic),
             gas_annual_quantity_kwh: Some(12_000),
             ihd: true,
             ppmid: true,
             additional: 3,
-            supplier: anchor,
+            supplier: device::TrustAnchor {
+                originator: Eui64::from_u64(0x90B3_D51F_3001_0001),
+                spki: vec![1],
+                prepayment: None,
+            },
             cos_key: None,
             manufacturer: None,
-        };
+        }
+    }
+
+    /// Every device, installed or fitted later, lies in its own system's EUI range; an EUI of
+    /// another fleet (another seed) lies in none.
+    #[tokio::test]
+    async fn every_device_lies_in_its_systems_eui_range() {
+        use hub::transport::DeviceTransport as _;
+        let (_dir, fleet) = test_fleet(16);
+        let order = full_home();
         for system in 1..=3 {
             let installed = fleet.install(order.clone()).await.expect("installed");
             let fitted = fleet.fit(installed.comms_hub, device::DeviceKind::InHomeDisplay).await.expect("fitted");
@@ -788,23 +807,8 @@ mod tests {
     #[tokio::test]
     async fn a_system_in_use_is_never_loaded_twice() {
         use hub::transport::DeviceTransport as _;
-        let dir = tempfile::tempdir().expect("temp dir");
-        let opts = store::sqlite::SqliteOptions { durability: store::sqlite::Durability::Normal, readers: 1 };
-        let store = Arc::new(store::sqlite::SqliteFleetStore::open(dir.path(), opts).expect("fleet store"));
-        let clock = Arc::new(hub::ManualClock::new("2026-01-05T09:00:00Z".parse().expect("instant")));
-        let fleet = Fleet::new(store, clock, 3, 1);
-        let anchor =
-            device::TrustAnchor { originator: Eui64::from_u64(0x90B3_D51F_3001_0001), spki: vec![1], prepayment: None };
-        let order = InstallOrder {
-            electricity: Some(device::LoadShape::Domestic),
-            gas_annual_quantity_kwh: None,
-            ihd: false,
-            ppmid: false,
-            additional: 0,
-            supplier: anchor,
-            cos_key: None,
-            manufacturer: None,
-        };
+        let (_dir, fleet) = test_fleet(1);
+        let order = full_home();
         fleet.install(order.clone()).await.expect("system 1");
         fleet.install(order).await.expect("system 2");
         let first = fleet.entry(1).await.expect("system 1");
