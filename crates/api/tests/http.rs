@@ -22,8 +22,13 @@ const START: &str = "2026-03-28T12:00:00Z";
 
 async fn setup() -> T {
     let dir = tempfile::tempdir().unwrap();
-    let store =
-        Arc::new(SqliteStore::open(dir.path(), SqliteOptions { durability: Durability::Normal, readers: 2 }).unwrap());
+    let store = Arc::new(
+        SqliteStore::open(
+            dir.path(),
+            SqliteOptions { durability: Durability::Normal, readers: 2, ..Default::default() },
+        )
+        .unwrap(),
+    );
     let clock = Arc::new(ManualClock::new(START.parse().unwrap()));
     let hub = Hub::open(store, clock, HubConfig::default()).await.unwrap();
     let operator = hub.bootstrap_operator().await.unwrap().unwrap().token;

@@ -757,7 +757,11 @@ mod tests {
     /// caching `cache` systems.
     fn test_fleet(cache: usize) -> (tempfile::TempDir, Fleet) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let opts = store::sqlite::SqliteOptions { durability: store::sqlite::Durability::Normal, readers: 1 };
+        let opts = store::sqlite::SqliteOptions {
+            durability: store::sqlite::Durability::Normal,
+            readers: 1,
+            ..Default::default()
+        };
         let store = Arc::new(store::sqlite::SqliteFleetStore::open(dir.path(), opts).expect("fleet store"));
         let clock = Arc::new(hub::ManualClock::new("2026-01-05T09:00:00Z".parse().expect("instant")));
         (dir, Fleet::new(store, clock, 3, cache))

@@ -15,8 +15,10 @@ use store::sqlite::{Durability, SqliteFleetStore, SqliteOptions};
 const SUPPLIER: Eui64 = Eui64::from_u64(0x90B3_D51F_3001_0001);
 
 fn open(dir: &std::path::Path, cache: usize) -> (Arc<SqliteFleetStore>, Fleet) {
-    let store =
-        Arc::new(SqliteFleetStore::open(dir, SqliteOptions { durability: Durability::Normal, readers: 1 }).unwrap());
+    let store = Arc::new(
+        SqliteFleetStore::open(dir, SqliteOptions { durability: Durability::Normal, readers: 1, ..Default::default() })
+            .unwrap(),
+    );
     let clock = Arc::new(ManualClock::new("2026-01-05T09:00:00Z".parse().unwrap()));
     (store.clone(), Fleet::new(store, clock, 3, cache))
 }

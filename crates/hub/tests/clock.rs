@@ -11,7 +11,10 @@ fn t(s: &str) -> Timestamp {
 }
 
 fn open_store(dir: &std::path::Path) -> Arc<SqliteStore> {
-    Arc::new(SqliteStore::open(dir, SqliteOptions { durability: Durability::Normal, readers: 1 }).unwrap())
+    Arc::new(
+        SqliteStore::open(dir, SqliteOptions { durability: Durability::Normal, readers: 1, ..Default::default() })
+            .unwrap(),
+    )
 }
 
 async fn operator(hub: &Hub) -> Caller {

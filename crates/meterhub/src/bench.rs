@@ -420,6 +420,7 @@ async fn bench_pipeline(
     let percentile = |p: f64| latencies.get(((latencies.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0.0);
     let (peak, rss_end) = memory_kib();
     let counts = hub.counts().await?;
+    let planning = store.planning_stats();
     fleet.close().await;
     store.close().await;
 
@@ -460,6 +461,14 @@ async fn bench_pipeline(
         "  the fleet keeps device state in its database with at most {} systems cached; registry: {} metering points",
         fleet::CACHE_SYSTEMS_DEFAULT,
         counts.metering_points
+    );
+    let looked_up = (planning.hits + planning.misses).max(1);
+    println!(
+        "  planning cache: {} metering points kept ({:.0} bytes packed each); {:.0}% of {} lookups answered from memory",
+        planning.entries,
+        planning.packed_bytes as f64 / planning.entries.max(1) as f64,
+        planning.hits as f64 * 100.0 / looked_up as f64,
+        looked_up
     );
     Ok(())
 }

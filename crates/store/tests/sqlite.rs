@@ -22,7 +22,7 @@ fn mpxn(s: &str) -> Mpxn {
 }
 
 fn opts() -> SqliteOptions {
-    SqliteOptions { durability: Durability::Normal, readers: 2 }
+    SqliteOptions { durability: Durability::Normal, readers: 2, ..Default::default() }
 }
 
 fn data(supplier: &str) -> RegistrationData {
@@ -156,6 +156,55 @@ async fn cached_planning_facts_follow_writes_from_this_and_other_processes() {
         assert!(std::time::Instant::now() < deadline, "a write by another tool was never seen");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+    s.close().await;
+}
+
+// After a reopen the planning cache fills itself in the background (in chunks of metering
+// points read together) with exactly what the database holds, and requests then plan from
+// memory: every lookup is answered without a read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_planning_cache_warms_itself_with_what_the_database_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 2500u64;
+    let gas = |i: u64| mpxn(&(2_000_000 + i).to_string());
+    {
+        let s = SqliteStore::open(dir.path(), opts()).unwrap();
+        for i in 0..n {
+            let m = gas(i).to_string();
+            s.append_registration(reg(&m, "2025-01-01T00:00:00Z", "acme", "2025-01-01T00:00:00Z")).await.unwrap();
+            if i % 7 == 0 {
+                s.append_registration(reg(&m, "2026-01-01T00:00:00Z", "brightside", "2025-12-01T00:00:00Z"))
+                    .await
+                    .unwrap();
+            }
+            if i % 3 == 0 {
+                let e = NewEnrolment {
+                    mpxn: gas(i),
+                    effective_from: t("2025-02-01T00:00:00Z"),
+                    enrolled: true,
+                    recorded_at: t("2025-02-01T00:00:00Z"),
+                    recorded_by: pid("acme"),
+                };
+                s.append_enrolment(e).await.unwrap();
+            }
+        }
+        s.close().await;
+    }
+    let s = SqliteStore::open(dir.path(), opts()).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while s.planning_stats().entries < n as usize {
+        assert!(std::time::Instant::now() < deadline, "never warmed: {:?}", s.planning_stats());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for i in 0..n {
+        let supplier = supplier_at(&s, &gas(i).to_string(), "2026-06-01T00:00:00Z").await;
+        assert_eq!(supplier.as_deref(), Some(if i % 7 == 0 { "brightside" } else { "acme" }), "{i}");
+        assert_eq!(s.registration_history(gas(i)).await.unwrap().len(), if i % 7 == 0 { 2 } else { 1 });
+        let enrolled = s.enrolment_at(gas(i), t("2026-06-01T00:00:00Z"), None).await.unwrap();
+        assert_eq!(enrolled.is_some_and(|e| e.enrolled), i % 3 == 0, "{i}");
+    }
+    let stats = s.planning_stats();
+    assert_eq!((stats.hits, stats.misses), (3 * n, 0), "{stats:?}");
     s.close().await;
 }
 

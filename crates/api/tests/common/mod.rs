@@ -31,7 +31,7 @@ pub struct World {
 }
 
 pub fn opts() -> SqliteOptions {
-    SqliteOptions { durability: Durability::Normal, readers: 2 }
+    SqliteOptions { durability: Durability::Normal, readers: 2, ..Default::default() }
 }
 
 pub async fn open_world(dir: &std::path::Path, clock: Arc<ManualClock>) -> World {

@@ -56,11 +56,19 @@ pub struct SqliteOptions {
     pub durability: Durability,
     /// Read connections (and so concurrent reads).
     pub readers: usize,
+    /// Metering points whose planning facts (registrations, enrolments, linked meter) are
+    /// kept in memory at most, about 100 bytes each plus the map's overhead (see
+    /// `BENCHMARKS.md`). Beyond it the least recently used are read again when needed.
+    pub planning_entries: usize,
 }
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        SqliteOptions { durability: Durability::Full, readers: 4 }
+        SqliteOptions {
+            durability: Durability::Full,
+            readers: 4,
+            planning_entries: super::facts::PLANNING_ENTRIES_DEFAULT,
+        }
     }
 }
 
@@ -96,82 +104,156 @@ enum Msg {
     Stop,
 }
 
-/// Watches a counter that moves whenever some tables change, so caches of what those tables
-/// say know when to drop what they hold. The writer notes its own changes to the tables
-/// (SQLite's update hook) and moves the counter once in the transaction that made them; the
-/// counter is read after every commit of this process's writer (before the writers hear that
-/// their writes are done) and by the checkpointer every [`CHECKPOINT_INTERVAL`], which
-/// notices commits made by other meterhub processes. Commits by anything else (the sqlite3
-/// shell) move no counter: caches bound their entries' age for those.
-pub(crate) struct Changes {
-    /// What is watched; `None`: nothing.
-    watch: Option<&'static schema::Watch>,
-    /// The writer changed a watched table in the transaction it is building.
-    dirty: Arc<std::sync::atomic::AtomicBool>,
-    /// The counter as last read (`None`: unknown, after a failed read).
-    last: Mutex<Option<i64>>,
-    /// Moves forward each time the counter is seen to move (or cannot be read).
-    epoch: std::sync::atomic::AtomicU64,
+/// What a watched table's change was: the rows' keys (a key column's name and its text,
+/// before and after), or everything (too many rows to name, or a commit by someone else).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Changed {
+    Keys(Vec<(&'static str, String)>),
+    All,
 }
 
+/// Told of every change to the watched tables: a cache of what they say.
+pub(crate) trait Invalidate: Send + Sync {
+    /// Drop what `changed` names. Called twice for each commit of this process's writer
+    /// (just before it and just after it, before any writer hears its write is done), and
+    /// with [`Changed::All`] when someone else committed.
+    fn invalidate(&self, changed: &Changed);
+}
+
+/// Rows changed in one transaction that are named one by one at most; a bulk job changes
+/// more, and is [`Changed::All`].
+const CHANGED_ROWS_MAX: usize = 1024;
+
+#[derive(Default)]
+struct Collected {
+    /// (index into the watched tables, rowid).
+    rows: Vec<(usize, i64)>,
+    all: bool,
+}
+
+/// Tells a cache of the watched tables what changed, per key. The writer notes the rowid
+/// of every row it inserts, updates or deletes in them (SQLite's update hook), and just
+/// before the commit reads their key columns (the new values) and what temporary triggers
+/// kept of the old ones (updates of a key column, deletes). The cache is told then and
+/// again just after the commit. Commits by anyone else (another meterhub process on the
+/// same data directory, the sqlite3 shell) are seen by the writer connection's
+/// `PRAGMA data_version`, which moves only for other connections' commits: checked at the
+/// start of every transaction, and every [`CHECKPOINT_INTERVAL`] while idle. They drop
+/// everything.
+pub(crate) struct Changes {
+    watch: Option<(&'static schema::Watch, Arc<dyn Invalidate>)>,
+    collected: Arc<Mutex<Collected>>,
+    /// The writer connection's `data_version` when last read (`None`: not yet, or unreadable).
+    data_version: Mutex<Option<i64>>,
+}
+
+/// Where the temporary triggers keep the old keys of updated and deleted rows.
+const OLD_KEYS: &str = "temp.meterhub_changed_keys";
+
 impl Changes {
-    fn new(watch: Option<&'static schema::Watch>) -> Changes {
-        Changes {
-            watch,
-            dirty: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-            last: Mutex::new(None),
-            epoch: std::sync::atomic::AtomicU64::new(0),
-        }
+    fn new(watch: Option<(&'static schema::Watch, Arc<dyn Invalidate>)>) -> Changes {
+        Changes { watch, collected: Arc::default(), data_version: Mutex::new(None) }
     }
 
-    /// Have the writer note its changes to the watched tables.
+    /// Have the writer note the rows it changes in the watched tables, and keep the old
+    /// keys of the rows it updates or deletes.
     fn hook(&self, writer: &mut Connection) -> Result<(), StoreError> {
-        let Some(watch) = self.watch else { return Ok(()) };
-        let dirty = self.dirty.clone();
+        let Some((watch, _)) = &self.watch else { return Ok(()) };
+        let watch: &'static schema::Watch = watch;
+        let mut sql = format!("CREATE TEMP TABLE IF NOT EXISTS {OLD_KEYS} (col TEXT NOT NULL, key TEXT);");
+        for (table, keys) in watch.tables {
+            let old: Vec<String> = keys.iter().map(|k| format!("('{k}', old.{k})")).collect();
+            let old = old.join(", ");
+            let of = keys.join(", ");
+            sql.push_str(&format!(
+                "CREATE TEMP TRIGGER IF NOT EXISTS meterhub_{table}_updated AFTER UPDATE OF {of} ON main.{table} \
+                 BEGIN INSERT INTO {OLD_KEYS} (col, key) VALUES {old}; END; \
+                 CREATE TEMP TRIGGER IF NOT EXISTS meterhub_{table}_deleted AFTER DELETE ON main.{table} \
+                 BEGIN INSERT INTO {OLD_KEYS} (col, key) VALUES {old}; END;"
+            ));
+        }
+        writer.execute_batch(&sql).map_err(backend)?;
+        let collected = self.collected.clone();
         writer
-            .update_hook(Some(move |_: rusqlite::hooks::Action, _: &str, table: &str, _: i64| {
-                if watch.tables.contains(&table) {
-                    dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+            .update_hook(Some(move |_: rusqlite::hooks::Action, db: &str, table: &str, rowid: i64| {
+                if db != "main" {
+                    return;
+                }
+                let Some(t) = watch.tables.iter().position(|(name, _)| *name == table) else { return };
+                let mut c = collected.lock().expect("changed rows");
+                if c.all {
+                    return;
+                }
+                c.rows.push((t, rowid));
+                if c.rows.len() > CHANGED_ROWS_MAX {
+                    c.all = true;
+                    c.rows = Vec::new();
                 }
             }))
             .map_err(backend)
     }
 
-    /// Just before the writer commits: move the counter if this transaction changed a
-    /// watched table, and the epoch too, so that from the moment the change may be visible
-    /// nothing cached before it is used (the move after the commit drops what was read in
-    /// between). After a rollback the flag is cleared by the next commit's check: an extra
-    /// move only empties a cache once more.
-    fn before_commit(&self, writer: &Connection) -> Result<(), rusqlite::Error> {
-        let Some(watch) = self.watch else { return Ok(()) };
-        if self.dirty.swap(false, std::sync::atomic::Ordering::Relaxed) {
-            writer.prepare_cached(watch.bump)?.execute([])?;
-            self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    /// Just before the writer commits: tell the cache what this transaction changed, so that
+    /// from the moment the change may be visible nothing cached before it is used. Returns
+    /// what to tell it again after the commit (which drops what was read in between). After
+    /// a rollback the cache hears of keys that did not change: it only reads them again.
+    fn before_commit(&self, writer: &Connection) -> Option<Changed> {
+        let (watch, cache) = self.watch.as_ref()?;
+        let Collected { rows, all } = std::mem::take(&mut *self.collected.lock().expect("changed rows"));
+        if rows.is_empty() && !all {
+            return None;
         }
-        Ok(())
+        let changed = if all {
+            Changed::All
+        } else {
+            match changed_keys(writer, watch, &rows) {
+                Ok(keys) => Changed::Keys(keys),
+                Err(e) => {
+                    tracing::warn!(message = "Changed keys unreadable; caches dropped.", error = %e);
+                    Changed::All
+                }
+            }
+        };
+        // The old keys are named only once (the hook's rows lead here again if anything more
+        // changes); and a bulk job's are not needed.
+        if let Err(e) = writer.prepare_cached(&format!("DELETE FROM {OLD_KEYS}")).and_then(|mut s| s.execute([])) {
+            tracing::warn!(message = "Old keys could not be cleared.", error = %e);
+        }
+        cache.invalidate(&changed);
+        Some(changed)
     }
 
-    /// The current epoch: what a cache tags an entry with *before* it reads the database.
-    /// An entry is good while the epoch is unchanged.
-    pub(crate) fn epoch(&self) -> u64 {
-        self.epoch.load(std::sync::atomic::Ordering::Acquire)
+    /// The transaction was rolled back: nothing it changed was ever visible (nor are the
+    /// old keys the triggers kept, rolled back with it).
+    fn rolled_back(&self) {
+        *self.collected.lock().expect("changed rows") = Collected::default();
     }
 
-    fn observe(&self, conn: &Connection) {
-        let Some(sql) = self.watch.map(|w| w.probe) else { return };
-        let read = conn.prepare_cached(sql).and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)));
-        let mut last = self.last.lock().expect("change counter");
+    /// After the commit (or its failure), before any writer hears of it.
+    fn after_commit(&self, changed: Option<Changed>) {
+        if let (Some((_, cache)), Some(changed)) = (&self.watch, changed) {
+            cache.invalidate(&changed);
+        }
+    }
+
+    /// Has anyone else committed since the writer last looked? Then whatever is cached may
+    /// be stale. Run on the writer connection: at the start of each transaction (no one else
+    /// can commit until it ends) and when nudged while idle.
+    fn look_for_others(&self, writer: &Connection) {
+        let Some((_, cache)) = &self.watch else { return };
+        let read = writer.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0));
+        let mut last = self.data_version.lock().expect("data version");
         match read {
             Ok(v) if *last == Some(v) => {}
             Ok(v) => {
+                // The first reading (at open) has nothing cached to drop, but drop anyway.
                 *last = Some(v);
-                self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                cache.invalidate(&Changed::All);
             }
             Err(e) => {
-                // Unknown: whatever is cached may be stale.
-                tracing::warn!(message = "Change counter unreadable; caches dropped.", error = %e);
+                tracing::warn!(message = "The database's data version is unreadable; caches dropped.", error = %e);
                 *last = None;
-                self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                cache.invalidate(&Changed::All);
             }
         }
     }
@@ -179,7 +261,7 @@ impl Changes {
 
 pub(crate) struct Engine {
     path: PathBuf,
-    changes: Arc<Changes>,
+    durability: Durability,
     writer: mpsc::Sender<Msg>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Arc<Mutex<Vec<Connection>>>,
@@ -226,17 +308,18 @@ fn open_connection(path: &Path, durability: Durability, write: bool) -> Result<C
 }
 
 impl Engine {
-    pub(crate) fn open(dir: &Path, opts: &SqliteOptions) -> Result<Engine, StoreError> {
-        Engine::open_file(dir, "meterhub.sqlite3", schema::HUB, Some(&schema::PLANNING), opts)
+    /// The hub's database; `planning` hears of every change to what requests are planned from.
+    pub(crate) fn open(dir: &Path, opts: &SqliteOptions, planning: Arc<dyn Invalidate>) -> Result<Engine, StoreError> {
+        Engine::open_file(dir, "meterhub.sqlite3", schema::HUB, Some((&schema::PLANNING, planning)), opts)
     }
 
     /// Open (creating and migrating) the database `file` in `dir` with its own migrations.
-    /// `watch`: tables whose changes are counted (see [`Changes`]).
+    /// `watch`: tables whose changes a cache hears of (see [`Changes`]).
     pub(crate) fn open_file(
         dir: &Path,
         file: &str,
         migrations: &'static [(i64, &'static str)],
-        watch: Option<&'static schema::Watch>,
+        watch: Option<(&'static schema::Watch, Arc<dyn Invalidate>)>,
         opts: &SqliteOptions,
     ) -> Result<Engine, StoreError> {
         assert!(opts.readers >= 1, "at least one reader");
@@ -247,20 +330,19 @@ impl Engine {
         schema::migrate(&mut conn, migrations)?;
         let changes = Arc::new(Changes::new(watch));
         changes.hook(&mut conn)?;
-        changes.observe(&conn);
+        changes.look_for_others(&conn);
         let mut readers = Vec::with_capacity(opts.readers);
         for _ in 0..opts.readers {
             readers.push(open_connection(&path, opts.durability, false)?);
         }
         let checkpoint_conn = open_connection(&path, opts.durability, true)?;
         let (stop_checkpoints, stopped) = std::sync::mpsc::channel::<()>();
-        let watched = changes.clone();
         let checkpointer = std::thread::Builder::new()
             .name("meterhub-store-checkpoint".into())
-            .spawn(move || checkpointer_loop(checkpoint_conn, stopped, &watched))
+            .spawn(move || checkpointer_loop(checkpoint_conn, stopped))
             .map_err(|e| StoreError::Backend(format!("cannot start the checkpoint thread: {e}")))?;
         let (tx, rx) = mpsc::channel::<Msg>(WRITE_QUEUE_MAX);
-        let written = changes.clone();
+        let written = changes;
         let handle = std::thread::Builder::new()
             .name("meterhub-store-writer".into())
             .spawn(move || {
@@ -277,7 +359,7 @@ impl Engine {
             .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
         Ok(Engine {
             path,
-            changes,
+            durability: opts.durability,
             writer: tx,
             writer_thread: Mutex::new(Some(handle)),
             read_permits: Arc::new(Semaphore::new(readers.len())),
@@ -289,9 +371,9 @@ impl Engine {
         &self.path
     }
 
-    /// The watched change counter's epoch (see [`Changes`]).
-    pub(crate) fn changes(&self) -> &Changes {
-        &self.changes
+    /// A read connection of its own, outside the pool (for a background reader).
+    pub(crate) fn open_reader(&self) -> Result<Connection, StoreError> {
+        open_connection(&self.path, self.durability, false)
     }
 
     /// Run `f` in the writer's transaction. Returns once the batch holding it is committed.
@@ -405,14 +487,11 @@ impl Engine {
 
 /// Fold the WAL into the database in the background, so the writer never stops to do it.
 /// Passive: it copies what no reader still needs and never blocks the writer or readers.
-/// Also watches the change counter, so commits by other processes are noticed within an
-/// interval even when this process writes nothing.
-fn checkpointer_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>, changes: &Changes) {
+fn checkpointer_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
     while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_INTERVAL) {
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             tracing::warn!(message = "Background checkpoint failed; retrying.", error = %e);
         }
-        changes.observe(&conn);
     }
 }
 
@@ -425,6 +504,39 @@ fn end_read(conn: &Connection) {
     }
 }
 
+/// The keys of the changed rows: their key columns now (a row since deleted has none), and
+/// the old keys the triggers kept.
+fn changed_keys(
+    writer: &Connection,
+    watch: &schema::Watch,
+    rows: &[(usize, i64)],
+) -> Result<Vec<(&'static str, String)>, rusqlite::Error> {
+    let mut keys: Vec<(&'static str, String)> = Vec::new();
+    let mut note = |col: &str, key: Option<String>| {
+        let Some(key) = key else { return };
+        let Some(col) = watch.tables.iter().flat_map(|(_, cols)| cols.iter()).find(|c| **c == col) else { return };
+        if !keys.iter().any(|(c, k)| c == col && *k == key) {
+            keys.push((col, key));
+        }
+    };
+    for (t, rowid) in rows {
+        let (table, cols) = watch.tables[*t];
+        let mut s = writer.prepare_cached(&format!("SELECT {} FROM main.{table} WHERE rowid = ?1", cols.join(", ")))?;
+        let mut found = s.query([rowid])?;
+        if let Some(row) = found.next()? {
+            for (i, col) in cols.iter().enumerate() {
+                note(col, row.get::<_, Option<String>>(i)?);
+            }
+        }
+    }
+    let mut s = writer.prepare_cached(&format!("SELECT col, key FROM {OLD_KEYS}"))?;
+    let mut old = s.query([])?;
+    while let Some(row) = old.next()? {
+        note(&row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?);
+    }
+    Ok(keys)
+}
+
 fn writer_loop(conn: &Connection, mut rx: mpsc::Receiver<Msg>, changes: &Changes) {
     let mut batch: Vec<(Job, Guard)> = Vec::with_capacity(WRITE_BATCH_MAX);
     // A message that ended a batch and still has to run.
@@ -432,12 +544,29 @@ fn writer_loop(conn: &Connection, mut rx: mpsc::Receiver<Msg>, changes: &Changes
     // The page cache is sized for what runs: bulk jobs or batches (changed only when that
     // changes, as shrinking it drops pages a run of bulk jobs would read again).
     let mut bulk = false;
+    // Waits for the next message at most an interval, so that while idle the writer still
+    // looks for commits by others every interval (`Changes::look_for_others`).
+    let waiter = tokio::runtime::Builder::new_current_thread().enable_time().build();
     loop {
         let msg = match held.take() {
             Some(m) => m,
-            None => match rx.blocking_recv() {
-                Some(m) => m,
-                None => break,
+            None => match rx.try_recv() {
+                Ok(m) => m,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    let next = match &waiter {
+                        Ok(rt) => rt.block_on(async { tokio::time::timeout(CHECKPOINT_INTERVAL, rx.recv()).await }),
+                        Err(_) => Ok(rx.blocking_recv()),
+                    };
+                    match next {
+                        Ok(Some(m)) => m,
+                        Ok(None) => break,
+                        Err(_) => {
+                            changes.look_for_others(conn);
+                            continue;
+                        }
+                    }
+                }
             },
         };
         match msg {
@@ -510,24 +639,28 @@ fn run_solo(conn: &Connection, job: Job, changes: &Changes) {
         job(Err(unavailable(e)));
         return;
     }
+    changes.look_for_others(conn);
     match catch_unwind(AssertUnwindSafe(|| job(Ok(conn)))) {
         Ok(Some(pending)) if pending.ok => {
-            let commit = changes.before_commit(conn).and_then(|_| conn.execute_batch("COMMIT")).map_err(unavailable);
+            let changed = changes.before_commit(conn);
+            let commit = conn.execute_batch("COMMIT").map_err(unavailable);
             if let Err(e) = &commit {
                 tracing::error!(message = "Store commit failed; the transaction was rolled back.", error = %e);
                 let _ = conn.execute_batch("ROLLBACK");
             }
-            changes.observe(conn);
+            changes.after_commit(changed);
             (pending.reply)(commit);
         }
         Ok(Some(pending)) => {
             let _ = conn.execute_batch("ROLLBACK");
+            changes.rolled_back();
             (pending.reply)(Ok(()));
         }
         Ok(None) => {}
         Err(_) => {
             tracing::error!(message = "A store job panicked; its changes were rolled back.");
             let _ = conn.execute_batch("ROLLBACK");
+            changes.rolled_back();
         }
     }
 }
@@ -612,6 +745,7 @@ fn run_batch(conn: &Connection, batch: &mut Vec<(Job, Guard)>, changes: &Changes
         }
         return;
     }
+    changes.look_for_others(conn);
     let mut replies = Vec::with_capacity(batch.len());
     // Set when the batch can no longer commit as a whole: every job in it is then refused.
     let mut aborted: Option<StoreError> = None;
@@ -633,9 +767,10 @@ fn run_batch(conn: &Connection, batch: &mut Vec<(Job, Guard)>, changes: &Changes
             aborted.get_or_insert(StoreError::Backend("the database aborted the write transaction".into()));
         }
     }
+    let changed = if aborted.is_none() { changes.before_commit(conn) } else { None };
     let commit = match aborted {
         Some(e) => Err(e),
-        None => changes.before_commit(conn).and_then(|_| conn.execute_batch("COMMIT")).map_err(unavailable),
+        None => conn.execute_batch("COMMIT").map_err(unavailable),
     };
     if let Err(e) = &commit {
         tracing::error!(message = "Store batch failed; it was rolled back and every write in it refused.", error = %e);
@@ -644,7 +779,7 @@ fn run_batch(conn: &Connection, batch: &mut Vec<(Job, Guard)>, changes: &Changes
         }
     }
     // Before anyone hears their write is done, so whatever they read next is not stale.
-    changes.observe(conn);
+    changes.after_commit(changed);
     for reply in replies {
         reply(commit.clone());
     }
@@ -695,6 +830,124 @@ mod tests {
         (open_gate, gate_job)
     }
 
+    /// Remembers what the writer told it.
+    #[derive(Default)]
+    struct Heard(Mutex<Vec<Changed>>);
+
+    impl Invalidate for Heard {
+        fn invalidate(&self, changed: &Changed) {
+            self.0.lock().unwrap().push(changed.clone());
+        }
+    }
+
+    impl Heard {
+        fn take(&self) -> Vec<Changed> {
+            std::mem::take(&mut *self.0.lock().unwrap())
+        }
+    }
+
+    /// The hub's database, with a listener in place of the planning cache.
+    fn open_hub(dir: &Path, opts: &SqliteOptions) -> (Engine, Arc<Heard>) {
+        let heard = Arc::new(Heard::default());
+        (Engine::open(dir, opts, heard.clone()).unwrap(), heard)
+    }
+
+    /// The writer names every metering point and device whose planning facts a commit
+    /// changed — new keys and old ones, of inserted, updated and deleted rows — just before
+    /// the commit and again after it; a commit that touches none is not heard of; a bulk
+    /// job, and a commit by another connection, change everything.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_names_each_changed_key_before_and_after_its_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, heard) = open_hub(dir.path(), &SqliteOptions::default());
+        let sql = |sql: &'static str| move |c: &Connection| c.execute_batch(sql).map_err(backend);
+        let keys = |k: &[(&'static str, &str)]| Changed::Keys(k.iter().map(|(c, v)| (*c, v.to_string())).collect());
+        // Opening looked for others' commits: a first reading drops everything.
+        assert_eq!(heard.take(), [Changed::All]);
+
+        engine
+            .write(sql(
+                "INSERT INTO parties (id, name, roles, originator, created_at) VALUES ('acme', 'A', 'IS', '00', 0); \
+                        INSERT INTO premises (id, comms_hub, installed_at, installed_by) VALUES (1, '01', 0, 'acme');",
+            ))
+            .await
+            .unwrap();
+        assert_eq!(heard.take(), [], "nothing watched changed");
+
+        engine
+            .write(sql("INSERT INTO metering_points (mpxn, fuel, created_at) VALUES ('1312345678907', 'electricity', 0); \
+                        INSERT INTO registrations (mpxn, effective_from, supplier, network_operator, meter_type, recorded_at, recorded_by) \
+                        VALUES ('1312345678907', 0, 'acme', 'acme', 'smart-compliant', 0, 'acme'); \
+                        INSERT INTO enrolments (mpxn, effective_from, enrolled, recorded_at, recorded_by) \
+                        VALUES ('1312345678907', 0, 1, 0, 'acme');"))
+            .await
+            .unwrap();
+        let once = keys(&[("mpxn", "1312345678907")]);
+        assert_eq!(heard.take(), [once.clone(), once]);
+
+        engine
+            .write(sql("INSERT INTO devices (eui, premises_id, kind, installed_at, mpxn) \
+                        VALUES ('00000000000000A1', 1, 'electricity-meter', 0, '1312345678907')"))
+            .await
+            .unwrap();
+        let linked = keys(&[("mpxn", "1312345678907"), ("eui", "00000000000000A1")]);
+        assert_eq!(heard.take(), [linked.clone(), linked]);
+
+        // Re-linked: the old metering point is named as well as the new one.
+        engine.write(sql("UPDATE devices SET mpxn = '1700053058802' WHERE eui = '00000000000000A1'")).await.unwrap();
+        let relinked = keys(&[("mpxn", "1700053058802"), ("eui", "00000000000000A1"), ("mpxn", "1312345678907")]);
+        assert_eq!(heard.take(), [relinked.clone(), relinked]);
+        // A column that is no key: the row is still named (by its keys now).
+        engine.write(sql("UPDATE devices SET on_han = 0 WHERE eui = '00000000000000A1'")).await.unwrap();
+        let same = keys(&[("mpxn", "1700053058802"), ("eui", "00000000000000A1")]);
+        assert_eq!(heard.take(), [same.clone(), same]);
+        engine.write(sql("DELETE FROM devices WHERE eui = '00000000000000A1'")).await.unwrap();
+        let gone = keys(&[("mpxn", "1700053058802"), ("eui", "00000000000000A1")]);
+        assert_eq!(heard.take(), [gone.clone(), gone]);
+
+        // A job that fails alone in its batch is rolled back: its keys may be named or not,
+        // but a later commit does not name them again.
+        let _ = engine
+            .write(|c| {
+                c.execute_batch(
+                    "INSERT INTO metering_points (mpxn, fuel, created_at) VALUES ('1700053058802', 'gas', 0)",
+                )
+                .map_err(backend)?;
+                Err::<(), _>(StoreError::Conflict("changed its mind".into()))
+            })
+            .await;
+        heard.take();
+        engine.write(sql("UPDATE premises SET installed_at = 1")).await.unwrap();
+        assert_eq!(heard.take(), []);
+
+        // A bulk job: too many rows to name.
+        engine
+            .write_solo(|c| {
+                for i in 0..(CHANGED_ROWS_MAX + 1) {
+                    c.execute(
+                        "INSERT INTO devices (eui, premises_id, kind, installed_at) VALUES (?1, 1, 'ppmid', 0)",
+                        [format!("{:016X}", 0x1000 + i)],
+                    )
+                    .map_err(backend)?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(heard.take(), [Changed::All, Changed::All]);
+
+        // Another connection's commit (the sqlite3 shell): seen within an interval while
+        // the writer is idle.
+        let raw = Connection::open(dir.path().join("meterhub.sqlite3")).unwrap();
+        raw.execute("UPDATE premises SET installed_at = 2", []).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !heard.take().contains(&Changed::All) {
+            assert!(std::time::Instant::now() < deadline, "another connection's commit was never seen");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        engine.close().await;
+    }
+
     /// Wait until `n` jobs wait in the writer's queue.
     async fn until_queued(engine: &Engine, n: usize) {
         while engine.writer.capacity() > WRITE_QUEUE_MAX - n {
@@ -707,7 +960,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_writer_sizes_its_page_cache_for_bulk_jobs_and_for_batches() {
         let dir = tempfile::tempdir().unwrap();
-        let engine = Engine::open(dir.path(), &SqliteOptions::default()).unwrap();
+        let engine = open_hub(dir.path(), &SqliteOptions::default()).0;
         let cache = |c: &Connection| c.query_row("PRAGMA cache_size", [], |r| r.get::<_, i64>(0)).map_err(backend);
         assert_eq!(engine.write(cache).await.unwrap(), -WRITER_CACHE_KIB);
         assert_eq!(engine.write_solo(cache).await.unwrap(), -BULK_CACHE_KIB);
@@ -721,8 +974,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_read_leaves_no_snapshot_behind() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = SqliteOptions { durability: Durability::Normal, readers: 1 };
-        let engine = Engine::open(dir.path(), &opts).unwrap();
+        let opts = SqliteOptions { durability: Durability::Normal, readers: 1, ..Default::default() };
+        let engine = open_hub(dir.path(), &opts).0;
         engine.write(|c| c.execute_batch("CREATE TABLE t (v INTEGER)").map_err(backend)).await.unwrap();
         let count =
             || engine.read(|c| c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0)).map_err(backend));
@@ -743,7 +996,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failing_checked_write_refuses_its_whole_batch() {
         let dir = tempfile::tempdir().unwrap();
-        let engine = Arc::new(Engine::open(dir.path(), &SqliteOptions::default()).unwrap());
+        let engine = Arc::new(open_hub(dir.path(), &SqliteOptions::default()).0);
         engine.write(|c| c.execute_batch("CREATE TABLE t (v INTEGER)").map_err(backend)).await.unwrap();
         let count = |engine: Arc<Engine>| async move {
             engine.read(|c| c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0)).map_err(backend)).await
@@ -789,7 +1042,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_aborted_batch_refuses_every_write_in_it() {
         let dir = tempfile::tempdir().unwrap();
-        let engine = Arc::new(Engine::open(dir.path(), &SqliteOptions::default()).unwrap());
+        let engine = Arc::new(open_hub(dir.path(), &SqliteOptions::default()).0);
         engine.write(|c| c.execute_batch("CREATE TABLE t (v INTEGER)").map_err(backend)).await.unwrap();
 
         // Hold the writer until both jobs below are queued, so they share one batch.

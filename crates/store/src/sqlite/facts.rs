@@ -1,43 +1,52 @@
 //! The planning cache: what every service request is planned from, twice (at submission and
 //! again at execution): a metering point's registration and enrolment histories and its
 //! linked meter, and devices by EUI. Read from the database in one read transaction per
-//! metering point and kept in bounded LRU maps.
+//! metering point, and kept in memory until what they were read from changes.
 //!
-//! Correctness rests on the engine's epoch (`engine::Changes`). An entry is tagged with the
-//! epoch taken *before* its read and used only while the epoch is unchanged. The epoch moves
-//! when this process's writer commits a change to registrations, enrolments or devices
-//! (noted by SQLite's update hook, counted in migration 14's counter): just before the
-//! commit and again after it, before any writer hears its write is done, so a caller never
-//! reads back less than it wrote. A commit by another meterhub process on the same data
-//! directory (a local command) is noticed by the checkpointer within its interval (100 ms).
-//! A commit by another tool (the sqlite3 shell) moves no counter: no entry is used once it
-//! is [`ENTRY_AGE_MAX`] old, so such an edit is seen within a second.
+//! Metering points are kept packed (postcard, with party ids and device kinds as indexes
+//! into a table of the texts seen): about 100 bytes each, so a national fleet's 32 million
+//! fit in a few GiB, and a hub that has seen each metering point once plans from memory.
+//! The number kept is bounded ([`super::SqliteOptions::planning_entries`]); beyond it the
+//! least recently used goes.
+//!
+//! Correctness rests on the engine telling the cache of every change, per key
+//! (`engine::Changes`): the writer names the metering points and devices each commit
+//! changed just before the commit and again after it, before any writer hears its write is
+//! done, so a caller never reads back less than it wrote; a commit by anyone else drops
+//! everything. A read that races a change must not keep what it read: every invalidation
+//! takes a new generation and marks the shards it touched with it, and an entry read under
+//! an older generation (taken before the read began) is not kept in a shard marked since.
 
-use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
-use domain::registry::{EnrolmentVersion, RegistrationVersion};
-use domain::{Eui64, Mpxn};
+use domain::registry::{EnrolmentVersion, MeterType, PaymentMode, RegistrationData, RegistrationVersion};
+use domain::{Eui64, Mpxn, PartyId};
 use jiff::Timestamp;
 use lru::LruCache;
 use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
 
 use crate::{DeviceRecord, StoreError};
 
-use super::engine::backend;
+use super::engine::{Changed, Invalidate, backend};
 
-/// Metering points (and, separately, devices) kept at most. Entries need only outlive the
-/// few milliseconds between a request's submission and its execution to halve the reads;
-/// 4,096 of each cost a few MiB at most, whatever the fleet's size.
-pub(crate) const PLANNING_CACHE_ENTRIES: usize = 4096;
-/// An entry older than this is read again, whatever the epoch says (see the module note).
-pub(crate) const ENTRY_AGE_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+/// Metering points kept at most, by default: 4 Mi, a few hundred MiB when full.
+pub const PLANNING_ENTRIES_DEFAULT: usize = 4 << 20;
+/// Devices kept by EUI (those asked for by EUI; meters also come with their metering
+/// point). Entries need only outlive the few milliseconds between a request's submission
+/// and its execution.
+const DEVICE_ENTRIES: usize = 4096;
+/// Each map is split into this many independently locked shards.
+const SHARDS: usize = 64;
 /// Histories longer than this are read each time rather than kept (they are rare: one
 /// version per change of supplier or of registration data).
 const VERSIONS_KEPT_MAX: usize = 64;
 
 /// What the store knows about one metering point.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub(crate) struct MpxnFacts {
     /// In recording order (`seq`).
     pub registrations: Vec<RegistrationVersion>,
@@ -109,60 +118,713 @@ fn load_in_snapshot(conn: &Connection, m: Mpxn) -> Result<MpxnFacts, StoreError>
     Ok(MpxnFacts { registrations, enrolments, meter })
 }
 
-/// The epoch an entry was read under, when, and the entry.
-type Tagged<T> = (u64, std::time::Instant, Arc<T>);
-
-/// The bounded maps, each entry tagged with the epoch it was read under.
-pub(crate) struct PlanningCache {
-    mpxns: Mutex<LruCache<Mpxn, Tagged<MpxnFacts>>>,
-    devices: Mutex<LruCache<Eui64, Tagged<Option<DeviceRecord>>>>,
+/// The facts of the (at most) `n` metering points after `after` in key order, in one read
+/// transaction: three range scans of the tables' metering point indexes, not three
+/// lookups each. Returns the last key read (`None`: there were none).
+fn load_range(
+    conn: &Connection,
+    after: &str,
+    n: usize,
+) -> Result<Option<(String, Vec<(Mpxn, MpxnFacts)>)>, StoreError> {
+    super::engine::in_snapshot(conn, || {
+        let keys: Vec<String> = conn
+            .prepare_cached("SELECT mpxn FROM metering_points WHERE mpxn > ?1 ORDER BY mpxn LIMIT ?2")
+            .and_then(|mut s| s.query_map(rusqlite::params![after, n as i64], |r| r.get(0))?.collect())
+            .map_err(backend)?;
+        let Some(last) = keys.last().cloned() else { return Ok(None) };
+        let mut all: std::collections::BTreeMap<String, MpxnFacts> = keys
+            .into_iter()
+            .map(|k| (k, MpxnFacts { registrations: Vec::new(), enrolments: Vec::new(), meter: None }))
+            .collect();
+        let range = rusqlite::params![after, &last];
+        let sql = format!(
+            "SELECT {} FROM registrations WHERE mpxn > ?1 AND mpxn <= ?2 ORDER BY mpxn, effective_from, seq",
+            super::REG_COLS
+        );
+        let mut s = conn.prepare_cached(&sql).map_err(backend)?;
+        for row in s.query_map(range, super::raw_registration).map_err(backend)? {
+            let v = row.map_err(backend)?;
+            if let Some(f) = all.get_mut(&v.mpxn) {
+                f.registrations.push(v.into_version()?);
+            }
+        }
+        let sql = format!(
+            "SELECT {} FROM enrolments WHERE mpxn > ?1 AND mpxn <= ?2 ORDER BY mpxn, effective_from, seq",
+            super::ENROL_COLS
+        );
+        let mut s = conn.prepare_cached(&sql).map_err(backend)?;
+        for row in s.query_map(range, super::enrolment_row).map_err(backend)? {
+            let row = row.map_err(backend)?;
+            if let Some(f) = all.get_mut(&row.1) {
+                f.enrolments.push(super::into_enrolment(row)?);
+            }
+        }
+        let sql = format!("SELECT {} FROM devices WHERE mpxn > ?1 AND mpxn <= ?2", super::pipeline::DEVICE_COLS);
+        let mut s = conn.prepare_cached(&sql).map_err(backend)?;
+        for row in s.query_map(range, super::pipeline::raw_device).map_err(backend)? {
+            let d = super::pipeline::into_device(row.map_err(backend)?)?;
+            if let Some(f) = d.mpxn.map(|m| m.to_string()).and_then(|k| all.get_mut(&k)) {
+                f.meter = Some(d);
+            }
+        }
+        let facts = all
+            .into_iter()
+            .map(|(k, mut f)| {
+                f.registrations.sort_by_key(|v| v.seq);
+                f.enrolments.sort_by_key(|v| v.seq);
+                Ok((super::mpxn(&k)?, f))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Some((last, facts)))
+    })
 }
 
-fn fresh<K: std::hash::Hash + Eq, T>(map: &Mutex<LruCache<K, Tagged<T>>>, k: &K, epoch: u64) -> Option<Arc<T>> {
-    let mut map = map.lock().expect("planning cache");
-    match map.get(k) {
-        Some((tag, read, v)) if *tag == epoch && read.elapsed() < ENTRY_AGE_MAX => Some(v.clone()),
-        Some(_) => {
-            map.pop(k);
-            None
+/// Metering points read per read transaction while warming.
+const WARM_CHUNK: usize = 1024;
+/// Warming starts once everything was dropped and nothing more was for this long (a bulk
+/// job drops everything at each of its commits).
+const WARM_QUIET: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Fill the cache in the background, in key order, each time everything was dropped (at
+/// open, after a bulk job, after another process's commit), until it is full: so that a hub
+/// plans from memory from its first requests on, not once it has met each metering point.
+/// Requests never wait for it; what it reads under a ticket that a change overtook is not
+/// kept (as for any read). Stops when the cache is closed or dropped.
+pub(crate) fn spawn_warmer(cache: &Arc<PlanningCache>, conn: Connection) -> Result<(), StoreError> {
+    let cache = Arc::downgrade(cache);
+    std::thread::Builder::new()
+        .name("meterhub-store-warm".into())
+        .spawn(move || warm_loop(&cache, &conn))
+        .map(|_| ())
+        .map_err(|e| StoreError::Backend(format!("cannot start the planning cache's warming thread: {e}")))
+}
+
+fn warm_loop(weak: &std::sync::Weak<PlanningCache>, conn: &Connection) {
+    // The count of drops the last warming started after.
+    let mut warmed = 0;
+    loop {
+        let Some(cache) = weak.upgrade() else { return };
+        let drops = cache.wait_for_drop(warmed, std::time::Duration::from_secs(1));
+        if cache.closed() {
+            return;
         }
-        None => None,
+        if drops == warmed {
+            continue;
+        }
+        drop(cache);
+        std::thread::sleep(WARM_QUIET);
+        let Some(cache) = weak.upgrade() else { return };
+        if cache.drops() != drops {
+            continue;
+        }
+        let started = std::time::Instant::now();
+        let mut after = String::new();
+        let mut kept = 0usize;
+        while cache.drops() == drops && !cache.closed() && !cache.full() {
+            let ticket = cache.ticket();
+            match load_range(conn, &after, WARM_CHUNK) {
+                Ok(Some((last, facts))) => {
+                    after = last;
+                    for (m, f) in facts {
+                        kept += usize::from(cache.put_warm(m, ticket, &f));
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(message = "Warming the planning cache failed; it fills as requests come.", error = %e);
+                    break;
+                }
+            }
+        }
+        tracing::debug!(
+            message = "Planning cache warmed.",
+            metering_points = kept,
+            seconds = started.elapsed().as_secs_f64()
+        );
+        warmed = drops;
     }
+}
+
+/// How full the planning cache is and how it has served (`meterhub bench pipeline` prints it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanningStats {
+    /// Metering points kept.
+    pub entries: usize,
+    /// Bytes their packed facts take (not counting the maps' own overhead).
+    pub packed_bytes: usize,
+    /// Metering point lookups answered from memory, and read from the database.
+    pub hits: u64,
+    pub misses: u64,
+}
+
+/// One independently locked part of a map, and the last generation that invalidated in it.
+/// Its map grows as it is filled (an `LruCache` made with a capacity allocates it all at
+/// once), up to `cap`.
+struct Shard<K: Hash + Eq, V> {
+    map: LruCache<K, V>,
+    cap: usize,
+    invalidated: u64,
+    bytes: usize,
+}
+
+impl<K: Hash + Eq, V> Shard<K, V> {
+    /// Keep `v`; returns what it replaced or pushed out.
+    fn put(&mut self, k: K, v: V) -> Option<V> {
+        let replaced = self.map.put(k, v);
+        if replaced.is_some() || self.map.len() <= self.cap {
+            return replaced;
+        }
+        self.map.pop_lru().map(|(_, v)| v)
+    }
+}
+
+fn shards<K: Hash + Eq, V>(entries: usize) -> Box<[Mutex<Shard<K, V>>]> {
+    let cap = entries.div_ceil(SHARDS).max(1);
+    (0..SHARDS).map(|_| Mutex::new(Shard { map: LruCache::unbounded(), cap, invalidated: 0, bytes: 0 })).collect()
+}
+
+fn shard_of<K: Hash>(k: &K) -> usize {
+    let mut h = std::hash::DefaultHasher::new();
+    k.hash(&mut h);
+    (h.finish() % SHARDS as u64) as usize
+}
+
+/// Texts that repeat across metering points (party ids, device kinds), each stored once;
+/// packed entries hold their index.
+#[derive(Default)]
+struct Texts {
+    inner: RwLock<(Vec<String>, HashMap<String, u32>)>,
+}
+
+impl Texts {
+    fn index(&self, text: &str) -> u32 {
+        if let Some(i) = self.inner.read().expect("texts").1.get(text) {
+            return *i;
+        }
+        let mut inner = self.inner.write().expect("texts");
+        let (all, by_text) = &mut *inner;
+        *by_text.entry(text.to_string()).or_insert_with(|| {
+            all.push(text.to_string());
+            (all.len() - 1) as u32
+        })
+    }
+}
+
+/// The packed form of [`MpxnFacts`] (its metering point is the key). Timestamps are
+/// microseconds.
+#[derive(Serialize, Deserialize)]
+struct Packed {
+    registrations: Vec<PackedRegistration>,
+    enrolments: Vec<PackedEnrolment>,
+    meter: Option<PackedDevice>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PackedRegistration {
+    seq: i64,
+    effective_from: i64,
+    supplier: u32,
+    export_supplier: Option<u32>,
+    shipper: Option<u32>,
+    network_operator: u32,
+    smart: bool,
+    payment_mode: Option<PaymentMode>,
+    annual_quantity_kwh: Option<u64>,
+    recorded_at: i64,
+    recorded_by: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PackedEnrolment {
+    seq: i64,
+    effective_from: i64,
+    enrolled: bool,
+    recorded_at: i64,
+    recorded_by: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PackedDevice {
+    eui: u64,
+    premises_id: i64,
+    kind: u32,
+    installed_at: i64,
+    commissioned_at: Option<i64>,
+    trusted_supplier: Option<u32>,
+    on_han: bool,
+    joined_to: Vec<u64>,
+}
+
+fn pack(f: &MpxnFacts, texts: &Texts) -> Box<[u8]> {
+    let party = |p: &PartyId| texts.index(p.as_str());
+    let packed = Packed {
+        registrations: f
+            .registrations
+            .iter()
+            .map(|r| PackedRegistration {
+                seq: r.seq,
+                effective_from: r.effective_from.as_microsecond(),
+                supplier: party(&r.data.supplier),
+                export_supplier: r.data.export_supplier.as_ref().map(party),
+                shipper: r.data.shipper.as_ref().map(party),
+                network_operator: party(&r.data.network_operator),
+                smart: match r.data.meter_type {
+                    MeterType::SmartCompliant => true,
+                    MeterType::Traditional => false,
+                },
+                payment_mode: r.data.payment_mode,
+                annual_quantity_kwh: r.data.annual_quantity_kwh,
+                recorded_at: r.recorded_at.as_microsecond(),
+                recorded_by: party(&r.recorded_by),
+            })
+            .collect(),
+        enrolments: f
+            .enrolments
+            .iter()
+            .map(|e| PackedEnrolment {
+                seq: e.seq,
+                effective_from: e.effective_from.as_microsecond(),
+                enrolled: e.enrolled,
+                recorded_at: e.recorded_at.as_microsecond(),
+                recorded_by: party(&e.recorded_by),
+            })
+            .collect(),
+        meter: f.meter.as_ref().map(|d| PackedDevice {
+            eui: d.eui.as_u64(),
+            premises_id: d.premises_id,
+            kind: texts.index(&d.kind),
+            installed_at: d.installed_at.as_microsecond(),
+            commissioned_at: d.commissioned_at.map(Timestamp::as_microsecond),
+            trusted_supplier: d.trusted_supplier.as_ref().map(party),
+            on_han: d.on_han,
+            joined_to: d.joined_to.iter().map(|e| e.as_u64()).collect(),
+        }),
+    };
+    postcard::to_stdvec(&packed).expect("packing to memory cannot fail").into_boxed_slice()
+}
+
+fn unpack(m: Mpxn, bytes: &[u8], texts: &Texts) -> Result<MpxnFacts, StoreError> {
+    let p: Packed = postcard::from_bytes(bytes).map_err(|e| super::corrupt("planning cache entry", e))?;
+    let inner = texts.inner.read().expect("texts");
+    let text = |i: u32| inner.0.get(i as usize).ok_or_else(|| super::corrupt("planning cache text", i));
+    let party = |i: u32| text(i).and_then(|t| super::party_id(t.clone()));
+    let ts = super::ts;
+    Ok(MpxnFacts {
+        registrations: p
+            .registrations
+            .into_iter()
+            .map(|r| {
+                Ok(RegistrationVersion {
+                    seq: r.seq,
+                    mpxn: m,
+                    effective_from: ts(r.effective_from)?,
+                    data: RegistrationData {
+                        supplier: party(r.supplier)?,
+                        export_supplier: r.export_supplier.map(party).transpose()?,
+                        shipper: r.shipper.map(party).transpose()?,
+                        network_operator: party(r.network_operator)?,
+                        meter_type: if r.smart { MeterType::SmartCompliant } else { MeterType::Traditional },
+                        payment_mode: r.payment_mode,
+                        annual_quantity_kwh: r.annual_quantity_kwh,
+                    },
+                    recorded_at: ts(r.recorded_at)?,
+                    recorded_by: party(r.recorded_by)?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?,
+        enrolments: p
+            .enrolments
+            .into_iter()
+            .map(|e| {
+                Ok(EnrolmentVersion {
+                    seq: e.seq,
+                    mpxn: m,
+                    effective_from: ts(e.effective_from)?,
+                    enrolled: e.enrolled,
+                    recorded_at: ts(e.recorded_at)?,
+                    recorded_by: party(e.recorded_by)?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?,
+        meter: p
+            .meter
+            .map(|d| {
+                Ok::<_, StoreError>(DeviceRecord {
+                    eui: Eui64::from_u64(d.eui),
+                    premises_id: d.premises_id,
+                    kind: text(d.kind)?.clone(),
+                    installed_at: ts(d.installed_at)?,
+                    commissioned_at: d.commissioned_at.map(ts).transpose()?,
+                    mpxn: Some(m),
+                    trusted_supplier: d.trusted_supplier.map(party).transpose()?,
+                    on_han: d.on_han,
+                    joined_to: d.joined_to.into_iter().map(Eui64::from_u64).collect(),
+                })
+            })
+            .transpose()?,
+    })
+}
+
+/// The bounded maps, and the generation that orders invalidations against reads.
+pub(crate) struct PlanningCache {
+    generation: AtomicU64,
+    mpxns: Box<[Mutex<Shard<Mpxn, Box<[u8]>>>]>,
+    devices: Box<[Mutex<Shard<Eui64, Arc<Option<DeviceRecord>>>>]>,
+    texts: Texts,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    /// How many times everything was dropped, for the warming thread to wait on.
+    drops: (Mutex<u64>, std::sync::Condvar),
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl PlanningCache {
     pub(crate) fn new(entries: usize) -> PlanningCache {
-        let cap = NonZeroUsize::new(entries.max(1)).expect("non-zero");
-        PlanningCache { mpxns: Mutex::new(LruCache::new(cap)), devices: Mutex::new(LruCache::new(cap)) }
+        PlanningCache {
+            generation: AtomicU64::new(0),
+            mpxns: shards(entries),
+            devices: shards(DEVICE_ENTRIES),
+            texts: Texts::default(),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            drops: (Mutex::new(0), std::sync::Condvar::new()),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 
-    pub(crate) fn mpxn(&self, m: Mpxn, epoch: u64) -> Option<Arc<MpxnFacts>> {
-        fresh(&self.mpxns, &m, epoch)
+    fn drops(&self) -> u64 {
+        *self.drops.0.lock().expect("planning cache")
     }
 
-    /// Keep `facts`, read under `epoch`; its meter is kept by EUI too.
-    pub(crate) fn put_mpxn(&self, m: Mpxn, epoch: u64, facts: Arc<MpxnFacts>) {
+    /// Wait (at most `timeout`) until everything was dropped more than `seen` times.
+    fn wait_for_drop(&self, seen: u64, timeout: std::time::Duration) -> u64 {
+        let drops = self.drops.0.lock().expect("planning cache");
+        *self.drops.1.wait_timeout_while(drops, timeout, |d| *d == seen).expect("planning cache").0
+    }
+
+    /// The store closes: warming stops.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.drops.1.notify_all();
+    }
+
+    fn closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Every shard holds as many as it may.
+    fn full(&self) -> bool {
+        self.mpxns.iter().all(|s| {
+            let s = s.lock().expect("planning cache");
+            s.map.len() >= s.cap
+        })
+    }
+
+    /// Keep `facts` read by warming, unless something is kept for `m` already or its shard
+    /// is full (warming never pushes out what requests used). Returns whether it was kept.
+    fn put_warm(&self, m: Mpxn, ticket: u64, facts: &MpxnFacts) -> bool {
+        if !facts.keepable() {
+            return false;
+        }
+        let bytes = pack(facts, &self.texts);
+        let mut shard = self.mpxns[shard_of(&m)].lock().expect("planning cache");
+        if shard.invalidated > ticket || shard.map.len() >= shard.cap || shard.map.contains(&m) {
+            return false;
+        }
+        shard.bytes += bytes.len();
+        shard.map.put(m, bytes);
+        true
+    }
+
+    /// Taken before reading the database for an entry, and given back with what was read.
+    pub(crate) fn ticket(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mpxn(&self, m: Mpxn) -> Option<MpxnFacts> {
+        let found = {
+            let mut shard = self.mpxns[shard_of(&m)].lock().expect("planning cache");
+            shard.map.get(&m).map(|bytes| unpack(m, bytes, &self.texts))
+        };
+        match found {
+            Some(Ok(f)) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                Some(f)
+            }
+            Some(Err(e)) => {
+                // Cannot happen short of a bug in packing: read it again.
+                tracing::error!(message = "A planning cache entry was unreadable; reading the database.", error = %e);
+                self.invalidate(&Changed::All);
+                None
+            }
+            None => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Keep `facts`, read after `ticket` was taken; its meter is kept by EUI too.
+    pub(crate) fn put_mpxn(&self, m: Mpxn, ticket: u64, facts: &MpxnFacts) {
         if !facts.keepable() {
             return;
         }
         if let Some(meter) = &facts.meter {
-            self.put_device(meter.eui, epoch, Some(meter.clone()));
+            self.put_device(meter.eui, ticket, Some(meter.clone()));
         }
-        self.mpxns.lock().expect("planning cache").put(m, (epoch, std::time::Instant::now(), facts));
+        let bytes = pack(facts, &self.texts);
+        let mut shard = self.mpxns[shard_of(&m)].lock().expect("planning cache");
+        if shard.invalidated > ticket {
+            return;
+        }
+        shard.bytes += bytes.len();
+        if let Some(old) = shard.put(m, bytes) {
+            shard.bytes -= old.len();
+        }
     }
 
-    pub(crate) fn device(&self, eui: Eui64, epoch: u64) -> Option<Arc<Option<DeviceRecord>>> {
-        fresh(&self.devices, &eui, epoch)
+    pub(crate) fn device(&self, eui: Eui64) -> Option<Arc<Option<DeviceRecord>>> {
+        self.devices[shard_of(&eui)].lock().expect("planning cache").map.get(&eui).cloned()
     }
 
-    pub(crate) fn put_device(&self, eui: Eui64, epoch: u64, device: Option<DeviceRecord>) {
-        self.devices.lock().expect("planning cache").put(eui, (epoch, std::time::Instant::now(), Arc::new(device)));
+    pub(crate) fn put_device(&self, eui: Eui64, ticket: u64, device: Option<DeviceRecord>) {
+        let mut shard = self.devices[shard_of(&eui)].lock().expect("planning cache");
+        if shard.invalidated <= ticket {
+            shard.put(eui, Arc::new(device));
+        }
+    }
+
+    pub(crate) fn stats(&self) -> PlanningStats {
+        let (mut entries, mut packed_bytes) = (0, 0);
+        for shard in &self.mpxns {
+            let shard = shard.lock().expect("planning cache");
+            entries += shard.map.len();
+            packed_bytes += shard.bytes;
+        }
+        PlanningStats {
+            entries,
+            packed_bytes,
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Invalidate for PlanningCache {
+    fn invalidate(&self, changed: &Changed) {
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let keys = match changed {
+            Changed::All => None,
+            Changed::Keys(keys) => {
+                // Every key must be understood, or everything goes.
+                let parsed: Option<Vec<Result<Mpxn, Eui64>>> = keys
+                    .iter()
+                    .map(|(column, text)| match *column {
+                        "mpxn" => super::mpxn(text).ok().map(Ok),
+                        "eui" => super::pipeline::eui(text).ok().map(Err),
+                        _ => None,
+                    })
+                    .collect();
+                parsed
+            }
+        };
+        let Some(keys) = keys else {
+            for shard in &self.mpxns {
+                let mut shard = shard.lock().expect("planning cache");
+                shard.map.clear();
+                shard.bytes = 0;
+                shard.invalidated = generation;
+            }
+            for shard in &self.devices {
+                let mut shard = shard.lock().expect("planning cache");
+                shard.map.clear();
+                shard.invalidated = generation;
+            }
+            *self.drops.0.lock().expect("planning cache") += 1;
+            self.drops.1.notify_all();
+            return;
+        };
+        for key in keys {
+            match key {
+                Ok(m) => {
+                    let mut shard = self.mpxns[shard_of(&m)].lock().expect("planning cache");
+                    if let Some(old) = shard.map.pop(&m) {
+                        shard.bytes -= old.len();
+                    }
+                    shard.invalidated = generation;
+                }
+                Err(eui) => {
+                    let mut shard = self.devices[shard_of(&eui)].lock().expect("planning cache");
+                    shard.map.pop(&eui);
+                    shard.invalidated = generation;
+                }
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn ts() -> impl Strategy<Value = Timestamp> {
+        (-10i64.pow(15)..10i64.pow(16)).prop_map(|us| Timestamp::from_microsecond(us).unwrap())
+    }
+
+    fn party() -> impl Strategy<Value = PartyId> {
+        prop::sample::select(vec!["acme", "brightside", "dno-14", "np-ssen"]).prop_map(|p| PartyId::parse(p).unwrap())
+    }
+
+    fn facts(m: Mpxn) -> impl Strategy<Value = MpxnFacts> {
+        let registration = (
+            any::<i64>(),
+            ts(),
+            (party(), prop::option::of(party()), prop::option::of(party()), party()),
+            (any::<bool>(), prop::option::of(prop::sample::select(vec![PaymentMode::Credit, PaymentMode::Prepayment]))),
+            prop::option::of(any::<u64>()),
+            (ts(), party()),
+        )
+            .prop_map(move |(seq, from, (supplier, export, shipper, no), (smart, pm), aq, (at, by))| {
+                RegistrationVersion {
+                    seq,
+                    mpxn: m,
+                    effective_from: from,
+                    data: RegistrationData {
+                        supplier,
+                        export_supplier: export,
+                        shipper,
+                        network_operator: no,
+                        meter_type: if smart { MeterType::SmartCompliant } else { MeterType::Traditional },
+                        payment_mode: pm,
+                        annual_quantity_kwh: aq,
+                    },
+                    recorded_at: at,
+                    recorded_by: by,
+                }
+            });
+        let enrolment = (any::<i64>(), ts(), any::<bool>(), ts(), party()).prop_map(move |(seq, from, on, at, by)| {
+            EnrolmentVersion { seq, mpxn: m, effective_from: from, enrolled: on, recorded_at: at, recorded_by: by }
+        });
+        let meter = (
+            any::<u64>(),
+            any::<i64>(),
+            prop::sample::select(vec!["electricity-meter", "gas-meter"]),
+            (ts(), prop::option::of(ts())),
+            prop::option::of(party()),
+            any::<bool>(),
+            prop::collection::vec(any::<u64>(), 0..3),
+        )
+            .prop_map(move |(eui, premises_id, kind, (installed, commissioned), trusted, on_han, joined)| {
+                DeviceRecord {
+                    eui: Eui64::from_u64(eui),
+                    premises_id,
+                    kind: kind.to_string(),
+                    installed_at: installed,
+                    commissioned_at: commissioned,
+                    mpxn: Some(m),
+                    trusted_supplier: trusted,
+                    on_han,
+                    joined_to: joined.into_iter().map(Eui64::from_u64).collect(),
+                }
+            });
+        (prop::collection::vec(registration, 0..4), prop::collection::vec(enrolment, 0..4), prop::option::of(meter))
+            .prop_map(|(registrations, enrolments, meter)| MpxnFacts { registrations, enrolments, meter })
+    }
+
+    fn mpxn(s: &str) -> Mpxn {
+        super::super::mpxn(s).unwrap()
+    }
+
+    proptest! {
+        /// Whatever a metering point's facts, the cache gives back exactly what it was given.
+        #[test]
+        fn packed_facts_read_back_as_they_were(f in facts(mpxn("1312345678907"))) {
+            let texts = Texts::default();
+            let packed = pack(&f, &texts);
+            let back = unpack(mpxn("1312345678907"), &packed, &texts).unwrap();
+            prop_assert_eq!(back, f);
+        }
+    }
+
+    fn one_registration(m: Mpxn, supplier: &str) -> MpxnFacts {
+        let t = Timestamp::from_second(1_700_000_000).unwrap();
+        let p = |s: &str| PartyId::parse(s).unwrap();
+        MpxnFacts {
+            registrations: vec![RegistrationVersion {
+                seq: 1,
+                mpxn: m,
+                effective_from: t,
+                data: RegistrationData {
+                    supplier: p(supplier),
+                    export_supplier: None,
+                    shipper: None,
+                    network_operator: p("dno-14"),
+                    meter_type: MeterType::SmartCompliant,
+                    payment_mode: None,
+                    annual_quantity_kwh: None,
+                },
+                recorded_at: t,
+                recorded_by: p(supplier),
+            }],
+            enrolments: Vec::new(),
+            meter: None,
+        }
+    }
+
+    fn supplier(f: &MpxnFacts) -> &str {
+        f.registrations[0].data.supplier.as_str()
+    }
+
+    /// A read that began before a change to its metering point is not kept (it may hold
+    /// what was there before); one that began after is. Changes to other metering points
+    /// leave entries alone, and a change of everything drops them all.
+    #[test]
+    fn what_was_read_before_a_change_is_not_kept() {
+        let cache = PlanningCache::new(1024);
+        let (a, b) = (mpxn("1312345678907"), mpxn("1700053058802"));
+        let before = cache.ticket();
+        cache.invalidate(&Changed::Keys(vec![("mpxn", a.to_string())]));
+        cache.put_mpxn(a, before, &one_registration(a, "acme"));
+        assert!(cache.mpxn(a).is_none(), "read before the change, kept after it");
+        let after = cache.ticket();
+        cache.put_mpxn(a, after, &one_registration(a, "brightside"));
+        cache.put_mpxn(b, after, &one_registration(b, "acme"));
+        assert_eq!(supplier(&cache.mpxn(a).unwrap()), "brightside");
+
+        cache.invalidate(&Changed::Keys(vec![("mpxn", a.to_string())]));
+        assert!(cache.mpxn(a).is_none());
+        assert_eq!(supplier(&cache.mpxn(b).unwrap()), "acme", "another metering point's change dropped it");
+
+        cache.invalidate(&Changed::Keys(vec![("eui", "00000000000000A1".into())]));
+        assert!(cache.mpxn(b).is_some(), "a device's own change leaves metering points alone");
+        cache.invalidate(&Changed::Keys(vec![("mpxn", "not an mpxn".into())]));
+        assert!(cache.mpxn(b).is_none(), "a key it cannot read drops everything");
+
+        cache.put_mpxn(b, cache.ticket(), &one_registration(b, "acme"));
+        cache.invalidate(&Changed::All);
+        assert!(cache.mpxn(b).is_none());
+        let stats = cache.stats();
+        assert_eq!((stats.entries, stats.packed_bytes), (0, 0));
+    }
+
+    /// The cache holds at most about its capacity, however many metering points pass
+    /// through, and counts what it answered.
+    #[test]
+    fn the_cache_is_bounded_and_counts_its_hits() {
+        let cache = PlanningCache::new(SHARDS * 4);
+        let m = |i: u64| mpxn(&(1_000_000 + i).to_string());
+        for i in 0..10_000 {
+            cache.put_mpxn(m(i), cache.ticket(), &one_registration(m(i), "acme"));
+        }
+        let stats = cache.stats();
+        assert!(stats.entries <= SHARDS * 4 && stats.entries >= SHARDS * 3, "{stats:?}");
+        assert!(stats.packed_bytes > 0 && stats.packed_bytes < stats.entries * 100, "{stats:?}");
+        assert!(cache.mpxn(m(9_999)).is_some(), "the most recent is kept");
+        assert!(cache.mpxn(m(0)).is_none(), "the oldest went");
+        let stats = cache.stats();
+        assert_eq!((stats.hits, stats.misses), (1, 1));
+    }
 
     /// The in-memory pick agrees with the SQL's `ORDER BY effective_from DESC, seq DESC`
     /// under `recorded_at <= known_at`.

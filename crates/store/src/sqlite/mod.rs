@@ -22,6 +22,7 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 pub use engine::{Durability, SqliteOptions, WRITE_BATCH_MAX, WRITE_QUEUE_MAX};
+pub use facts::{PLANNING_ENTRIES_DEFAULT, PlanningStats};
 pub use fleet::SqliteFleetStore;
 pub use schema::SCHEMA_VERSION;
 
@@ -35,28 +36,33 @@ use engine::{Engine, backend};
 /// The embedded SQLite store.
 pub struct SqliteStore {
     engine: Engine,
-    planning: facts::PlanningCache,
+    planning: std::sync::Arc<facts::PlanningCache>,
 }
 
 impl SqliteStore {
     /// Open (creating and migrating if needed) the store in `dir`.
     pub fn open(dir: &Path, opts: SqliteOptions) -> Result<SqliteStore, StoreError> {
-        Ok(SqliteStore {
-            engine: Engine::open(dir, &opts)?,
-            planning: facts::PlanningCache::new(facts::PLANNING_CACHE_ENTRIES),
-        })
+        let planning = std::sync::Arc::new(facts::PlanningCache::new(opts.planning_entries));
+        let engine = Engine::open(dir, &opts, planning.clone())?;
+        facts::spawn_warmer(&planning, engine.open_reader()?)?;
+        Ok(SqliteStore { engine, planning })
     }
 
     /// A metering point's planning facts, from the cache while nothing they come from has
     /// changed (see [`facts`]).
-    async fn mpxn_facts(&self, m: Mpxn) -> Result<std::sync::Arc<facts::MpxnFacts>, StoreError> {
-        let epoch = self.engine.changes().epoch();
-        if let Some(f) = self.planning.mpxn(m, epoch) {
+    async fn mpxn_facts(&self, m: Mpxn) -> Result<facts::MpxnFacts, StoreError> {
+        if let Some(f) = self.planning.mpxn(m) {
             return Ok(f);
         }
-        let found = std::sync::Arc::new(self.engine.read(move |conn| facts::load(conn, m)).await?);
-        self.planning.put_mpxn(m, epoch, found.clone());
+        let ticket = self.planning.ticket();
+        let found = self.engine.read(move |conn| facts::load(conn, m)).await?;
+        self.planning.put_mpxn(m, ticket, &found);
         Ok(found)
+    }
+
+    /// How the planning cache has served so far (see [`facts`]).
+    pub fn planning_stats(&self) -> PlanningStats {
+        self.planning.stats()
     }
 
     /// The database file.
@@ -66,6 +72,7 @@ impl SqliteStore {
 
     /// Commit queued writes and stop the writer. Later writes fail with `Closed`.
     pub async fn close(&self) {
+        self.planning.close();
         self.engine.close().await;
     }
 }
@@ -618,7 +625,7 @@ impl Store for SqliteStore {
     }
 
     async fn registration_history(&self, m: Mpxn) -> Result<Vec<RegistrationVersion>, StoreError> {
-        Ok(self.mpxn_facts(m).await?.registrations.clone())
+        Ok(self.mpxn_facts(m).await?.registrations)
     }
 
     async fn enrolment_history(&self, m: Mpxn) -> Result<Vec<EnrolmentVersion>, StoreError> {
@@ -730,12 +737,12 @@ impl Store for SqliteStore {
     }
 
     async fn device(&self, eui: Eui64) -> Result<Option<DeviceRecord>, StoreError> {
-        let epoch = self.engine.changes().epoch();
-        if let Some(d) = self.planning.device(eui, epoch) {
+        if let Some(d) = self.planning.device(eui) {
             return Ok((*d).clone());
         }
+        let ticket = self.planning.ticket();
         let found = self.engine.read(move |conn| pipeline::device(conn, eui)).await?;
-        self.planning.put_device(eui, epoch, found.clone());
+        self.planning.put_device(eui, ticket, found.clone());
         Ok(found)
     }
 
@@ -759,7 +766,7 @@ impl Store for SqliteStore {
     }
 
     async fn device_for_mpxn(&self, m: Mpxn) -> Result<Option<DeviceRecord>, StoreError> {
-        Ok(self.mpxn_facts(m).await?.meter.clone())
+        Ok(self.mpxn_facts(m).await?.meter)
     }
 
     async fn reserve_counters(&self, originator: Eui64, n: u64) -> Result<u64, StoreError> {

@@ -26,21 +26,17 @@ pub(crate) const HUB: &[(i64, &str)] = &[
     (15, include_str!("../../migrations/0015_responses_and_audit_by_request_seq.sql")),
 ];
 
-/// What the planning cache watches (migration 14): the tables a service request is planned
-/// from, and the counter each commit that changes them moves.
-pub(crate) const PLANNING: Watch = Watch {
-    tables: &["registrations", "enrolments", "devices"],
-    probe: "SELECT v FROM change_counters WHERE name = 'planning'",
-    bump: "UPDATE change_counters SET v = v + 1 WHERE name = 'planning'",
-};
+/// What the planning cache watches: the tables a service request is planned from, each with
+/// the columns its entries are keyed by. (Migration 14's change counter is no longer moved:
+/// the writer names each changed key, and sees other connections' commits by
+/// `PRAGMA data_version`.)
+pub(crate) const PLANNING: Watch =
+    Watch { tables: &[("registrations", &["mpxn"]), ("enrolments", &["mpxn"]), ("devices", &["mpxn", "eui"])] };
 
-/// Tables whose changes a database counts, for caches of them (see `engine::Changes`).
+/// Tables whose changes a cache hears of, by key (see `engine::Changes`).
 pub(crate) struct Watch {
-    pub tables: &'static [&'static str],
-    /// Reads the counter.
-    pub probe: &'static str,
-    /// Moves the counter (in the transaction that changed the tables).
-    pub bump: &'static str,
+    /// Each table, with the key columns a change to one of its rows is named by.
+    pub tables: &'static [(&'static str, &'static [&'static str])],
 }
 
 /// The schema version this build writes.
