@@ -11,7 +11,7 @@ use serde::Deserialize;
 #[derive(Args, Clone, Default)]
 pub struct GlobalArgs {
     /// TOML settings file (keys: data_dir, listen, clock, clock_start, durability, seed,
-    /// relax_mpan_check_digit, log_format).
+    /// relax_mpan_check_digit, log_format, admitted_max, planning_cache).
     #[arg(long, global = true, env = "METERHUB_CONFIG")]
     pub config: Option<PathBuf>,
     /// Where the hub keeps its data [default: ./meterhub-data].
@@ -27,6 +27,8 @@ pub struct GlobalArgs {
 
 /// Largest `admitted_max` accepted, from any source.
 pub const ADMITTED_MAX_LIMIT: u32 = 1_000_000;
+/// Largest `planning_cache` accepted, from any source (about 25 GiB when full).
+pub const PLANNING_CACHE_LIMIT: u32 = 100_000_000;
 
 #[derive(Args, Clone, Default)]
 pub struct ServeArgs {
@@ -56,6 +58,13 @@ pub struct ServeArgs {
     /// [default: 2048].
     #[arg(long, env = "METERHUB_ADMITTED_MAX", value_parser = clap::value_parser!(u32).range(1..=ADMITTED_MAX_LIMIT as i64))]
     pub admitted_max: Option<u32>,
+    /// Metering points whose planning facts (registrations, enrolments, linked meter) the hub
+    /// keeps in memory, filled in the background after start: about 220 bytes each when full
+    /// (32 million take about 7 GiB). Beyond it the least recently used are read from the
+    /// database when a request needs them, which costs each such request about a fifth more
+    /// CPU [default: 4194304].
+    #[arg(long, env = "METERHUB_PLANNING_CACHE", value_parser = clap::value_parser!(u32).range(1..=PLANNING_CACHE_LIMIT as i64))]
+    pub planning_cache: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, Deserialize, PartialEq, Eq)]
@@ -92,6 +101,7 @@ struct FileSettings {
     log_format: Option<LogFormat>,
     seed: Option<u64>,
     admitted_max: Option<u32>,
+    planning_cache: Option<u32>,
 }
 
 /// Resolved settings.
@@ -105,6 +115,7 @@ pub struct Settings {
     pub id_rules: domain::IdRules,
     pub seed: u64,
     pub admitted_max: usize,
+    pub planning_cache: usize,
 }
 
 fn read_file(path: Option<&Path>) -> anyhow::Result<FileSettings> {
@@ -143,6 +154,11 @@ impl Settings {
                 None => hub::pipeline::ADMITTED_MAX,
                 Some(n @ 1..=ADMITTED_MAX_LIMIT) => n as usize,
                 Some(n) => bail!("admitted_max: {n} is not in 1..={ADMITTED_MAX_LIMIT} (at least 1)"),
+            },
+            planning_cache: match s.planning_cache.or(file.planning_cache) {
+                None => store::sqlite::PLANNING_ENTRIES_DEFAULT,
+                Some(n @ 1..=PLANNING_CACHE_LIMIT) => n as usize,
+                Some(n) => bail!("planning_cache: {n} is not in 1..={PLANNING_CACHE_LIMIT} (at least 1)"),
             },
         })
     }

@@ -46,8 +46,15 @@ pub async fn open_hub_quiet(
     clock_from: ClockFrom,
 ) -> anyhow::Result<(Hub, Arc<SqliteStore>, Option<hub::IssuedToken>)> {
     let store = Arc::new(
-        SqliteStore::open(&settings.data_dir, SqliteOptions { durability: settings.durability, ..Default::default() })
-            .with_context(|| format!("cannot open the data directory {}", settings.data_dir.display()))?,
+        SqliteStore::open(
+            &settings.data_dir,
+            SqliteOptions {
+                durability: settings.durability,
+                planning_entries: settings.planning_cache,
+                ..Default::default()
+            },
+        )
+        .with_context(|| format!("cannot open the data directory {}", settings.data_dir.display()))?,
     );
     let saved = hub::saved_simulated_time(store.as_ref()).await?;
     let clock: Arc<dyn hub::Clock> = match (clock_from, settings.clock, saved) {

@@ -337,6 +337,10 @@ fn settings_precedence_flag_env_file() {
     let o = Command::new(BIN).arg("--config").arg(&cfg).args(["party", "list"]).output().unwrap();
     assert_ne!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("admitted_max: 0 is not in 1..=1000000"), "{}", text(&o));
+    std::fs::write(&cfg, "planning_cache = 0\n").unwrap();
+    let o = Command::new(BIN).arg("--config").arg(&cfg).args(["party", "list"]).output().unwrap();
+    assert_ne!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("planning_cache: 0 is not in 1..=100000000"), "{}", text(&o));
 }
 
 // R-SR-2: `meterhub sign` signs exactly the pre-command bytes with the party's key (what a

@@ -777,6 +777,9 @@ fn run_batch(conn: &Connection, batch: &mut Vec<(Job, Guard)>, changes: &Changes
         if !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }
+        if changed.is_none() {
+            changes.rolled_back();
+        }
     }
     // Before anyone hears their write is done, so whatever they read next is not stale.
     changes.after_commit(changed);

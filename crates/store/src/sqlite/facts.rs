@@ -265,6 +265,8 @@ struct Shard<K: Hash + Eq, V> {
     cap: usize,
     invalidated: u64,
     bytes: usize,
+    /// The keys whose entries were last given a decoded copy, oldest first (see [`Entry`]).
+    hot: std::collections::VecDeque<K>,
 }
 
 impl<K: Hash + Eq, V> Shard<K, V> {
@@ -280,7 +282,11 @@ impl<K: Hash + Eq, V> Shard<K, V> {
 
 fn shards<K: Hash + Eq, V>(entries: usize) -> Box<[Mutex<Shard<K, V>>]> {
     let cap = entries.div_ceil(SHARDS).max(1);
-    (0..SHARDS).map(|_| Mutex::new(Shard { map: LruCache::unbounded(), cap, invalidated: 0, bytes: 0 })).collect()
+    (0..SHARDS)
+        .map(|_| {
+            Mutex::new(Shard { map: LruCache::unbounded(), cap, invalidated: 0, bytes: 0, hot: Default::default() })
+        })
+        .collect()
 }
 
 fn shard_of<K: Hash>(k: &K) -> usize {
@@ -465,10 +471,38 @@ fn unpack(m: Mpxn, bytes: &[u8], texts: &Texts) -> Result<MpxnFacts, StoreError>
     })
 }
 
+/// Decoded copies kept per shard at most: a request plans twice within milliseconds and looks
+/// a metering point up several times each time, so the last few thousand used are kept
+/// decoded as well as packed.
+const HOT_PER_SHARD: usize = 64;
+
+/// A metering point's packed facts, with a decoded copy while it is among its shard's
+/// [`HOT_PER_SHARD`] most recently decoded.
+struct Entry {
+    packed: Box<[u8]>,
+    hot: Option<Arc<MpxnFacts>>,
+}
+
+impl Shard<Mpxn, Entry> {
+    /// Give `m`'s entry its decoded copy, taking it from the longest-held one beyond the bound.
+    fn make_hot(&mut self, m: Mpxn, facts: Arc<MpxnFacts>) {
+        let Some(entry) = self.map.peek_mut(&m) else { return };
+        entry.hot = Some(facts);
+        self.hot.push_back(m);
+        if self.hot.len() > HOT_PER_SHARD
+            && let Some(old) = self.hot.pop_front()
+            && let Some(e) = self.map.peek_mut(&old)
+        {
+            // (A key held twice loses its copy early: it is only decoded again.)
+            e.hot = None;
+        }
+    }
+}
+
 /// The bounded maps, and the generation that orders invalidations against reads.
 pub(crate) struct PlanningCache {
     generation: AtomicU64,
-    mpxns: Box<[Mutex<Shard<Mpxn, Box<[u8]>>>]>,
+    mpxns: Box<[Mutex<Shard<Mpxn, Entry>>]>,
     devices: Box<[Mutex<Shard<Eui64, Arc<Option<DeviceRecord>>>>]>,
     texts: Texts,
     hits: AtomicU64,
@@ -532,7 +566,7 @@ impl PlanningCache {
             return false;
         }
         shard.bytes += bytes.len();
-        shard.map.put(m, bytes);
+        shard.map.put(m, Entry { packed: bytes, hot: None });
         true
     }
 
@@ -541,46 +575,52 @@ impl PlanningCache {
         self.generation.load(Ordering::Acquire)
     }
 
-    pub(crate) fn mpxn(&self, m: Mpxn) -> Option<MpxnFacts> {
-        let found = {
-            let mut shard = self.mpxns[shard_of(&m)].lock().expect("planning cache");
-            shard.map.get(&m).map(|bytes| unpack(m, bytes, &self.texts))
+    pub(crate) fn mpxn(&self, m: Mpxn) -> Option<Arc<MpxnFacts>> {
+        let mut shard = self.mpxns[shard_of(&m)].lock().expect("planning cache");
+        let Some(entry) = shard.map.get(&m) else {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            return None;
         };
-        match found {
-            Some(Ok(f)) => {
+        if let Some(hot) = &entry.hot {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Some(hot.clone());
+        }
+        match unpack(m, &entry.packed, &self.texts) {
+            Ok(f) => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
+                let f = Arc::new(f);
+                shard.make_hot(m, f.clone());
                 Some(f)
             }
-            Some(Err(e)) => {
+            Err(e) => {
                 // Cannot happen short of a bug in packing: read it again.
+                drop(shard);
                 tracing::error!(message = "A planning cache entry was unreadable; reading the database.", error = %e);
                 self.invalidate(&Changed::All);
-                None
-            }
-            None => {
-                self.misses.fetch_add(1, Ordering::Relaxed);
                 None
             }
         }
     }
 
     /// Keep `facts`, read after `ticket` was taken; its meter is kept by EUI too.
-    pub(crate) fn put_mpxn(&self, m: Mpxn, ticket: u64, facts: &MpxnFacts) {
+    pub(crate) fn put_mpxn(&self, m: Mpxn, ticket: u64, facts: Arc<MpxnFacts>) {
         if !facts.keepable() {
             return;
         }
         if let Some(meter) = &facts.meter {
             self.put_device(meter.eui, ticket, Some(meter.clone()));
         }
-        let bytes = pack(facts, &self.texts);
+        let bytes = pack(&facts, &self.texts);
         let mut shard = self.mpxns[shard_of(&m)].lock().expect("planning cache");
         if shard.invalidated > ticket {
             return;
         }
         shard.bytes += bytes.len();
-        if let Some(old) = shard.put(m, bytes) {
-            shard.bytes -= old.len();
+        if let Some(old) = shard.put(m, Entry { packed: bytes, hot: None }) {
+            shard.bytes -= old.packed.len();
         }
+        // Just read for a request, which will look it up again.
+        shard.make_hot(m, facts);
     }
 
     pub(crate) fn device(&self, eui: Eui64) -> Option<Arc<Option<DeviceRecord>>> {
@@ -632,6 +672,7 @@ impl Invalidate for PlanningCache {
             for shard in &self.mpxns {
                 let mut shard = shard.lock().expect("planning cache");
                 shard.map.clear();
+                shard.hot.clear();
                 shard.bytes = 0;
                 shard.invalidated = generation;
             }
@@ -649,7 +690,7 @@ impl Invalidate for PlanningCache {
                 Ok(m) => {
                     let mut shard = self.mpxns[shard_of(&m)].lock().expect("planning cache");
                     if let Some(old) = shard.map.pop(&m) {
-                        shard.bytes -= old.len();
+                        shard.bytes -= old.packed.len();
                     }
                     shard.invalidated = generation;
                 }
@@ -785,11 +826,11 @@ mod tests {
         let (a, b) = (mpxn("1312345678907"), mpxn("1700053058802"));
         let before = cache.ticket();
         cache.invalidate(&Changed::Keys(vec![("mpxn", a.to_string())]));
-        cache.put_mpxn(a, before, &one_registration(a, "acme"));
+        cache.put_mpxn(a, before, Arc::new(one_registration(a, "acme")));
         assert!(cache.mpxn(a).is_none(), "read before the change, kept after it");
         let after = cache.ticket();
-        cache.put_mpxn(a, after, &one_registration(a, "brightside"));
-        cache.put_mpxn(b, after, &one_registration(b, "acme"));
+        cache.put_mpxn(a, after, Arc::new(one_registration(a, "brightside")));
+        cache.put_mpxn(b, after, Arc::new(one_registration(b, "acme")));
         assert_eq!(supplier(&cache.mpxn(a).unwrap()), "brightside");
 
         cache.invalidate(&Changed::Keys(vec![("mpxn", a.to_string())]));
@@ -801,7 +842,7 @@ mod tests {
         cache.invalidate(&Changed::Keys(vec![("mpxn", "not an mpxn".into())]));
         assert!(cache.mpxn(b).is_none(), "a key it cannot read drops everything");
 
-        cache.put_mpxn(b, cache.ticket(), &one_registration(b, "acme"));
+        cache.put_mpxn(b, cache.ticket(), Arc::new(one_registration(b, "acme")));
         cache.invalidate(&Changed::All);
         assert!(cache.mpxn(b).is_none());
         let stats = cache.stats();
@@ -815,11 +856,21 @@ mod tests {
         let cache = PlanningCache::new(SHARDS * 4);
         let m = |i: u64| mpxn(&(1_000_000 + i).to_string());
         for i in 0..10_000 {
-            cache.put_mpxn(m(i), cache.ticket(), &one_registration(m(i), "acme"));
+            cache.put_mpxn(m(i), cache.ticket(), Arc::new(one_registration(m(i), "acme")));
         }
         let stats = cache.stats();
         assert!(stats.entries <= SHARDS * 4 && stats.entries >= SHARDS * 3, "{stats:?}");
         assert!(stats.packed_bytes > 0 && stats.packed_bytes < stats.entries * 100, "{stats:?}");
+        for i in 0..10_000 {
+            cache.mpxn(m(i));
+        }
+        let hot: usize =
+            cache.mpxns.iter().map(|s| s.lock().unwrap().map.iter().filter(|(_, e)| e.hot.is_some()).count()).sum();
+        assert!(hot <= SHARDS * HOT_PER_SHARD.min(4), "{hot} decoded copies kept");
+        let cache = PlanningCache::new(SHARDS * 4);
+        for i in 0..10_000 {
+            cache.put_mpxn(m(i), cache.ticket(), Arc::new(one_registration(m(i), "acme")));
+        }
         assert!(cache.mpxn(m(9_999)).is_some(), "the most recent is kept");
         assert!(cache.mpxn(m(0)).is_none(), "the oldest went");
         let stats = cache.stats();

@@ -50,13 +50,13 @@ impl SqliteStore {
 
     /// A metering point's planning facts, from the cache while nothing they come from has
     /// changed (see [`facts`]).
-    async fn mpxn_facts(&self, m: Mpxn) -> Result<facts::MpxnFacts, StoreError> {
+    async fn mpxn_facts(&self, m: Mpxn) -> Result<std::sync::Arc<facts::MpxnFacts>, StoreError> {
         if let Some(f) = self.planning.mpxn(m) {
             return Ok(f);
         }
         let ticket = self.planning.ticket();
-        let found = self.engine.read(move |conn| facts::load(conn, m)).await?;
-        self.planning.put_mpxn(m, ticket, &found);
+        let found = std::sync::Arc::new(self.engine.read(move |conn| facts::load(conn, m)).await?);
+        self.planning.put_mpxn(m, ticket, found.clone());
         Ok(found)
     }
 
@@ -625,7 +625,7 @@ impl Store for SqliteStore {
     }
 
     async fn registration_history(&self, m: Mpxn) -> Result<Vec<RegistrationVersion>, StoreError> {
-        Ok(self.mpxn_facts(m).await?.registrations)
+        Ok(self.mpxn_facts(m).await?.registrations.clone())
     }
 
     async fn enrolment_history(&self, m: Mpxn) -> Result<Vec<EnrolmentVersion>, StoreError> {
@@ -766,7 +766,7 @@ impl Store for SqliteStore {
     }
 
     async fn device_for_mpxn(&self, m: Mpxn) -> Result<Option<DeviceRecord>, StoreError> {
-        Ok(self.mpxn_facts(m).await?.meter)
+        Ok(self.mpxn_facts(m).await?.meter.clone())
     }
 
     async fn reserve_counters(&self, originator: Eui64, n: u64) -> Result<u64, StoreError> {
