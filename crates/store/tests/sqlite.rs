@@ -98,8 +98,8 @@ async fn supplier_at(s: &SqliteStore, m: &str, at: &str) -> Option<String> {
 
 // The planning cache (registrations, enrolments and devices kept in memory) never hides a
 // write: this process's writes are seen by the next read, and another process's (here a
-// second store on the same directory, as a local command would open) once the change
-// counter is polled, well within a second.
+// second store on the same directory, as a local command would open) once the writer sees
+// the database's data version move, well within a second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_planning_facts_follow_writes_from_this_and_other_processes() {
     let dir = tempfile::tempdir().unwrap();
@@ -141,8 +141,7 @@ async fn cached_planning_facts_follow_writes_from_this_and_other_processes() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 
-    // Another tool (the sqlite3 shell), which moves no counter: seen once the cached entry
-    // is a second old.
+    // Another tool (the sqlite3 shell): seen the same way.
     let raw = rusqlite::Connection::open(dir.path().join("meterhub.sqlite3")).unwrap();
     raw.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
     raw.execute(

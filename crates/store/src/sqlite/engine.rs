@@ -57,8 +57,8 @@ pub struct SqliteOptions {
     /// Read connections (and so concurrent reads).
     pub readers: usize,
     /// Metering points whose planning facts (registrations, enrolments, linked meter) are
-    /// kept in memory at most, about 100 bytes each plus the map's overhead (see
-    /// `BENCHMARKS.md`). Beyond it the least recently used are read again when needed.
+    /// kept in memory at most, about 220 bytes each when full (see `BENCHMARKS.md`). Beyond
+    /// it the least recently used are read again when needed.
     pub planning_entries: usize,
 }
 
@@ -120,14 +120,15 @@ pub(crate) trait Invalidate: Send + Sync {
     fn invalidate(&self, changed: &Changed);
 }
 
-/// Rows changed in one transaction that are named one by one at most; a bulk job changes
-/// more, and is [`Changed::All`].
-const CHANGED_ROWS_MAX: usize = 1024;
+/// Distinct rows changed in one transaction that are named one by one at most: room for a
+/// full batch of completions that each touch a premises' devices. A bulk job changes more,
+/// and is [`Changed::All`].
+const CHANGED_ROWS_MAX: usize = 8 * WRITE_BATCH_MAX;
 
 #[derive(Default)]
 struct Collected {
     /// (index into the watched tables, rowid).
-    rows: Vec<(usize, i64)>,
+    rows: std::collections::HashSet<(usize, i64)>,
     all: bool,
 }
 
@@ -173,6 +174,17 @@ impl Changes {
             ));
         }
         writer.execute_batch(&sql).map_err(backend)?;
+        // The update hook sees rowid tables only.
+        for (table, _) in watch.tables {
+            let rowid: bool = writer
+                .query_row("SELECT NOT wr FROM pragma_table_list WHERE schema = 'main' AND name = ?1", [table], |r| {
+                    r.get(0)
+                })
+                .map_err(backend)?;
+            if !rowid {
+                return Err(StoreError::Backend(format!("watched table {table} must be a rowid table")));
+            }
+        }
         let collected = self.collected.clone();
         writer
             .update_hook(Some(move |_: rusqlite::hooks::Action, db: &str, table: &str, rowid: i64| {
@@ -184,10 +196,10 @@ impl Changes {
                 if c.all {
                     return;
                 }
-                c.rows.push((t, rowid));
+                c.rows.insert((t, rowid));
                 if c.rows.len() > CHANGED_ROWS_MAX {
                     c.all = true;
-                    c.rows = Vec::new();
+                    c.rows = Default::default();
                 }
             }))
             .map_err(backend)
@@ -223,10 +235,12 @@ impl Changes {
         Some(changed)
     }
 
-    /// The transaction was rolled back: nothing it changed was ever visible (nor are the
-    /// old keys the triggers kept, rolled back with it).
-    fn rolled_back(&self) {
-        *self.collected.lock().expect("changed rows") = Collected::default();
+    /// The transaction was rolled back. Whatever it changed is named all the same (the rows'
+    /// keys now are the old ones again): a job may have gone on writing after SQLite's own
+    /// rollback, and such writes commit on their own.
+    fn rolled_back(&self, writer: &Connection) {
+        let changed = self.before_commit(writer);
+        self.after_commit(changed);
     }
 
     /// After the commit (or its failure), before any writer hears of it.
@@ -509,17 +523,20 @@ fn end_read(conn: &Connection) {
 fn changed_keys(
     writer: &Connection,
     watch: &schema::Watch,
-    rows: &[(usize, i64)],
+    rows: &std::collections::HashSet<(usize, i64)>,
 ) -> Result<Vec<(&'static str, String)>, rusqlite::Error> {
     let mut keys: Vec<(&'static str, String)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut note = |col: &str, key: Option<String>| {
         let Some(key) = key else { return };
         let Some(col) = watch.tables.iter().flat_map(|(_, cols)| cols.iter()).find(|c| **c == col) else { return };
-        if !keys.iter().any(|(c, k)| c == col && *k == key) {
+        if seen.insert((*col, key.clone())) {
             keys.push((col, key));
         }
     };
-    for (t, rowid) in rows {
+    let mut rows: Vec<(usize, i64)> = rows.iter().copied().collect();
+    rows.sort_unstable();
+    for (t, rowid) in &rows {
         let (table, cols) = watch.tables[*t];
         let mut s = writer.prepare_cached(&format!("SELECT {} FROM main.{table} WHERE rowid = ?1", cols.join(", ")))?;
         let mut found = s.query([rowid])?;
@@ -653,14 +670,14 @@ fn run_solo(conn: &Connection, job: Job, changes: &Changes) {
         }
         Ok(Some(pending)) => {
             let _ = conn.execute_batch("ROLLBACK");
-            changes.rolled_back();
+            changes.rolled_back(conn);
             (pending.reply)(Ok(()));
         }
         Ok(None) => {}
         Err(_) => {
             tracing::error!(message = "A store job panicked; its changes were rolled back.");
             let _ = conn.execute_batch("ROLLBACK");
-            changes.rolled_back();
+            changes.rolled_back(conn);
         }
     }
 }
@@ -778,7 +795,7 @@ fn run_batch(conn: &Connection, batch: &mut Vec<(Job, Guard)>, changes: &Changes
             let _ = conn.execute_batch("ROLLBACK");
         }
         if changed.is_none() {
-            changes.rolled_back();
+            changes.rolled_back(conn);
         }
     }
     // Before anyone hears their write is done, so whatever they read next is not stale.
@@ -908,20 +925,27 @@ mod tests {
         let gone = keys(&[("mpxn", "1700053058802"), ("eui", "00000000000000A1")]);
         assert_eq!(heard.take(), [gone.clone(), gone]);
 
-        // A job that fails alone in its batch is rolled back: its keys may be named or not,
-        // but a later commit does not name them again.
-        let _ = engine
-            .write(|c| {
-                c.execute_batch(
-                    "INSERT INTO metering_points (mpxn, fuel, created_at) VALUES ('1700053058802', 'gas', 0)",
-                )
-                .map_err(backend)?;
+        // A checked job that fails takes its whole batch down: what it changed is named all
+        // the same (after the rollback, by the keys the rows have then), and only once.
+        engine
+            .write(sql("INSERT INTO devices (eui, premises_id, kind, installed_at, mpxn) \
+                        VALUES ('00000000000000A2', 1, 'gas-meter', 0, '1700053058802')"))
+            .await
+            .unwrap();
+        heard.take();
+        let refused = engine
+            .write_checked(|c| {
+                c.execute_batch("UPDATE devices SET mpxn = NULL WHERE eui = '00000000000000A2'").map_err(backend)?;
                 Err::<(), _>(StoreError::Conflict("changed its mind".into()))
             })
             .await;
-        heard.take();
+        assert!(refused.is_err());
+        // (The refused job hears at once; the next write waits for the rollback.)
+        engine.write(|_| Ok(())).await.unwrap();
+        let unlinked = keys(&[("mpxn", "1700053058802"), ("eui", "00000000000000A2")]);
+        assert_eq!(heard.take(), [unlinked.clone(), unlinked]);
         engine.write(sql("UPDATE premises SET installed_at = 1")).await.unwrap();
-        assert_eq!(heard.take(), []);
+        assert_eq!(heard.take(), [], "named again by a later commit");
 
         // A bulk job: too many rows to name.
         engine

@@ -37,6 +37,7 @@ use engine::{Engine, backend};
 pub struct SqliteStore {
     engine: Engine,
     planning: std::sync::Arc<facts::PlanningCache>,
+    warmer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl SqliteStore {
@@ -44,8 +45,8 @@ impl SqliteStore {
     pub fn open(dir: &Path, opts: SqliteOptions) -> Result<SqliteStore, StoreError> {
         let planning = std::sync::Arc::new(facts::PlanningCache::new(opts.planning_entries));
         let engine = Engine::open(dir, &opts, planning.clone())?;
-        facts::spawn_warmer(&planning, engine.open_reader()?)?;
-        Ok(SqliteStore { engine, planning })
+        let warmer = facts::spawn_warmer(&planning, engine.open_reader()?)?;
+        Ok(SqliteStore { engine, planning, warmer: std::sync::Mutex::new(Some(warmer)) })
     }
 
     /// A metering point's planning facts, from the cache while nothing they come from has
@@ -73,7 +74,18 @@ impl SqliteStore {
     /// Commit queued writes and stop the writer. Later writes fail with `Closed`.
     pub async fn close(&self) {
         self.planning.close();
+        let warmer = self.warmer.lock().expect("warmer").take();
+        if let Some(w) = warmer {
+            let _ = tokio::task::spawn_blocking(move || w.join()).await;
+        }
         self.engine.close().await;
+    }
+}
+
+impl Drop for SqliteStore {
+    /// Stops the warming thread (which otherwise notices within a second).
+    fn drop(&mut self) {
+        self.planning.close();
     }
 }
 
@@ -766,7 +778,15 @@ impl Store for SqliteStore {
     }
 
     async fn device_for_mpxn(&self, m: Mpxn) -> Result<Option<DeviceRecord>, StoreError> {
-        Ok(self.mpxn_facts(m).await?.meter.clone())
+        // The meter is asked for by EUI when its request runs: keep it by EUI too. The ticket
+        // is taken before the metering point's facts are looked up, so that a change to the
+        // meter since they were read cannot be kept.
+        let ticket = self.planning.ticket();
+        let meter = self.mpxn_facts(m).await?.meter.clone();
+        if let Some(d) = &meter {
+            self.planning.put_device(d.eui, ticket, Some(d.clone()));
+        }
+        Ok(meter)
     }
 
     async fn reserve_counters(&self, originator: Eui64, n: u64) -> Result<u64, StoreError> {
