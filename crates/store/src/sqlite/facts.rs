@@ -222,29 +222,35 @@ fn warm_loop(weak: &std::sync::Weak<PlanningCache>, conn: &Connection) {
         let mut kept = 0usize;
         loop {
             let Some(cache) = weak.upgrade() else { return };
-            if cache.drops() != drops || cache.closed() || cache.full() {
+            if cache.drops() != drops {
+                // Dropped again meanwhile: start over once it is quiet.
                 break;
             }
             let ticket = cache.ticket();
-            match load_range(conn, &after, WARM_CHUNK) {
+            let read = if cache.closed() || cache.full() { Ok(None) } else { load_range(conn, &after, WARM_CHUNK) };
+            match read {
                 Ok(Some((last, facts))) => {
                     after = last;
                     for (m, f) in facts {
                         kept += usize::from(cache.put_warm(m, ticket, &f));
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    tracing::info!(
+                        message = "Planning cache warmed.",
+                        metering_points = kept,
+                        seconds = started.elapsed().as_secs_f64()
+                    );
+                    cache.warmed.store(drops, Ordering::Release);
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(message = "Warming the planning cache failed; it fills as requests come.", error = %e);
+                    cache.warmed.store(drops, Ordering::Release);
                     break;
                 }
             }
         }
-        tracing::info!(
-            message = "Planning cache warmed.",
-            metering_points = kept,
-            seconds = started.elapsed().as_secs_f64()
-        );
         warmed = drops;
     }
 }
@@ -259,6 +265,9 @@ pub struct PlanningStats {
     /// Metering point lookups answered from memory, and read from the database.
     pub hits: u64,
     pub misses: u64,
+    /// Everything was dropped (at open, by a bulk job) and the warming thread has not yet
+    /// filled the cache again.
+    pub warming: bool,
 }
 
 /// One independently locked part of a map, and the last generation that invalidated in it.
@@ -513,6 +522,8 @@ pub(crate) struct PlanningCache {
     misses: AtomicU64,
     /// How many times everything was dropped, for the warming thread to wait on.
     drops: (Mutex<u64>, std::sync::Condvar),
+    /// The count of drops the warming thread last finished a pass for.
+    warmed: AtomicU64,
     closed: std::sync::atomic::AtomicBool,
 }
 
@@ -526,6 +537,7 @@ impl PlanningCache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             drops: (Mutex::new(0), std::sync::Condvar::new()),
+            warmed: AtomicU64::new(0),
             closed: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -653,6 +665,7 @@ impl PlanningCache {
             packed_bytes,
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
+            warming: self.drops() != self.warmed.load(Ordering::Acquire),
         }
     }
 }
