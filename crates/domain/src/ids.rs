@@ -441,12 +441,15 @@ impl Eui64 {
 
 impl fmt::Display for Eui64 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = self.0.to_be_bytes();
-        write!(
-            f,
-            "{:02X}-{:02X}-{:02X}-{:02X}-{:02X}-{:02X}-{:02X}-{:02X}",
-            b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]
-        )
+        // Written out by hand: it is in every request id, and eight `{:02X}` arguments took
+        // about 2% of the request pipeline's CPU.
+        const HEX: &[u8; 16] = b"0123456789ABCDEF";
+        let mut out = [b'-'; 23];
+        for (i, byte) in self.0.to_be_bytes().into_iter().enumerate() {
+            out[3 * i] = HEX[usize::from(byte >> 4)];
+            out[3 * i + 1] = HEX[usize::from(byte & 0x0F)];
+        }
+        f.write_str(std::str::from_utf8(&out).expect("ASCII hex digits and hyphens"))
     }
 }
 

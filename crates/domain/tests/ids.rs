@@ -166,6 +166,8 @@ mod properties {
         #[test]
         fn eui64_round_trips(v in any::<u64>()) {
             let e = Eui64::from_u64(v);
+            let pairs: Vec<String> = v.to_be_bytes().iter().map(|b| format!("{b:02X}")).collect();
+            prop_assert_eq!(e.to_string(), pairs.join("-"));
             prop_assert_eq!(Eui64::parse(&e.to_string()).unwrap(), e);
             prop_assert_eq!(Eui64::parse(&e.to_plain()).unwrap(), e);
             prop_assert_eq!(Eui64::parse(&e.to_plain().to_lowercase()).unwrap(), e);
