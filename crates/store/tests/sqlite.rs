@@ -504,6 +504,47 @@ fn request(id: &str) -> store::RequestRecord {
     }
 }
 
+// R-SR-3: due requests come in number order, whether they run now or at an execution time
+// now past; requests not yet due, and those the dispatcher already holds, are left out; the
+// limit takes the first in that order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn due_requests_come_in_number_order_whether_immediate_or_dated() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path(), opts()).unwrap();
+    let now = t("2026-01-01T12:00:00Z");
+    // (execute at, seq it gets): immediate and dated interleaved.
+    let plan = [
+        None,
+        Some("2026-01-01T11:59:00Z"),
+        None,
+        Some("2026-01-01T11:00:00Z"),
+        Some("2026-01-01T13:00:00Z"),
+        None,
+        Some("2026-01-01T12:00:00Z"),
+    ];
+    let mut seqs = Vec::new();
+    for (i, at) in plan.iter().enumerate() {
+        let r = store::RequestRecord {
+            execute_at: at.map(t),
+            ..request(&format!("0000000000000001:0000000000000010:{i}"))
+        };
+        seqs.push(s.insert_request(r).await.unwrap().seq);
+    }
+    let due = |limit: usize, except: Vec<i64>| {
+        let s = &s;
+        async move {
+            let got = s.due_requests(now, limit, Arc::new(except.into_iter().collect())).await.unwrap();
+            got.iter().map(|r| r.seq).collect::<Vec<_>>()
+        }
+    };
+    // All but the one due at 13:00, in number order.
+    let all: Vec<i64> = [0, 1, 2, 3, 5, 6].iter().map(|i| seqs[*i]).collect();
+    assert_eq!(due(100, vec![]).await, all);
+    assert_eq!(due(3, vec![]).await, all[..3]);
+    assert_eq!(due(100, vec![seqs[1], seqs[2]]).await, [seqs[0], seqs[3], seqs[5], seqs[6]]);
+    s.close().await;
+}
+
 // R-SR-1: requests are written without a savepoint each (they share their batch's
 // transaction); a request id used twice is refused as a conflict with nothing written,
 // and the requests committed beside it are unharmed.
