@@ -866,6 +866,11 @@ mod tests {
         }
     }
 
+    /// What is heard of one commit: the same before it and after it.
+    fn twice(changed: Changed) -> [Changed; 2] {
+        [changed.clone(), changed]
+    }
+
     /// The hub's database, with a listener in place of the planning cache.
     fn open_hub(dir: &Path, opts: &SqliteOptions) -> (Engine, Arc<Heard>) {
         let heard = Arc::new(Heard::default());
@@ -902,28 +907,26 @@ mod tests {
                         VALUES ('1312345678907', 0, 1, 0, 'acme');"))
             .await
             .unwrap();
-        let once = keys(&[("mpxn", "1312345678907")]);
-        assert_eq!(heard.take(), [once.clone(), once]);
+        assert_eq!(heard.take(), twice(keys(&[("mpxn", "1312345678907")])));
 
         engine
             .write(sql("INSERT INTO devices (eui, premises_id, kind, installed_at, mpxn) \
                         VALUES ('00000000000000A1', 1, 'electricity-meter', 0, '1312345678907')"))
             .await
             .unwrap();
-        let linked = keys(&[("mpxn", "1312345678907"), ("eui", "00000000000000A1")]);
-        assert_eq!(heard.take(), [linked.clone(), linked]);
+        assert_eq!(heard.take(), twice(keys(&[("mpxn", "1312345678907"), ("eui", "00000000000000A1")])));
 
         // Re-linked: the old metering point is named as well as the new one.
         engine.write(sql("UPDATE devices SET mpxn = '1700053058802' WHERE eui = '00000000000000A1'")).await.unwrap();
-        let relinked = keys(&[("mpxn", "1700053058802"), ("eui", "00000000000000A1"), ("mpxn", "1312345678907")]);
-        assert_eq!(heard.take(), [relinked.clone(), relinked]);
+        assert_eq!(
+            heard.take(),
+            twice(keys(&[("mpxn", "1700053058802"), ("eui", "00000000000000A1"), ("mpxn", "1312345678907")]))
+        );
         // A column that is no key: the row is still named (by its keys now).
         engine.write(sql("UPDATE devices SET on_han = 0 WHERE eui = '00000000000000A1'")).await.unwrap();
-        let same = keys(&[("mpxn", "1700053058802"), ("eui", "00000000000000A1")]);
-        assert_eq!(heard.take(), [same.clone(), same]);
+        assert_eq!(heard.take(), twice(keys(&[("mpxn", "1700053058802"), ("eui", "00000000000000A1")])));
         engine.write(sql("DELETE FROM devices WHERE eui = '00000000000000A1'")).await.unwrap();
-        let gone = keys(&[("mpxn", "1700053058802"), ("eui", "00000000000000A1")]);
-        assert_eq!(heard.take(), [gone.clone(), gone]);
+        assert_eq!(heard.take(), twice(keys(&[("mpxn", "1700053058802"), ("eui", "00000000000000A1")])));
 
         // A checked job that fails takes its whole batch down: what it changed is named all
         // the same (after the rollback, by the keys the rows have then), and only once.
@@ -942,8 +945,7 @@ mod tests {
         assert!(refused.is_err());
         // (The refused job hears at once; the next write waits for the rollback.)
         engine.write(|_| Ok(())).await.unwrap();
-        let unlinked = keys(&[("mpxn", "1700053058802"), ("eui", "00000000000000A2")]);
-        assert_eq!(heard.take(), [unlinked.clone(), unlinked]);
+        assert_eq!(heard.take(), twice(keys(&[("mpxn", "1700053058802"), ("eui", "00000000000000A2")])));
         engine.write(sql("UPDATE premises SET installed_at = 1")).await.unwrap();
         assert_eq!(heard.take(), [], "named again by a later commit");
 
