@@ -61,7 +61,7 @@ impl SqliteStore {
         Ok(found)
     }
 
-    /// How the planning cache has served so far (see [`facts`]).
+    /// How the planning cache has served so far (and whether it is warming).
     pub fn planning_stats(&self) -> PlanningStats {
         self.planning.stats()
     }
