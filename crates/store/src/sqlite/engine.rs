@@ -145,7 +145,8 @@ pub(crate) struct Changes {
     watch: Option<(&'static schema::Watch, Arc<dyn Invalidate>)>,
     collected: Arc<Mutex<Collected>>,
     /// The writer connection's `data_version` when last read (`None`: not yet, or unreadable).
-    data_version: Mutex<Option<i64>>,
+    /// (Only the writer thread, which owns this, reads and sets it.)
+    data_version: std::cell::Cell<Option<i64>>,
 }
 
 /// Where the temporary triggers keep the old keys of updated and deleted rows.
@@ -153,7 +154,7 @@ const OLD_KEYS: &str = "temp.meterhub_changed_keys";
 
 impl Changes {
     fn new(watch: Option<(&'static schema::Watch, Arc<dyn Invalidate>)>) -> Changes {
-        Changes { watch, collected: Arc::default(), data_version: Mutex::new(None) }
+        Changes { watch, collected: Arc::default(), data_version: std::cell::Cell::new(None) }
     }
 
     /// Have the writer note the rows it changes in the watched tables, and keep the old
@@ -256,17 +257,16 @@ impl Changes {
     fn look_for_others(&self, writer: &Connection) {
         let Some((_, cache)) = &self.watch else { return };
         let read = writer.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0));
-        let mut last = self.data_version.lock().expect("data version");
         match read {
-            Ok(v) if *last == Some(v) => {}
+            Ok(v) if self.data_version.get() == Some(v) => {}
             Ok(v) => {
                 // The first reading (at open) has nothing cached to drop, but drop anyway.
-                *last = Some(v);
+                self.data_version.set(Some(v));
                 cache.invalidate(&Changed::All);
             }
             Err(e) => {
                 tracing::warn!(message = "The database's data version is unreadable; caches dropped.", error = %e);
-                *last = None;
+                self.data_version.set(None);
                 cache.invalidate(&Changed::All);
             }
         }
@@ -342,7 +342,7 @@ impl Engine {
         let path = dir.join(file);
         let mut conn = open_connection(&path, opts.durability, true)?;
         schema::migrate(&mut conn, migrations)?;
-        let changes = Arc::new(Changes::new(watch));
+        let changes = Changes::new(watch);
         changes.hook(&mut conn)?;
         changes.look_for_others(&conn);
         let mut readers = Vec::with_capacity(opts.readers);
@@ -356,11 +356,10 @@ impl Engine {
             .spawn(move || checkpointer_loop(checkpoint_conn, stopped))
             .map_err(|e| StoreError::Backend(format!("cannot start the checkpoint thread: {e}")))?;
         let (tx, rx) = mpsc::channel::<Msg>(WRITE_QUEUE_MAX);
-        let written = changes;
         let handle = std::thread::Builder::new()
             .name("meterhub-store-writer".into())
             .spawn(move || {
-                writer_loop(&conn, rx, &written);
+                writer_loop(&conn, rx, &changes);
                 // The checkpointer stops first, so the final checkpoint has the WAL to itself.
                 drop(stop_checkpoints);
                 let _ = checkpointer.join();
@@ -564,6 +563,9 @@ fn writer_loop(conn: &Connection, mut rx: mpsc::Receiver<Msg>, changes: &Changes
     // Waits for the next message at most an interval, so that while idle the writer still
     // looks for commits by others every interval (`Changes::look_for_others`).
     let waiter = tokio::runtime::Builder::new_current_thread().enable_time().build();
+    if let Err(e) = &waiter {
+        tracing::warn!(message = "The writer cannot wait with a timeout; commits by other processes are seen only when it next writes.", error = %e);
+    }
     loop {
         let msg = match held.take() {
             Some(m) => m,
@@ -573,6 +575,7 @@ fn writer_loop(conn: &Connection, mut rx: mpsc::Receiver<Msg>, changes: &Changes
                 Err(mpsc::error::TryRecvError::Empty) => {
                     let next = match &waiter {
                         Ok(rt) => rt.block_on(async { tokio::time::timeout(CHECKPOINT_INTERVAL, rx.recv()).await }),
+                        // (Logged once, below.)
                         Err(_) => Ok(rx.blocking_recv()),
                     };
                     match next {
