@@ -278,28 +278,23 @@ struct Shard<K: Hash + Eq, V> {
     map: LruCache<K, V>,
     cap: usize,
     invalidated: u64,
-    bytes: usize,
     /// The keys whose entries were last given a decoded copy, oldest first (see [`Entry`]).
     hot: std::collections::VecDeque<K>,
 }
 
 impl<K: Hash + Eq, V> Shard<K, V> {
-    /// Keep `v`; returns what it replaced or pushed out.
-    fn put(&mut self, k: K, v: V) -> Option<V> {
-        let replaced = self.map.put(k, v);
-        if replaced.is_some() || self.map.len() <= self.cap {
-            return replaced;
+    /// Keep `v`, pushing out the least recently used beyond the bound.
+    fn put(&mut self, k: K, v: V) {
+        if self.map.put(k, v).is_none() && self.map.len() > self.cap {
+            self.map.pop_lru();
         }
-        self.map.pop_lru().map(|(_, v)| v)
     }
 }
 
 fn shards<K: Hash + Eq, V>(entries: usize) -> Box<[Mutex<Shard<K, V>>]> {
     let cap = entries.div_ceil(SHARDS).max(1);
     (0..SHARDS)
-        .map(|_| {
-            Mutex::new(Shard { map: LruCache::unbounded(), cap, invalidated: 0, bytes: 0, hot: Default::default() })
-        })
+        .map(|_| Mutex::new(Shard { map: LruCache::unbounded(), cap, invalidated: 0, hot: Default::default() }))
         .collect()
 }
 
@@ -585,7 +580,6 @@ impl PlanningCache {
         if shard.invalidated > ticket || shard.map.len() >= shard.cap || shard.map.contains(&m) {
             return false;
         }
-        shard.bytes += bytes.len();
         shard.map.put(m, Entry { packed: bytes, hot: None });
         true
     }
@@ -635,10 +629,7 @@ impl PlanningCache {
         if shard.invalidated > ticket {
             return;
         }
-        shard.bytes += bytes.len();
-        if let Some(old) = shard.put(m, Entry { packed: bytes, hot: None }) {
-            shard.bytes -= old.packed.len();
-        }
+        shard.put(m, Entry { packed: bytes, hot: None });
         // Just read for a request, which will look it up again.
         shard.make_hot(m, facts);
     }
@@ -659,7 +650,7 @@ impl PlanningCache {
         for shard in &self.mpxns {
             let shard = shard.lock().expect("planning cache");
             entries += shard.map.len();
-            packed_bytes += shard.bytes;
+            packed_bytes += shard.map.iter().map(|(_, e)| e.packed.len()).sum::<usize>();
         }
         PlanningStats {
             entries,
@@ -698,7 +689,6 @@ impl Invalidate for PlanningCache {
                 let mut shard = shard.lock().expect("planning cache");
                 dropped.push(std::mem::replace(&mut shard.map, LruCache::unbounded()));
                 shard.hot.clear();
-                shard.bytes = 0;
                 shard.invalidated = shard.invalidated.max(generation);
             }
             for shard in &self.devices {
@@ -717,9 +707,7 @@ impl Invalidate for PlanningCache {
             match key {
                 Ok(m) => {
                     let mut shard = self.mpxns[shard_of(&m)].lock().expect("planning cache");
-                    if let Some(old) = shard.map.pop(&m) {
-                        shard.bytes -= old.packed.len();
-                    }
+                    shard.map.pop(&m);
                     shard.invalidated = shard.invalidated.max(generation);
                 }
                 Err(eui) => {
