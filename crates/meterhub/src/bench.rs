@@ -335,7 +335,7 @@ async fn bench_pipeline(
     // The hub fills its planning cache in the background once the bulk load is over, as it
     // does after every start; the run measures the hub warm, so wait for it.
     let warming_started = Instant::now();
-    while store.planning_stats().warming {
+    while store.planning_warming() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     println!(

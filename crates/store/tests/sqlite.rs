@@ -191,7 +191,7 @@ async fn the_planning_cache_warms_itself_with_what_the_database_holds() {
     }
     let s = SqliteStore::open(dir.path(), opts()).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while s.planning_stats().warming || s.planning_stats().entries < n as usize {
+    while s.planning_warming() || s.planning_stats().entries < n as usize {
         assert!(std::time::Instant::now() < deadline, "never warmed: {:?}", s.planning_stats());
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }

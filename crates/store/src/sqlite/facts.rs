@@ -36,9 +36,9 @@ use super::engine::{Changed, Invalidate, backend};
 
 /// Metering points kept at most, by default: 4 Mi, about 0.9 GiB when full.
 pub const PLANNING_ENTRIES_DEFAULT: usize = 4 << 20;
-/// Devices kept by EUI (those asked for by EUI; meters also come with their metering
-/// point). Entries need only outlive the few milliseconds between a request's submission
-/// and its execution.
+/// Devices kept by EUI (those asked for by EUI, and meters looked up by their metering point
+/// for the requests that will run on them). Entries need only outlive the few milliseconds
+/// between a request's submission and its execution.
 const DEVICE_ENTRIES: usize = 4096;
 /// Entries dropped all at once beyond which they are freed on a thread of their own.
 const DROP_INLINE_MAX: usize = 100_000;
@@ -616,13 +616,10 @@ impl PlanningCache {
         }
     }
 
-    /// Keep `facts`, read after `ticket` was taken; its meter is kept by EUI too.
+    /// Keep `facts`, read after `ticket` was taken.
     pub(crate) fn put_mpxn(&self, m: Mpxn, ticket: u64, facts: Arc<MpxnFacts>) {
         if !facts.keepable() {
             return;
-        }
-        if let Some(meter) = &facts.meter {
-            self.put_device(meter.eui, ticket, Some(meter.clone()));
         }
         let bytes = pack(&facts, &self.texts);
         let mut shard = self.mpxns[shard_of(&m)].lock().expect("planning cache");
@@ -645,6 +642,12 @@ impl PlanningCache {
         }
     }
 
+    /// Everything was dropped and the warming thread has not yet filled the cache again.
+    pub(crate) fn warming(&self) -> bool {
+        self.drops() != self.warmed.load(Ordering::Acquire)
+    }
+
+    /// (Walks every entry, for the packed size: not for a hot path.)
     pub(crate) fn stats(&self) -> PlanningStats {
         let (mut entries, mut packed_bytes) = (0, 0);
         for shard in &self.mpxns {
@@ -657,7 +660,7 @@ impl PlanningCache {
             packed_bytes,
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
-            warming: self.drops() != self.warmed.load(Ordering::Acquire),
+            warming: self.warming(),
         }
     }
 }

@@ -61,9 +61,15 @@ impl SqliteStore {
         Ok(found)
     }
 
-    /// How the planning cache has served so far (and whether it is warming).
+    /// How the planning cache has served so far (and whether it is warming). It walks every
+    /// entry; [`SqliteStore::planning_warming`] alone is cheap.
     pub fn planning_stats(&self) -> PlanningStats {
         self.planning.stats()
+    }
+
+    /// Whether the planning cache is being filled after everything was dropped.
+    pub fn planning_warming(&self) -> bool {
+        self.planning.warming()
     }
 
     /// The database file.
