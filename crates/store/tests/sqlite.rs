@@ -582,6 +582,42 @@ async fn a_request_id_used_twice_is_a_conflict_and_its_neighbours_commit() {
     }
 }
 
+// R-SR-1: a request is found by its whole id. The store finds it by the id's originator and
+// counter (migration 16), so an id sharing them but naming another target, or not of the
+// form originatorEUI:targetEUI:counter, names nothing; and nothing can refer to a missing
+// request.
+#[tokio::test]
+async fn a_request_is_found_by_its_whole_id_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path(), opts()).unwrap();
+    let id = "0000000000000001:0000000000000010:7";
+    let seq = s.insert_request(request(id)).await.unwrap().seq;
+    let (found, _) = s.request(id).await.unwrap().expect("found by its id");
+    assert_eq!((found.seq, found.id.as_str()), (seq, id));
+    assert_eq!(s.audit_trail(id).await.unwrap().len(), 1);
+    for other in [
+        "0000000000000001:0000000000000011:7",
+        "0000000000000001:0000000000000010:8",
+        "0000000000000002:0000000000000010:7",
+        "0000000000000001:0000000000000010",
+        "0000000000000001:0000000000000010:seven",
+        "",
+    ] {
+        assert!(s.request(other).await.unwrap().is_none(), "{other:?}");
+        assert!(s.audit_trail(other).await.unwrap().is_empty(), "{other:?}");
+    }
+    // The same originator and counter cannot be used again, whatever the target.
+    let again = s.insert_request(request("0000000000000001:0000000000000099:7")).await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    // An id of another form is not stored.
+    assert!(s.insert_request(request("seven")).await.is_err());
+    let forward = s
+        .forward_read("0000000000000001:0000000000000099:7", &pid("acme"), &pid("dno"), t("2026-01-02T00:00:00Z"))
+        .await;
+    assert!(matches!(forward, Err(StoreError::NotFound(_))), "{forward:?}");
+    s.close().await;
+}
+
 /// Fleet schema version 3 adds the packed state without rewriting a row: a system saved
 /// as JSON before still loads (as its JSON text) until it is next saved, in the new column.
 #[tokio::test]

@@ -280,10 +280,34 @@ pub(super) fn audit(
     Ok(())
 }
 
+/// A request id's unique key: its originator and counter (`originatorEUI:targetEUI:counter`;
+/// the hub numbers each originator's requests). `None` if the id is not of that form, and so
+/// names no stored request. Requests are found by it (migration 16): each originator's
+/// counter only grows, so a new key goes at the end of the index, where a text id went
+/// anywhere.
+pub(super) fn id_key(id: &str) -> Option<(&str, i64)> {
+    let mut parts = id.splitn(3, ':');
+    let (originator, _target, counter) = (parts.next()?, parts.next()?, parts.next()?);
+    Some((originator, counter.parse().ok()?))
+}
+
+/// The number of the request with this id, if there is one.
+pub(super) fn request_seq(conn: &Connection, id: &str) -> Result<Option<i64>, StoreError> {
+    let Some((originator, counter)) = id_key(id) else { return Ok(None) };
+    conn.prepare_cached("SELECT seq FROM requests WHERE id_originator = ?1 AND id_counter = ?2 AND id = ?3")
+        .and_then(|mut s| s.query_row(params![originator, counter, id], |r| r.get(0)).optional())
+        .map_err(backend)
+}
+
 pub(super) fn insert_request(conn: &Connection, r: &RequestRecord) -> Result<i64, StoreError> {
+    let (originator, counter) = id_key(&r.id).ok_or_else(|| {
+        // The hub makes every id: one of another form is a bug.
+        StoreError::Backend(format!("request id {:?} is not originatorEUI:targetEUI:counter", r.id))
+    })?;
     conn.prepare_cached(
         "INSERT INTO requests (id, party, srv, target, mpxn, body, precommand, signature, submitted_at, execute_at, \
-         status, status_at, note, schedule_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+         status, status_at, note, schedule_id, id_originator, id_counter) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -301,6 +325,8 @@ pub(super) fn insert_request(conn: &Connection, r: &RequestRecord) -> Result<i64
             micros(r.status_at),
             r.note,
             r.schedule_id,
+            originator,
+            counter,
         ])
     })
     .map_err(|e| match classify(e) {
@@ -313,11 +339,14 @@ pub(super) fn insert_request(conn: &Connection, r: &RequestRecord) -> Result<i64
 }
 
 fn load_request(conn: &Connection, id: &str) -> Result<Option<RequestRecord>, StoreError> {
-    conn.prepare_cached(&format!("SELECT {REQUEST_COLS} FROM requests WHERE id = ?1"))
-        .and_then(|mut s| s.query_row([id], raw_request).optional())
-        .map_err(backend)?
-        .map(into_request)
-        .transpose()
+    let Some((originator, counter)) = id_key(id) else { return Ok(None) };
+    conn.prepare_cached(&format!(
+        "SELECT {REQUEST_COLS} FROM requests WHERE id_originator = ?1 AND id_counter = ?2 AND id = ?3"
+    ))
+    .and_then(|mut s| s.query_row(params![originator, counter, id], raw_request).optional())
+    .map_err(backend)?
+    .map(into_request)
+    .transpose()
 }
 
 const RESPONSE_COLS: &str = "seq, request_id, party, at, outcome, body";
@@ -443,9 +472,16 @@ pub(super) fn complete_one(conn: &Connection, c: &Completion) -> Result<(), Stor
         Some(seq) => conn
             .prepare_cached("SELECT seq, status FROM requests WHERE seq = ?1 AND id = ?2")
             .and_then(|mut s| s.query_row(params![seq, c.request_id], |r| Ok((r.get(0)?, r.get(1)?))).optional()),
-        None => conn
-            .prepare_cached("SELECT seq, status FROM requests WHERE id = ?1")
-            .and_then(|mut s| s.query_row([&c.request_id], |r| Ok((r.get(0)?, r.get(1)?))).optional()),
+        None => match id_key(&c.request_id) {
+            Some((originator, counter)) => conn
+                .prepare_cached(
+                    "SELECT seq, status FROM requests WHERE id_originator = ?1 AND id_counter = ?2 AND id = ?3",
+                )
+                .and_then(|mut s| {
+                    s.query_row(params![originator, counter, c.request_id], |r| Ok((r.get(0)?, r.get(1)?))).optional()
+                }),
+            None => Ok(None),
+        },
     }
     .map_err(backend)?;
     match found {
@@ -568,14 +604,16 @@ pub(super) fn responses_after(
 }
 
 pub(super) fn audit_trail(conn: &Connection, request_id: &str) -> Result<Vec<AuditRecord>, StoreError> {
+    // A request's number never changes and its audit rows are only appended: the two reads
+    // need not share a snapshot.
+    let Some(request_seq) = request_seq(conn, request_id)? else { return Ok(Vec::new()) };
     let mut s = conn
         .prepare_cached(
-            "SELECT seq, at, request_id, party, event, detail FROM audit \
-             WHERE request_seq = (SELECT seq FROM requests WHERE id = ?1) ORDER BY seq",
+            "SELECT seq, at, request_id, party, event, detail FROM audit WHERE request_seq = ?1 ORDER BY seq",
         )
         .map_err(backend)?;
     let rows = s
-        .query_map([request_id], |r| {
+        .query_map([request_seq], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, i64>(1)?,

@@ -85,10 +85,10 @@ pub(super) fn insert_top_up(
     t: &TopUpRecord,
     request: &RequestRecord,
 ) -> Result<TopUpRecord, StoreError> {
-    insert_request(conn, request)?;
+    let request_seq = insert_request(conn, request)?;
     conn.prepare_cached(
         "INSERT INTO top_ups (psp, payment_reference, customer_id, mpxn, supplier, meter, amount_pence, counter, utrn, \
-         request_id, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+         request_seq, request_id, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -101,6 +101,7 @@ pub(super) fn insert_top_up(
             t.amount_pence as i64,
             t.counter as i64,
             t.utrn,
+            request_seq,
             t.request_id,
             micros(t.at),
         ])

@@ -224,10 +224,12 @@ pub(super) fn reads_between(
 }
 
 pub(super) fn read(conn: &Connection, request_id: &str) -> Result<Option<ReadRecord>, StoreError> {
+    let Some((originator, counter)) = super::pipeline::id_key(request_id) else { return Ok(None) };
     conn.prepare_cached(&format!(
-        "SELECT {READ_COLS} FROM requests q JOIN responses s ON s.request_seq = q.seq WHERE q.id = ?1"
+        "SELECT {READ_COLS} FROM requests q JOIN responses s ON s.request_seq = q.seq \
+         WHERE q.id_originator = ?1 AND q.id_counter = ?2 AND q.id = ?3"
     ))
-    .and_then(|mut s| s.query_row([request_id], raw_read).optional())
+    .and_then(|mut s| s.query_row(params![originator, counter, request_id], raw_read).optional())
     .map_err(backend)?
     .map(into_read)
     .transpose()
@@ -252,16 +254,18 @@ pub(super) fn forward_read(
     to: &PartyId,
     at: Timestamp,
 ) -> Result<ForwardRecord, StoreError> {
+    let request_seq = super::pipeline::request_seq(conn, request_id)?
+        .ok_or_else(|| StoreError::NotFound(format!("request {request_id}")))?;
     conn.prepare_cached(
-        "INSERT INTO read_forwards (request_id, from_party, to_party, at) VALUES (?1, ?2, ?3, ?4) \
-         ON CONFLICT (request_id, to_party) DO NOTHING",
+        "INSERT INTO read_forwards (request_seq, request_id, from_party, to_party, at) VALUES (?1, ?2, ?3, ?4, ?5) \
+         ON CONFLICT (request_seq, to_party) DO NOTHING",
     )
-    .and_then(|mut s| s.execute(params![request_id, from.as_str(), to.as_str(), micros(at)]))
+    .and_then(|mut s| s.execute(params![request_seq, request_id, from.as_str(), to.as_str(), micros(at)]))
     .map_err(classify)?;
     conn.prepare_cached(&format!(
-        "SELECT {FORWARD_COLS} FROM read_forwards f WHERE f.request_id = ?1 AND f.to_party = ?2"
+        "SELECT {FORWARD_COLS} FROM read_forwards f WHERE f.request_seq = ?1 AND f.to_party = ?2"
     ))
-    .and_then(|mut s| s.query_row(params![request_id, to.as_str()], raw_forward))
+    .and_then(|mut s| s.query_row(params![request_seq, to.as_str()], raw_forward))
     .map_err(backend)
     .and_then(into_forward)
 }
@@ -275,7 +279,7 @@ pub(super) fn forwarded_reads(
     let mut s = conn
         .prepare_cached(&format!(
             "SELECT {FORWARD_COLS}, {READ_COLS} FROM read_forwards f \
-             JOIN requests q ON q.id = f.request_id JOIN responses s ON s.request_seq = q.seq \
+             JOIN requests q ON q.seq = f.request_seq JOIN responses s ON s.request_seq = q.seq \
              WHERE f.to_party = ?1 AND f.seq > ?2 ORDER BY f.seq LIMIT {limit}"
         ))
         .map_err(backend)?;

@@ -1,7 +1,7 @@
 //! Versioned migrations, applied in order inside one transaction each. The version lives in
 //! SQLite's `user_version`.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 use crate::StoreError;
 
@@ -24,6 +24,7 @@ pub(crate) const HUB: &[(i64, &str)] = &[
     (13, include_str!("../../migrations/0013_alert_marks.sql")),
     (14, include_str!("../../migrations/0014_change_counters.sql")),
     (15, include_str!("../../migrations/0015_responses_and_audit_by_request_seq.sql")),
+    (16, include_str!("../../migrations/0016_requests_by_originator_counter.sql")),
 ];
 
 /// What the planning cache watches: the tables a service request is planned from, each with
@@ -58,17 +59,45 @@ pub(crate) fn migrate(conn: &mut Connection, migrations: &[(i64, &str)]) -> Resu
              run a newer meterhub"
         )));
     }
-    for (version, sql) in migrations.iter().filter(|(v, _)| *v > current) {
-        // Some rebuild whole tables (15: responses and the audit log), which takes a while on
-        // a large store: say so before, not only after.
+    // Foreign keys are off while migrating and checked before each commit: a migration that
+    // rebuilds a parent table (16: requests) drops it, which with them on would delete, or
+    // refuse to delete, every row referring to it (SQLite's documented way to change a table).
+    // The setting can only change outside a transaction.
+    let enforced: bool = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).map_err(backend)?;
+    conn.pragma_update(None, "foreign_keys", "OFF").map_err(backend)?;
+    let result = migrations.iter().filter(|(v, _)| *v > current).try_for_each(|(version, sql)| {
+        // Some rebuild whole tables (15: responses and the audit log; 16: requests), which
+        // takes a while on a large store: say so before, not only after.
         tracing::info!(message = "Applying store migration; the store opens when it is done.", version);
+        let failed = |e: String| StoreError::Backend(format!("migration {version} failed: {e}"));
         let tx = conn.transaction().map_err(backend)?;
-        tx.execute_batch(sql).map_err(|e| StoreError::Backend(format!("migration {version} failed: {e}")))?;
+        tx.execute_batch(sql).map_err(|e| failed(e.to_string()))?;
+        if enforced && let Some(broken) = foreign_key_violation(&tx)? {
+            return Err(failed(broken));
+        }
         tx.pragma_update(None, "user_version", version).map_err(backend)?;
         tx.commit().map_err(backend)?;
         tracing::info!(message = "Applied store migration.", version);
+        Ok(())
+    });
+    if enforced {
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(backend)?;
     }
-    Ok(())
+    result
+}
+
+/// The first row that refers to a missing row, if any (`PRAGMA foreign_key_check`).
+fn foreign_key_violation(conn: &Connection) -> Result<Option<String>, StoreError> {
+    conn.query_row("PRAGMA foreign_key_check", [], |r| {
+        Ok(format!(
+            "row {} of {} refers to a missing row of {}",
+            r.get::<_, Option<i64>>(1)?.map_or("?".to_string(), |id| id.to_string()),
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(2)?,
+        ))
+    })
+    .optional()
+    .map_err(backend)
 }
 
 #[cfg(test)]
@@ -141,5 +170,147 @@ mod tests {
         assert!(e.to_string().contains("migration 15"), "{e}");
         assert_eq!(count(&conn, "PRAGMA user_version"), 14);
         assert_eq!(count(&conn, "SELECT count(*) FROM responses WHERE request_id = 'A:B:1'"), 1);
+    }
+
+    /// The indexes and triggers of `tables`, by name.
+    fn objects(conn: &Connection, tables: &str) -> Vec<String> {
+        let mut s = conn
+            .prepare(&format!(
+                "SELECT type || ' ' || name FROM sqlite_master \
+                 WHERE tbl_name IN ({tables}) AND type IN ('index', 'trigger') ORDER BY 1"
+            ))
+            .expect("schema");
+        s.query_map([], |r| r.get(0)).expect("schema").map(|r| r.expect("name")).collect()
+    }
+
+    const ORIGINATOR: &str = "90B3D51F30000002";
+
+    /// Version 15 with two requests (numbers 7 and 9) of one originator, a response, audit
+    /// rows, a forwarded read and a top-up.
+    fn at_version_15() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = Connection::open(dir.path().join("hub.sqlite3")).expect("open");
+        conn.pragma_update(None, "foreign_keys", "ON").expect("foreign keys");
+        migrate(&mut conn, &HUB[..15]).expect("migrate to 15");
+        conn.execute_batch(&format!(
+            "INSERT INTO requests (seq, id, party, srv, target, body, precommand, submitted_at, status, status_at) \
+             VALUES (7, '{ORIGINATOR}:00000000000000AA:41', 'sup', '4.1.1', '00000000000000AA', '{{}}', x'00', 1, \
+                     'completed', 2), \
+                    (9, '{ORIGINATOR}:00000000000000BB:42', 'sup', '2.2', '00000000000000BB', '{{}}', x'00', 3, \
+                     'queued', 3); \
+             INSERT INTO responses (seq, request_seq, request_id, party, at, outcome, body) \
+                VALUES (4, 7, '{ORIGINATOR}:00000000000000AA:41', 'sup', 2, 'done', '{{}}'); \
+             INSERT INTO audit (seq, at, request_seq, request_id, party, event, detail) \
+                VALUES (10, 1, 7, '{ORIGINATOR}:00000000000000AA:41', 'sup', 'accepted', 'queued'); \
+             INSERT INTO read_forwards (seq, request_id, from_party, to_party, at) \
+                VALUES (3, '{ORIGINATOR}:00000000000000AA:41', 'sup', 'dno', 5); \
+             INSERT INTO top_ups (seq, psp, payment_reference, customer_id, mpxn, supplier, meter, amount_pence, \
+                                  counter, utrn, request_id, at) \
+                VALUES (2, 'psp', 'pay-1', 'c1', '1100000000000', 'sup', '00000000000000BB', 500, 1, \
+                        '73470000000000000001', '{ORIGINATOR}:00000000000000BB:42', 4);"
+        ))
+        .expect("rows at version 15");
+        (dir, conn)
+    }
+
+    /// Migration 16 keys requests by (originator, counter) and rebuilds the tables that
+    /// referred to their text id: every row survives with its number and finds its request,
+    /// every index and trigger is made again, and foreign keys are on again afterwards.
+    #[test]
+    fn migration_16_keys_requests_by_originator_and_counter() {
+        let (_dir, mut conn) = at_version_15();
+        let tables = "'requests', 'responses', 'read_forwards', 'top_ups'";
+        let before = objects(&conn, tables);
+        migrate(&mut conn, HUB).expect("migrate to the latest");
+        assert_eq!(objects(&conn, tables), before, "every index and trigger of the rebuilt tables is made again");
+        assert_eq!(count(&conn, "PRAGMA foreign_keys"), 1, "foreign keys are enforced again");
+        let keys: String = conn
+            .query_row(
+                "SELECT group_concat(seq || ':' || id_originator || ':' || id_counter, ',') FROM requests",
+                [],
+                |r| r.get(0),
+            )
+            .expect("keys");
+        assert_eq!(keys, format!("7:{ORIGINATOR}:41,9:{ORIGINATOR}:42"));
+        // The requests' unique index is the key now, not the text id.
+        assert_eq!(
+            count(
+                &conn,
+                "SELECT group_concat(i.name) = 'id_originator,id_counter' FROM pragma_index_list('requests') l, \
+                 pragma_index_info(l.name) i WHERE l.\"unique\" = 1"
+            ),
+            1
+        );
+        assert_eq!(count(&conn, "SELECT request_seq FROM read_forwards WHERE seq = 3 AND to_party = 'dno'"), 7);
+        assert_eq!(count(&conn, "SELECT request_seq FROM top_ups WHERE seq = 2 AND payment_reference = 'pay-1'"), 9);
+        assert_eq!(count(&conn, "SELECT request_seq FROM responses WHERE seq = 4"), 7);
+        assert_eq!(count(&conn, "SELECT request_seq FROM audit WHERE seq = 10"), 7);
+        // The same originator and counter cannot name a second request, whatever its target.
+        let again = conn.execute(
+            &format!(
+                "INSERT INTO requests (id, party, srv, target, body, precommand, submitted_at, status, status_at, \
+                 id_originator, id_counter) VALUES ('{ORIGINATOR}:00000000000000CC:41', 'sup', '4.1.1', \
+                 '00000000000000CC', '{{}}', x'00', 5, 'queued', 5, '{ORIGINATOR}', 41)"
+            ),
+            [],
+        );
+        assert!(again.is_err(), "{again:?}");
+        // Responses still only take the three outcomes, and stay append-only.
+        assert!(
+            conn.execute(
+                "INSERT INTO responses (request_seq, request_id, party, at, outcome, body) \
+                 VALUES (9, 'x', 'sup', 6, 'maybe', '{}')",
+                []
+            )
+            .is_err()
+        );
+        assert!(conn.execute("UPDATE responses SET body = 'x'", []).is_err(), "responses stay append-only");
+        assert!(conn.execute("DELETE FROM top_ups", []).is_err(), "top-ups stay append-only");
+        assert!(conn.execute("DELETE FROM read_forwards", []).is_err(), "forwarded reads stay append-only");
+        // A forwarded read must name a stored request.
+        assert!(
+            conn.execute(
+                "INSERT INTO read_forwards (request_seq, request_id, from_party, to_party, at) \
+                 VALUES (99, 'x', 'sup', 'dno', 6)",
+                []
+            )
+            .is_err(),
+            "foreign keys are enforced"
+        );
+    }
+
+    /// A migration commits only if every row still finds what it refers to: a row that was
+    /// already broken (written with foreign keys off) stops it, named, and the store stays
+    /// at the version before.
+    #[test]
+    fn a_migration_that_leaves_a_broken_reference_is_refused() {
+        let (_dir, mut conn) = at_version_15();
+        conn.pragma_update(None, "foreign_keys", "OFF").expect("foreign keys off");
+        conn.execute_batch(
+            "INSERT INTO audit (seq, at, request_seq, request_id, party, event, detail) \
+             VALUES (11, 1, 99, 'A:B:99', 'sup', 'accepted', 'queued')",
+        )
+        .expect("orphan");
+        conn.pragma_update(None, "foreign_keys", "ON").expect("foreign keys on");
+        let e = migrate(&mut conn, HUB).expect_err("an orphan audit row stops the migration");
+        assert!(e.to_string().contains("migration 16") && e.to_string().contains("row 11 of audit"), "{e}");
+        assert_eq!(count(&conn, "PRAGMA user_version"), 15);
+        assert_eq!(count(&conn, "PRAGMA foreign_keys"), 1, "foreign keys are enforced again");
+        assert_eq!(count(&conn, "SELECT count(*) FROM pragma_index_list('requests') WHERE name LIKE '%autoindex%'"), 1);
+    }
+
+    /// A forwarded read whose request is missing stops migration 16 rather than being dropped.
+    #[test]
+    fn migration_16_refuses_to_drop_an_orphan_forwarded_read() {
+        let (_dir, mut conn) = at_version_15();
+        conn.pragma_update(None, "foreign_keys", "OFF").expect("foreign keys off");
+        conn.execute_batch(
+            "INSERT INTO read_forwards (seq, request_id, from_party, to_party, at) VALUES (8, 'A:B:99', 'sup', 'dno', 5)",
+        )
+        .expect("orphan");
+        let e = migrate(&mut conn, HUB).expect_err("an orphan forwarded read stops the migration");
+        assert!(e.to_string().contains("migration 16"), "{e}");
+        assert_eq!(count(&conn, "PRAGMA user_version"), 15);
+        assert_eq!(count(&conn, "SELECT count(*) FROM read_forwards"), 2);
     }
 }
