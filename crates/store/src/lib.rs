@@ -234,7 +234,9 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<ResponseRecord>, StoreError>;
     async fn audit_trail(&self, request_id: &str) -> Result<Vec<AuditRecord>, StoreError>;
-    /// A party's requests in a status, oldest first.
+    /// A party's requests in a status, oldest first. Quarantined ones are indexed by party;
+    /// for another status every request in it is looked at, so it suits the statuses
+    /// requests wait in, not `Completed`.
     async fn requests_in_status(
         &self,
         party: &PartyId,

@@ -618,6 +618,51 @@ async fn a_request_is_found_by_its_whole_id_and_nothing_else() {
     s.close().await;
 }
 
+// R-SR-1: a response is recorded once. A completion heard again (by number or by id) changes
+// nothing; one for a request that is not there is refused, and nothing of its batch is
+// written.
+#[tokio::test]
+async fn a_completion_heard_twice_is_recorded_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path(), opts()).unwrap();
+    let id = "0000000000000001:0000000000000010:3";
+    let seq = s.insert_request(request(id)).await.unwrap().seq;
+    let answer = |by_number: bool, body: &str| store::Completion {
+        request_id: id.to_string(),
+        request_seq: by_number.then_some(seq),
+        party: pid("acme"),
+        at: t("2026-01-01T00:01:00Z"),
+        outcome: store::ResponseOutcome::Done,
+        body: body.to_string(),
+        effects: Vec::new(),
+    };
+    s.complete_requests(vec![answer(true, "{\"first\":1}")]).await.unwrap();
+    s.complete_requests(vec![answer(true, "{\"second\":2}")]).await.unwrap();
+    s.complete_requests(vec![answer(false, "{\"third\":3}")]).await.unwrap();
+    let (r, response) = s.request(id).await.unwrap().expect("stored");
+    assert_eq!(r.status, store::RequestStatus::Completed);
+    assert_eq!(response.expect("answered").body, "{\"first\":1}");
+    let events: Vec<String> = s.audit_trail(id).await.unwrap().into_iter().map(|a| a.event).collect();
+    assert_eq!(events, ["accepted", "completed"]);
+    // A completion for a request that is not there (a wrong number, an unknown id) is
+    // refused with its whole batch.
+    let other = "0000000000000001:0000000000000010:4";
+    let other_seq = s.insert_request(request(other)).await.unwrap().seq;
+    let stray = store::Completion { request_id: "0000000000000001:0000000000000010:99".into(), ..answer(false, "{}") };
+    let wrong_number = store::Completion { request_seq: Some(other_seq), ..answer(true, "{}") };
+    for bad in [stray, wrong_number] {
+        let batch = vec![
+            store::Completion { request_id: other.into(), request_seq: Some(other_seq), ..answer(true, "{}") },
+            bad,
+        ];
+        let e = s.complete_requests(batch).await.unwrap_err();
+        assert!(matches!(e, StoreError::NotFound(_)), "{e}");
+        let (r, response) = s.request(other).await.unwrap().expect("stored");
+        assert_eq!((r.status, response), (store::RequestStatus::Queued, None), "nothing of the batch was written");
+    }
+    s.close().await;
+}
+
 /// Fleet schema version 3 adds the packed state without rewriting a row: a system saved
 /// as JSON before still loads (as its JSON text) until it is next saved, in the new column.
 #[tokio::test]

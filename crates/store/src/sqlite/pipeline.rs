@@ -468,32 +468,48 @@ fn next_seq(rows: &mut rusqlite::Rows<'_>) -> Result<Option<i64>, StoreError> {
 }
 
 pub(super) fn complete_one(conn: &Connection, c: &Completion) -> Result<(), StoreError> {
-    let found: Option<(i64, String)> = match c.request_seq {
+    let seq = match c.request_seq {
+        Some(seq) => Some(seq),
+        None => request_seq(conn, &c.request_id)?,
+    };
+    // The status moves first, and only if it is not `completed` already: one statement both
+    // finds the request and keeps a completion heard twice from being recorded twice.
+    let moved = match seq {
         Some(seq) => conn
-            .prepare_cached("SELECT seq, status FROM requests WHERE seq = ?1 AND id = ?2")
-            .and_then(|mut s| s.query_row(params![seq, c.request_id], |r| Ok((r.get(0)?, r.get(1)?))).optional()),
-        None => match id_key(&c.request_id) {
-            Some((originator, counter)) => conn
-                .prepare_cached(
-                    "SELECT seq, status FROM requests WHERE id_originator = ?1 AND id_counter = ?2 AND id = ?3",
-                )
-                .and_then(|mut s| {
-                    s.query_row(params![originator, counter, c.request_id], |r| Ok((r.get(0)?, r.get(1)?))).optional()
-                }),
-            None => Ok(None),
-        },
-    }
-    .map_err(backend)?;
-    match found {
+            .prepare_cached(
+                "UPDATE requests SET status = 'completed', status_at = ?1 \
+                 WHERE seq = ?2 AND id = ?3 AND status <> 'completed'",
+            )
+            .and_then(|mut s| s.execute(params![micros(c.at), seq, c.request_id]))
+            .map_err(backend)?,
+        None => 0,
+    };
+    match seq {
+        Some(seq) if moved == 1 => record_answer(conn, c, seq),
+        // Not moved: completed already (nothing to do), or not there.
+        Some(seq) => {
+            let there: Option<i64> = conn
+                .prepare_cached("SELECT seq FROM requests WHERE seq = ?1 AND id = ?2")
+                .and_then(|mut s| s.query_row(params![seq, c.request_id], |r| r.get(0)).optional())
+                .map_err(backend)?;
+            there.map(|_| ()).ok_or_else(|| StoreError::NotFound(format!("request {}", c.request_id)))
+        }
         None => Err(StoreError::NotFound(format!("request {}", c.request_id))),
-        Some((_, status)) if status == "completed" => Ok(()),
-        Some((seq, _)) => record_completion(conn, c, seq),
     }
 }
 
-/// Apply a completion's effects and record its response for the request numbered `seq`,
-/// known not to be completed yet.
+/// Record that the request numbered `seq`, known not to be completed yet, is: its status,
+/// then [`record_answer`].
 pub(super) fn record_completion(conn: &Connection, c: &Completion, seq: i64) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE requests SET status = 'completed', status_at = ?1 WHERE seq = ?2")
+        .and_then(|mut s| s.execute(params![micros(c.at), seq]))
+        .map_err(backend)?;
+    record_answer(conn, c, seq)
+}
+
+/// Apply a completion's effects and record its response and audit line for the request
+/// numbered `seq`, whose status has just been set to `completed`.
+fn record_answer(conn: &Connection, c: &Completion, seq: i64) -> Result<(), StoreError> {
     for effect in &c.effects {
         match effect {
             Effect::Commissioned { eui, at } => {
@@ -539,9 +555,6 @@ pub(super) fn record_completion(conn: &Connection, c: &Completion, seq: i64) -> 
     )
     .and_then(|mut s| s.execute(params![seq, c.request_id, c.party.as_str(), micros(c.at), c.outcome.as_str(), c.body]))
     .map_err(classify)?;
-    conn.prepare_cached("UPDATE requests SET status = 'completed', status_at = ?1 WHERE seq = ?2")
-        .and_then(|mut s| s.execute(params![micros(c.at), seq]))
-        .map_err(backend)?;
     audit(conn, c.at, (seq, &c.request_id), &c.party, "completed", c.outcome.as_str())
 }
 
@@ -637,12 +650,23 @@ pub(super) fn requests_in_status(
     status: RequestStatus,
     limit: usize,
 ) -> Result<Vec<RequestRecord>, StoreError> {
-    let mut s = conn
-        .prepare_cached(&format!(
-            "SELECT {REQUEST_COLS} FROM requests WHERE party = ?1 AND status = ?2 ORDER BY seq LIMIT {limit}"
-        ))
-        .map_err(backend)?;
-    let rows = s.query_map(params![party.as_str(), status.as_str()], raw_request).map_err(backend)?;
+    // Quarantined requests have an index by party (migration 16); a request in another
+    // status is found through the status index, among every request in that status.
+    let quarantined = status == RequestStatus::Quarantined;
+    let sql = if quarantined {
+        format!(
+            "SELECT {REQUEST_COLS} FROM requests WHERE party = ?1 AND status = 'quarantined' ORDER BY seq LIMIT {limit}"
+        )
+    } else {
+        format!("SELECT {REQUEST_COLS} FROM requests WHERE status = ?2 AND party = ?1 ORDER BY seq LIMIT {limit}")
+    };
+    let mut s = conn.prepare_cached(&sql).map_err(backend)?;
+    let rows = if quarantined {
+        s.query_map(params![party.as_str()], raw_request)
+    } else {
+        s.query_map(params![party.as_str(), status.as_str()], raw_request)
+    }
+    .map_err(backend)?;
     rows.map(|r| r.map_err(backend).and_then(into_request)).collect()
 }
 
