@@ -8,6 +8,7 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use device::wire::RequestId;
 use device::{Command, Installation, Outcome, System};
 use domain::Eui64;
 use hub::Clock;
@@ -393,7 +394,7 @@ impl Fleet {
     async fn apply(
         &self,
         eui: Eui64,
-        request_id: Option<String>,
+        request_id: Option<RequestId>,
         f: impl FnOnce(&mut System) -> Outcome,
     ) -> Result<Outcome, TransportError> {
         let id = self.system_id(eui).await.map_err(failed)?.ok_or(TransportError::Unreachable(eui))?;
@@ -405,7 +406,7 @@ impl Fleet {
     async fn apply_id(
         &self,
         id: i64,
-        request_id: Option<String>,
+        request_id: Option<RequestId>,
         woken: bool,
         over_wan: Option<Eui64>,
         f: impl FnOnce(&mut System) -> Outcome,
@@ -419,10 +420,15 @@ impl Fleet {
         {
             return Err(TransportError::Unreachable(target));
         }
+        // The id as text only when there is something to compare it with (most systems
+        // remember no answer: a read changes nothing).
         if let Some(rid) = &request_id
-            && let Some((_, answer)) = stored.answered.iter().find(|(r, _)| r == rid)
+            && !stored.answered.is_empty()
         {
-            return Ok(answer.clone());
+            let rid = rid.to_string();
+            if let Some((_, answer)) = stored.answered.iter().find(|(r, _)| *r == rid) {
+                return Ok(answer.clone());
+            }
         }
         let before = stored.system.clone();
         let outcome = f(&mut stored.system);
@@ -440,7 +446,7 @@ impl Fleet {
                 if stored.answered.len() == REMEMBERED_ANSWERS_MAX {
                     stored.answered.pop_front();
                 }
-                stored.answered.push_back((rid, outcome.clone()));
+                stored.answered.push_back((rid.to_string(), outcome.clone()));
             }
             let state = encode(&stored)?;
             if let Err(e) = self.store.save_system(id, state, wake_at(activity, &stored.system, now)).await {
@@ -591,7 +597,7 @@ impl DeviceTransport for Fleet {
     }
 
     async fn send(&self, m: DeviceMessage) -> Result<Outcome, TransportError> {
-        let request_id = Command::decode(&m.bytes).map(|c| c.id.to_string()).ok();
+        let request_id = Command::decode(&m.bytes).map(|c| c.id).ok();
         let now = self.clock.now();
         let id = self.system_id(m.target).await.map_err(failed)?.ok_or(TransportError::Unreachable(m.target))?;
         if !self.reachable(id, now) {
