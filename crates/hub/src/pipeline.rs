@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use device::{Access, Command, Outcome, RequestId, Requester};
 use domain::catalogue::{self, Critical, FutureDate, Relation};
-use domain::registry::RegistrationVersion;
+use domain::registry::{EnrolmentVersion, RegistrationVersion};
 use domain::registry::{MeterType, supplier_period_start, supplier_periods};
 use domain::{Eui64, Fuel, Mpxn, Party};
 use jiff::{SignedDuration, Timestamp};
@@ -478,12 +478,13 @@ impl Hub {
         }
     }
 
-    /// R-REG-2: the metering point must be smart (by its registration at `at`) and enrolled.
-    async fn check_enrolled(
-        &self,
+    /// R-REG-2: the metering point must be smart (by its registration at `at`) and enrolled
+    /// (by its enrolment at `at`).
+    fn check_enrolled(
         mpxn: Mpxn,
         at: Timestamp,
         reg: Option<&RegistrationVersion>,
+        enrolment: Option<&EnrolmentVersion>,
     ) -> Result<(), HubError> {
         match reg {
             None => Err(HubError::Conflict(format!("metering point {mpxn} has no registration at {at}"))),
@@ -492,8 +493,7 @@ impl Hub {
                 r.data.meter_type
             ))),
             Some(_) => {
-                let enrolled = self.store().enrolment_at(mpxn, at, None).await?.is_some_and(|e| e.enrolled);
-                if enrolled {
+                if enrolment.is_some_and(|e| e.enrolled) {
                     Ok(())
                 } else {
                     Err(HubError::Conflict(format!(
@@ -622,8 +622,9 @@ impl Hub {
                         device.eui
                     ))
                 })?;
-                // One registry read serves the relationship and the smart-meter check.
-                let reg = self.store().registration_at(mpxn, at, None).await?;
+                // One registry read serves the relationship and the smart-meter and enrolment
+                // checks, all as of one moment.
+                let (reg, enrolment) = self.store().registration_and_enrolment_at(mpxn, at).await?;
                 let mut rel = Relationships::from_registration(&mpxn, at, reg.as_ref());
                 let consent_from = self.add_grants(party, mpxn, &mut rel).await?;
                 // A supplier no longer registered may read its own, ended period.
@@ -651,7 +652,7 @@ impl Hub {
                     }
                 }
                 let grant = self.authorize(&caller, srv, Some(&rel.facts()))?;
-                self.check_enrolled(mpxn, at, reg.as_ref()).await?;
+                Self::check_enrolled(mpxn, at, reg.as_ref(), enrolment.as_ref())?;
                 let access = match grant.relation {
                     Relation::RegisteredSupplier | Relation::RegisteredExportSupplier => {
                         // Only reads of stored data have a window; others skip the history read.

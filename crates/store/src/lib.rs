@@ -158,6 +158,13 @@ pub trait Store: Send + Sync + 'static {
         at: Timestamp,
         known_at: Option<Timestamp>,
     ) -> Result<Option<EnrolmentVersion>, StoreError>;
+    /// [`Store::registration_at`] and [`Store::enrolment_at`] (all recordings) together, as
+    /// of one moment of the store: planning a request needs both.
+    async fn registration_and_enrolment_at(
+        &self,
+        mpxn: Mpxn,
+        at: Timestamp,
+    ) -> Result<(Option<RegistrationVersion>, Option<EnrolmentVersion>), StoreError>;
     /// Every registration version of a metering point, in recording order.
     async fn registration_history(&self, mpxn: Mpxn) -> Result<Vec<RegistrationVersion>, StoreError>;
     async fn enrolment_history(&self, mpxn: Mpxn) -> Result<Vec<EnrolmentVersion>, StoreError>;

@@ -121,6 +121,13 @@ async fn cached_planning_facts_follow_writes_from_this_and_other_processes() {
     };
     s.append_enrolment(e.clone()).await.unwrap();
     assert!(s.enrolment_at(mpxn(m), t("2026-06-01T00:00:00Z"), None).await.unwrap().is_some_and(|e| e.enrolled));
+    // Both at once give what each gives alone, before and after the enrolment's start.
+    for at in ["2025-06-01T00:00:00Z", "2026-06-01T00:00:00Z"] {
+        let (reg_at, enrolment) = s.registration_and_enrolment_at(mpxn(m), t(at)).await.unwrap();
+        assert_eq!(reg_at, s.registration_at(mpxn(m), t(at), None).await.unwrap(), "{at}");
+        assert_eq!(enrolment, s.enrolment_at(mpxn(m), t(at), None).await.unwrap(), "{at}");
+    }
+    assert!(s.registration_and_enrolment_at(mpxn(m), t("2025-06-01T00:00:00Z")).await.unwrap().1.is_none());
 
     // Another process's write.
     let other = SqliteStore::open(dir.path(), opts()).unwrap();

@@ -642,6 +642,16 @@ impl Store for SqliteStore {
         Ok(self.mpxn_facts(m).await?.enrolment_at(at, known_at))
     }
 
+    async fn registration_and_enrolment_at(
+        &self,
+        m: Mpxn,
+        at: Timestamp,
+    ) -> Result<(Option<RegistrationVersion>, Option<EnrolmentVersion>), StoreError> {
+        // One lookup of the planning facts, where asking for each was one each.
+        let facts = self.mpxn_facts(m).await?;
+        Ok((facts.registration_at(at, None), facts.enrolment_at(at, None)))
+    }
+
     async fn registration_history(&self, m: Mpxn) -> Result<Vec<RegistrationVersion>, StoreError> {
         Ok(self.mpxn_facts(m).await?.registrations.clone())
     }
