@@ -291,10 +291,14 @@ pub(super) fn id_key(id: &str) -> Option<(&str, i64)> {
     Some((originator, counter.parse().ok()?))
 }
 
+/// The condition that finds a request by its id (a table aliased `q`), bound to the id's
+/// key and the id: `params![originator, counter, id]` from [`id_key`].
+pub(super) const BY_ID: &str = "q.id_originator = ?1 AND q.id_counter = ?2 AND q.id = ?3";
+
 /// The number of the request with this id, if there is one.
 pub(super) fn request_seq(conn: &Connection, id: &str) -> Result<Option<i64>, StoreError> {
     let Some((originator, counter)) = id_key(id) else { return Ok(None) };
-    conn.prepare_cached("SELECT seq FROM requests WHERE id_originator = ?1 AND id_counter = ?2 AND id = ?3")
+    conn.prepare_cached(&format!("SELECT seq FROM requests q WHERE {BY_ID}"))
         .and_then(|mut s| s.query_row(params![originator, counter, id], |r| r.get(0)).optional())
         .map_err(backend)
 }
@@ -340,13 +344,11 @@ pub(super) fn insert_request(conn: &Connection, r: &RequestRecord) -> Result<i64
 
 fn load_request(conn: &Connection, id: &str) -> Result<Option<RequestRecord>, StoreError> {
     let Some((originator, counter)) = id_key(id) else { return Ok(None) };
-    conn.prepare_cached(&format!(
-        "SELECT {REQUEST_COLS} FROM requests WHERE id_originator = ?1 AND id_counter = ?2 AND id = ?3"
-    ))
-    .and_then(|mut s| s.query_row(params![originator, counter, id], raw_request).optional())
-    .map_err(backend)?
-    .map(into_request)
-    .transpose()
+    conn.prepare_cached(&format!("SELECT {REQUEST_COLS} FROM requests q WHERE {BY_ID}"))
+        .and_then(|mut s| s.query_row(params![originator, counter, id], raw_request).optional())
+        .map_err(backend)?
+        .map(into_request)
+        .transpose()
 }
 
 const RESPONSE_COLS: &str = "seq, request_id, party, at, outcome, body";
@@ -468,34 +470,29 @@ fn next_seq(rows: &mut rusqlite::Rows<'_>) -> Result<Option<i64>, StoreError> {
 }
 
 pub(super) fn complete_one(conn: &Connection, c: &Completion) -> Result<(), StoreError> {
+    let not_found = || StoreError::NotFound(format!("request {}", c.request_id));
     let seq = match c.request_seq {
-        Some(seq) => Some(seq),
-        None => request_seq(conn, &c.request_id)?,
+        Some(seq) => seq,
+        None => request_seq(conn, &c.request_id)?.ok_or_else(not_found)?,
     };
     // The status moves first, and only if it is not `completed` already: one statement both
     // finds the request and keeps a completion heard twice from being recorded twice.
-    let moved = match seq {
-        Some(seq) => conn
-            .prepare_cached(
-                "UPDATE requests SET status = 'completed', status_at = ?1 \
-                 WHERE seq = ?2 AND id = ?3 AND status <> 'completed'",
-            )
-            .and_then(|mut s| s.execute(params![micros(c.at), seq, c.request_id]))
-            .map_err(backend)?,
-        None => 0,
-    };
-    match seq {
-        Some(seq) if moved == 1 => record_answer(conn, c, seq),
-        // Not moved: completed already (nothing to do), or not there.
-        Some(seq) => {
-            let there: Option<i64> = conn
-                .prepare_cached("SELECT seq FROM requests WHERE seq = ?1 AND id = ?2")
-                .and_then(|mut s| s.query_row(params![seq, c.request_id], |r| r.get(0)).optional())
-                .map_err(backend)?;
-            there.map(|_| ()).ok_or_else(|| StoreError::NotFound(format!("request {}", c.request_id)))
-        }
-        None => Err(StoreError::NotFound(format!("request {}", c.request_id))),
+    let moved = conn
+        .prepare_cached(
+            "UPDATE requests SET status = 'completed', status_at = ?1 \
+             WHERE seq = ?2 AND id = ?3 AND status <> 'completed'",
+        )
+        .and_then(|mut s| s.execute(params![micros(c.at), seq, c.request_id]))
+        .map_err(backend)?;
+    if moved == 1 {
+        return record_answer(conn, c, seq);
     }
+    // Not moved: completed already (nothing to do), or no request has this number and id.
+    conn.prepare_cached("SELECT seq FROM requests WHERE seq = ?1 AND id = ?2")
+        .and_then(|mut s| s.query_row(params![seq, c.request_id], |r| r.get::<_, i64>(0)).optional())
+        .map_err(backend)?
+        .map(|_| ())
+        .ok_or_else(not_found)
 }
 
 /// Record that the request numbered `seq`, known not to be completed yet, is: its status,
@@ -650,23 +647,16 @@ pub(super) fn requests_in_status(
     status: RequestStatus,
     limit: usize,
 ) -> Result<Vec<RequestRecord>, StoreError> {
-    // Quarantined requests have an index by party (migration 16); a request in another
-    // status is found through the status index, among every request in that status.
-    let quarantined = status == RequestStatus::Quarantined;
-    let sql = if quarantined {
-        format!(
-            "SELECT {REQUEST_COLS} FROM requests WHERE party = ?1 AND status = 'quarantined' ORDER BY seq LIMIT {limit}"
-        )
-    } else {
-        format!("SELECT {REQUEST_COLS} FROM requests WHERE status = ?2 AND party = ?1 ORDER BY seq LIMIT {limit}")
-    };
-    let mut s = conn.prepare_cached(&sql).map_err(backend)?;
-    let rows = if quarantined {
-        s.query_map(params![party.as_str()], raw_request)
-    } else {
-        s.query_map(params![party.as_str(), status.as_str()], raw_request)
-    }
-    .map_err(backend)?;
+    // The status is written into the statement (one of the enum's fixed texts), so that the
+    // planner sees which it is: quarantined requests have an index by party (migration 16);
+    // those in another status are found through the status index, among all in that status.
+    let mut s = conn
+        .prepare_cached(&format!(
+            "SELECT {REQUEST_COLS} FROM requests WHERE party = ?1 AND status = '{}' ORDER BY seq LIMIT {limit}",
+            status.as_str()
+        ))
+        .map_err(backend)?;
+    let rows = s.query_map(params![party.as_str()], raw_request).map_err(backend)?;
     rows.map(|r| r.map_err(backend).and_then(into_request)).collect()
 }
 

@@ -226,8 +226,8 @@ pub(super) fn reads_between(
 pub(super) fn read(conn: &Connection, request_id: &str) -> Result<Option<ReadRecord>, StoreError> {
     let Some((originator, counter)) = super::pipeline::id_key(request_id) else { return Ok(None) };
     conn.prepare_cached(&format!(
-        "SELECT {READ_COLS} FROM requests q JOIN responses s ON s.request_seq = q.seq \
-         WHERE q.id_originator = ?1 AND q.id_counter = ?2 AND q.id = ?3"
+        "SELECT {READ_COLS} FROM requests q JOIN responses s ON s.request_seq = q.seq WHERE {}",
+        super::pipeline::BY_ID
     ))
     .and_then(|mut s| s.query_row(params![originator, counter, request_id], raw_read).optional())
     .map_err(backend)?
