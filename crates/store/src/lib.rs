@@ -241,9 +241,10 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<ResponseRecord>, StoreError>;
     async fn audit_trail(&self, request_id: &str) -> Result<Vec<AuditRecord>, StoreError>;
-    /// A party's requests in a status, oldest first. Quarantined ones are indexed by party;
-    /// for another status every request in it is looked at, so it suits the statuses
-    /// requests wait in, not `Completed`.
+    /// A party's requests in a status, oldest first. Meant for the statuses requests wait in
+    /// (queued, awaiting a signature, quarantined), which are indexed: quarantined ones by
+    /// party, the others among all waiting in that status. An ending status (completed,
+    /// cancelled, deleted) has no index and reads every request.
     async fn requests_in_status(
         &self,
         party: &PartyId,

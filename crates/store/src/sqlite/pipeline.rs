@@ -421,7 +421,7 @@ pub(super) fn due_requests(
     limit: usize,
     except: &std::collections::HashSet<i64>,
 ) -> Result<Vec<RequestRecord>, StoreError> {
-    // Two steps, in one snapshot: the due requests' numbers from the status index alone
+    // Two steps, in one snapshot: the due requests' numbers from the waiting index alone
     // (it holds execute_at, and the row id), then whole rows only for those not excepted.
     // Under load most due requests are already being dispatched, and reading their rows
     // (bodies, pre-commands) cost more than the rest of the round. The numbers come in two
@@ -649,7 +649,8 @@ pub(super) fn requests_in_status(
 ) -> Result<Vec<RequestRecord>, StoreError> {
     // The status is written into the statement (one of the enum's fixed texts), so that the
     // planner sees which it is: quarantined requests have an index by party (migration 16);
-    // those in another status are found through the status index, among all in that status.
+    // those in another waiting status are found through the index of waiting requests
+    // (migration 17), among all in that status.
     let mut s = conn
         .prepare_cached(&format!(
             "SELECT {REQUEST_COLS} FROM requests WHERE party = ?1 AND status = '{}' ORDER BY seq LIMIT {limit}",

@@ -25,6 +25,7 @@ pub(crate) const HUB: &[(i64, &str)] = &[
     (14, include_str!("../../migrations/0014_change_counters.sql")),
     (15, include_str!("../../migrations/0015_responses_and_audit_by_request_seq.sql")),
     (16, include_str!("../../migrations/0016_requests_by_originator_counter.sql")),
+    (17, include_str!("../../migrations/0017_waiting_requests_index.sql")),
 ];
 
 /// What the planning cache watches: the tables a service request is planned from, each with
@@ -220,7 +221,7 @@ mod tests {
         let by_party = expected.iter().position(|o| o == "index requests_by_party").expect("version 15 has it");
         expected[by_party] = "index requests_quarantined_by_party".into();
         expected.sort();
-        migrate(&mut conn, HUB).expect("migrate to the latest");
+        migrate(&mut conn, &HUB[..16]).expect("migrate to 16");
         assert_eq!(objects(&conn, tables), expected, "every index and trigger of the rebuilt tables is made again");
         assert_eq!(count(&conn, "PRAGMA foreign_keys"), 1, "foreign keys are enforced again");
         let plan: Vec<String> = conn
@@ -284,6 +285,63 @@ mod tests {
             .is_err(),
             "foreign keys are enforced"
         );
+    }
+
+    /// Migration 17 keeps in the status index only the requests that wait: the dispatcher's
+    /// searches and a party's listing of its waiting requests use it, ended requests leave it
+    /// (a completion deletes an entry and adds none), and an ending status finds no index.
+    #[test]
+    fn migration_17_indexes_only_waiting_requests() {
+        let (_dir, mut conn) = at_version_15();
+        migrate(&mut conn, &HUB[..16]).expect("migrate to 16");
+        conn.execute_batch(&format!(
+            "INSERT INTO requests (seq, id, party, srv, target, body, precommand, submitted_at, status, status_at, \
+                                   execute_at, id_originator, id_counter) VALUES \
+                (11, '{ORIGINATOR}:00000000000000AA:43', 'sup', '4.1.1', '00000000000000AA', '{{}}', x'00', 4, \
+                 'awaiting-signature', 4, NULL, '{ORIGINATOR}', 43), \
+                (12, '{ORIGINATOR}:00000000000000AA:44', 'sup', '4.1.1', '00000000000000AA', '{{}}', x'00', 4, \
+                 'quarantined', 4, NULL, '{ORIGINATOR}', 44), \
+                (13, '{ORIGINATOR}:00000000000000AA:45', 'sup', '4.1.1', '00000000000000AA', '{{}}', x'00', 4, \
+                 'queued', 4, 90, '{ORIGINATOR}', 45), \
+                (14, '{ORIGINATOR}:00000000000000AA:46', 'sup', '4.1.1', '00000000000000AA', '{{}}', x'00', 4, \
+                 'cancelled', 5, 90, '{ORIGINATOR}', 46), \
+                (15, '{ORIGINATOR}:00000000000000AA:47', 'sup', '4.1.1', '00000000000000AA', '{{}}', x'00', 4, \
+                 'deleted', 5, NULL, '{ORIGINATOR}', 47);"
+        ))
+        .expect("requests in every status at version 16");
+        let tables = "'requests'";
+        let mut expected = objects(&conn, tables);
+        let by_status = expected.iter().position(|o| o == "index requests_by_status").expect("version 16 has it");
+        expected[by_status] = "index requests_waiting".into();
+        expected.sort();
+        migrate(&mut conn, HUB).expect("migrate to the latest");
+        assert_eq!(objects(&conn, tables), expected, "the status index is replaced, and nothing else");
+        let plan = |sql: &str| -> String {
+            let rows: Vec<String> = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .and_then(|mut s| s.query_map([], |r| r.get(3))?.collect())
+                .expect("plan");
+            rows.join("; ")
+        };
+        // The dispatcher's two searches and a party's waiting requests use it.
+        for sql in [
+            "SELECT seq FROM requests WHERE status = 'queued' AND execute_at <= 100",
+            "SELECT seq FROM requests WHERE status = 'queued' AND execute_at IS NULL ORDER BY seq",
+            "SELECT seq FROM requests WHERE party = 'sup' AND status = 'awaiting-signature' ORDER BY seq",
+        ] {
+            assert!(plan(sql).contains("requests_waiting"), "{sql}: {}", plan(sql));
+        }
+        assert!(plan("SELECT seq FROM requests WHERE status = 'completed'").starts_with("SCAN"));
+        // It holds the four waiting requests (9, 11, 12, 13) and no ended one.
+        let waiting = "SELECT group_concat(seq) FROM requests INDEXED BY requests_waiting \
+                       WHERE status = 'queued' OR status = 'awaiting-signature' OR status = 'quarantined'";
+        let listed = |conn: &Connection| -> String { conn.query_row(waiting, [], |r| r.get(0)).expect("waiting") };
+        assert_eq!(listed(&conn), "11,12,9,13");
+        // A completion takes a request out of it; the index stays whole.
+        conn.execute("UPDATE requests SET status = 'completed', status_at = 6 WHERE seq = 9", []).expect("complete");
+        assert_eq!(listed(&conn), "11,12,13");
+        let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("integrity check");
+        assert_eq!(check, "ok");
     }
 
     /// A migration commits only if every row still finds what it refers to: a row that was
