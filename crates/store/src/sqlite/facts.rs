@@ -283,6 +283,14 @@ struct Shard<K: Hash + Eq, V> {
 }
 
 impl<K: Hash + Eq, V> Shard<K, V> {
+    /// `k`'s value. While the shard is under half its bound nothing is near being pushed out,
+    /// so the order of use is left as it is: moving an entry to the front of the list touches
+    /// its two neighbours as well, cold memory when lookups are spread over a whole fleet.
+    /// Past half, each lookup keeps the order again.
+    fn look(&mut self, k: &K) -> Option<&V> {
+        if self.map.len() * 2 < self.cap { self.map.peek(k) } else { self.map.get(k) }
+    }
+
     /// Keep `v`, pushing out the least recently used beyond the bound.
     fn put(&mut self, k: K, v: V) {
         if self.map.put(k, v).is_none() && self.map.len() > self.cap {
@@ -591,7 +599,7 @@ impl PlanningCache {
 
     pub(crate) fn mpxn(&self, m: Mpxn) -> Option<Arc<MpxnFacts>> {
         let mut shard = self.mpxns[shard_of(&m)].lock().expect("planning cache");
-        let Some(entry) = shard.map.get(&m) else {
+        let Some(entry) = shard.look(&m) else {
             self.misses.fetch_add(1, Ordering::Relaxed);
             return None;
         };
@@ -632,7 +640,7 @@ impl PlanningCache {
     }
 
     pub(crate) fn device(&self, eui: Eui64) -> Option<Arc<Option<DeviceRecord>>> {
-        self.devices[shard_of(&eui)].lock().expect("planning cache").map.get(&eui).cloned()
+        self.devices[shard_of(&eui)].lock().expect("planning cache").look(&eui).cloned()
     }
 
     pub(crate) fn put_device(&self, eui: Eui64, ticket: u64, device: Option<DeviceRecord>) {
@@ -899,6 +907,31 @@ mod tests {
         assert!(cache.mpxn(m(0)).is_none(), "the oldest went");
         let stats = cache.stats();
         assert_eq!((stats.hits, stats.misses), (1, 1));
+    }
+
+    /// A lookup keeps the order of use once a shard is half full, so what is looked up stays
+    /// and the least recently used goes; under half, lookups leave the order as it is.
+    #[test]
+    fn a_shard_past_half_keeps_what_is_looked_up() {
+        let shard =
+            |cap: usize| Shard::<u32, u32> { map: LruCache::unbounded(), cap, invalidated: 0, hot: Default::default() };
+        let mut half = shard(4);
+        half.put(1, 1);
+        half.put(2, 2);
+        assert_eq!(half.look(&1), Some(&1));
+        for k in 3..=5 {
+            half.put(k, k);
+        }
+        assert_eq!((half.map.contains(&1), half.map.contains(&2)), (true, false), "2 was the least recently used");
+        let mut roomy = shard(8);
+        for k in 1..=3 {
+            roomy.put(k, k);
+        }
+        assert_eq!(roomy.look(&1), Some(&1));
+        for k in 4..=9 {
+            roomy.put(k, k);
+        }
+        assert!(!roomy.map.contains(&1), "looked up while the shard had room: still the oldest");
     }
 
     /// The in-memory pick agrees with the SQL's `ORDER BY effective_from DESC, seq DESC`
