@@ -69,6 +69,11 @@ fn encode(stored: &Stored) -> Result<Vec<u8>, TransportError> {
     postcard::to_extend(stored, out).map_err(failed)
 }
 
+/// The loader lock (of [`LOADING_STRIPES`]) that system `id` is read from the database under.
+fn loading_stripe(id: i64) -> usize {
+    id.rem_euclid(LOADING_STRIPES as i64) as usize
+}
+
 fn decode(id: i64, bytes: &[u8]) -> Result<Stored, TransportError> {
     let unreadable = |e: &dyn std::fmt::Display| failed(format!("system {id} state is unreadable: {e}"));
     match bytes.first() {
@@ -265,7 +270,7 @@ impl Fleet {
         if let Some(e) = self.held_entry(id) {
             return Ok(e);
         }
-        let _one_loader = self.loading[id.rem_euclid(LOADING_STRIPES as i64) as usize].lock().await;
+        let _one_loader = self.loading[loading_stripe(id)].lock().await;
         if let Some(e) = self.held_entry(id) {
             return Ok(e);
         }
@@ -279,6 +284,52 @@ impl Fleet {
         let entry = Arc::new(tokio::sync::Mutex::new(stored));
         self.cache_entry(id, entry.clone());
         Ok(entry)
+    }
+
+    /// Cache the systems that the devices of a dispatch round belong to and that are not
+    /// cached yet, reading each loader stripe's together: one database transaction for
+    /// several systems, where [`Fleet::entry`] takes one each. Under the stripe's lock, as
+    /// `entry` reads, so that nobody loads them meanwhile and what is cached is what the
+    /// database holds. A hint: whatever it does not cache, the sends load themselves.
+    async fn prepare_round(&self, targets: &[Eui64]) {
+        let mut by_stripe: std::collections::BTreeMap<usize, Vec<i64>> = std::collections::BTreeMap::new();
+        let room = {
+            let cache = self.cache.lock().expect("cache");
+            for eui in targets {
+                if let Some(id) = self.range_system(*eui)
+                    && !cache.contains(&id)
+                {
+                    by_stripe.entry(loading_stripe(id)).or_default().push(id);
+                }
+            }
+            cache.cap().get()
+        };
+        // More than a quarter of the cache at once would push out what the round needs.
+        let wanted: usize = by_stripe.values().map(Vec::len).sum();
+        if wanted < 2 || wanted > room / 4 {
+            return;
+        }
+        for (stripe, mut ids) in by_stripe {
+            let _one_loader = self.loading[stripe].lock().await;
+            ids.sort_unstable();
+            ids.dedup();
+            ids.retain(|id| self.held_entry(*id).is_none());
+            if ids.is_empty() {
+                continue;
+            }
+            let loaded = match self.store.load_systems(ids).await {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    tracing::debug!(message = "Systems could not be read ahead of a round.", error = %e);
+                    return;
+                }
+            };
+            for (id, bytes) in loaded {
+                if let Ok(stored) = decode(id, &bytes) {
+                    self.cache_entry(id, Arc::new(tokio::sync::Mutex::new(stored)));
+                }
+            }
+        }
     }
 
     /// The entry of system `id` if it is cached or still held by someone.
@@ -298,20 +349,26 @@ impl Fleet {
     /// held, the one pushed out is remembered in `evicted_in_use`.
     fn cache_entry(&self, id: i64, entry: Entry) {
         let mut cache = self.cache.lock().expect("cache");
+        let mut idle_out = None;
         if cache.len() == cache.cap().get() && !cache.contains(&id) {
             let idle = cache.iter().rev().find(|(_, e)| Arc::strong_count(e) == 1).map(|(k, _)| *k);
             if let Some(k) = idle {
-                cache.pop(&k);
+                idle_out = cache.pop(&k);
             }
         }
-        if let Some((out, e)) = cache.push(id, entry)
-            && out != id
-            && Arc::strong_count(&e) > 1
+        let pushed_out = cache.push(id, entry);
+        // Under the cache lock, so that a lookup finds a held entry in one place or the other.
+        if let Some((out, e)) = &pushed_out
+            && *out != id
+            && Arc::strong_count(e) > 1
         {
             let mut evicted = self.evicted_in_use.lock().expect("evicted entries");
             evicted.retain(|_, w| w.strong_count() > 0);
-            evicted.insert(out, Arc::downgrade(&e));
+            evicted.insert(*out, Arc::downgrade(e));
         }
+        // A system pushed out is freed after the lock is let go, not while other lookups wait.
+        drop(cache);
+        drop((idle_out, pushed_out));
     }
 
     /// Fit many homes at once, their devices already commissioned and their meters linked to
@@ -596,6 +653,10 @@ impl DeviceTransport for Fleet {
         Ok(eui)
     }
 
+    async fn prepare(&self, targets: &[Eui64]) {
+        self.prepare_round(targets).await;
+    }
+
     async fn send(&self, m: DeviceMessage) -> Result<Outcome, TransportError> {
         let request_id = Command::decode(&m.bytes).map(|c| c.id).ok();
         let now = self.clock.now();
@@ -831,6 +892,40 @@ mod tests {
         fleet.entry(1).await.expect("system 1 after");
         fleet.entry(2).await.expect("system 2 after");
         assert!(fleet.evicted_in_use.lock().expect("evicted").values().all(|w| w.strong_count() == 0));
+    }
+
+    /// A round's systems are read ahead, together, and cached: each once, a system already
+    /// in use keeps its entry (no second copy of it), an EUI of no system is passed over,
+    /// and a round too big for the cache reads nothing ahead.
+    #[tokio::test]
+    async fn a_round_reads_its_systems_ahead_once_each() {
+        use hub::transport::DeviceTransport as _;
+        let (_dir, fleet) = test_fleet(64);
+        let order = full_home();
+        let mut hubs = Vec::new();
+        for _ in 1..=6 {
+            hubs.push(fleet.install(order.clone()).await.expect("installed").comms_hub);
+        }
+        let in_use = fleet.entry(1).await.expect("system 1");
+        let foreign = Eui64::from_u64((fleet.eui_prefix() ^ (1 << 60)) | 8);
+        let mut targets = hubs.clone();
+        targets.extend([hubs[2], foreign]);
+        fleet.prepare(&targets).await;
+        let cached = |id: i64| fleet.cache.lock().expect("cache").contains(&id);
+        assert!((1..=6).all(cached), "every system of the round is cached");
+        assert!(Arc::ptr_eq(&in_use, &fleet.entry(1).await.expect("system 1 again")), "system 1 was read twice");
+        // Sends use what was read: the same entry each time.
+        let third = fleet.entry(3).await.expect("system 3");
+        fleet.prepare(&hubs).await;
+        assert!(Arc::ptr_eq(&third, &fleet.entry(3).await.expect("system 3 again")));
+
+        let (_dir, small) = test_fleet(16);
+        for _ in 1..=5 {
+            small.install(order.clone()).await.expect("installed");
+        }
+        let hubs: Vec<Eui64> = (1..=5).map(|id| small.comms_hub_eui(id)).collect();
+        small.prepare(&hubs).await;
+        assert_eq!(small.cache.lock().expect("cache").len(), 0, "five of sixteen is more than a round may take");
     }
 
     /// Bytes that are neither form are refused with the system named, never misread.

@@ -1242,6 +1242,10 @@ impl Hub {
             });
             by_device[i].1.push(r);
         }
+        if let Some(transport) = self.inner.transport.get() {
+            let targets: Vec<Eui64> = by_device.iter().map(|(eui, _)| *eui).collect();
+            transport.prepare(&targets).await;
+        }
         let runs = by_device.into_iter().map(|(_, list)| {
             let parties = &parties;
             async move {

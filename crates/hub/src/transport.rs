@@ -59,6 +59,11 @@ pub trait DeviceTransport: Send + Sync + 'static {
     /// Deliver a command and wait for the device's answer. Delivering the same command again
     /// (after a crash) returns the first answer and does not run it twice.
     async fn send(&self, message: DeviceMessage) -> Result<Outcome, TransportError>;
+    /// A dispatch round is about to send commands to these devices. A transport may get
+    /// ready for them all at once (the fleet reads their systems from its database together
+    /// rather than one by one). A hint only: sends work the same without it, and its
+    /// failures are left to the sends to meet.
+    async fn prepare(&self, _targets: &[Eui64]) {}
     /// A meter's key-agreement public point (65 bytes), as its certificate in the SMKI
     /// repository carries it: public, not device state.
     async fn key_agreement_point(&self, eui: Eui64) -> Result<Vec<u8>, TransportError>;

@@ -25,6 +25,9 @@ pub trait FleetStore: Send + Sync + 'static {
     /// A system's state as last stored: the bytes given, or, for a system not saved since
     /// fleet schema version 3, its JSON text.
     async fn load_system(&self, id: i64) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Several systems' states as [`FleetStore::load_system`] gives them, read as of one
+    /// moment: (id, state) for each id found, in the order asked.
+    async fn load_systems(&self, ids: Vec<i64>) -> Result<Vec<(i64, Vec<u8>)>, StoreError>;
     /// Store the new state of a system and when it next needs waking (`None`: not on its own).
     async fn save_system(&self, id: i64, state: Vec<u8>, wake_at: Option<jiff::Timestamp>) -> Result<(), StoreError>;
     /// A device fitted to a running system: indexed, with the system's new state, at once.

@@ -670,6 +670,28 @@ async fn a_completion_heard_twice_is_recorded_once() {
     s.close().await;
 }
 
+/// Systems read together (as a dispatch round reads them) come back as each read alone
+/// would, in the order asked; a missing one is left out.
+#[tokio::test]
+async fn systems_read_together_are_as_each_read_alone() {
+    use store::FleetStore;
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = store::sqlite::SqliteFleetStore::open(dir.path(), opts()).unwrap();
+    for id in 1..=3_u8 {
+        let hub = Eui64::from_u64(0x100 * u64::from(id));
+        let meter = Eui64::from_u64(0x100 * u64::from(id) + 1);
+        fleet.add_system(i64::from(id), hub, vec![hub, meter], vec![id; 4]).await.unwrap();
+    }
+    fleet.save_system(2, vec![9, 9], None).await.unwrap();
+    let together = fleet.load_systems(vec![3, 99, 1, 2]).await.unwrap();
+    assert_eq!(together, vec![(3, vec![3; 4]), (1, vec![1; 4]), (2, vec![9, 9])]);
+    for (id, state) in &together {
+        assert_eq!(fleet.load_system(*id).await.unwrap().as_ref(), Some(state));
+    }
+    assert_eq!(fleet.load_systems(Vec::new()).await.unwrap(), Vec::new());
+    fleet.close().await;
+}
+
 /// Fleet schema version 3 adds the packed state without rewriting a row: a system saved
 /// as JSON before still loads (as its JSON text) until it is next saved, in the new column.
 #[tokio::test]

@@ -15,6 +15,19 @@ pub struct SqliteFleetStore {
     engine: Engine,
 }
 
+/// A system's stored state: its packed bytes, or the JSON of one saved before fleet version 3.
+fn load_state(c: &rusqlite::Connection, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
+    c.prepare_cached("SELECT packed, state FROM systems WHERE id = ?1")
+        .and_then(|mut s| {
+            s.query_row([id], |r| match r.get::<_, Option<Vec<u8>>>(0)? {
+                Some(packed) => Ok(packed),
+                None => r.get::<_, String>(1).map(String::into_bytes),
+            })
+            .optional()
+        })
+        .map_err(backend)
+}
+
 impl SqliteFleetStore {
     pub fn open(dir: &Path, opts: SqliteOptions) -> Result<SqliteFleetStore, StoreError> {
         Ok(SqliteFleetStore { engine: Engine::open_file(dir, "fleet.sqlite3", schema::FLEET, None, &opts)? })
@@ -82,18 +95,23 @@ impl FleetStore for SqliteFleetStore {
     }
 
     async fn load_system(&self, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.engine.read(move |c| load_state(c, id)).await
+    }
+
+    async fn load_systems(&self, ids: Vec<i64>) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+        // One read transaction for the lot: each read alone begins and ends its own, which
+        // costs more than finding the row.
         self.engine
             .read(move |c| {
-                c.prepare_cached("SELECT packed, state FROM systems WHERE id = ?1")
-                    .and_then(|mut s| {
-                        s.query_row([id], |r| match r.get::<_, Option<Vec<u8>>>(0)? {
-                            Some(packed) => Ok(packed),
-                            // Saved before fleet version 3: its JSON.
-                            None => r.get::<_, String>(1).map(String::into_bytes),
-                        })
-                        .optional()
-                    })
-                    .map_err(backend)
+                super::engine::in_snapshot(c, || {
+                    let mut out = Vec::with_capacity(ids.len());
+                    for id in ids {
+                        if let Some(state) = load_state(c, id)? {
+                            out.push((id, state));
+                        }
+                    }
+                    Ok(out)
+                })
             })
             .await
     }
