@@ -391,6 +391,43 @@ async fn anomaly_thresholds_quarantine_until_released_or_deleted() {
     m.w.close().await;
 }
 
+// R-SR-3, R-SR-5: a request queued again after later ones ran (released from quarantine,
+// or signed) runs at the next dispatch: the dispatcher's search for due requests, which
+// starts past the requests it knows to be done or in hand, starts low enough again.
+#[tokio::test]
+async fn a_request_queued_again_after_later_ones_ran_still_runs() {
+    let m = market().await;
+    enrolled_home(&m).await;
+    let threshold = json!({"window_seconds": 3600, "max_requests": 1});
+    let (s, _) = m.w.call(Method::PUT, "/v1/anomaly-thresholds/own/4.1.1", &m.acme, Some(threshold)).await;
+    assert_eq!(s, StatusCode::OK);
+    let mut acks = Vec::new();
+    for srv in ["4.1.1", "4.1.1", "7.4"] {
+        acks.push(m.w.submit(&m.acme, srv, json!({"mpxn": MPAN}), json!({})).await.1);
+    }
+    let statuses: Vec<&str> = acks.iter().map(|a| a["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["queued", "quarantined", "queued"]);
+    assert_eq!(m.w.hub.dispatch_due().await.unwrap(), 2, "the first read and the later 7.4");
+    let released = format!("/v1/requests/{}/release", acks[1]["id"].as_str().unwrap());
+    let (s, v) = m.w.call(Method::POST, &released, &m.acme, None).await;
+    assert_eq!((s, v["status"].as_str()), (StatusCode::OK, Some("queued")), "{v}");
+    assert_eq!(m.w.hub.dispatch_due().await.unwrap(), 1, "the released read runs");
+    assert_eq!(m.w.settle(&m.acme, &acks[1]).await["response"]["outcome"], json!("done"));
+
+    // A critical request waits for its signature while a later read runs.
+    let (_, p) = m.w.call(Method::POST, "/v1/premises", &m.acme, Some(json!({"electricity": "economy-7"}))).await;
+    let (_, critical) = m.w.submit(&m.acme, "8.1.1", json!({"device": device_of(&p, "comms-hub")}), json!({})).await;
+    assert_eq!(critical["status"], json!("awaiting-signature"), "{critical}");
+    let (_, later) = m.w.submit(&m.acme, "7.4", json!({"mpxn": MPAN}), json!({})).await;
+    assert_eq!(later["status"], json!("queued"), "{later}");
+    assert_eq!(m.w.hub.dispatch_due().await.unwrap(), 1, "the later read");
+    let (s, _) = m.w.sign(&m.acme, &critical, &m.acme_key).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    assert_eq!(m.w.hub.dispatch_due().await.unwrap(), 1, "the signed request runs");
+    assert_eq!(m.w.settle(&m.acme, &critical).await["response"]["outcome"], json!("done"));
+    m.w.close().await;
+}
+
 // R-SR-1: every executable SRV × every kind of party, on an electricity and a gas metering
 // point, through the whole pipeline: what the catalogue and the relationship allow is
 // accepted and runs; everything else is refused and nothing of it is stored or run.

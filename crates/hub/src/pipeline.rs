@@ -131,7 +131,19 @@ pub(crate) struct InFlight {
     /// Shared with the due scan, which skips them (copied only if a scan still holds it).
     requests: std::sync::Arc<std::collections::HashSet<i64>>,
     devices: std::collections::HashSet<Eui64>,
+    /// Every queued request to run now (no execution time) numbered below this is in
+    /// `requests`: the search for due requests starts here rather than walking past every
+    /// request already with its device. Lowered before a request below it can be queued
+    /// again (signed, released from quarantine, left by a failed round).
+    floor: i64,
+    /// Searches so far: every [`FULL_SEARCH_EVERY`]th starts from the first request and
+    /// checks the floor.
+    searches: u64,
 }
+
+/// How often the search for due requests starts from the first request instead of the
+/// floor, and warns if it finds one the floor had passed over (which would be a bug).
+const FULL_SEARCH_EVERY: u64 = 64;
 /// Longest a caller may wait for a response in one call.
 pub const WAIT_SECONDS_MAX: u64 = 25;
 
@@ -1002,6 +1014,7 @@ impl Hub {
         // Signed, it runs now (unless future-dated): it needs room like any other.
         let runs_now = record.status == RequestStatus::AwaitingSignature && record.execute_at.is_none();
         let room = self.admit_if(runs_now, &caller.party.id, id).await?;
+        self.lower_floor(record.seq).await;
         let r = self
             .store()
             .transition_request(
@@ -1059,6 +1072,7 @@ impl Hub {
         let runs_now =
             to == RequestStatus::Queued && record.status == RequestStatus::Quarantined && record.execute_at.is_none();
         let room = self.admit_if(runs_now, &caller.party.id, id).await?;
+        self.lower_floor(record.seq).await;
         let r = self
             .move_own_request(
                 id,
@@ -1130,34 +1144,60 @@ impl Hub {
     async fn claim_due(&self, now: Timestamp) -> Result<Vec<RequestRecord>, HubError> {
         let mut in_flight = self.inner.in_flight.lock().await;
         let except = in_flight.requests.clone();
-        let due = self.store().due_requests(now, DISPATCH_BATCH_MAX, except).await?;
+        in_flight.searches += 1;
+        let full = in_flight.searches.is_multiple_of(FULL_SEARCH_EVERY);
+        let from = if full { 0 } else { in_flight.floor };
+        let due = self.store().due_requests(now, DISPATCH_BATCH_MAX, except, from).await?;
         let mut mine: std::collections::HashSet<Eui64> = std::collections::HashSet::new();
         let mut claimed = Vec::new();
-        for r in due {
-            if claimed.len() == DISPATCH_BATCH_MAX {
-                break;
+        // The first request to run now that is due but not taken (its device is busy).
+        let mut left: Option<i64> = None;
+        for r in due.requests {
+            if full && r.execute_at.is_none() && r.seq < in_flight.floor {
+                tracing::warn!(
+                    message = "The dispatcher's floor had passed over a queued request (found now).",
+                    request = %r.id,
+                    floor = in_flight.floor
+                );
             }
-            if !mine.contains(&r.target) {
-                if in_flight.devices.contains(&r.target) {
-                    continue;
+            let busy = !mine.contains(&r.target) && in_flight.devices.contains(&r.target);
+            if busy || claimed.len() == DISPATCH_BATCH_MAX {
+                if r.execute_at.is_none() {
+                    left = Some(left.map_or(r.seq, |l| l.min(r.seq)));
                 }
-                mine.insert(r.target);
+                continue;
             }
+            mine.insert(r.target);
             claimed.push(r);
         }
+        // Below where this search looked, or the first it left, every request to run now is
+        // in hand.
+        let looked = due.looked_to.map_or(from, |s| s + 1);
+        in_flight.floor = left.map_or(looked, |l| l.min(looked));
         std::sync::Arc::make_mut(&mut in_flight.requests).extend(claimed.iter().map(|r| r.seq));
         in_flight.devices.extend(mine);
         Ok(claimed)
     }
 
-    /// Let go of a round's requests (done or not: those not done are taken again later).
-    async fn release(&self, round: &[RequestRecord]) {
+    /// A request numbered `seq` is about to be queued again (signed, or released from
+    /// quarantine): the next search for due requests must not start above it.
+    async fn lower_floor(&self, seq: i64) {
         let mut in_flight = self.inner.in_flight.lock().await;
-        let InFlight { requests, devices } = &mut *in_flight;
+        in_flight.floor = in_flight.floor.min(seq);
+    }
+
+    /// Let go of a round's requests. Those of a round that did not complete (`done` false)
+    /// are taken again later: the floor goes below them.
+    async fn release(&self, round: &[RequestRecord], done: bool) {
+        let mut in_flight = self.inner.in_flight.lock().await;
+        let InFlight { requests, devices, floor, .. } = &mut *in_flight;
         let requests = std::sync::Arc::make_mut(requests);
         for r in round {
             requests.remove(&r.seq);
             devices.remove(&r.target);
+            if !done {
+                *floor = (*floor).min(r.seq);
+            }
         }
         drop(in_flight);
         // Requests held back behind these may go now.
@@ -1170,7 +1210,7 @@ impl Hub {
         let now = self.now();
         let round = self.claim_due(now).await?;
         let result = self.run_round(&round, now).await;
-        self.release(&round).await;
+        self.release(&round, result.is_ok()).await;
         result
     }
 
@@ -1198,13 +1238,14 @@ impl Hub {
                     Ok(Err(e)) => Some(e.to_string()),
                     Err(_) => Some("a dispatch round panicked (internal error)".to_string()),
                 };
+                let done = failed.is_none();
                 if let Some(e) = failed {
                     tracing::error!(message = "Dispatch failed; retrying in a second.", error = %e);
                     // Keep the round's requests held a while: taken again at once, a lasting
                     // fault (a full disk) would spin the dispatcher.
                     tokio::time::sleep(DISPATCH_RETRY).await;
                 }
-                hub.release(&round).await;
+                hub.release(&round, done).await;
                 drop(permit);
             });
         }

@@ -963,7 +963,7 @@ async fn fleet_device(hub: &Hub, home: u64) -> anyhow::Result<domain::Eui64> {
 
 /// True when nothing is queued and due.
 async fn store_idle(hub: &Hub) -> anyhow::Result<bool> {
-    Ok(hub.store().due_requests(hub.now(), 1, Default::default()).await?.is_empty())
+    Ok(hub.store().due_requests(hub.now(), 1, Default::default(), 0).await?.requests.is_empty())
 }
 
 fn bench_utrn(count: u64) -> anyhow::Result<()> {

@@ -223,13 +223,16 @@ pub trait Store: Send + Sync + 'static {
         signature: Option<Vec<u8>>,
     ) -> Result<RequestRecord, StoreError>;
     /// Queued requests due at `now`, oldest first, leaving out those whose `seq` is in
-    /// `except` (requests already being dispatched) without reading them.
+    /// `except` (requests already being dispatched) without reading them. Of the requests
+    /// to run now (no execution time), only those numbered `from_seq` or more are looked at
+    /// (the dispatcher knows those below to be in hand); due future-dated ones are all.
     async fn due_requests(
         &self,
         now: Timestamp,
         limit: usize,
         except: std::sync::Arc<std::collections::HashSet<i64>>,
-    ) -> Result<Vec<RequestRecord>, StoreError>;
+        from_seq: i64,
+    ) -> Result<DueRequests, StoreError>;
     /// Record responses and their effects, each atomically; a request already answered is
     /// left as it was (so a repeated completion is harmless).
     async fn complete_requests(&self, completions: Vec<Completion>) -> Result<(), StoreError>;

@@ -176,6 +176,17 @@ pub enum Effect {
     Han(HanChange),
 }
 
+/// What a search for due requests found ([`crate::Store::due_requests`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DueRequests {
+    /// Due requests, in number order.
+    pub requests: Vec<RequestRecord>,
+    /// The highest number among requests to run now (no execution time) that the search
+    /// looked at: every queued one numbered from the search's start up to it was either
+    /// excepted or returned. `None`: it looked at none.
+    pub looked_to: Option<i64>,
+}
+
 /// A response to record, with its request's move to `completed`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completion {

@@ -513,7 +513,7 @@ fn request(id: &str) -> store::RequestRecord {
 
 // R-SR-3: due requests come in number order, whether they run now or at an execution time
 // now past; requests not yet due, and those the dispatcher already holds, are left out; the
-// limit takes the first in that order.
+// limit takes the first in that order; a search from a number skips only requests to run now.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn due_requests_come_in_number_order_whether_immediate_or_dated() {
     let dir = tempfile::tempdir().unwrap();
@@ -537,18 +537,29 @@ async fn due_requests_come_in_number_order_whether_immediate_or_dated() {
         };
         seqs.push(s.insert_request(r).await.unwrap().seq);
     }
-    let due = |limit: usize, except: Vec<i64>| {
+    let search = |limit: usize, except: Vec<i64>, from: i64| {
         let s = &s;
         async move {
-            let got = s.due_requests(now, limit, Arc::new(except.into_iter().collect())).await.unwrap();
-            got.iter().map(|r| r.seq).collect::<Vec<_>>()
+            let got = s.due_requests(now, limit, Arc::new(except.into_iter().collect()), from).await.unwrap();
+            (got.requests.iter().map(|r| r.seq).collect::<Vec<_>>(), got.looked_to)
         }
+    };
+    let due = |limit: usize, except: Vec<i64>| {
+        let search = &search;
+        async move { search(limit, except, 0).await.0 }
     };
     // All but the one due at 13:00, in number order.
     let all: Vec<i64> = [0, 1, 2, 3, 5, 6].iter().map(|i| seqs[*i]).collect();
     assert_eq!(due(100, vec![]).await, all);
     assert_eq!(due(3, vec![]).await, all[..3]);
     assert_eq!(due(100, vec![seqs[1], seqs[2]]).await, [seqs[0], seqs[3], seqs[5], seqs[6]]);
+    // From a number on, requests to run now below it are not looked at; due dated ones
+    // still are. The search says how far it looked among those to run now, excepted or not.
+    assert_eq!(search(100, vec![], seqs[2]).await, (vec![seqs[1], seqs[2], seqs[3], seqs[5], seqs[6]], Some(seqs[5])));
+    assert_eq!(search(100, vec![seqs[5]], seqs[2]).await, (vec![seqs[1], seqs[2], seqs[3], seqs[6]], Some(seqs[5])));
+    assert_eq!(search(100, vec![], seqs[5] + 1).await, (vec![seqs[1], seqs[3], seqs[6]], None));
+    assert_eq!(search(1, vec![], 0).await, (vec![seqs[0]], Some(seqs[0])));
+    assert_eq!(search(1, vec![], seqs[2]).await, (vec![seqs[1]], None), "stopped at a dated one");
     s.close().await;
 }
 

@@ -27,9 +27,9 @@ pub use fleet::SqliteFleetStore;
 pub use schema::SCHEMA_VERSION;
 
 use crate::{
-    AuditRecord, Completion, DeviceRecord, ImportMsg, ImportSummary, MeteringPoint, NewEnrolment, NewPremises,
-    NewRegistration, PremisesRecord, RequestRecord, RequestStatus, ResponseRecord, Store, StoreCounts, StoreError,
-    ThresholdRecord, TokenRecord,
+    AuditRecord, Completion, DeviceRecord, DueRequests, ImportMsg, ImportSummary, MeteringPoint, NewEnrolment,
+    NewPremises, NewRegistration, PremisesRecord, RequestRecord, RequestStatus, ResponseRecord, Store, StoreCounts,
+    StoreError, ThresholdRecord, TokenRecord,
 };
 use engine::{Engine, backend};
 
@@ -1074,8 +1074,9 @@ impl Store for SqliteStore {
         now: Timestamp,
         limit: usize,
         except: std::sync::Arc<std::collections::HashSet<i64>>,
-    ) -> Result<Vec<RequestRecord>, StoreError> {
-        self.engine.read(move |conn| pipeline::due_requests(conn, now, limit, &except)).await
+        from_seq: i64,
+    ) -> Result<DueRequests, StoreError> {
+        self.engine.read(move |conn| pipeline::due_requests(conn, now, limit, &except, from_seq)).await
     }
 
     async fn complete_requests(&self, completions: Vec<Completion>) -> Result<(), StoreError> {

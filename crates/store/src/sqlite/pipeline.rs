@@ -7,8 +7,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::engine::backend;
 use super::{classify, micros, mpxn, party_id, ts};
 use crate::{
-    AuditRecord, Completion, DeviceRecord, Effect, EnrolledHome, NewPremises, PremisesRecord, RequestRecord,
-    RequestStatus, ResponseOutcome, ResponseRecord, StoreError, ThresholdRecord,
+    AuditRecord, Completion, DeviceRecord, DueRequests, Effect, EnrolledHome, NewPremises, PremisesRecord,
+    RequestRecord, RequestStatus, ResponseOutcome, ResponseRecord, StoreError, ThresholdRecord,
 };
 
 pub(super) fn eui(s: &str) -> Result<Eui64, StoreError> {
@@ -420,7 +420,8 @@ pub(super) fn due_requests(
     now: Timestamp,
     limit: usize,
     except: &std::collections::HashSet<i64>,
-) -> Result<Vec<RequestRecord>, StoreError> {
+    from_seq: i64,
+) -> Result<DueRequests, StoreError> {
     // Two steps, in one snapshot: the due requests' numbers from the waiting index alone
     // (it holds execute_at, and the row id), then whole rows only for those not excepted.
     // Under load most due requests are already being dispatched, and reading their rows
@@ -436,20 +437,23 @@ pub(super) fn due_requests(
         dated.sort_unstable();
         let mut dated = dated.into_iter().peekable();
         let mut heads = conn
-            .prepare_cached("SELECT seq FROM requests WHERE status = 'queued' AND execute_at IS NULL ORDER BY seq")
+            .prepare_cached(
+                "SELECT seq FROM requests WHERE status = 'queued' AND execute_at IS NULL AND seq >= ?1 ORDER BY seq",
+            )
             .map_err(backend)?;
         let mut row =
             conn.prepare_cached(&format!("SELECT {REQUEST_COLS} FROM requests WHERE seq = ?1")).map_err(backend)?;
-        let mut now_seqs = heads.query([]).map_err(backend)?;
+        let mut now_seqs = heads.query([from_seq]).map_err(backend)?;
         let mut next_now = next_seq(&mut now_seqs)?;
-        let mut out = Vec::new();
-        while out.len() < limit {
+        let mut out = DueRequests::default();
+        while out.requests.len() < limit {
             let seq = match (next_now, dated.peek().copied()) {
                 (None, None) => break,
                 (Some(n), Some(d)) if d < n => dated.next().expect("peeked"),
                 (None, Some(_)) => dated.next().expect("peeked"),
                 (Some(n), _) => {
                     next_now = next_seq(&mut now_seqs)?;
+                    out.looked_to = Some(n);
                     n
                 }
             };
@@ -457,7 +461,7 @@ pub(super) fn due_requests(
                 continue;
             }
             if let Some(raw) = row.query_row([seq], raw_request).optional().map_err(backend)? {
-                out.push(into_request(raw)?);
+                out.requests.push(into_request(raw)?);
             }
         }
         Ok(out)
