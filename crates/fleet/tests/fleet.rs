@@ -111,3 +111,27 @@ async fn state_survives_a_restart_and_a_redelivered_command_runs_once() {
     ));
     store.close().await;
 }
+
+/// A change that cannot be saved is forgotten: memory never runs ahead of the database, and
+/// a read that changes nothing needs no save at all.
+#[tokio::test]
+async fn a_change_that_cannot_be_saved_is_undone_and_a_read_needs_no_save() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::generate(&SystemRandom::new()).unwrap();
+    let (store, fleet) = open(dir.path(), 4);
+    let chf = fleet.install(order(&key)).await.unwrap().comms_hub;
+    let commissioned = fleet.send(message(&key, "8.1.1", chf, 1, json!({}), true)).await.unwrap();
+    assert!(matches!(commissioned, Outcome::Done(_)), "{commissioned:?}");
+    let add = |counter: u64, eui: &str| message(&key, "8.11", chf, counter, json!({"add": [eui]}), false);
+    let added = fleet.send(add(2, "00-00-00-00-00-00-AB-01")).await.unwrap();
+    assert!(matches!(added, Outcome::Done(_)), "{added:?}");
+    let saved = fleet.system(chf).await.unwrap();
+    // The fleet's database stops taking writes (as on a full disk): the change is refused
+    // and undone, while a read, which changes nothing, still answers.
+    store.close().await;
+    let refused = fleet.send(add(3, "00-00-00-00-00-00-AB-02")).await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(fleet.system(chf).await.unwrap(), saved, "memory ran ahead of the database");
+    let read = fleet.send(message(&key, "11.2", chf, 4, json!({}), false)).await.unwrap();
+    assert!(matches!(read, Outcome::Done(_)), "{read:?}");
+}
