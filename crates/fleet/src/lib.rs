@@ -106,6 +106,22 @@ pub struct Fleet {
     outages: Mutex<std::collections::HashMap<i64, jiff::Timestamp>>,
     /// Injected download damage: the next n firmware images to a system arrive corrupted.
     damaged_downloads: Mutex<std::collections::HashMap<i64, u32>>,
+    /// Systems read from the database one at a time, read ahead of their round, and the
+    /// read transactions the latter took (see [`Fleet::reads`]).
+    read_alone: std::sync::atomic::AtomicU64,
+    read_ahead: std::sync::atomic::AtomicU64,
+    read_ahead_transactions: std::sync::atomic::AtomicU64,
+}
+
+/// How a fleet has read systems from its database since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FleetReads {
+    /// Systems read one at a time: a command to a system neither cached nor read ahead.
+    pub alone: u64,
+    /// Systems read ahead of their dispatch round, several to a transaction.
+    pub ahead: u64,
+    /// The read transactions those took.
+    pub ahead_transactions: u64,
 }
 
 /// How long undelivered alerts wait before the fleet wakes their system to try again.
@@ -140,6 +156,19 @@ impl Fleet {
             alert_sink: std::sync::OnceLock::new(),
             outages: Mutex::new(std::collections::HashMap::new()),
             damaged_downloads: Mutex::new(std::collections::HashMap::new()),
+            read_alone: Default::default(),
+            read_ahead: Default::default(),
+            read_ahead_transactions: Default::default(),
+        }
+    }
+
+    /// How this fleet has read systems from its database so far.
+    pub fn reads(&self) -> FleetReads {
+        use std::sync::atomic::Ordering::Relaxed;
+        FleetReads {
+            alone: self.read_alone.load(Relaxed),
+            ahead: self.read_ahead.load(Relaxed),
+            ahead_transactions: self.read_ahead_transactions.load(Relaxed),
         }
     }
 
@@ -280,6 +309,7 @@ impl Fleet {
             .await
             .map_err(failed)?
             .ok_or_else(|| failed(format!("system {id} is missing")))?;
+        self.read_alone.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let stored = decode(id, &bytes)?;
         let entry = Arc::new(tokio::sync::Mutex::new(stored));
         self.cache_entry(id, entry.clone());
@@ -324,6 +354,8 @@ impl Fleet {
                     return;
                 }
             };
+            self.read_ahead_transactions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.read_ahead.fetch_add(loaded.len() as u64, std::sync::atomic::Ordering::Relaxed);
             for (id, bytes) in loaded {
                 if let Ok(stored) = decode(id, &bytes) {
                     self.cache_entry(id, Arc::new(tokio::sync::Mutex::new(stored)));
@@ -913,11 +945,14 @@ mod tests {
         fleet.prepare(&targets).await;
         let cached = |id: i64| fleet.cache.lock().expect("cache").contains(&id);
         assert!((1..=6).all(cached), "every system of the round is cached");
+        // System 1 was read alone, before; the five others ahead (each in a stripe of its own).
+        assert_eq!(fleet.reads(), FleetReads { alone: 1, ahead: 5, ahead_transactions: 5 });
         assert!(Arc::ptr_eq(&in_use, &fleet.entry(1).await.expect("system 1 again")), "system 1 was read twice");
         // Sends use what was read: the same entry each time.
         let third = fleet.entry(3).await.expect("system 3");
         fleet.prepare(&hubs).await;
         assert!(Arc::ptr_eq(&third, &fleet.entry(3).await.expect("system 3 again")));
+        assert_eq!(fleet.reads(), FleetReads { alone: 1, ahead: 5, ahead_transactions: 5 }, "nothing read again");
 
         let (_dir, small) = test_fleet(16);
         for _ in 1..=5 {
@@ -926,6 +961,7 @@ mod tests {
         let hubs: Vec<Eui64> = (1..=5).map(|id| small.comms_hub_eui(id)).collect();
         small.prepare(&hubs).await;
         assert_eq!(small.cache.lock().expect("cache").len(), 0, "five of sixteen is more than a round may take");
+        assert_eq!(small.reads(), FleetReads::default());
     }
 
     /// Bytes that are neither form are refused with the system named, never misread.

@@ -369,6 +369,7 @@ async fn bench_pipeline(
     );
     let started = Instant::now();
     let cpu_started = cpu_seconds();
+    let reads_before = fleet.fleet.reads();
     let mut tasks = Vec::new();
     for w in 0..concurrency {
         let (hub, callers, next, refused, bar) =
@@ -410,6 +411,14 @@ async fn bench_pipeline(
     }
     let total_secs = started.elapsed().as_secs_f64();
     let cpu = cpu_started.zip(cpu_seconds()).map(|(a, b)| b - a);
+    let fleet_reads = {
+        let (a, b) = (reads_before, fleet.fleet.reads());
+        fleet::FleetReads {
+            alone: b.alone - a.alone,
+            ahead: b.ahead - a.ahead,
+            ahead_transactions: b.ahead_transactions - a.ahead_transactions,
+        }
+    };
     dispatcher.abort();
     hub.drain_dispatch().await;
     // Submission to the device's answer (a response's time; the commit after it is not in it).
@@ -472,6 +481,14 @@ async fn bench_pipeline(
         "  the fleet keeps device state in its database with at most {} systems cached; registry: {} metering points",
         fleet::CACHE_SYSTEMS_DEFAULT,
         counts.metering_points
+    );
+    let reads = fleet_reads;
+    println!(
+        "  fleet reads during the run: {} systems read ahead of their dispatch round in {} transactions ({:.1} each), {} read one at a time",
+        reads.ahead,
+        reads.ahead_transactions,
+        reads.ahead as f64 / reads.ahead_transactions.max(1) as f64,
+        reads.alone
     );
     let looked_up = (planning.hits + planning.misses).max(1);
     println!(
