@@ -317,51 +317,51 @@ impl Fleet {
     }
 
     /// Cache the systems that the devices of a dispatch round belong to and that are not
-    /// cached yet, reading each loader stripe's together: one database transaction for
-    /// several systems, where [`Fleet::entry`] takes one each. Under the stripe's lock, as
-    /// `entry` reads, so that nobody loads them meanwhile and what is cached is what the
-    /// database holds. A hint: whatever it does not cache, the sends load themselves.
+    /// cached yet, read in one database transaction where [`Fleet::entry`] takes one each.
+    /// Under the loader locks of all their stripes, as `entry` reads under one, so that
+    /// nobody loads them meanwhile and what is cached is what the database holds. The locks
+    /// are taken in stripe order, as every read ahead takes them, and a single load holds
+    /// one only: no two wait on each other. A hint: whatever it does not cache, the sends
+    /// load themselves.
     async fn prepare_round(&self, targets: &[Eui64]) {
-        let mut by_stripe: std::collections::BTreeMap<usize, Vec<i64>> = std::collections::BTreeMap::new();
-        let room = {
+        let (mut ids, room) = {
             let cache = self.cache.lock().expect("cache");
-            for eui in targets {
-                if let Some(id) = self.range_system(*eui)
-                    && !cache.contains(&id)
-                {
-                    by_stripe.entry(loading_stripe(id)).or_default().push(id);
-                }
-            }
-            cache.cap().get()
+            let ids: Vec<i64> =
+                targets.iter().filter_map(|eui| self.range_system(*eui)).filter(|id| !cache.contains(id)).collect();
+            (ids, cache.cap().get())
         };
+        ids.sort_unstable();
+        ids.dedup();
         // More than a quarter of the cache at once would push out what the round needs.
-        let wanted: usize = by_stripe.values().map(Vec::len).sum();
-        if wanted < 2 || wanted > room / 4 {
+        if ids.len() < 2 || ids.len() > room / 4 {
             return;
         }
-        for (stripe, mut ids) in by_stripe {
-            let _one_loader = self.loading[stripe].lock().await;
-            ids.sort_unstable();
-            ids.dedup();
-            ids.retain(|id| self.held_entry(*id).is_none());
-            if ids.is_empty() {
-                continue;
+        let mut stripes: Vec<usize> = ids.iter().map(|id| loading_stripe(*id)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut loaders = Vec::with_capacity(stripes.len());
+        for stripe in stripes {
+            loaders.push(self.loading[stripe].lock().await);
+        }
+        ids.retain(|id| self.held_entry(*id).is_none());
+        if ids.is_empty() {
+            return;
+        }
+        let loaded = match self.store.load_systems(ids).await {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                tracing::debug!(message = "Systems could not be read ahead of a round.", error = %e);
+                return;
             }
-            let loaded = match self.store.load_systems(ids).await {
-                Ok(loaded) => loaded,
-                Err(e) => {
-                    tracing::debug!(message = "Systems could not be read ahead of a round.", error = %e);
-                    return;
-                }
-            };
-            self.read_ahead_transactions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.read_ahead.fetch_add(loaded.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            for (id, bytes) in loaded {
-                if let Ok(stored) = decode(id, &bytes) {
-                    self.cache_entry(id, Arc::new(tokio::sync::Mutex::new(stored)));
-                }
+        };
+        self.read_ahead_transactions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.read_ahead.fetch_add(loaded.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        for (id, bytes) in loaded {
+            if let Ok(stored) = decode(id, &bytes) {
+                self.cache_entry(id, Arc::new(tokio::sync::Mutex::new(stored)));
             }
         }
+        drop(loaders);
     }
 
     /// The entry of system `id` if it is cached or still held by someone.
@@ -945,14 +945,14 @@ mod tests {
         fleet.prepare(&targets).await;
         let cached = |id: i64| fleet.cache.lock().expect("cache").contains(&id);
         assert!((1..=6).all(cached), "every system of the round is cached");
-        // System 1 was read alone, before; the five others ahead (each in a stripe of its own).
-        assert_eq!(fleet.reads(), FleetReads { alone: 1, ahead: 5, ahead_transactions: 5 });
+        // System 1 was read alone, before; the five others ahead, in one transaction.
+        assert_eq!(fleet.reads(), FleetReads { alone: 1, ahead: 5, ahead_transactions: 1 });
         assert!(Arc::ptr_eq(&in_use, &fleet.entry(1).await.expect("system 1 again")), "system 1 was read twice");
         // Sends use what was read: the same entry each time.
         let third = fleet.entry(3).await.expect("system 3");
         fleet.prepare(&hubs).await;
         assert!(Arc::ptr_eq(&third, &fleet.entry(3).await.expect("system 3 again")));
-        assert_eq!(fleet.reads(), FleetReads { alone: 1, ahead: 5, ahead_transactions: 5 }, "nothing read again");
+        assert_eq!(fleet.reads(), FleetReads { alone: 1, ahead: 5, ahead_transactions: 1 }, "nothing read again");
 
         let (_dir, small) = test_fleet(16);
         for _ in 1..=5 {
