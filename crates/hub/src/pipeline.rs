@@ -132,9 +132,10 @@ pub(crate) struct InFlight {
     requests: std::sync::Arc<std::collections::HashSet<i64>>,
     devices: std::collections::HashSet<Eui64>,
     /// Every queued request to run now (no execution time) numbered below this is in
-    /// `requests`: the search for due requests starts here rather than walking past every
-    /// request already with its device. Lowered before a request below it can be queued
-    /// again (signed, released from quarantine, left by a failed round).
+    /// `requests`, or was queued again so recently that the floor is about to be lowered to
+    /// it: the search for due requests starts here rather than walking past every request
+    /// already with its device. Lowered when a request below it is queued again (signed,
+    /// released from quarantine: after its change commits) or left by a failed round.
     floor: i64,
     /// Searches so far: every [`FULL_SEARCH_EVERY`]th starts from the first request and
     /// checks the floor.
@@ -1014,7 +1015,6 @@ impl Hub {
         // Signed, it runs now (unless future-dated): it needs room like any other.
         let runs_now = record.status == RequestStatus::AwaitingSignature && record.execute_at.is_none();
         let room = self.admit_if(runs_now, &caller.party.id, id).await?;
-        self.lower_floor(record.seq).await;
         let r = self
             .store()
             .transition_request(
@@ -1029,6 +1029,7 @@ impl Hub {
         if let Some(a) = room {
             a.keep();
         }
+        self.lower_floor(r.seq).await;
         self.inner.work.notify_one();
         Ok(r)
     }
@@ -1072,7 +1073,6 @@ impl Hub {
         let runs_now =
             to == RequestStatus::Queued && record.status == RequestStatus::Quarantined && record.execute_at.is_none();
         let room = self.admit_if(runs_now, &caller.party.id, id).await?;
-        self.lower_floor(record.seq).await;
         let r = self
             .move_own_request(
                 id,
@@ -1085,6 +1085,7 @@ impl Hub {
         if let Some(a) = room {
             a.keep();
         }
+        self.lower_floor(r.seq).await;
         self.inner.work.notify_one();
         Ok(r)
     }
@@ -1179,8 +1180,11 @@ impl Hub {
         Ok(claimed)
     }
 
-    /// A request numbered `seq` is about to be queued again (signed, or released from
-    /// quarantine): the next search for due requests must not start above it.
+    /// A request numbered `seq` was just queued again (signed, or released from
+    /// quarantine): the next search for due requests must not start above it. Called after
+    /// the change commits: a search holds the in-flight lock over its read, so one that read
+    /// before the commit (and may have set the floor above the request) has finished, and
+    /// the floor goes back down; one that reads after this sees the request.
     async fn lower_floor(&self, seq: i64) {
         let mut in_flight = self.inner.in_flight.lock().await;
         in_flight.floor = in_flight.floor.min(seq);

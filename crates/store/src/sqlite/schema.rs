@@ -326,11 +326,17 @@ mod tests {
         // The dispatcher's two searches and a party's waiting requests use it.
         for sql in [
             "SELECT seq FROM requests WHERE status = 'queued' AND execute_at <= 100",
-            "SELECT seq FROM requests WHERE status = 'queued' AND execute_at IS NULL ORDER BY seq",
+            "SELECT seq FROM requests WHERE status = 'queued' AND execute_at IS NULL AND seq >= 10 ORDER BY seq",
             "SELECT seq FROM requests WHERE party = 'sup' AND status = 'awaiting-signature' ORDER BY seq",
         ] {
             assert!(plan(sql).contains("requests_waiting"), "{sql}: {}", plan(sql));
         }
+        // The search from the dispatcher's floor starts there in the index, and sorts nothing.
+        let from_floor =
+            plan("SELECT seq FROM requests WHERE status = 'queued' AND execute_at IS NULL AND seq >= 10 ORDER BY seq");
+        assert!(from_floor.contains("rowid>?") && !from_floor.contains("TEMP B-TREE"), "{from_floor}");
+        let quarantine = plan("SELECT seq FROM requests WHERE party = 'sup' AND status = 'quarantined' ORDER BY seq");
+        assert!(quarantine.contains("requests_quarantined_by_party"), "{quarantine}");
         assert!(plan("SELECT seq FROM requests WHERE status = 'completed'").starts_with("SCAN"));
         // It holds the four waiting requests (9, 11, 12, 13) and no ended one.
         let waiting = "SELECT group_concat(seq) FROM requests INDEXED BY requests_waiting \
