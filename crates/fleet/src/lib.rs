@@ -311,9 +311,7 @@ impl Fleet {
             .ok_or_else(|| failed(format!("system {id} is missing")))?;
         self.read_alone.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let stored = decode(id, &bytes)?;
-        let entry = Arc::new(tokio::sync::Mutex::new(stored));
-        self.cache_entry(id, entry.clone());
-        Ok(entry)
+        Ok(self.cache_entry(id, Arc::new(tokio::sync::Mutex::new(stored))))
     }
 
     /// Cache the systems that the devices of a dispatch round belong to and that are not
@@ -358,49 +356,63 @@ impl Fleet {
         self.read_ahead.fetch_add(loaded.len() as u64, std::sync::atomic::Ordering::Relaxed);
         for (id, bytes) in loaded {
             if let Ok(stored) = decode(id, &bytes) {
-                self.cache_entry(id, Arc::new(tokio::sync::Mutex::new(stored)));
+                let _cached = self.cache_entry(id, Arc::new(tokio::sync::Mutex::new(stored)));
             }
         }
         drop(loaders);
     }
 
-    /// The entry of system `id` if it is cached or still held by someone.
+    /// The entry of system `id` if it is cached or still held by someone. One hold of the
+    /// cache lock covers the look in both places and the move back into the cache: between
+    /// them, another lookup would find the system in neither and load a second copy.
     fn held_entry(&self, id: i64) -> Option<Entry> {
-        if let Some(e) = self.cache.lock().expect("cache").get(&id) {
+        let mut cache = self.cache.lock().expect("cache");
+        if let Some(e) = cache.get(&id) {
             return Some(e.clone());
         }
-        let held = {
-            let mut evicted = self.evicted_in_use.lock().expect("evicted entries");
-            evicted.remove(&id).and_then(|w| w.upgrade())
-        }?;
-        self.cache_entry(id, held.clone());
-        Some(held)
+        let held = self.evicted_in_use.lock().expect("evicted entries").remove(&id).and_then(|w| w.upgrade())?;
+        let (entry, out) = self.cache_locked(&mut cache, id, held);
+        drop(cache);
+        drop(out);
+        Some(entry)
     }
 
-    /// Cache `entry`, evicting the least recently used entry nobody holds; if every one is
-    /// held, the one pushed out is remembered in `evicted_in_use`.
-    fn cache_entry(&self, id: i64, entry: Entry) {
+    /// Cache `entry` and give back the entry cached for `id`: `entry`, or the one already
+    /// there (never two copies of a system).
+    fn cache_entry(&self, id: i64, entry: Entry) -> Entry {
         let mut cache = self.cache.lock().expect("cache");
-        let mut idle_out = None;
-        if cache.len() == cache.cap().get() && !cache.contains(&id) {
-            let idle = cache.iter().rev().find(|(_, e)| Arc::strong_count(e) == 1).map(|(k, _)| *k);
-            if let Some(k) = idle {
-                idle_out = cache.pop(&k);
-            }
-        }
-        let pushed_out = cache.push(id, entry);
-        // Under the cache lock, so that a lookup finds a held entry in one place or the other.
-        if let Some((out, e)) = &pushed_out
-            && *out != id
-            && Arc::strong_count(e) > 1
-        {
-            let mut evicted = self.evicted_in_use.lock().expect("evicted entries");
-            evicted.retain(|_, w| w.strong_count() > 0);
-            evicted.insert(*out, Arc::downgrade(e));
-        }
+        let (entry, out) = self.cache_locked(&mut cache, id, entry);
         // A system pushed out is freed after the lock is let go, not while other lookups wait.
         drop(cache);
-        drop((idle_out, pushed_out));
+        drop(out);
+        entry
+    }
+
+    /// [`Fleet::cache_entry`] under the cache lock: evicts the least recently used entry
+    /// nobody holds; if every one is held, the one pushed out is remembered in
+    /// `evicted_in_use` (under the cache lock, so that a lookup finds a held entry in one
+    /// place or the other). Returns the cached entry and what was pushed out, to be dropped
+    /// after the lock.
+    fn cache_locked(&self, cache: &mut LruCache<i64, Entry>, id: i64, entry: Entry) -> (Entry, Vec<Entry>) {
+        if let Some(there) = cache.get(&id) {
+            return (there.clone(), vec![entry]);
+        }
+        let mut out = Vec::new();
+        if cache.len() == cache.cap().get() {
+            let idle = cache.iter().rev().find(|(_, e)| Arc::strong_count(e) == 1).map(|(k, _)| *k);
+            if let Some(e) = idle.and_then(|k| cache.pop(&k)) {
+                out.push(e);
+            }
+        }
+        if let Some((pushed, e)) = cache.push(id, entry.clone()) {
+            if Arc::strong_count(&e) > 1 {
+                let mut evicted = self.evicted_in_use.lock().expect("evicted entries");
+                evicted.retain(|_, w| w.strong_count() > 0);
+                evicted.insert(pushed, Arc::downgrade(&e));
+            }
+            out.push(e);
+        }
+        (entry, out)
     }
 
     /// Fit many homes at once, their devices already commissioned and their meters linked to
