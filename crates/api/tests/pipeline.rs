@@ -428,6 +428,57 @@ async fn a_request_queued_again_after_later_ones_ran_still_runs() {
     m.w.close().await;
 }
 
+// R-SR-3, R-SR-5: quarantined requests released one by one while the dispatcher runs and
+// other requests keep arriving: each runs, and the dispatcher's floor never passes over one
+// (its periodic full search would count it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_released_while_others_arrive_all_run_and_the_floor_misses_none() {
+    let m = market().await;
+    let p = enrolled_home(&m).await;
+    let chf = device_of(&p, "comms-hub").to_string();
+    let threshold = json!({"window_seconds": 3600, "max_requests": 1});
+    let (s, _) = m.w.call(Method::PUT, "/v1/anomaly-thresholds/own/4.1.1", &m.acme, Some(threshold)).await;
+    assert_eq!(s, StatusCode::OK);
+    let mut held = Vec::new();
+    for i in 0..41 {
+        let (_, ack) = m.w.submit(&m.acme, "4.1.1", json!({"mpxn": MPAN}), json!({})).await;
+        if i > 0 {
+            assert_eq!(ack["status"], json!("quarantined"), "{ack}");
+            held.push(ack["id"].as_str().unwrap().to_string());
+        }
+    }
+    let dispatcher = tokio::spawn(m.w.hub.clone().run_dispatcher(std::time::Duration::from_millis(5)));
+    // Reads of the comms hub (another device) keep arriving, so that searches keep moving
+    // the floor up past the quarantined requests while they are released.
+    let traffic = {
+        let (hub, acme) = (m.w.hub.clone(), m.w.hub.authenticate(&m.acme).await.unwrap());
+        tokio::spawn(async move {
+            let input = hub::pipeline::SubmitInput {
+                srv: "11.2".into(),
+                target: hub::pipeline::Target::Device(chf),
+                body: json!({}),
+                execute_at: None,
+            };
+            for _ in 0..400 {
+                hub.submit(&acme, &input).await.expect("a read of the comms hub");
+            }
+        })
+    };
+    for id in &held {
+        let (s, v) = m.w.call(Method::POST, &format!("/v1/requests/{id}/release"), &m.acme, None).await;
+        assert_eq!((s, v["status"].as_str()), (StatusCode::OK, Some("queued")), "{v}");
+    }
+    traffic.await.unwrap();
+    let acme = m.w.hub.authenticate(&m.acme).await.unwrap();
+    for id in &held {
+        let (r, answer) = m.w.hub.wait_for_response(&acme, id, std::time::Duration::from_secs(20)).await.unwrap();
+        assert!(answer.is_some(), "released request {id} did not run: {r:?}");
+    }
+    assert_eq!(m.w.hub.dispatch_floor_misses().await, 0);
+    dispatcher.abort();
+    m.w.close().await;
+}
+
 // R-SR-1: every executable SRV × every kind of party, on an electricity and a gas metering
 // point, through the whole pipeline: what the catalogue and the relationship allow is
 // accepted and runs; everything else is refused and nothing of it is stored or run.
@@ -589,6 +640,9 @@ impl hub::transport::DeviceTransport for Counting {
     }
     async fn fit(&self, at: domain::Eui64, kind: device::DeviceKind) -> Result<domain::Eui64, TransportError> {
         self.fleet.fit(at, kind).await
+    }
+    async fn prepare(&self, targets: &[domain::Eui64]) {
+        self.fleet.prepare(targets).await;
     }
     async fn send(&self, m: hub::transport::DeviceMessage) -> Result<device::Outcome, TransportError> {
         let id = device::Command::decode(&m.bytes).map(|c| c.id.to_string()).unwrap_or_default();

@@ -140,6 +140,8 @@ pub(crate) struct InFlight {
     /// Searches so far: every [`FULL_SEARCH_EVERY`]th starts from the first request and
     /// checks the floor.
     searches: u64,
+    /// Requests a full search found below the floor (each a bug: see `claim_due`).
+    floor_misses: u64,
 }
 
 /// How often the search for due requests starts from the first request instead of the
@@ -1155,6 +1157,7 @@ impl Hub {
         let mut left: Option<i64> = None;
         for r in due.requests {
             if full && r.execute_at.is_none() && r.seq < in_flight.floor {
+                in_flight.floor_misses += 1;
                 tracing::warn!(
                     message = "The dispatcher's floor had passed over a queued request (found now).",
                     request = %r.id,
@@ -1178,6 +1181,12 @@ impl Hub {
         std::sync::Arc::make_mut(&mut in_flight.requests).extend(claimed.iter().map(|r| r.seq));
         in_flight.devices.extend(mine);
         Ok(claimed)
+    }
+
+    /// How many queued requests the dispatcher's floor has passed over, found by its
+    /// periodic full search (0 unless there is a bug; for tests and diagnostics).
+    pub async fn dispatch_floor_misses(&self) -> u64 {
+        self.inner.in_flight.lock().await.floor_misses
     }
 
     /// A request numbered `seq` was just queued again (signed, or released from
