@@ -425,6 +425,8 @@ async fn a_request_queued_again_after_later_ones_ran_still_runs() {
     assert_eq!(s, StatusCode::ACCEPTED);
     assert_eq!(m.w.hub.dispatch_due().await.unwrap(), 1, "the signed request runs");
     assert_eq!(m.w.settle(&m.acme, &critical).await["response"]["outcome"], json!("done"));
+    // Found from the floor, not by a full search after the floor had passed over it.
+    assert_eq!(m.w.hub.dispatch_floor_misses().await, 0);
     m.w.close().await;
 }
 

@@ -137,15 +137,16 @@ pub(crate) struct InFlight {
     /// already with its device. Lowered when a request below it is queued again (signed,
     /// released from quarantine: after its change commits) or left by a failed round.
     floor: i64,
-    /// Searches so far: every [`FULL_SEARCH_EVERY`]th starts from the first request and
-    /// checks the floor.
+    /// Searches so far: every [`FULL_SEARCH_EVERY`]th, and every one made with nothing in
+    /// flight, starts from the first request and checks the floor.
     searches: u64,
     /// Requests a full search found below the floor (each a bug: see `claim_due`).
     floor_misses: u64,
 }
 
-/// How often the search for due requests starts from the first request instead of the
-/// floor, and warns if it finds one the floor had passed over (which would be a bug).
+/// How often (besides whenever nothing is in flight) the search for due requests starts
+/// from the first request instead of the floor, and warns if it finds one the floor had
+/// passed over (which would be a bug).
 const FULL_SEARCH_EVERY: u64 = 64;
 /// Longest a caller may wait for a response in one call.
 pub const WAIT_SECONDS_MAX: u64 = 25;
@@ -1148,7 +1149,10 @@ impl Hub {
         let mut in_flight = self.inner.in_flight.lock().await;
         let except = in_flight.requests.clone();
         in_flight.searches += 1;
-        let full = in_flight.searches.is_multiple_of(FULL_SEARCH_EVERY);
+        // With nothing in flight a full search walks nothing more than one from the floor
+        // (every request below it would be in flight): so a request the floor passed over
+        // waits at most until the dispatcher has nothing in hand.
+        let full = in_flight.requests.is_empty() || in_flight.searches.is_multiple_of(FULL_SEARCH_EVERY);
         let from = if full { 0 } else { in_flight.floor };
         let due = self.store().due_requests(now, DISPATCH_BATCH_MAX, except, from).await?;
         let mut mine: std::collections::HashSet<Eui64> = std::collections::HashSet::new();
