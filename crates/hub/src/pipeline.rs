@@ -132,10 +132,11 @@ pub(crate) struct InFlight {
     requests: std::sync::Arc<std::collections::HashSet<i64>>,
     devices: std::collections::HashSet<Eui64>,
     /// Every queued request to run now (no execution time) numbered below this is in
-    /// `requests`, or was queued again so recently that the floor is about to be lowered to
-    /// it: the search for due requests starts here rather than walking past every request
-    /// already with its device. Lowered when a request below it is queued again (signed,
-    /// released from quarantine: after its change commits) or left by a failed round.
+    /// `requests` whenever the lock is free: the search for due requests starts here rather
+    /// than walking past every request already with its device. Whatever queues a request
+    /// again lowers it under the same hold of the lock as the change (signing and release
+    /// from quarantine hold it over their write; a failed round as it lets go), so no
+    /// search, which holds the lock over its read, sees one without the other.
     floor: i64,
     /// Searches so far: every [`FULL_SEARCH_EVERY`]th, and every one made with nothing in
     /// flight, starts from the first request and checks the floor.
@@ -1018,6 +1019,9 @@ impl Hub {
         // Signed, it runs now (unless future-dated): it needs room like any other.
         let runs_now = record.status == RequestStatus::AwaitingSignature && record.execute_at.is_none();
         let room = self.admit_if(runs_now, &caller.party.id, id).await?;
+        // Queued under the in-flight lock, with the floor lowered before the lock goes: no
+        // search runs between the two (see `InFlight::floor`).
+        let mut in_flight = self.inner.in_flight.lock().await;
         let r = self
             .store()
             .transition_request(
@@ -1029,10 +1033,11 @@ impl Hub {
                 Some(signature),
             )
             .await?;
+        in_flight.floor = in_flight.floor.min(r.seq);
+        drop(in_flight);
         if let Some(a) = room {
             a.keep();
         }
-        self.lower_floor(r.seq).await;
         self.inner.work.notify_one();
         Ok(r)
     }
@@ -1076,6 +1081,8 @@ impl Hub {
         let runs_now =
             to == RequestStatus::Queued && record.status == RequestStatus::Quarantined && record.execute_at.is_none();
         let room = self.admit_if(runs_now, &caller.party.id, id).await?;
+        // As in `sign_request`: queued under the in-flight lock, the floor lowered with it.
+        let mut in_flight = self.inner.in_flight.lock().await;
         let r = self
             .move_own_request(
                 id,
@@ -1085,10 +1092,11 @@ impl Hub {
                 "only a quarantined request can be released",
             )
             .await?;
+        in_flight.floor = in_flight.floor.min(r.seq);
+        drop(in_flight);
         if let Some(a) = room {
             a.keep();
         }
-        self.lower_floor(r.seq).await;
         self.inner.work.notify_one();
         Ok(r)
     }
@@ -1191,16 +1199,6 @@ impl Hub {
     /// periodic full search (0 unless there is a bug; for tests and diagnostics).
     pub async fn dispatch_floor_misses(&self) -> u64 {
         self.inner.in_flight.lock().await.floor_misses
-    }
-
-    /// A request numbered `seq` was just queued again (signed, or released from
-    /// quarantine): the next search for due requests must not start above it. Called after
-    /// the change commits: a search holds the in-flight lock over its read, so one that read
-    /// before the commit (and may have set the floor above the request) has finished, and
-    /// the floor goes back down; one that reads after this sees the request.
-    async fn lower_floor(&self, seq: i64) {
-        let mut in_flight = self.inner.in_flight.lock().await;
-        in_flight.floor = in_flight.floor.min(seq);
     }
 
     /// Let go of a round's requests. Those of a round that did not complete (`done` false)
