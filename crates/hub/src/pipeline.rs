@@ -1165,7 +1165,8 @@ impl Hub {
         let due = self.store().due_requests(now, DISPATCH_BATCH_MAX, except, from).await?;
         let mut mine: std::collections::HashSet<Eui64> = std::collections::HashSet::new();
         let mut claimed = Vec::new();
-        // The first request to run now that is due but not taken (its device is busy).
+        // The first request to run now that is due but not taken (its device is busy): the
+        // first in number order, as the search gives them.
         let mut left: Option<i64> = None;
         for r in due.requests {
             if full && r.execute_at.is_none() && r.seq < in_flight.floor {
@@ -1179,7 +1180,7 @@ impl Hub {
             let busy = !mine.contains(&r.target) && in_flight.devices.contains(&r.target);
             if busy || claimed.len() == DISPATCH_BATCH_MAX {
                 if r.execute_at.is_none() {
-                    left = Some(left.map_or(r.seq, |l| l.min(r.seq)));
+                    left.get_or_insert(r.seq);
                 }
                 continue;
             }
