@@ -124,6 +124,17 @@ pub struct FleetReads {
     pub ahead_transactions: u64,
 }
 
+impl FleetReads {
+    /// What was read after `before` (an earlier reading of the same fleet).
+    pub fn since(self, before: FleetReads) -> FleetReads {
+        FleetReads {
+            alone: self.alone - before.alone,
+            ahead: self.ahead - before.ahead,
+            ahead_transactions: self.ahead_transactions - before.ahead_transactions,
+        }
+    }
+}
+
 /// How long undelivered alerts wait before the fleet wakes their system to try again.
 const ALERT_RETRY: jiff::SignedDuration = jiff::SignedDuration::from_mins(1);
 

@@ -411,14 +411,7 @@ async fn bench_pipeline(
     }
     let total_secs = started.elapsed().as_secs_f64();
     let cpu = cpu_started.zip(cpu_seconds()).map(|(a, b)| b - a);
-    let fleet_reads = {
-        let (a, b) = (reads_before, fleet.fleet.reads());
-        fleet::FleetReads {
-            alone: b.alone - a.alone,
-            ahead: b.ahead - a.ahead,
-            ahead_transactions: b.ahead_transactions - a.ahead_transactions,
-        }
-    };
+    let reads = fleet.fleet.reads().since(reads_before);
     dispatcher.abort();
     hub.drain_dispatch().await;
     // Submission to the device's answer (a response's time; the commit after it is not in it).
@@ -482,7 +475,6 @@ async fn bench_pipeline(
         fleet::CACHE_SYSTEMS_DEFAULT,
         counts.metering_points
     );
-    let reads = fleet_reads;
     println!(
         "  fleet reads during the run: {} systems read ahead of their dispatch round in {} transactions ({:.1} each), {} read one at a time",
         reads.ahead,
