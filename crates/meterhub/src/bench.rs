@@ -359,6 +359,8 @@ async fn bench_pipeline(
 
     // Callers: the simulated suppliers, authenticated as the API would.
     let callers = Arc::new(sim_suppliers(&hub).await?);
+    // The bulk load is over: the run below allocates as a serving hub does.
+    crate::allocator::for_serving();
     let dispatcher = tokio::spawn(hub.clone().run_dispatcher(std::time::Duration::from_millis(5)));
     let next = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));

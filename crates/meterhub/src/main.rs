@@ -1,6 +1,7 @@
 //! `meterhub`: the hub's command line. `serve` runs the hub; `demo` tours it end to end;
 //! the other commands administer a data directory or check identifiers.
 
+mod allocator;
 mod bench;
 mod config;
 mod demo;
@@ -14,11 +15,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-
-/// mimalloc rather than the C library's allocator: the pipeline allocates small buffers on
-/// every thread, and glibc's arenas spent about a tenth of its CPU (see BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// An open-source central hub for smart metering, modelled on Great Britain's DCC.
 ///
@@ -172,15 +168,11 @@ enum MpxnCommand {
     },
 }
 
-/// mimalloc's `mi_option_purge_delay` (its option enum, v2 and v3 alike).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
 fn main() -> ExitCode {
-    // Give freed memory back to the system at once rather than a second later: after a bulk
-    // load (fleet generate) the resident size then shows what is live (about 90 bytes per
-    // meter less in `bench pipeline`), at no cost we could measure (BENCHMARKS.md).
-    // SAFETY: sets one of mimalloc's documented options; any value is valid for it.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    // Give freed memory back to the system at once: after a bulk load (fleet generate) the
+    // resident size then shows what is live (about 90 bytes per meter less in `bench
+    // pipeline`). Serving switches to mimalloc's own delay (`allocator::for_serving`).
+    allocator::for_bulk_work();
     let cli = Cli::parse();
     let quiet = !matches!(cli.command, Command::Serve(_));
     if let Err(e) = config::init_logging(&cli.global, quiet) {

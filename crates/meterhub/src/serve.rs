@@ -8,6 +8,7 @@ pub async fn run(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::resolve(g, &args)?;
     let (hub, store) = crate::local::open_hub(&settings, crate::local::ClockFrom::Settings).await?;
     let fleet = crate::local::attach_fleet(&hub, &settings).await?;
+    crate::allocator::for_serving();
     let dispatcher = tokio::spawn(hub.clone().run_dispatcher(std::time::Duration::from_millis(200)));
     // Alerts pushed to the webhooks parties set.
     let webhooks = tokio::spawn(hub.clone().run_webhooks(std::time::Duration::from_secs(1)));
