@@ -2,13 +2,15 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use crate::ids::{Eui64, Fuel};
 
 /// A party's identifier: 2 to 40 characters, lower-case ASCII letters, digits and hyphens,
-/// starting with a letter or digit (`acme-energy`, `dno-14`).
+/// starting with a letter or digit (`acme-energy`, `dno-14`). The text is shared: a clone
+/// copies a pointer, not the text (requests, registrations and cached facts all carry one).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PartyId(String);
+pub struct PartyId(Arc<str>);
 
 /// Why a party id was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,7 +34,7 @@ impl PartyId {
         if s.starts_with('-') || s.ends_with('-') {
             return Err(err("character: may not start or end with '-'"));
         }
-        Ok(PartyId(s.to_string()))
+        Ok(PartyId(Arc::from(s)))
     }
 
     pub fn as_str(&self) -> &str {

@@ -274,15 +274,16 @@ pub struct PlanningStats {
 /// One independently locked part of a map, and the last generation that invalidated in it.
 /// Its map grows as it is filled (an `LruCache` made with a capacity allocates it all at
 /// once), up to `cap`.
-struct Shard<K: Hash + Eq, V> {
+struct Shard<K: Hash + Eq, V, H = ()> {
     map: LruCache<K, V>,
     cap: usize,
     invalidated: u64,
-    /// The keys whose entries were last given a decoded copy, oldest first (see [`Entry`]).
-    hot: std::collections::VecDeque<K>,
+    /// Kept beside the map, oldest first: for metering points, the decoded copies (see
+    /// [`Hot`]).
+    hot: std::collections::VecDeque<H>,
 }
 
-impl<K: Hash + Eq, V> Shard<K, V> {
+impl<K: Hash + Eq, V, H> Shard<K, V, H> {
     /// `k`'s value. While the shard is under half its bound nothing is near being pushed out,
     /// so the order of use is left as it is: moving an entry to the front of the list touches
     /// its two neighbours as well, cold memory when lookups are spread over a whole fleet.
@@ -299,7 +300,7 @@ impl<K: Hash + Eq, V> Shard<K, V> {
     }
 }
 
-fn shards<K: Hash + Eq, V>(entries: usize) -> Box<[Mutex<Shard<K, V>>]> {
+fn shards<K: Hash + Eq, V, H>(entries: usize) -> Box<[Mutex<Shard<K, V, H>>]> {
     let cap = entries.div_ceil(SHARDS).max(1);
     (0..SHARDS)
         .map(|_| Mutex::new(Shard { map: LruCache::unbounded(), cap, invalidated: 0, hot: Default::default() }))
@@ -316,18 +317,26 @@ fn shard_of<K: Hash>(k: &K) -> usize {
 /// packed entries hold their index.
 #[derive(Default)]
 struct Texts {
-    inner: RwLock<(Vec<String>, HashMap<String, u32>)>,
+    inner: RwLock<TextTable>,
+}
+
+#[derive(Default)]
+struct TextTable {
+    /// By index: the text, and the party id it spells if it is one (checked once, and then
+    /// shared by every entry unpacked).
+    all: Vec<(String, Option<PartyId>)>,
+    by_text: HashMap<String, u32>,
 }
 
 impl Texts {
     fn index(&self, text: &str) -> u32 {
-        if let Some(i) = self.inner.read().expect("texts").1.get(text) {
+        if let Some(i) = self.inner.read().expect("texts").by_text.get(text) {
             return *i;
         }
         let mut inner = self.inner.write().expect("texts");
-        let (all, by_text) = &mut *inner;
+        let TextTable { all, by_text } = &mut *inner;
         *by_text.entry(text.to_string()).or_insert_with(|| {
-            all.push(text.to_string());
+            all.push((text.to_string(), PartyId::parse(text).ok()));
             (all.len() - 1) as u32
         })
     }
@@ -429,8 +438,9 @@ fn pack(f: &MpxnFacts, texts: &Texts) -> Box<[u8]> {
 fn unpack(m: Mpxn, bytes: &[u8], texts: &Texts) -> Result<MpxnFacts, StoreError> {
     let p: Packed = postcard::from_bytes(bytes).map_err(|e| super::corrupt("planning cache entry", e))?;
     let inner = texts.inner.read().expect("texts");
-    let text = |i: u32| inner.0.get(i as usize).ok_or_else(|| super::corrupt("planning cache text", i));
-    let party = |i: u32| text(i).and_then(|t| super::party_id(t.clone()));
+    let entry = |i: u32| inner.all.get(i as usize).ok_or_else(|| super::corrupt("planning cache text", i));
+    let text = |i: u32| entry(i).map(|(t, _)| t);
+    let party = |i: u32| entry(i)?.1.clone().ok_or_else(|| super::corrupt("planning cache party id", i));
     let ts = super::ts;
     Ok(MpxnFacts {
         registrations: p
@@ -493,33 +503,39 @@ fn unpack(m: Mpxn, bytes: &[u8], texts: &Texts) -> Result<MpxnFacts, StoreError>
 /// decoded as well as packed.
 const HOT_PER_SHARD: usize = 64;
 
-/// A metering point's packed facts, with a decoded copy while it is among its shard's
-/// [`HOT_PER_SHARD`] most recently decoded.
-struct Entry {
-    packed: Box<[u8]>,
-    hot: Option<Arc<MpxnFacts>>,
-}
+/// A decoded copy of a metering point's facts, kept beside the packed entries while it is
+/// among its shard's [`HOT_PER_SHARD`] most recently decoded. In a short list of its own:
+/// looking there touches a few warm cache lines, where the map's entries are spread over
+/// memory that is cold when lookups cover a whole fleet.
+type Hot = (Mpxn, Arc<MpxnFacts>);
 
-impl Shard<Mpxn, Entry> {
-    /// Give `m`'s entry its decoded copy, taking it from the longest-held one beyond the bound.
+/// A shard of metering points: packed facts by metering point, and the decoded copies.
+type MpxnShard = Shard<Mpxn, Box<[u8]>, Hot>;
+
+impl MpxnShard {
+    fn hot_copy(&self, m: &Mpxn) -> Option<&Arc<MpxnFacts>> {
+        self.hot.iter().rev().find(|(k, _)| k == m).map(|(_, f)| f)
+    }
+
+    /// Keep `facts` as `m`'s decoded copy (in place of any it had), dropping the longest-held
+    /// copy beyond the bound.
     fn make_hot(&mut self, m: Mpxn, facts: Arc<MpxnFacts>) {
-        let Some(entry) = self.map.peek_mut(&m) else { return };
-        entry.hot = Some(facts);
-        self.hot.push_back(m);
-        if self.hot.len() > HOT_PER_SHARD
-            && let Some(old) = self.hot.pop_front()
-            && let Some(e) = self.map.peek_mut(&old)
-        {
-            // (A key held twice loses its copy early: it is only decoded again.)
-            e.hot = None;
+        self.forget_hot(&m);
+        self.hot.push_back((m, facts));
+        if self.hot.len() > HOT_PER_SHARD {
+            self.hot.pop_front();
         }
+    }
+
+    fn forget_hot(&mut self, m: &Mpxn) {
+        self.hot.retain(|(k, _)| k != m);
     }
 }
 
 /// The bounded maps, and the generation that orders invalidations against reads.
 pub(crate) struct PlanningCache {
     generation: AtomicU64,
-    mpxns: Box<[Mutex<Shard<Mpxn, Entry>>]>,
+    mpxns: Box<[Mutex<MpxnShard>]>,
     devices: Box<[Mutex<Shard<Eui64, Arc<Option<DeviceRecord>>>>]>,
     texts: Texts,
     hits: AtomicU64,
@@ -588,7 +604,7 @@ impl PlanningCache {
         if shard.invalidated > ticket || shard.map.len() >= shard.cap || shard.map.contains(&m) {
             return false;
         }
-        shard.map.put(m, Entry { packed: bytes, hot: None });
+        shard.map.put(m, bytes);
         true
     }
 
@@ -599,15 +615,15 @@ impl PlanningCache {
 
     pub(crate) fn mpxn(&self, m: Mpxn) -> Option<Arc<MpxnFacts>> {
         let mut shard = self.mpxns[shard_of(&m)].lock().expect("planning cache");
-        let Some(entry) = shard.look(&m) else {
-            self.misses.fetch_add(1, Ordering::Relaxed);
-            return None;
-        };
-        if let Some(hot) = &entry.hot {
+        if let Some(hot) = shard.hot_copy(&m) {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Some(hot.clone());
         }
-        match unpack(m, &entry.packed, &self.texts) {
+        let Some(packed) = shard.look(&m) else {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        match unpack(m, packed, &self.texts) {
             Ok(f) => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 let f = Arc::new(f);
@@ -634,7 +650,7 @@ impl PlanningCache {
         if shard.invalidated > ticket {
             return;
         }
-        shard.put(m, Entry { packed: bytes, hot: None });
+        shard.put(m, bytes);
         // Just read for a request, which will look it up again.
         shard.make_hot(m, facts);
     }
@@ -661,7 +677,7 @@ impl PlanningCache {
         for shard in &self.mpxns {
             let shard = shard.lock().expect("planning cache");
             entries += shard.map.len();
-            packed_bytes += shard.map.iter().map(|(_, e)| e.packed.len()).sum::<usize>();
+            packed_bytes += shard.map.iter().map(|(_, e)| e.len()).sum::<usize>();
         }
         PlanningStats {
             entries,
@@ -719,6 +735,7 @@ impl Invalidate for PlanningCache {
                 Ok(m) => {
                     let mut shard = self.mpxns[shard_of(&m)].lock().expect("planning cache");
                     shard.map.pop(&m);
+                    shard.forget_hot(&m);
                     shard.invalidated = shard.invalidated.max(generation);
                 }
                 Err(eui) => {
@@ -859,6 +876,9 @@ mod tests {
         cache.put_mpxn(a, after, Arc::new(one_registration(a, "brightside")));
         cache.put_mpxn(b, after, Arc::new(one_registration(b, "acme")));
         assert_eq!(supplier(&cache.mpxn(a).unwrap()), "brightside");
+        // Kept again from a newer read: its decoded copy is the newer one.
+        cache.put_mpxn(a, cache.ticket(), Arc::new(one_registration(a, "acme")));
+        assert_eq!(supplier(&cache.mpxn(a).unwrap()), "acme");
 
         cache.invalidate(&Changed::Keys(vec![("mpxn", a.to_string())]));
         assert!(cache.mpxn(a).is_none());
@@ -896,8 +916,7 @@ mod tests {
         for i in 0..10_000 {
             assert!(big.mpxn(m(i)).is_some());
         }
-        let hot: usize =
-            big.mpxns.iter().map(|s| s.lock().unwrap().map.iter().filter(|(_, e)| e.hot.is_some()).count()).sum();
+        let hot: usize = big.mpxns.iter().map(|s| s.lock().unwrap().hot.len()).sum();
         assert!(hot <= SHARDS * HOT_PER_SHARD && hot > SHARDS * HOT_PER_SHARD / 2, "{hot} decoded copies kept");
         let cache = PlanningCache::new(SHARDS * 4);
         for i in 0..10_000 {
