@@ -563,6 +563,51 @@ async fn due_requests_come_in_number_order_whether_immediate_or_dated() {
     s.close().await;
 }
 
+// R-SR-1: what the dispatcher's search gives is what the store holds, whether it comes from
+// the copy kept since the insert or from the row: run now, dated, signed after being held
+// for a signature; a cancelled request is not given; searched again, the rows agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn due_requests_are_as_stored_whether_kept_since_the_insert_or_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path(), opts()).unwrap();
+    let now = t("2026-01-01T12:00:00Z");
+    let id = |i: u32| format!("0000000000000001:0000000000000010:{i}");
+    for i in 0..4 {
+        s.insert_request(store::RequestRecord { body: format!("{{\"n\":{i}}}"), ..request(&id(i)) }).await.unwrap();
+    }
+    let dated = store::RequestRecord { execute_at: Some(t("2026-01-01T11:00:00Z")), ..request(&id(4)) };
+    s.insert_request(dated).await.unwrap();
+    let held = store::RequestRecord { status: store::RequestStatus::AwaitingSignature, ..request(&id(5)) };
+    s.insert_request(held).await.unwrap();
+    let queued = [store::RequestStatus::Queued];
+    s.transition_request(&id(1), &queued, store::RequestStatus::Cancelled, now, Some("cancelled".into()), None)
+        .await
+        .unwrap();
+    let awaiting = [store::RequestStatus::AwaitingSignature];
+    s.transition_request(
+        &id(5),
+        &awaiting,
+        store::RequestStatus::Queued,
+        now,
+        Some("signed".into()),
+        Some(vec![9; 64]),
+    )
+    .await
+    .unwrap();
+    let none = || Arc::new(std::collections::HashSet::new());
+    let first = s.due_requests(now, 100, none(), 0).await.unwrap().requests;
+    let ids: Vec<&str> = first.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, [id(0), id(2), id(3), id(4), id(5)]);
+    for r in &first {
+        let (stored, _) = s.request(&r.id).await.unwrap().unwrap();
+        assert_eq!(*r, stored, "the search gave {} otherwise than stored", r.id);
+    }
+    assert_eq!(first.last().unwrap().signature.as_deref(), Some(&[9u8; 64][..]), "signed after the insert");
+    let again = s.due_requests(now, 100, none(), 0).await.unwrap().requests;
+    assert_eq!(again, first, "read from the rows the second time");
+    s.close().await;
+}
+
 // R-SR-1: requests are written without a savepoint each (they share their batch's
 // transaction); a request id used twice is refused as a conflict with nothing written,
 // and the requests committed beside it are unharmed.

@@ -38,6 +38,7 @@ pub struct SqliteStore {
     engine: Engine,
     planning: std::sync::Arc<facts::PlanningCache>,
     warmer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    fresh: std::sync::Arc<pipeline::Fresh>,
 }
 
 impl SqliteStore {
@@ -46,7 +47,7 @@ impl SqliteStore {
         let planning = std::sync::Arc::new(facts::PlanningCache::new(opts.planning_entries));
         let engine = Engine::open(dir, &opts, planning.clone())?;
         let warmer = facts::spawn_warmer(&planning, engine.open_reader()?)?;
-        Ok(SqliteStore { engine, planning, warmer: std::sync::Mutex::new(Some(warmer)) })
+        Ok(SqliteStore { engine, planning, warmer: std::sync::Mutex::new(Some(warmer)), fresh: Default::default() })
     }
 
     /// A metering point's planning facts, from the cache while nothing they come from has
@@ -813,7 +814,8 @@ impl Store for SqliteStore {
     async fn insert_request(&self, mut r: RequestRecord) -> Result<RequestRecord, StoreError> {
         // Without a savepoint (see `Engine::write_checked`): a conflicting id is refused by
         // the first statement, before anything is written, and answered as a value.
-        self.engine
+        let written = self
+            .engine
             .write_checked(move |conn| match pipeline::insert_request(conn, &r) {
                 Ok(seq) => {
                     r.seq = seq;
@@ -822,7 +824,10 @@ impl Store for SqliteStore {
                 Err(e @ StoreError::Conflict(_)) => Ok(Err(e)),
                 Err(e) => Err(e),
             })
-            .await?
+            .await??;
+        // Committed: the dispatcher's search may take it from memory from now on.
+        self.fresh.keep(&written);
+        Ok(written)
     }
 
     async fn record_hub_request(
@@ -1065,8 +1070,15 @@ impl Store for SqliteStore {
         note: Option<String>,
         signature: Option<Vec<u8>>,
     ) -> Result<RequestRecord, StoreError> {
-        let (id, from) = (id.to_string(), from.to_vec());
-        self.engine.write(move |conn| pipeline::transition(conn, &id, &from, to, at, note, signature)).await
+        let (id, from, fresh) = (id.to_string(), from.to_vec(), self.fresh.clone());
+        self.engine
+            .write(move |conn| {
+                let r = pipeline::transition(conn, &id, &from, to, at, note, signature)?;
+                // Whether or not this commits, a search reads the row from now on.
+                fresh.forget(r.seq);
+                Ok(r)
+            })
+            .await
     }
 
     async fn due_requests(
@@ -1076,7 +1088,8 @@ impl Store for SqliteStore {
         except: std::sync::Arc<std::collections::HashSet<i64>>,
         from_seq: i64,
     ) -> Result<DueRequests, StoreError> {
-        self.engine.read(move |conn| pipeline::due_requests(conn, now, limit, &except, from_seq)).await
+        let fresh = self.fresh.clone();
+        self.engine.read(move |conn| pipeline::due_requests(conn, &fresh, now, limit, &except, from_seq)).await
     }
 
     async fn complete_requests(&self, completions: Vec<Completion>) -> Result<(), StoreError> {

@@ -415,8 +415,48 @@ pub(super) fn transition(
     Ok(req)
 }
 
+/// Requests to run now, as inserted, from their commit until the dispatcher's search takes
+/// them. Reading back and parsing a row just written was most of the search's cost; each is
+/// taken once, so a request searched for again (its round failed) is read from its row.
+///
+/// A request's row changes only by moving out of `queued` (a transition or a completion),
+/// never to another `queued` row, so a kept copy is what the row holds for as long as the
+/// search can find it there; a transition forgets the copy all the same. Other processes
+/// sharing the database change requests only that way too. Bounded: beyond
+/// [`FRESH_MAX`] the lowest numbers go, and are read from their rows.
+#[derive(Default)]
+pub(crate) struct Fresh {
+    kept: std::sync::Mutex<std::collections::BTreeMap<i64, RequestRecord>>,
+}
+
+/// Requests kept by [`Fresh`] at most (a few megabytes).
+const FRESH_MAX: usize = 8192;
+
+impl Fresh {
+    /// Keep `r`, just committed, if it is to run now.
+    pub(crate) fn keep(&self, r: &RequestRecord) {
+        if r.status != RequestStatus::Queued || r.execute_at.is_some() {
+            return;
+        }
+        let mut kept = self.kept.lock().expect("fresh requests");
+        kept.insert(r.seq, r.clone());
+        if kept.len() > FRESH_MAX {
+            kept.pop_first();
+        }
+    }
+
+    fn take(&self, seq: i64) -> Option<RequestRecord> {
+        self.kept.lock().expect("fresh requests").remove(&seq)
+    }
+
+    pub(super) fn forget(&self, seq: i64) {
+        self.kept.lock().expect("fresh requests").remove(&seq);
+    }
+}
+
 pub(super) fn due_requests(
     conn: &Connection,
+    fresh: &Fresh,
     now: Timestamp,
     limit: usize,
     except: &std::collections::HashSet<i64>,
@@ -460,7 +500,9 @@ pub(super) fn due_requests(
             if except.contains(&seq) {
                 continue;
             }
-            if let Some(raw) = row.query_row([seq], raw_request).optional().map_err(backend)? {
+            if let Some(r) = fresh.take(seq) {
+                out.requests.push(r);
+            } else if let Some(raw) = row.query_row([seq], raw_request).optional().map_err(backend)? {
                 out.requests.push(into_request(raw)?);
             }
         }
