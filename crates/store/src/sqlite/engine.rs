@@ -395,18 +395,32 @@ impl Engine {
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     {
-        self.submit(f, Some(Guard::Savepoint)).await
+        self.submit(f, Some(Guard::Savepoint), |_| {}).await
     }
 
-    /// [`Engine::write`] for a job that checks everything before it writes (see
-    /// [`Guard::Batch`]): an error from it rolls back its whole batch, so it must return
-    /// refusals it foresees as `Ok` values, not as errors.
+    /// [`Engine::write_checked_then`] with nothing to do on commit.
+    #[cfg(test)]
     pub(crate) async fn write_checked<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     {
-        self.submit(f, Some(Guard::Batch)).await
+        self.submit(f, Some(Guard::Batch), |_| {}).await
+    }
+
+    /// [`Engine::write`] for a job that checks everything before it writes (see
+    /// [`Guard::Batch`]): an error from it rolls back its whole batch, so it must return
+    /// refusals it foresees as `Ok` values, not as errors. Once it is committed, `committed`
+    /// is called with what `f` returned: on the writer, right after the commit, before
+    /// whoever wrote hears of it and before the next batch begins. (A reader may see the
+    /// commit a moment before.) Not called if the batch does not commit.
+    pub(crate) async fn write_checked_then<R, F, C>(&self, f: F, committed: C) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+        C: FnOnce(&R) + Send + 'static,
+    {
+        self.submit(f, Some(Guard::Batch), committed).await
     }
 
     /// Run `f` alone in a transaction of its own: for bulk jobs.
@@ -415,14 +429,16 @@ impl Engine {
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     {
-        self.submit(f, None).await
+        self.submit(f, None, |_| {}).await
     }
 
-    /// `guard`: how a batched job is undone; `None`: run alone.
-    async fn submit<R, F>(&self, f: F, guard: Option<Guard>) -> Result<R, StoreError>
+    /// `guard`: how a batched job is undone; `None`: run alone. `committed`: see
+    /// [`Engine::write_checked_then`].
+    async fn submit<R, F, C>(&self, f: F, guard: Option<Guard>, committed: C) -> Result<R, StoreError>
     where
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+        C: FnOnce(&R) + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn: Result<&Connection, StoreError>| {
@@ -437,6 +453,9 @@ impl Engine {
             Some(Pending {
                 ok: result.is_ok(),
                 reply: Box::new(move |commit: Result<(), StoreError>| {
+                    if let (Ok(()), Ok(r)) = (&commit, &result) {
+                        committed(r);
+                    }
                     let _ = tx.send(commit.and(result));
                 }),
             })
@@ -812,6 +831,7 @@ fn run_batch(conn: &Connection, batch: &mut Vec<(Job, Guard)>, changes: &Changes
 mod tests {
     use super::*;
     use rusqlite::{OptionalExtension, StatementStatus};
+    use std::sync::atomic::Ordering;
 
     /// A cached statement runs again with new values without being compiled again, even with
     /// an equality on a bound value and an ORDER BY (the as-at registry query's shape).
@@ -1052,8 +1072,11 @@ mod tests {
         });
         until_queued(&engine, 2).await;
         let e = engine.clone();
+        let heard = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let h = heard.clone();
         let after = tokio::spawn(async move {
-            e.write_checked(|c| c.execute_batch("INSERT INTO t VALUES (3)").map_err(backend)).await
+            let insert = |c: &Connection| c.execute_batch("INSERT INTO t VALUES (3)").map_err(backend);
+            e.write_checked_then(insert, move |_| h.store(true, Ordering::SeqCst)).await
         });
         until_queued(&engine, 3).await;
         open_gate.send(()).unwrap();
@@ -1063,9 +1086,13 @@ mod tests {
         assert_eq!(failing.await.unwrap(), Err(StoreError::Backend("the disk is full".into())));
         assert!(after.await.unwrap().is_err(), "a later write of the batch must not be reported done");
         assert_eq!(count(engine.clone()).await.unwrap(), 0, "nothing of the batch may be committed");
+        assert!(!heard.load(Ordering::SeqCst), "told of a commit that did not happen");
 
-        // Alone, checked writes commit.
-        engine.write_checked(|c| c.execute_batch("INSERT INTO t VALUES (4)").map_err(backend)).await.unwrap();
+        // Alone, checked writes commit, and are told so before their writer hears.
+        let h = heard.clone();
+        let insert = |c: &Connection| c.execute_batch("INSERT INTO t VALUES (4)").map_err(backend);
+        engine.write_checked_then(insert, move |_| h.store(true, Ordering::SeqCst)).await.unwrap();
+        assert!(heard.load(Ordering::SeqCst));
         assert_eq!(count(engine.clone()).await.unwrap(), 1);
     }
 

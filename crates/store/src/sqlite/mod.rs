@@ -812,22 +812,28 @@ impl Store for SqliteStore {
     }
 
     async fn insert_request(&self, mut r: RequestRecord) -> Result<RequestRecord, StoreError> {
-        // Without a savepoint (see `Engine::write_checked`): a conflicting id is refused by
+        // Without a savepoint (see `Engine::write_checked_then`): a conflicting id is refused by
         // the first statement, before anything is written, and answered as a value.
-        let written = self
-            .engine
-            .write_checked(move |conn| match pipeline::insert_request(conn, &r) {
-                Ok(seq) => {
-                    r.seq = seq;
-                    Ok(Ok(r))
-                }
-                Err(e @ StoreError::Conflict(_)) => Ok(Err(e)),
-                Err(e) => Err(e),
-            })
-            .await??;
-        // Committed: the dispatcher's search may take it from memory from now on.
-        self.fresh.keep(&written);
-        Ok(written)
+        let fresh = self.fresh.clone();
+        self.engine
+            .write_checked_then(
+                move |conn| match pipeline::insert_request(conn, &r) {
+                    Ok(seq) => {
+                        r.seq = seq;
+                        Ok(Ok(r))
+                    }
+                    Err(e @ StoreError::Conflict(_)) => Ok(Err(e)),
+                    Err(e) => Err(e),
+                },
+                // Kept at once after the commit: a search for due requests a moment later
+                // finds it kept (one between the two reads its row).
+                move |written| {
+                    if let Ok(r) = written {
+                        fresh.keep(r);
+                    }
+                },
+            )
+            .await?
     }
 
     async fn record_hub_request(
