@@ -185,6 +185,9 @@ pub struct DueRequests {
     /// looked at: every queued one numbered from the search's start up to it was either
     /// excepted or returned. `None`: it looked at none.
     pub looked_to: Option<i64>,
+    /// How many of `requests` were kept in memory since their insert rather than read from
+    /// their rows (each is kept until a search takes it).
+    pub kept: usize,
 }
 
 /// A response to record, with its request's move to `completed`.

@@ -454,7 +454,9 @@ impl Engine {
                 ok: result.is_ok(),
                 reply: Box::new(move |commit: Result<(), StoreError>| {
                     if let (Ok(()), Ok(r)) = (&commit, &result) {
-                        committed(r);
+                        // It runs on the writer: a panic must not take the writer down, nor
+                        // keep the batch's other writers from hearing.
+                        let _ = catch_unwind(AssertUnwindSafe(|| committed(r)));
                     }
                     let _ = tx.send(commit.and(result));
                 }),

@@ -108,6 +108,11 @@ pub(crate) fn ts(v: i64) -> Result<Timestamp, StoreError> {
     Timestamp::from_microsecond(v).map_err(|e| corrupt("timestamp", e))
 }
 
+/// `t` as a row holds it: to the microsecond (see [`micros`]).
+fn as_stored(t: Timestamp) -> Timestamp {
+    Timestamp::from_microsecond(micros(t)).unwrap_or(t)
+}
+
 pub(crate) fn party_id(s: String) -> Result<PartyId, StoreError> {
     PartyId::parse(&s).map_err(|e| corrupt("party id", e))
 }
@@ -812,6 +817,11 @@ impl Store for SqliteStore {
     }
 
     async fn insert_request(&self, mut r: RequestRecord) -> Result<RequestRecord, StoreError> {
+        // The row keeps microseconds: so does what is answered and kept (a system clock
+        // gives nanoseconds).
+        r.submitted_at = as_stored(r.submitted_at);
+        r.status_at = as_stored(r.status_at);
+        r.execute_at = r.execute_at.map(as_stored);
         // Without a savepoint (see `Engine::write_checked_then`): a conflicting id is refused by
         // the first statement, before anything is written, and answered as a value.
         let fresh = self.fresh.clone();

@@ -423,7 +423,9 @@ pub(super) fn transition(
 /// never to another `queued` row, so a kept copy is what the row holds for as long as the
 /// search can find it there; a transition forgets the copy all the same. Other processes
 /// sharing the database change requests only that way too. Bounded: beyond
-/// [`FRESH_MAX`] the lowest numbers go, and are read from their rows.
+/// [`FRESH_MAX`] the lowest numbers go, and are read from their rows. (A copy can be left
+/// over, never taken: a search that ran between the commit and the keeping read the row.
+/// The bound pushes it out in time.)
 #[derive(Default)]
 pub(crate) struct Fresh {
     kept: std::sync::Mutex<std::collections::BTreeMap<i64, RequestRecord>>,
@@ -502,6 +504,7 @@ pub(super) fn due_requests(
             }
             if let Some(r) = fresh.take(seq) {
                 out.requests.push(r);
+                out.kept += 1;
             } else if let Some(raw) = row.query_row([seq], raw_request).optional().map_err(backend)? {
                 out.requests.push(into_request(raw)?);
             }
