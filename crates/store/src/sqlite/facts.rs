@@ -896,6 +896,23 @@ mod tests {
         assert_eq!((stats.entries, stats.packed_bytes), (0, 0));
     }
 
+    /// A decoded copy can outlive its packed entry (pushed out by the bound): it still
+    /// answers, and a change to its metering point still drops it.
+    #[test]
+    fn a_decoded_copy_left_without_its_entry_still_goes_with_a_change() {
+        let cache = PlanningCache::new(SHARDS);
+        let m = |i: u64| mpxn(&(1_000_000 + i).to_string());
+        let a = m(0);
+        let b = (1..).map(m).find(|b| shard_of(b) == shard_of(&a)).unwrap();
+        cache.put_mpxn(a, cache.ticket(), Arc::new(one_registration(a, "acme")));
+        cache.put_mpxn(b, cache.ticket(), Arc::new(one_registration(b, "brightside")));
+        assert!(!cache.mpxns[shard_of(&a)].lock().unwrap().map.contains(&a), "one entry per shard: a was pushed out");
+        assert_eq!(supplier(&cache.mpxn(a).unwrap()), "acme", "its decoded copy still answers");
+        cache.invalidate(&Changed::Keys(vec![("mpxn", a.to_string())]));
+        assert!(cache.mpxn(a).is_none(), "a change to it dropped the copy too");
+        assert_eq!(supplier(&cache.mpxn(b).unwrap()), "brightside");
+    }
+
     /// The cache holds at most about its capacity, however many metering points pass
     /// through, and counts what it answered.
     #[test]
