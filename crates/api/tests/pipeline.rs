@@ -398,6 +398,7 @@ async fn anomaly_thresholds_quarantine_until_released_or_deleted() {
 async fn a_request_queued_again_after_later_ones_ran_still_runs() {
     let m = market().await;
     enrolled_home(&m).await;
+    let before = m.w.hub.dispatch_searches().await;
     let threshold = json!({"window_seconds": 3600, "max_requests": 1});
     let (s, _) = m.w.call(Method::PUT, "/v1/anomaly-thresholds/own/4.1.1", &m.acme, Some(threshold)).await;
     assert_eq!(s, StatusCode::OK);
@@ -427,6 +428,10 @@ async fn a_request_queued_again_after_later_ones_ran_still_runs() {
     assert_eq!(m.w.settle(&m.acme, &critical).await["response"]["outcome"], json!("done"));
     // Found from the floor, not by a full search after the floor had passed over it.
     assert_eq!(m.w.hub.dispatch_floor_misses().await, 0);
+    // The three queued when submitted were kept in memory for the search since their
+    // insert; the released and the signed one were read from their rows.
+    let after = m.w.hub.dispatch_searches().await;
+    assert_eq!((after.found - before.found, after.kept - before.kept), (5, 3), "{before:?} {after:?}");
     m.w.close().await;
 }
 

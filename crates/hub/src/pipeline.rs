@@ -143,6 +143,20 @@ pub(crate) struct InFlight {
     searches: u64,
     /// Requests a full search found below the floor (each a bug: see `claim_due`).
     floor_misses: u64,
+    /// Due requests the searches gave, and how many of them the store had kept in memory
+    /// since their insert (the rest it read from their rows).
+    found: u64,
+    found_kept: u64,
+}
+
+/// What the dispatcher's searches for due requests did so far ([`Hub::dispatch_searches`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DispatchSearches {
+    pub searches: u64,
+    /// Due requests they gave (a request whose device was busy is counted each time).
+    pub found: u64,
+    /// Of those, how many the store had kept in memory since their insert.
+    pub kept: u64,
 }
 
 /// How often (besides whenever nothing is in flight) the search for due requests starts
@@ -1163,6 +1177,8 @@ impl Hub {
         let full = in_flight.requests.is_empty() || in_flight.searches.is_multiple_of(FULL_SEARCH_EVERY);
         let from = if full { 0 } else { in_flight.floor };
         let due = self.store().due_requests(now, DISPATCH_BATCH_MAX, except, from).await?;
+        in_flight.found += due.requests.len() as u64;
+        in_flight.found_kept += due.kept as u64;
         let mut mine: std::collections::HashSet<Eui64> = std::collections::HashSet::new();
         let mut claimed = Vec::new();
         // The first request to run now that is due but not taken (its device is busy): the
@@ -1200,6 +1216,12 @@ impl Hub {
     /// periodic full search (0 unless there is a bug; for tests and diagnostics).
     pub async fn dispatch_floor_misses(&self) -> u64 {
         self.inner.in_flight.lock().await.floor_misses
+    }
+
+    /// What the dispatcher's searches for due requests did so far (diagnostics).
+    pub async fn dispatch_searches(&self) -> DispatchSearches {
+        let f = self.inner.in_flight.lock().await;
+        DispatchSearches { searches: f.searches, found: f.found, kept: f.found_kept }
     }
 
     /// Let go of a round's requests. Those of a round that did not complete (`done` false)

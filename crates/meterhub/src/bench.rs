@@ -414,6 +414,7 @@ async fn bench_pipeline(
     let total_secs = started.elapsed().as_secs_f64();
     let cpu = cpu_started.zip(cpu_seconds()).map(|(a, b)| b - a);
     let reads = fleet.fleet.reads().since(reads_before);
+    let searches = hub.dispatch_searches().await;
     dispatcher.abort();
     hub.drain_dispatch().await;
     // Submission to the device's answer (a response's time; the commit after it is not in it).
@@ -483,6 +484,13 @@ async fn bench_pipeline(
         reads.ahead_transactions,
         reads.ahead as f64 / reads.ahead_transactions.max(1) as f64,
         reads.alone
+    );
+    println!(
+        "  dispatcher: {} searches found {} due requests; {} ({:.0}%) were kept in memory since their insert, the rest read from their rows",
+        searches.searches,
+        searches.found,
+        searches.kept,
+        100.0 * searches.kept as f64 / searches.found.max(1) as f64
     );
     let looked_up = (planning.hits + planning.misses).max(1);
     println!(
