@@ -138,20 +138,17 @@ pub(crate) struct InFlight {
     /// from quarantine hold it over their write; a failed round as it lets go), so no
     /// search, which holds the lock over its read, sees one without the other.
     floor: i64,
-    /// Searches so far: every [`FULL_SEARCH_EVERY`]th, and every one made with nothing in
-    /// flight, starts from the first request and checks the floor.
-    searches: u64,
+    /// What the searches did so far. Every [`FULL_SEARCH_EVERY`]th, and every one made with
+    /// nothing in flight, starts from the first request and checks the floor.
+    searched: DispatchSearches,
     /// Requests a full search found below the floor (each a bug: see `claim_due`).
     floor_misses: u64,
-    /// Due requests the searches gave, and how many of them the store had kept in memory
-    /// since their insert (the rest it read from their rows).
-    found: u64,
-    found_kept: u64,
 }
 
 /// What the dispatcher's searches for due requests did so far ([`Hub::dispatch_searches`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DispatchSearches {
+    /// Searches made.
     pub searches: u64,
     /// Due requests they gave (a request whose device was busy is counted each time).
     pub found: u64,
@@ -1170,15 +1167,15 @@ impl Hub {
     async fn claim_due(&self, now: Timestamp) -> Result<Vec<RequestRecord>, HubError> {
         let mut in_flight = self.inner.in_flight.lock().await;
         let except = in_flight.requests.clone();
-        in_flight.searches += 1;
+        in_flight.searched.searches += 1;
         // With nothing in flight a full search walks nothing more than one from the floor
         // (every request below it would be in flight): so a request the floor passed over
         // waits at most until the dispatcher has nothing in hand.
-        let full = in_flight.requests.is_empty() || in_flight.searches.is_multiple_of(FULL_SEARCH_EVERY);
+        let full = in_flight.requests.is_empty() || in_flight.searched.searches.is_multiple_of(FULL_SEARCH_EVERY);
         let from = if full { 0 } else { in_flight.floor };
         let due = self.store().due_requests(now, DISPATCH_BATCH_MAX, except, from).await?;
-        in_flight.found += due.requests.len() as u64;
-        in_flight.found_kept += due.kept as u64;
+        in_flight.searched.found += due.requests.len() as u64;
+        in_flight.searched.kept += due.kept as u64;
         let mut mine: std::collections::HashSet<Eui64> = std::collections::HashSet::new();
         let mut claimed = Vec::new();
         // The first request to run now that is due but not taken (its device is busy): the
@@ -1220,8 +1217,7 @@ impl Hub {
 
     /// What the dispatcher's searches for due requests did so far (diagnostics).
     pub async fn dispatch_searches(&self) -> DispatchSearches {
-        let f = self.inner.in_flight.lock().await;
-        DispatchSearches { searches: f.searches, found: f.found, kept: f.found_kept }
+        self.inner.in_flight.lock().await.searched
     }
 
     /// Let go of a round's requests. Those of a round that did not complete (`done` false)

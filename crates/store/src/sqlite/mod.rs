@@ -110,7 +110,7 @@ pub(crate) fn ts(v: i64) -> Result<Timestamp, StoreError> {
 
 /// `t` as a row holds it: to the microsecond (see [`micros`]).
 fn as_stored(t: Timestamp) -> Timestamp {
-    Timestamp::from_microsecond(micros(t)).unwrap_or(t)
+    ts(micros(t)).unwrap_or(t)
 }
 
 pub(crate) fn party_id(s: String) -> Result<PartyId, StoreError> {

@@ -452,7 +452,7 @@ impl Fresh {
     }
 
     pub(super) fn forget(&self, seq: i64) {
-        self.kept.lock().expect("fresh requests").remove(&seq);
+        self.take(seq);
     }
 }
 
