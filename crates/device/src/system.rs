@@ -2,6 +2,8 @@
 //! meter, in-home display, prepayment interface, additional equipment) and what they do with
 //! a command. Pure: state in, command and instant in, state and outcome out.
 
+use std::sync::Arc;
+
 use domain::catalogue::{self, Critical};
 use domain::crypto::{KeyAgreementKey, verify_p256};
 use domain::product::{Change, PRODUCT_SRVS, Product};
@@ -64,11 +66,11 @@ pub struct TrustAnchor {
     pub originator: Eui64,
     /// ECDSA P-256 SubjectPublicKeyInfo DER (base64 in JSON).
     #[serde(deserialize_with = "base64_bytes::deserialize")]
-    pub spki: Vec<u8>,
+    pub spki: Arc<[u8]>,
     /// The supplier's prepayment key-agreement public point (65 bytes), which UTRNs are
     /// checked with (GBCS 14); `None` if the supplier issues none.
     #[serde(default, deserialize_with = "opt_base64_bytes::deserialize")]
-    pub prepayment: Option<Vec<u8>>,
+    pub prepayment: Option<Arc<[u8]>>,
 }
 
 /// JSON leaves an absent prepayment key out (request bodies carry anchors); binary forms have
@@ -91,11 +93,41 @@ impl Serialize for TrustAnchor {
 }
 
 /// Key bytes: base64 text in human-readable formats (JSON), raw bytes in binary ones (the
-/// fleet's stored state).
+/// fleet's stored state). Keys read are shared: one party's key is in every device that
+/// trusts it, so a key read again on the same thread is the copy read before (a few of the
+/// latest are remembered), not a new one. That saves the allocations when a system is read,
+/// and makes copying a system and comparing two copies nearly free for its keys.
 mod base64_bytes {
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+    use std::sync::Arc;
+
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;
     use serde::{Deserializer, Serializer};
+
+    /// Keys each thread remembers (a system holds a supplier's two, a manufacturer's, the
+    /// hub's change-of-supplier key, an agent's).
+    const RECENT_KEYS: usize = 16;
+
+    thread_local! {
+        static RECENT: RefCell<VecDeque<Arc<[u8]>>> = const { RefCell::new(VecDeque::new()) };
+    }
+
+    /// `bytes` as a shared key: the remembered copy if there is one.
+    pub fn shared(bytes: &[u8]) -> Arc<[u8]> {
+        RECENT.with_borrow_mut(|recent| {
+            if let Some(key) = recent.iter().find(|k| ***k == *bytes) {
+                return key.clone();
+            }
+            let key: Arc<[u8]> = Arc::from(bytes);
+            if recent.len() == RECENT_KEYS {
+                recent.pop_back();
+            }
+            recent.push_front(key.clone());
+            key
+        })
+    }
 
     pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
         if s.is_human_readable() { s.serialize_str(&STANDARD.encode(v)) } else { s.serialize_bytes(v) }
@@ -104,23 +136,20 @@ mod base64_bytes {
     struct Visitor;
 
     impl serde::de::Visitor<'_> for Visitor {
-        type Value = Vec<u8>;
+        type Value = Arc<[u8]>;
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("key bytes (base64 text or bytes)")
         }
-        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<u8>, E> {
-            STANDARD.decode(v.as_bytes()).map_err(E::custom)
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Arc<[u8]>, E> {
+            Ok(shared(&STANDARD.decode(v.as_bytes()).map_err(E::custom)?))
         }
-        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
-            Ok(v.to_vec())
-        }
-        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
-            Ok(v)
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Arc<[u8]>, E> {
+            Ok(shared(v))
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        if d.is_human_readable() { d.deserialize_str(Visitor) } else { d.deserialize_byte_buf(Visitor) }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<[u8]>, D::Error> {
+        if d.is_human_readable() { d.deserialize_str(Visitor) } else { d.deserialize_bytes(Visitor) }
     }
 
     /// Serializes borrowed key bytes as [`base64_bytes`](self) does.
@@ -134,17 +163,19 @@ mod base64_bytes {
 }
 
 mod opt_base64_bytes {
+    use std::sync::Arc;
+
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     #[derive(Deserialize)]
     #[serde(transparent)]
-    struct Bytes(#[serde(with = "super::base64_bytes")] Vec<u8>);
+    struct Bytes(#[serde(with = "super::base64_bytes")] Arc<[u8]>);
 
-    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(v: &Option<Arc<[u8]>>, s: S) -> Result<S::Ok, S::Error> {
         v.as_deref().map(super::base64_bytes::Ref).serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arc<[u8]>>, D::Error> {
         Ok(<Option<Bytes>>::deserialize(d)?.map(|b| b.0))
     }
 }
@@ -351,7 +382,7 @@ pub struct System {
     /// The hub's change-of-supplier key (SubjectPublicKeyInfo DER): SRV 6.23 must verify with
     /// it. `None` on systems installed before it existed: they refuse 6.23.
     #[serde(default, with = "opt_base64_bytes")]
-    pub cos_key: Option<Vec<u8>>,
+    pub cos_key: Option<Arc<[u8]>>,
     /// The premises has no mains power since this instant (a simulated outage): nothing
     /// reaches the hub but the comms hub's report of the loss once it has lasted
     /// [`OUTAGE_REPORT_AFTER`].
@@ -528,7 +559,7 @@ impl System {
             meters,
             han_log,
             display: None,
-            cos_key: i.cos_key,
+            cos_key: i.cos_key.map(Arc::from),
             outage: None,
         }
     }

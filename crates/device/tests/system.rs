@@ -35,7 +35,7 @@ fn install() -> Home {
         ihd: true,
         ppmid: false,
         additional: 0,
-        supplier: TrustAnchor { originator: SUPPLIER, spki: key.public_key_spki(), prepayment: None },
+        supplier: TrustAnchor { originator: SUPPLIER, spki: key.public_key_spki().into(), prepayment: None },
         cos_key: None,
         manufacturer: None,
     });
@@ -292,7 +292,7 @@ mod properties {
 fn change_of_supplier_credentials_need_the_hubs_key() {
     let cos = SigningKey::generate(&SystemRandom::new()).unwrap();
     let mut h = install();
-    h.system.cos_key = Some(cos.public_key_spki());
+    h.system.cos_key = Some(cos.public_key_spki().into());
     h.commission_all();
     let meter = eui(&h, Fuel::Electricity);
     let incoming = SigningKey::generate(&SystemRandom::new()).unwrap();
@@ -446,10 +446,13 @@ fn a_suppliers_application_layer_stops_at_a_change_of_supplier() {
     let cos = SigningKey::generate(&SystemRandom::new()).unwrap();
     let maker = SigningKey::generate(&SystemRandom::new()).unwrap();
     let mut h = install();
-    h.system.cos_key = Some(cos.public_key_spki());
+    h.system.cos_key = Some(cos.public_key_spki().into());
     for d in &mut h.system.devices {
-        d.manufacturer =
-            Some(TrustAnchor { originator: Eui64::from_u64(0xAA), spki: maker.public_key_spki(), prepayment: None });
+        d.manufacturer = Some(TrustAnchor {
+            originator: Eui64::from_u64(0xAA),
+            spki: maker.public_key_spki().into(),
+            prepayment: None,
+        });
     }
     h.commission_all();
     let meter = eui(&h, Fuel::Electricity);
@@ -516,8 +519,11 @@ fn firmware_never_rolls_back_and_agent_activations_are_not_replayed() {
     const AGENT: Eui64 = Eui64::from_u64(0x90B3_D51F_3001_0042);
     let mut h = install();
     for d in &mut h.system.devices {
-        d.manufacturer =
-            Some(TrustAnchor { originator: Eui64::from_u64(0xAA), spki: maker.public_key_spki(), prepayment: None });
+        d.manufacturer = Some(TrustAnchor {
+            originator: Eui64::from_u64(0xAA),
+            spki: maker.public_key_spki().into(),
+            prepayment: None,
+        });
     }
     h.commission_all();
     let meter = eui(&h, Fuel::Electricity);
@@ -571,12 +577,15 @@ fn firmware_never_rolls_back_and_agent_activations_are_not_replayed() {
 /// form writes every field instead. Both read back.
 #[test]
 fn json_leaves_absent_optional_fields_out() {
-    let anchor =
-        TrustAnchor { originator: Eui64::from_u64(0x90B3_D51F_3001_0002), spki: vec![1, 2, 3], prepayment: None };
+    let anchor = TrustAnchor {
+        originator: Eui64::from_u64(0x90B3_D51F_3001_0002),
+        spki: vec![1, 2, 3].into(),
+        prepayment: None,
+    };
     let text = serde_json::to_value(&anchor).unwrap();
     assert_eq!(text, json!({"originator": "90-B3-D5-1F-30-01-00-02", "spki": "AQID"}));
     assert_eq!(serde_json::from_value::<TrustAnchor>(text).unwrap(), anchor);
-    let with_key = TrustAnchor { prepayment: Some(vec![4]), ..anchor };
+    let with_key = TrustAnchor { prepayment: Some(vec![4].into()), ..anchor };
     assert_eq!(serde_json::to_value(&with_key).unwrap()["prepayment"], json!("BA=="));
 
     let event = device::account::MeterEvent {

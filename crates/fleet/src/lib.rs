@@ -786,7 +786,7 @@ mod tests {
         let meter = &mut stored.system.devices[1];
         meter.agent = Some(device::TrustAnchor {
             originator: Eui64::from_u64(0x90B3_D51F_3001_0042),
-            spki: vec![48, 89, 1],
+            spki: vec![48, 89, 1].into(),
             prepayment: None,
         });
         meter.agent_counters.push((Eui64::from_u64(0x90B3_D51F_3001_0041), 17));
@@ -899,7 +899,7 @@ mod tests {
             additional: 3,
             supplier: device::TrustAnchor {
                 originator: Eui64::from_u64(0x90B3_D51F_3001_0001),
-                spki: vec![1],
+                spki: vec![1].into(),
                 prepayment: None,
             },
             cos_key: None,
@@ -947,6 +947,45 @@ mod tests {
         fleet.entry(1).await.expect("system 1 after");
         fleet.entry(2).await.expect("system 2 after");
         assert!(fleet.evicted_in_use.lock().expect("evicted").values().all(|w| w.strong_count() == 0));
+    }
+
+    /// A party's key, in every device that trusts it, is read into one shared copy, in both
+    /// stored forms, and across systems read one after another: a cached system holds one
+    /// copy of each key, and copying a system copies none.
+    #[tokio::test]
+    async fn keys_read_from_stored_systems_are_shared() {
+        use hub::transport::DeviceTransport as _;
+        let (_dir, fleet) = test_fleet(1);
+        let order = full_home();
+        fleet.install(order.clone()).await.expect("system 1");
+        fleet.install(order).await.expect("system 2");
+        let one = fleet.entry(1).await.expect("system 1").lock().await.system.clone();
+        let two = fleet.entry(2).await.expect("system 2").lock().await.system.clone();
+        let spki = |s: &System| s.devices.iter().filter_map(|d| d.supplier.as_ref()).map(|a| a.spki.clone()).collect();
+        let (spki_one, spki_two): (Vec<Arc<[u8]>>, Vec<Arc<[u8]>>) = (spki(&one), spki(&two));
+        assert!(spki_one.len() >= 3, "the full home's devices trust the supplier: {}", spki_one.len());
+        for k in spki_one.iter().chain(&spki_two) {
+            assert!(Arc::ptr_eq(k, &spki_one[0]), "a second copy of the supplier's key");
+        }
+        // A system saved as JSON shares its keys as well: equal keys are one copy.
+        let old = decode(1, JSON).expect("reads");
+        let keys: Vec<&Arc<[u8]>> = old
+            .system
+            .devices
+            .iter()
+            .filter_map(|d| d.supplier.as_ref())
+            .flat_map(|a| std::iter::once(&a.spki).chain(&a.prepayment))
+            .collect();
+        let mut equal = 0;
+        for (i, a) in keys.iter().enumerate() {
+            for b in &keys[i + 1..] {
+                if a == b {
+                    equal += 1;
+                    assert!(Arc::ptr_eq(a, b), "JSON gave a copy of a key per device");
+                }
+            }
+        }
+        assert!(equal > 0, "the fixture's devices share keys");
     }
 
     /// A round's systems are read ahead, together, and cached: each once, a system already

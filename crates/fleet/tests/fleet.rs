@@ -30,7 +30,7 @@ fn order(key: &SigningKey) -> InstallOrder {
         ihd: true,
         ppmid: false,
         additional: 0,
-        supplier: TrustAnchor { originator: SUPPLIER, spki: key.public_key_spki(), prepayment: None },
+        supplier: TrustAnchor { originator: SUPPLIER, spki: key.public_key_spki().into(), prepayment: None },
         cos_key: None,
         manufacturer: None,
     }

@@ -73,7 +73,7 @@ impl Hub {
                 let spki = m.signing_key_spki.clone().ok_or_else(|| {
                     HubError::invalid("manufacturer", format!("{id} has no registered signing key to sign firmware"))
                 })?;
-                Some(TrustAnchor { originator: m.originator, spki, prepayment: None })
+                Some(TrustAnchor { originator: m.originator, spki: spki.into(), prepayment: None })
             }
         };
         let transport = self
@@ -89,8 +89,8 @@ impl Hub {
             additional: input.additional,
             supplier: TrustAnchor {
                 originator: caller.party.originator,
-                spki,
-                prepayment: Some(self.prepayment_point(&caller.party.id).await?),
+                spki: spki.into(),
+                prepayment: Some(self.prepayment_point(&caller.party.id).await?.into()),
             },
             cos_key: Some(self.cos_public_key()),
             manufacturer,

@@ -800,7 +800,7 @@ impl Hub {
         let spki = agent
             .signing_key_spki
             .ok_or_else(|| invalid("body.agent", format!("{id} has no registered signing key")))?;
-        Ok(json!({"agent": device::TrustAnchor { originator: agent.originator, spki, prepayment: None }}))
+        Ok(json!({"agent": device::TrustAnchor { originator: agent.originator, spki: spki.into(), prepayment: None }}))
     }
 
     async fn installer_of(&self, premises_id: i64) -> Result<domain::PartyId, HubError> {

@@ -475,7 +475,8 @@ impl Hub {
         };
         let spki = party.signing_key_spki.clone().ok_or("the incoming supplier has no signing key")?;
         let prepayment = self.prepayment_point(&party.id).await.map_err(|e| e.to_string())?;
-        let anchor = TrustAnchor { originator: party.originator, spki, prepayment: Some(prepayment) };
+        let anchor =
+            TrustAnchor { originator: party.originator, spki: spki.into(), prepayment: Some(prepayment.into()) };
         let body = json!({"effective_at": switch_at.to_string(), "supplier": anchor});
         let r = self
             .hub_request(&party, "6.23", meter, Some(rec.mpxn), body, switch_at, true)

@@ -109,7 +109,7 @@ pub async fn generate(
     // Meters trust their supplier's prepayment key from installation, as they do its signing key.
     let mut prepayment_points = std::collections::HashMap::new();
     for s in &suppliers {
-        prepayment_points.insert(s.id.clone(), hub.prepayment_point(&s.id).await?);
+        prepayment_points.insert(s.id.clone(), std::sync::Arc::<[u8]>::from(hub.prepayment_point(&s.id).await?));
     }
     let operator: PartyId = hub
         .parties_unchecked()
@@ -185,7 +185,7 @@ pub async fn generate(
                     additional: 0,
                     supplier: device::TrustAnchor {
                         originator: supplier.originator,
-                        spki: supplier.signing_key_spki.clone().expect("checked"),
+                        spki: supplier.signing_key_spki.clone().expect("checked").into(),
                         prepayment: prepayment_points.get(&supplier.id).cloned(),
                     },
                     cos_key: Some(cos_key.clone()),
