@@ -94,37 +94,44 @@ impl Serialize for TrustAnchor {
 
 /// Key bytes: base64 text in human-readable formats (JSON), raw bytes in binary ones (the
 /// fleet's stored state). Keys read are shared: one party's key is in every device that
-/// trusts it, so a key read again on the same thread is the copy read before (a few of the
-/// latest are remembered), not a new one. That saves the allocations when a system is read,
-/// and makes copying a system and comparing two copies nearly free for its keys.
+/// trusts it, so a key read again on the same thread is the copy that thread read before,
+/// not a new one. That saves the allocations when a system is read, and makes copying a
+/// system and comparing two copies nearly free for its keys.
 mod base64_bytes {
     use std::cell::RefCell;
-    use std::collections::VecDeque;
+    use std::collections::HashSet;
     use std::sync::Arc;
 
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;
     use serde::{Deserializer, Serializer};
 
-    /// Keys each thread remembers (a system holds a supplier's two, a manufacturer's, the
-    /// hub's change-of-supplier key, an agent's).
-    const RECENT_KEYS: usize = 16;
+    /// Keys each thread remembers; when full it forgets them all and starts again. (A key
+    /// is a party's: a fleet holds a few per supplier and manufacturer.)
+    const KEYS_KEPT: usize = 1024;
+    /// Longer bytes are never remembered (a P-256 SubjectPublicKeyInfo is 91 bytes, a
+    /// key-agreement point 65): whatever a request body calls a key costs at most
+    /// `KEYS_KEPT` times this per thread.
+    const KEY_BYTES_KEPT_MAX: usize = 128;
 
     thread_local! {
-        static RECENT: RefCell<VecDeque<Arc<[u8]>>> = const { RefCell::new(VecDeque::new()) };
+        static KEPT: RefCell<HashSet<Arc<[u8]>>> = RefCell::new(HashSet::new());
     }
 
     /// `bytes` as a shared key: the remembered copy if there is one.
     pub fn shared(bytes: &[u8]) -> Arc<[u8]> {
-        RECENT.with_borrow_mut(|recent| {
-            if let Some(key) = recent.iter().find(|k| ***k == *bytes) {
+        if bytes.len() > KEY_BYTES_KEPT_MAX {
+            return Arc::from(bytes);
+        }
+        KEPT.with_borrow_mut(|kept| {
+            if let Some(key) = kept.get(bytes) {
                 return key.clone();
             }
-            let key: Arc<[u8]> = Arc::from(bytes);
-            if recent.len() == RECENT_KEYS {
-                recent.pop_back();
+            if kept.len() == KEYS_KEPT {
+                kept.clear();
             }
-            recent.push_front(key.clone());
+            let key: Arc<[u8]> = Arc::from(bytes);
+            kept.insert(key.clone());
             key
         })
     }

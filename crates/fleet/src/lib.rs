@@ -951,16 +951,26 @@ mod tests {
 
     /// A party's key, in every device that trusts it, is read into one shared copy, in both
     /// stored forms, and across systems read one after another: a cached system holds one
-    /// copy of each key, and copying a system copies none.
+    /// copy of each key, and copying a system copies none. (Keys are shared per thread: the
+    /// test runtime has one.)
     #[tokio::test]
     async fn keys_read_from_stored_systems_are_shared() {
         use hub::transport::DeviceTransport as _;
         let (_dir, fleet) = test_fleet(1);
-        let order = full_home();
+        let mut order = full_home();
+        order.supplier.prepayment = Some(vec![4; 65].into());
+        order.cos_key = Some(vec![5; 91]);
         fleet.install(order.clone()).await.expect("system 1");
         fleet.install(order).await.expect("system 2");
         let one = fleet.entry(1).await.expect("system 1").lock().await.system.clone();
         let two = fleet.entry(2).await.expect("system 2").lock().await.system.clone();
+        let cos = |s: &System| s.cos_key.clone().expect("installed with the hub's key");
+        assert!(Arc::ptr_eq(&cos(&one), &cos(&two)), "a second copy of the hub's key");
+        let prepayment = |s: &System| -> Vec<Arc<[u8]>> {
+            s.devices.iter().filter_map(|d| d.supplier.as_ref()?.prepayment.clone()).collect()
+        };
+        let all = [prepayment(&one), prepayment(&two)].concat();
+        assert!(all.len() >= 6 && all.iter().all(|k| Arc::ptr_eq(k, &all[0])), "a copy of the prepayment key");
         let spki = |s: &System| s.devices.iter().filter_map(|d| d.supplier.as_ref()).map(|a| a.spki.clone()).collect();
         let (spki_one, spki_two): (Vec<Arc<[u8]>>, Vec<Arc<[u8]>>) = (spki(&one), spki(&two));
         assert!(spki_one.len() >= 3, "the full home's devices trust the supplier: {}", spki_one.len());
