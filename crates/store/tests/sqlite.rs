@@ -794,3 +794,82 @@ async fn a_fleet_saved_before_version_3_still_loads_and_is_packed_when_next_save
         "the JSON is not kept beside the packed form"
     );
 }
+
+/// R-RD-1: a party's reads over a period are exactly those whose time is in it, however the
+/// times of responses run against the order they were written (a round that answered
+/// earlier may commit later, across an hour's boundary), paged by number; another party's
+/// responses, in the same hours, are never in them.
+#[tokio::test]
+async fn reads_over_a_period_are_those_in_it_whatever_order_they_were_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path(), opts()).unwrap();
+    // (party, when it answered), in the order written.
+    let written = [
+        ("acme", "2026-01-01T09:59:59.999999Z"),
+        ("acme", "2026-01-01T10:00:00Z"),
+        ("beta", "2026-01-01T08:30:00Z"),
+        ("acme", "2026-01-01T09:40:00Z"),
+        ("acme", "2026-01-01T10:59:00Z"),
+        ("beta", "2026-01-01T10:10:00Z"),
+        ("acme", "2026-01-01T10:30:00Z"),
+        ("acme", "2026-01-01T11:00:00Z"),
+        ("acme", "2026-01-01T08:00:00Z"),
+        ("acme", "2026-01-01T12:15:00Z"),
+        ("acme", "2026-01-01T10:20:00.5Z"),
+        // A simulated clock may be set anywhere, even before 1970.
+        ("acme", "1970-01-01T00:30:00Z"),
+        ("acme", "1969-12-31T23:30:00Z"),
+    ];
+    let mut stored = Vec::new();
+    for (i, (party, at)) in written.iter().enumerate() {
+        let id = format!("0000000000000001:0000000000000010:{}", i + 1);
+        let seq = s.insert_request(store::RequestRecord { party: pid(party), ..request(&id) }).await.unwrap().seq;
+        let done = store::Completion {
+            request_id: id.clone(),
+            request_seq: Some(seq),
+            party: pid(party),
+            at: t(at),
+            outcome: store::ResponseOutcome::Done,
+            body: "{}".into(),
+            effects: Vec::new(),
+        };
+        s.complete_requests(vec![done]).await.unwrap();
+        stored.push((*party, t(at), id));
+    }
+    let windows = [
+        ("2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z"),
+        ("2026-01-01T10:00:00Z", "2026-01-01T11:00:00Z"),
+        ("2026-01-01T09:59:59.999999Z", "2026-01-01T10:00:00.000001Z"),
+        ("2026-01-01T10:20:00.5Z", "2026-01-01T10:59:00Z"),
+        ("2026-01-01T10:25:00Z", "2026-01-01T13:00:00Z"),
+        ("2026-01-01T08:00:00Z", "2026-01-01T09:45:00Z"),
+        ("2026-01-01T12:15:00.000001Z", "2026-01-02T00:00:00Z"),
+        ("2025-12-31T00:00:00Z", "2026-01-01T08:00:00Z"),
+        ("1969-12-31T23:45:00Z", "1970-01-01T00:45:00Z"),
+        ("1969-12-31T23:00:00Z", "2027-01-01T00:00:00Z"),
+    ];
+    for party in ["acme", "beta"] {
+        for (from, to) in windows {
+            let (from, to) = (t(from), t(to));
+            let expected: Vec<&str> = stored
+                .iter()
+                .filter(|(p, at, _)| *p == party && *at >= from && *at < to)
+                .map(|(_, _, id)| id.as_str())
+                .collect();
+            let all = s.reads_between(&pid(party), &["4.1.1"], from, to, 0, 100).await.unwrap();
+            let ids: Vec<&str> = all.iter().map(|r| r.response.request_id.as_str()).collect();
+            assert_eq!(ids, expected, "{party} from {from} to {to}");
+            // Two at a time, each page after the last one's number: the same reads.
+            let mut paged = Vec::new();
+            let mut after = 0;
+            loop {
+                let page = s.reads_between(&pid(party), &["4.1.1"], from, to, after, 2).await.unwrap();
+                let Some(last) = page.last() else { break };
+                after = last.response.seq;
+                paged.extend(page.into_iter().map(|r| r.response.request_id));
+            }
+            assert_eq!(paged, expected, "{party} from {from} to {to}, paged");
+        }
+    }
+    s.close().await;
+}

@@ -601,7 +601,21 @@ fn record_answer(conn: &Connection, c: &Completion, seq: i64) -> Result<(), Stor
     )
     .and_then(|mut s| s.execute(params![seq, c.request_id, c.party.as_str(), micros(c.at), c.outcome.as_str(), c.body]))
     .map_err(classify)?;
+    let response_seq = conn.last_insert_rowid();
+    // The party's first response of the hour marks where a search by time starts (the
+    // first response written has the lowest number: a mark there already stays).
+    conn.prepare_cached("INSERT OR IGNORE INTO response_marks (party, hour, first_seq) VALUES (?1, ?2, ?3)")
+        .and_then(|mut s| s.execute(params![c.party.as_str(), response_hour(c.at), response_seq]))
+        .map_err(backend)?;
     audit(conn, c.at, (seq, &c.request_id), &c.party, "completed", c.outcome.as_str())
+}
+
+/// The hour of `response_marks` that a response at `at` is marked in: microseconds since
+/// the epoch divided by an hour's toward zero, as migration 18 computed them. Any division
+/// that never goes down as time goes up would do: a response at or after an instant is
+/// then in that instant's hour or a later one.
+pub(super) fn response_hour(at: Timestamp) -> i64 {
+    micros(at) / 3_600_000_000
 }
 
 /// A completion whose effect cannot be applied is recorded as a failure instead: each one

@@ -196,10 +196,11 @@ pub(super) fn reads_between(
     after: i64,
     limit: usize,
 ) -> Result<Vec<ReadRecord>, StoreError> {
-    // Start from the period's first response (found by time), then page by sequence number.
+    // Start from the party's first response of the period's first hour or a later one (no
+    // response in the period comes before it), then page by number, filtering by time.
     let first: Option<i64> = conn
-        .prepare_cached("SELECT min(seq) FROM responses WHERE party = ?1 AND at >= ?2")
-        .and_then(|mut s| s.query_row(params![party.as_str(), micros(from)], |r| r.get(0)))
+        .prepare_cached("SELECT min(first_seq) FROM response_marks WHERE party = ?1 AND hour >= ?2")
+        .and_then(|mut s| s.query_row(params![party.as_str(), super::pipeline::response_hour(from)], |r| r.get(0)))
         .map_err(backend)?;
     let Some(first) = first else { return Ok(Vec::new()) };
     let after = after.max(first - 1);

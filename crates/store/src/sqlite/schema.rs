@@ -26,6 +26,7 @@ pub(crate) const HUB: &[(i64, &str)] = &[
     (15, include_str!("../../migrations/0015_responses_and_audit_by_request_seq.sql")),
     (16, include_str!("../../migrations/0016_requests_by_originator_counter.sql")),
     (17, include_str!("../../migrations/0017_waiting_requests_index.sql")),
+    (18, include_str!("../../migrations/0018_response_marks.sql")),
 ];
 
 /// What the planning cache watches: the tables a service request is planned from, each with
@@ -132,8 +133,9 @@ mod tests {
         .expect("rows at version 14");
         let tables = "'responses', 'audit'";
         let before = objects(&conn, tables);
-        migrate(&mut conn, HUB).expect("migrate to the latest");
+        migrate(&mut conn, &HUB[..15]).expect("migrate to 15");
         assert_eq!(objects(&conn, tables), before, "every index and trigger of the rebuilt tables is made again");
+        migrate(&mut conn, HUB).expect("migrate to the latest");
         assert_eq!(count(&conn, "SELECT request_seq FROM responses WHERE seq = 4 AND request_id = 'A:B:1'"), 7);
         let audit: String = conn
             .query_row("SELECT group_concat(seq || ':' || request_seq || ':' || event, ',') FROM audit", [], |r| {
@@ -351,6 +353,59 @@ mod tests {
         assert_eq!(listed(&conn), "11,12,13");
         let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("integrity check");
         assert_eq!(check, "ok");
+    }
+
+    /// Migration 18 marks where each party's responses of each hour begin, from the
+    /// responses already stored, and drops the index of responses by party and time: a
+    /// search by time starts from the marks.
+    #[test]
+    fn migration_18_marks_each_partys_first_response_of_each_hour() {
+        let (_dir, mut conn) = at_version_15();
+        migrate(&mut conn, &HUB[..17]).expect("migrate to 17");
+        // Response 4 (of version 15's fixture, at 2 µs, hour 0); more, of two parties, the
+        // first two of hour 5 written out of time order, and one before 1970 (hour 0 too,
+        // as the division goes toward zero).
+        let hour = 3_600_000_000_i64;
+        let mut rows = String::new();
+        for (seq, party, at) in
+            [(5, "sup", 5 * hour + 900), (6, "sup", 5 * hour + 7), (8, "dno", 5 * hour + 7), (11, "sup", -7)]
+        {
+            let (request, id) = (20 + seq, format!("{ORIGINATOR}:00000000000000AA:{}", 100 + seq));
+            rows.push_str(&format!(
+                "INSERT INTO requests (seq, id, party, srv, target, body, precommand, submitted_at, status, status_at, \
+                                       execute_at, id_originator, id_counter) \
+                 VALUES ({request}, '{id}', '{party}', '4.1.1', '00000000000000AA', '{{}}', x'00', 1, 'completed', 2, \
+                         NULL, '{ORIGINATOR}', {counter}); \
+                 INSERT INTO responses (seq, request_seq, request_id, party, at, outcome, body) \
+                 VALUES ({seq}, {request}, '{id}', '{party}', {at}, 'done', '{{}}');",
+                counter = 100 + seq
+            ));
+        }
+        conn.execute_batch(&rows).expect("more responses at version 17");
+        let tables = "'responses'";
+        let mut expected = objects(&conn, tables);
+        expected.retain(|o| o != "index responses_by_party_at");
+        migrate(&mut conn, HUB).expect("migrate to the latest");
+        assert_eq!(objects(&conn, tables), expected, "the index by time is dropped, and nothing else");
+        let marks: String = conn
+            .query_row(
+                "SELECT group_concat(party || ':' || hour || ':' || first_seq, ',') FROM response_marks",
+                [],
+                |r| r.get(0),
+            )
+            .expect("marks");
+        assert_eq!(marks, "dno:5:8,sup:0:4,sup:5:5");
+        // The writer puts each response in the hour the migration computed for it.
+        let hours: Vec<(i64, i64)> = conn
+            .prepare("SELECT at, at / 3600000000 FROM responses")
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .expect("hours");
+        for (at, sql_hour) in hours {
+            let at_ts = super::super::ts(at).expect("an instant");
+            assert_eq!(super::super::pipeline::response_hour(at_ts), sql_hour, "at {at}");
+        }
+        let start = plan(&conn, "SELECT min(first_seq) FROM response_marks WHERE party = 'sup' AND hour >= 3");
+        assert!(start.contains("PRIMARY KEY"), "{start}");
     }
 
     /// A migration commits only if every row still finds what it refers to: a row that was
