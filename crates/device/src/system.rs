@@ -485,7 +485,7 @@ pub struct Installation {
     /// The installing supplier, whose key the devices trust from the factory.
     pub supplier: TrustAnchor,
     /// The hub's change-of-supplier key (SubjectPublicKeyInfo DER).
-    pub cos_key: Option<Vec<u8>>,
+    pub cos_key: Option<Arc<[u8]>>,
     /// The manufacturer whose firmware the devices accept.
     pub manufacturer: Option<TrustAnchor>,
 }
@@ -566,7 +566,7 @@ impl System {
             meters,
             han_log,
             display: None,
-            cos_key: i.cos_key.map(Arc::from),
+            cos_key: i.cos_key,
             outage: None,
         }
     }

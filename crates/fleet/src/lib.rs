@@ -959,7 +959,7 @@ mod tests {
         let (_dir, fleet) = test_fleet(1);
         let mut order = full_home();
         order.supplier.prepayment = Some(vec![4; 65].into());
-        order.cos_key = Some(vec![5; 91]);
+        order.cos_key = Some(vec![5; 91].into());
         fleet.install(order.clone()).await.expect("system 1");
         fleet.install(order).await.expect("system 2");
         let one = fleet.entry(1).await.expect("system 1").lock().await.system.clone();

@@ -92,7 +92,7 @@ impl Hub {
                 spki: spki.into(),
                 prepayment: Some(self.prepayment_point(&caller.party.id).await?.into()),
             },
-            cos_key: Some(self.cos_public_key()),
+            cos_key: Some(self.cos_public_key().into()),
             manufacturer,
         };
         let installed = transport.install(order).await.map_err(|e| HubError::Unavailable(e.to_string()))?;

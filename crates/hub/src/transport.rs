@@ -17,7 +17,7 @@ pub struct InstallOrder {
     pub supplier: TrustAnchor,
     /// The hub's change-of-supplier key (SubjectPublicKeyInfo DER), which SRV 6.23 is
     /// signed with.
-    pub cos_key: Option<Vec<u8>>,
+    pub cos_key: Option<std::sync::Arc<[u8]>>,
     /// The manufacturer whose signed firmware the devices accept.
     pub manufacturer: Option<TrustAnchor>,
 }

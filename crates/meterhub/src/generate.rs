@@ -106,10 +106,16 @@ pub async fn generate(
     anyhow::ensure!(args.gas_percent <= 100, "--gas-percent is 0 to 100");
     let started = Instant::now();
     let suppliers = ensure_parties(hub, data_dir, args.suppliers).await?;
-    // Meters trust their supplier's prepayment key from installation, as they do its signing key.
-    let mut prepayment_points = std::collections::HashMap::new();
+    // Meters trust their supplier's signing and prepayment keys from installation: one
+    // anchor per supplier, its keys shared by every home it installs.
+    let mut anchors = std::collections::HashMap::new();
     for s in &suppliers {
-        prepayment_points.insert(s.id.clone(), std::sync::Arc::<[u8]>::from(hub.prepayment_point(&s.id).await?));
+        let anchor = device::TrustAnchor {
+            originator: s.originator,
+            spki: s.signing_key_spki.clone().expect("checked").into(),
+            prepayment: Some(hub.prepayment_point(&s.id).await?.into()),
+        };
+        anchors.insert(s.id.clone(), anchor);
     }
     let operator: PartyId = hub
         .parties_unchecked()
@@ -173,7 +179,7 @@ pub async fn generate(
             homes.push((supplier, mpan, mprn));
         }
         import.commit().await?;
-        let cos_key = hub.cos_public_key();
+        let cos_key: std::sync::Arc<[u8]> = hub.cos_public_key().into();
         let orders: Vec<fleet::BulkHome> = homes
             .iter()
             .map(|(supplier, mpan, mprn)| fleet::BulkHome {
@@ -183,11 +189,7 @@ pub async fn generate(
                     ihd: true,
                     ppmid: false,
                     additional: 0,
-                    supplier: device::TrustAnchor {
-                        originator: supplier.originator,
-                        spki: supplier.signing_key_spki.clone().expect("checked").into(),
-                        prepayment: prepayment_points.get(&supplier.id).cloned(),
-                    },
+                    supplier: anchors[&supplier.id].clone(),
                     cos_key: Some(cos_key.clone()),
                     manufacturer: None,
                 },
