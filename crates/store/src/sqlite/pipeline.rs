@@ -602,11 +602,15 @@ fn record_answer(conn: &Connection, c: &Completion, seq: i64) -> Result<(), Stor
     .and_then(|mut s| s.execute(params![seq, c.request_id, c.party.as_str(), micros(c.at), c.outcome.as_str(), c.body]))
     .map_err(classify)?;
     let response_seq = conn.last_insert_rowid();
-    // The party's first response of the hour marks where a search by time starts (the
-    // first response written has the lowest number: a mark there already stays).
-    conn.prepare_cached("INSERT OR IGNORE INTO response_marks (party, hour, first_seq) VALUES (?1, ?2, ?3)")
-        .and_then(|mut s| s.execute(params![c.party.as_str(), response_hour(c.at), response_seq]))
-        .map_err(backend)?;
+    // The party's first and last responses of the hour mark where a search by time starts
+    // and ends. Numbers only grow (responses are never deleted), so the first response
+    // written keeps its mark and each later one becomes the last.
+    conn.prepare_cached(
+        "INSERT INTO response_marks (party, hour, first_seq, last_seq) VALUES (?1, ?2, ?3, ?3) \
+         ON CONFLICT (party, hour) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
+    )
+    .and_then(|mut s| s.execute(params![c.party.as_str(), response_hour(c.at), response_seq]))
+    .map_err(backend)?;
     audit(conn, c.at, (seq, &c.request_id), &c.party, "completed", c.outcome.as_str())
 }
 

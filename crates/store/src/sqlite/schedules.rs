@@ -171,6 +171,14 @@ pub(super) fn record_schedule_run(
 
 const READ_COLS: &str = "s.seq, s.request_id, s.party, s.at, s.outcome, s.body, q.srv, q.target, q.mpxn, q.schedule_id";
 
+/// A party's reads over a period (`?3` to `?4`), by number after `?2` and up to `?5`.
+pub(super) fn reads_between_sql() -> String {
+    format!(
+        "SELECT {READ_COLS} FROM responses s JOIN requests q ON q.seq = s.request_seq \
+         WHERE s.party = ?1 AND s.seq > ?2 AND s.seq <= ?5 AND s.at >= ?3 AND s.at < ?4 ORDER BY s.seq"
+    )
+}
+
 fn raw_read(r: &Row<'_>) -> rusqlite::Result<(RawResponse, String, String, Option<String>, Option<String>)> {
     Ok(((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?), r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?))
 }
@@ -196,21 +204,25 @@ pub(super) fn reads_between(
     after: i64,
     limit: usize,
 ) -> Result<Vec<ReadRecord>, StoreError> {
-    // Start from the party's first response of the period's first hour or a later one (no
-    // response in the period comes before it), then page by number, filtering by time.
-    let first: Option<i64> = conn
-        .prepare_cached("SELECT min(first_seq) FROM response_marks WHERE party = ?1 AND hour >= ?2")
-        .and_then(|mut s| s.query_row(params![party.as_str(), super::pipeline::response_hour(from)], |r| r.get(0)))
+    // Every response in the period is in one of its hours, so its number lies between the
+    // lowest first mark and the highest last mark of those hours, whatever order the
+    // responses were written in. Page by number between them, filtering by time.
+    let bounds: (Option<i64>, Option<i64>) = conn
+        .prepare_cached(
+            "SELECT min(first_seq), max(last_seq) FROM response_marks WHERE party = ?1 AND hour >= ?2 AND hour <= ?3",
+        )
+        .and_then(|mut s| {
+            s.query_row(
+                params![party.as_str(), super::pipeline::response_hour(from), super::pipeline::response_hour(to)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+        })
         .map_err(backend)?;
-    let Some(first) = first else { return Ok(Vec::new()) };
+    let (Some(first), Some(last)) = bounds else { return Ok(Vec::new()) };
     let after = after.max(first - 1);
-    let mut s = conn
-        .prepare_cached(&format!(
-            "SELECT {READ_COLS} FROM responses s JOIN requests q ON q.seq = s.request_seq \
-             WHERE s.party = ?1 AND s.seq > ?2 AND s.at >= ?3 AND s.at < ?4 ORDER BY s.seq"
-        ))
-        .map_err(backend)?;
-    let rows = s.query_map(params![party.as_str(), after, micros(from), micros(to)], raw_read).map_err(backend)?;
+    let mut s = conn.prepare_cached(&reads_between_sql()).map_err(backend)?;
+    let rows =
+        s.query_map(params![party.as_str(), after, micros(from), micros(to), last], raw_read).map_err(backend)?;
     let mut out = Vec::new();
     for row in rows {
         let read = into_read(row.map_err(backend)?)?;

@@ -27,6 +27,7 @@ pub(crate) const HUB: &[(i64, &str)] = &[
     (16, include_str!("../../migrations/0016_requests_by_originator_counter.sql")),
     (17, include_str!("../../migrations/0017_waiting_requests_index.sql")),
     (18, include_str!("../../migrations/0018_response_marks.sql")),
+    (19, include_str!("../../migrations/0019_response_marks_last.sql")),
 ];
 
 /// What the planning cache watches: the tables a service request is planned from, each with
@@ -174,7 +175,11 @@ mod tests {
     fn plan(conn: &Connection, sql: &str) -> String {
         let steps: Vec<String> = conn
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-            .and_then(|mut s| s.query_map([], |r| r.get(3))?.collect())
+            .and_then(|mut s| {
+                // Parameters left unbound are NULL: the plan does not depend on them.
+                let unbound = std::iter::repeat_n(rusqlite::types::Null, s.parameter_count());
+                s.query_map(rusqlite::params_from_iter(unbound), |r| r.get(3))?.collect()
+            })
             .expect("plan");
         steps.join("; ")
     }
@@ -366,26 +371,14 @@ mod tests {
         // first two of hour 5 written out of time order, and one before 1970 (hour 0 too,
         // as the division goes toward zero).
         let hour = 3_600_000_000_i64;
-        let mut rows = String::new();
-        for (seq, party, at) in
-            [(5, "sup", 5 * hour + 900), (6, "sup", 5 * hour + 7), (8, "dno", 5 * hour + 7), (11, "sup", -7)]
-        {
-            let (request, id) = (20 + seq, format!("{ORIGINATOR}:00000000000000AA:{}", 100 + seq));
-            rows.push_str(&format!(
-                "INSERT INTO requests (seq, id, party, srv, target, body, precommand, submitted_at, status, status_at, \
-                                       execute_at, id_originator, id_counter) \
-                 VALUES ({request}, '{id}', '{party}', '4.1.1', '00000000000000AA', '{{}}', x'00', 1, 'completed', 2, \
-                         NULL, '{ORIGINATOR}', {counter}); \
-                 INSERT INTO responses (seq, request_seq, request_id, party, at, outcome, body) \
-                 VALUES ({seq}, {request}, '{id}', '{party}', {at}, 'done', '{{}}');",
-                counter = 100 + seq
-            ));
-        }
-        conn.execute_batch(&rows).expect("more responses at version 17");
+        add_responses(
+            &conn,
+            &[(5, "sup", 5 * hour + 900), (6, "sup", 5 * hour + 7), (8, "dno", 5 * hour + 7), (11, "sup", -7)],
+        );
         let tables = "'responses'";
         let mut expected = objects(&conn, tables);
         expected.retain(|o| o != "index responses_by_party_at");
-        migrate(&mut conn, HUB).expect("migrate to the latest");
+        migrate(&mut conn, &HUB[..18]).expect("migrate to 18");
         assert_eq!(objects(&conn, tables), expected, "the index by time is dropped, and nothing else");
         let marks: String = conn
             .query_row(
@@ -406,6 +399,73 @@ mod tests {
         }
         let start = plan(&conn, "SELECT min(first_seq) FROM response_marks WHERE party = 'sup' AND hour >= 3");
         assert!(start.contains("PRIMARY KEY"), "{start}");
+    }
+
+    /// Migration 19 gives each mark the last response of its party and hour as well, made
+    /// from the responses stored; a search by time then reads only the numbers between its
+    /// hours' first and last marks.
+    #[test]
+    fn migration_19_marks_each_partys_last_response_of_each_hour() {
+        let (_dir, mut conn) = at_version_15();
+        migrate(&mut conn, &HUB[..18]).expect("migrate to 18");
+        // Response 4 (of version 15's fixture, hour 0); more of two parties, written out of
+        // time order: 12 is the last written of hour 5 but the earliest in it, 6 the last of
+        // hour 0 (before 1970).
+        let hour = 3_600_000_000_i64;
+        add_responses(
+            &conn,
+            &[
+                (5, "sup", 5 * hour + 900),
+                (6, "sup", -7),
+                (8, "dno", 5 * hour + 7),
+                (10, "sup", 7 * hour),
+                (12, "sup", 5 * hour),
+            ],
+        );
+        let tables = "'responses', 'response_marks'";
+        let expected = objects(&conn, tables);
+        migrate(&mut conn, HUB).expect("migrate to the latest");
+        assert_eq!(objects(&conn, tables), expected, "no index or trigger changes");
+        let marks: String = conn
+            .query_row(
+                "SELECT group_concat(party || ':' || hour || ':' || first_seq || '-' || last_seq, ',') \
+                 FROM response_marks",
+                [],
+                |r| r.get(0),
+            )
+            .expect("marks");
+        assert_eq!(marks, "dno:5:8-8,sup:0:4-6,sup:5:5-12,sup:7:10-10");
+        // A mark's first is never after its last.
+        let e = conn
+            .execute("INSERT INTO response_marks (party, hour, first_seq, last_seq) VALUES ('x', 1, 3, 2)", [])
+            .expect_err("first after last");
+        assert!(e.to_string().contains("CHECK"), "{e}");
+        // The search is bounded both ways, by the marks' primary key and the party's numbers.
+        let bounds = plan(
+            &conn,
+            "SELECT min(first_seq), max(last_seq) FROM response_marks WHERE party = 'sup' AND hour >= 3 AND hour <= 6",
+        );
+        assert!(bounds.contains("PRIMARY KEY (party=? AND hour>? AND hour<?)"), "{bounds}");
+        let reads = plan(&conn, &super::super::schedules::reads_between_sql());
+        assert!(reads.contains("responses_by_party (party=? AND seq>? AND seq<?)"), "{reads}");
+    }
+
+    /// Responses (with their requests) of the given numbers, parties and times.
+    fn add_responses(conn: &Connection, responses: &[(i64, &str, i64)]) {
+        let mut rows = String::new();
+        for &(seq, party, at) in responses {
+            let (request, id) = (20 + seq, format!("{ORIGINATOR}:00000000000000AA:{}", 100 + seq));
+            rows.push_str(&format!(
+                "INSERT INTO requests (seq, id, party, srv, target, body, precommand, submitted_at, status, status_at, \
+                                       execute_at, id_originator, id_counter) \
+                 VALUES ({request}, '{id}', '{party}', '4.1.1', '00000000000000AA', '{{}}', x'00', 1, 'completed', 2, \
+                         NULL, '{ORIGINATOR}', {counter}); \
+                 INSERT INTO responses (seq, request_seq, request_id, party, at, outcome, body) \
+                 VALUES ({seq}, {request}, '{id}', '{party}', {at}, 'done', '{{}}');",
+                counter = 100 + seq
+            ));
+        }
+        conn.execute_batch(&rows).expect("more responses");
     }
 
     /// A migration commits only if every row still finds what it refers to: a row that was
