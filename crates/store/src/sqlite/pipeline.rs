@@ -604,10 +604,12 @@ fn record_answer(conn: &Connection, c: &Completion, seq: i64) -> Result<(), Stor
     let response_seq = conn.last_insert_rowid();
     // The party's first and last responses of the hour mark where a search by time starts
     // and ends. Numbers only grow (responses are never deleted), so the first response
-    // written keeps its mark and each later one becomes the last.
+    // written keeps its mark and each later one becomes the last; min and max keep the
+    // marks right even if they did not.
     conn.prepare_cached(
         "INSERT INTO response_marks (party, hour, first_seq, last_seq) VALUES (?1, ?2, ?3, ?3) \
-         ON CONFLICT (party, hour) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
+         ON CONFLICT (party, hour) DO UPDATE SET first_seq = min(first_seq, excluded.first_seq), \
+         last_seq = max(last_seq, excluded.last_seq)",
     )
     .and_then(|mut s| s.execute(params![c.party.as_str(), response_hour(c.at), response_seq]))
     .map_err(backend)?;
@@ -615,11 +617,18 @@ fn record_answer(conn: &Connection, c: &Completion, seq: i64) -> Result<(), Stor
 }
 
 /// The hour of `response_marks` that a response at `at` is marked in: microseconds since
-/// the epoch divided by an hour's toward zero, as migration 18 computed them. Any division
-/// that never goes down as time goes up would do: a response at or after an instant is
-/// then in that instant's hour or a later one.
+/// the epoch divided by an hour's toward zero, as migrations 18 and 19 computed them. Any
+/// division that never goes down as time goes up would do: a response at or after an
+/// instant is then in that instant's hour or a later one (where a search by time starts),
+/// and a response before an instant in the hour of the microsecond before it or an earlier
+/// one (where it ends).
 pub(super) fn response_hour(at: Timestamp) -> i64 {
-    micros(at) / 3_600_000_000
+    micros_hour(micros(at))
+}
+
+/// [`response_hour`] of an instant given in microseconds since the epoch.
+pub(super) fn micros_hour(micros: i64) -> i64 {
+    micros / 3_600_000_000
 }
 
 /// A completion whose effect cannot be applied is recorded as a failure instead: each one

@@ -204,19 +204,19 @@ pub(super) fn reads_between(
     after: i64,
     limit: usize,
 ) -> Result<Vec<ReadRecord>, StoreError> {
-    // Every response in the period is in one of its hours, so its number lies between the
-    // lowest first mark and the highest last mark of those hours, whatever order the
-    // responses were written in. Page by number between them, filtering by time.
+    // Every response in the period is in one of its hours (up to the hour of its last
+    // microsecond), so its number lies between the lowest first mark and the highest last
+    // mark of those hours, whatever order the responses were written in. Page by number
+    // between them, filtering by time.
+    if to <= from {
+        return Ok(Vec::new());
+    }
+    let (first_hour, last_hour) = (super::pipeline::response_hour(from), super::pipeline::micros_hour(micros(to) - 1));
     let bounds: (Option<i64>, Option<i64>) = conn
         .prepare_cached(
             "SELECT min(first_seq), max(last_seq) FROM response_marks WHERE party = ?1 AND hour >= ?2 AND hour <= ?3",
         )
-        .and_then(|mut s| {
-            s.query_row(
-                params![party.as_str(), super::pipeline::response_hour(from), super::pipeline::response_hour(to)],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-        })
+        .and_then(|mut s| s.query_row(params![party.as_str(), first_hour, last_hour], |r| Ok((r.get(0)?, r.get(1)?))))
         .map_err(backend)?;
     let (Some(first), Some(last)) = bounds else { return Ok(Vec::new()) };
     let after = after.max(first - 1);

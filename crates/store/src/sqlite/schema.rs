@@ -448,6 +448,62 @@ mod tests {
         assert!(bounds.contains("PRIMARY KEY (party=? AND hour>? AND hour<?)"), "{bounds}");
         let reads = plan(&conn, &super::super::schedules::reads_between_sql());
         assert!(reads.contains("responses_by_party (party=? AND seq>? AND seq<?)"), "{reads}");
+
+        // The writer keeps the marks the migration would make from the same responses: three
+        // completions in one call, into an old hour, a new hour and before 1970, the second
+        // one with an effect that cannot be applied (its metering point does not exist), so
+        // that it is rolled back and recorded as a failure instead.
+        conn.execute_batch(&format!(
+            "INSERT INTO requests (seq, id, party, srv, target, body, precommand, submitted_at, status, status_at, \
+                                   id_originator, id_counter) \
+             VALUES (40, '{ORIGINATOR}:00000000000000AA:140', 'sup', '4.1.1', '00000000000000AA', '{{}}', x'00', 1, \
+                     'queued', 1, '{ORIGINATOR}', 140), \
+                    (41, '{ORIGINATOR}:00000000000000AA:141', 'sup', '6.20.1', '00000000000000AA', '{{}}', x'00', 1, \
+                     'queued', 1, '{ORIGINATOR}', 141), \
+                    (42, '{ORIGINATOR}:00000000000000AA:142', 'dno', '4.1.1', '00000000000000AA', '{{}}', x'00', 1, \
+                     'queued', 1, '{ORIGINATOR}', 142);"
+        ))
+        .expect("queued requests");
+        let sup = domain::PartyId::parse("sup").expect("party");
+        let at = |micros: i64| super::super::ts(micros).expect("an instant");
+        let completion =
+            |seq: i64, party: &domain::PartyId, micros: i64, effects: Vec<crate::Effect>| crate::Completion {
+                request_id: format!("{ORIGINATOR}:00000000000000AA:{}", 100 + seq),
+                request_seq: Some(seq),
+                party: party.clone(),
+                at: at(micros),
+                outcome: crate::ResponseOutcome::Done,
+                body: "{}".into(),
+                effects,
+            };
+        let link = crate::Effect::Linked {
+            eui: domain::Eui64::from_u64(0xAA),
+            mpxn: domain::Mpxn::parse("1700053058802").expect("an MPAN"),
+            at: at(9 * hour),
+            by: sup.clone(),
+        };
+        let dno = domain::PartyId::parse("dno").expect("party");
+        let completions = [
+            completion(40, &sup, 5 * hour + 1, vec![]),
+            completion(41, &sup, 9 * hour, vec![link]),
+            completion(42, &dno, -hour - 1, vec![]),
+        ];
+        let tx = conn.transaction().expect("transaction");
+        super::super::pipeline::complete_requests(&tx, &completions).expect("completed");
+        tx.commit().expect("committed");
+        let outcome: String =
+            conn.query_row("SELECT outcome FROM responses WHERE request_seq = 41", [], |r| r.get(0)).expect("response");
+        assert_eq!(outcome, "failed", "the link could not be applied");
+        let all_marks = |sql: &str| -> String { conn.query_row(sql, [], |r| r.get(0)).expect("marks") };
+        let written = all_marks(
+            "SELECT group_concat(party || ':' || hour || ':' || first_seq || '-' || last_seq, ',') FROM response_marks",
+        );
+        let made = all_marks(
+            "SELECT group_concat(m, ',') FROM (SELECT party || ':' || (at / 3600000000) || ':' || min(seq) || '-' || \
+             max(seq) AS m FROM responses GROUP BY party, at / 3600000000 ORDER BY party, at / 3600000000)",
+        );
+        assert_eq!(written, made, "the writer's marks are the migration's");
+        assert_eq!(written, "dno:-1:15-15,dno:5:8-8,sup:0:4-6,sup:5:5-13,sup:7:10-10,sup:9:14-14");
     }
 
     /// Responses (with their requests) of the given numbers, parties and times.
