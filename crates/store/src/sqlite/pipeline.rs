@@ -611,23 +611,18 @@ fn record_answer(conn: &Connection, c: &Completion, seq: i64) -> Result<(), Stor
          ON CONFLICT (party, hour) DO UPDATE SET first_seq = min(first_seq, excluded.first_seq), \
          last_seq = max(last_seq, excluded.last_seq)",
     )
-    .and_then(|mut s| s.execute(params![c.party.as_str(), response_hour(c.at), response_seq]))
+    .and_then(|mut s| s.execute(params![c.party.as_str(), response_hour(micros(c.at)), response_seq]))
     .map_err(backend)?;
     audit(conn, c.at, (seq, &c.request_id), &c.party, "completed", c.outcome.as_str())
 }
 
-/// The hour of `response_marks` that a response at `at` is marked in: microseconds since
-/// the epoch divided by an hour's toward zero, as migrations 18 and 19 computed them. Any
-/// division that never goes down as time goes up would do: a response at or after an
-/// instant is then in that instant's hour or a later one (where a search by time starts),
-/// and a response before an instant in the hour of the microsecond before it or an earlier
-/// one (where it ends).
-pub(super) fn response_hour(at: Timestamp) -> i64 {
-    micros_hour(micros(at))
-}
-
-/// [`response_hour`] of an instant given in microseconds since the epoch.
-pub(super) fn micros_hour(micros: i64) -> i64 {
+/// The hour of `response_marks` that a response at `micros` (since the epoch) is marked in:
+/// divided by an hour's toward zero, as migrations 18 and 19 computed them. Any division
+/// that never goes down as time goes up would do: a response at or after an instant is then
+/// in that instant's hour or a later one (where a search by time starts), and a response
+/// before an instant in the hour of the microsecond before it or an earlier one (where it
+/// ends).
+pub(super) fn response_hour(micros: i64) -> i64 {
     micros / 3_600_000_000
 }
 

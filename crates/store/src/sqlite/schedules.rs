@@ -211,7 +211,8 @@ pub(super) fn reads_between(
     if to <= from {
         return Ok(Vec::new());
     }
-    let (first_hour, last_hour) = (super::pipeline::response_hour(from), super::pipeline::micros_hour(micros(to) - 1));
+    let (first_hour, last_hour) =
+        (super::pipeline::response_hour(micros(from)), super::pipeline::response_hour(micros(to) - 1));
     let bounds: (Option<i64>, Option<i64>) = conn
         .prepare_cached(
             "SELECT min(first_seq), max(last_seq) FROM response_marks WHERE party = ?1 AND hour >= ?2 AND hour <= ?3",

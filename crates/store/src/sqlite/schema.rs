@@ -395,7 +395,7 @@ mod tests {
             .expect("hours");
         for (at, sql_hour) in hours {
             let at_ts = super::super::ts(at).expect("an instant");
-            assert_eq!(super::super::pipeline::response_hour(at_ts), sql_hour, "at {at}");
+            assert_eq!(super::super::pipeline::response_hour(super::super::micros(at_ts)), sql_hour, "at {at}");
         }
         let start = plan(&conn, "SELECT min(first_seq) FROM response_marks WHERE party = 'sup' AND hour >= 3");
         assert!(start.contains("PRIMARY KEY"), "{start}");
@@ -426,15 +426,11 @@ mod tests {
         let expected = objects(&conn, tables);
         migrate(&mut conn, HUB).expect("migrate to the latest");
         assert_eq!(objects(&conn, tables), expected, "no index or trigger changes");
-        let marks: String = conn
-            .query_row(
-                "SELECT group_concat(party || ':' || hour || ':' || first_seq || '-' || last_seq, ',') \
-                 FROM response_marks",
-                [],
-                |r| r.get(0),
-            )
-            .expect("marks");
-        assert_eq!(marks, "dno:5:8-8,sup:0:4-6,sup:5:5-12,sup:7:10-10");
+        let all_marks =
+            |conn: &Connection, sql: &str| -> String { conn.query_row(sql, [], |r| r.get(0)).expect("marks") };
+        const MARKS: &str =
+            "SELECT group_concat(party || ':' || hour || ':' || first_seq || '-' || last_seq, ',') FROM response_marks";
+        assert_eq!(all_marks(&conn, MARKS), "dno:5:8-8,sup:0:4-6,sup:5:5-12,sup:7:10-10");
         // A mark's first is never after its last.
         let e = conn
             .execute("INSERT INTO response_marks (party, hour, first_seq, last_seq) VALUES ('x', 1, 3, 2)", [])
@@ -494,11 +490,9 @@ mod tests {
         let outcome: String =
             conn.query_row("SELECT outcome FROM responses WHERE request_seq = 41", [], |r| r.get(0)).expect("response");
         assert_eq!(outcome, "failed", "the link could not be applied");
-        let all_marks = |sql: &str| -> String { conn.query_row(sql, [], |r| r.get(0)).expect("marks") };
-        let written = all_marks(
-            "SELECT group_concat(party || ':' || hour || ':' || first_seq || '-' || last_seq, ',') FROM response_marks",
-        );
+        let written = all_marks(&conn, MARKS);
         let made = all_marks(
+            &conn,
             "SELECT group_concat(m, ',') FROM (SELECT party || ':' || (at / 3600000000) || ':' || min(seq) || '-' || \
              max(seq) AS m FROM responses GROUP BY party, at / 3600000000 ORDER BY party, at / 3600000000)",
         );
